@@ -1,0 +1,142 @@
+//! `persona-runner catalog validate|seed|cleanup`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+use persona_runner::catalog::{self, CatalogError, Rules};
+use persona_runner::persona::DEFAULT_TENANT;
+
+use super::{App, Outcome};
+
+#[derive(Subcommand)]
+pub enum CatalogCommand {
+    /// Check catalog files and report every problem with its JSON path.
+    Validate {
+        /// Catalog files (default: catalog.files of the config).
+        files: Vec<PathBuf>,
+    },
+    /// Create or update the personas of the catalogs (idempotent, by email).
+    Seed {
+        /// Catalog files (default: catalog.files of the config).
+        files: Vec<PathBuf>,
+        /// Print the counts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete every persona user with its personas, ticks, actions, feedback and profile
+    /// rows. Never deletes a human user. Warns about personas no catalog lists.
+    Cleanup {
+        /// Catalogs to compare the store with (default: catalog.files of the config).
+        files: Vec<PathBuf>,
+        /// Only report what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub async fn run(command: CatalogCommand, app: &App) -> Result<Outcome> {
+    let rules = Rules::from(&app.config().catalog);
+    let files = |given: Vec<PathBuf>| {
+        if given.is_empty() {
+            app.config().catalog.files.clone()
+        } else {
+            given
+        }
+    };
+    match command {
+        CatalogCommand::Validate { files: given } => {
+            let files = files(given);
+            match catalog::load(&files, &rules) {
+                Ok(catalogs) => {
+                    for catalog in &catalogs {
+                        println!("ok: {} ({} personas)", catalog.file.display(), catalog.personas.len());
+                    }
+                    Ok(Outcome::Success)
+                }
+                Err(CatalogError::Invalid(problems)) => {
+                    for problem in &problems {
+                        println!("{problem}");
+                    }
+                    eprintln!("{} problem(s) in {} file(s)", problems.len(), files.len());
+                    Ok(Outcome::Problems)
+                }
+                Err(other) => Err(other.into()),
+            }
+        }
+        CatalogCommand::Seed { files: given, json } => {
+            let catalogs = match catalog::load(&files(given), &rules) {
+                Ok(catalogs) => catalogs,
+                Err(err) => return report_invalid(err),
+            };
+            let store = app.store().await?;
+            let seeded = catalog::seed(
+                &store,
+                DEFAULT_TENANT,
+                &catalogs,
+                &app.config().catalog.default_time_zone,
+            )
+            .await;
+            store.close().await;
+            let report = match seeded {
+                Ok(report) => report,
+                Err(err) => return report_invalid(err),
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "seeded {}: {} created, {} updated, {} unchanged",
+                    store.url(),
+                    report.created,
+                    report.updated,
+                    report.unchanged
+                );
+            }
+            Ok(Outcome::Success)
+        }
+        CatalogCommand::Cleanup { files: given, dry_run } => {
+            let catalogs = match catalog::load(&files(given), &rules) {
+                Ok(catalogs) => catalogs,
+                Err(err) => return report_invalid(err),
+            };
+            let store = app.store().await?;
+            if dry_run {
+                let counts = store.row_counts(DEFAULT_TENANT).await?;
+                println!(
+                    "would delete {} persona users and their personas, ticks ({}), actions ({}), feedback ({})",
+                    counts.persona_users, counts.ticks, counts.actions, counts.feedback
+                );
+                store.close().await;
+                return Ok(Outcome::Success);
+            }
+            let outcome = catalog::cleanup(&store, DEFAULT_TENANT, &catalogs).await;
+            store.close().await;
+            let outcome = outcome?;
+            for email in &outcome.unlisted {
+                eprintln!("warning: {email} was in the store but in no catalog (deleted with the rest)");
+            }
+            println!(
+                "deleted {} persona users and {} personas (with their ticks, actions, feedback and profiles)",
+                outcome.deleted.users_deleted, outcome.deleted.personas_deleted
+            );
+            Ok(Outcome::Success)
+        }
+    }
+}
+
+fn report_invalid(err: CatalogError) -> Result<Outcome> {
+    match err {
+        CatalogError::Invalid(problems) => {
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            eprintln!(
+                "{} problem(s); nothing was changed by the failing entry",
+                problems.len()
+            );
+            Ok(Outcome::Problems)
+        }
+        other => Err(other.into()),
+    }
+}

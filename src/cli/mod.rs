@@ -1,0 +1,225 @@
+//! The command line: argument parsing, logging setup, and one function per command.
+//! Errors are `anyhow` with context here; the library's typed errors end at this layer.
+
+mod catalog;
+mod personas;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use persona_runner::config::{self, Config, Env, LoadedConfig};
+use persona_runner::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "persona-runner",
+    version,
+    about = "Keeps synthetic users (personas) using a product through its MCP gateway, on a schedule, \
+             and reports how each product module feels to them."
+)]
+struct Cli {
+    /// Config file (default: $PERSONA_RUNNER_CONFIG, else ./config.toml, else built-in defaults).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: scheduler, ticks and the HTTP sidecar (not in this build yet).
+    Run,
+    /// Serve the HTTP sidecar only: admin API, profile API, dashboard (not in this build yet).
+    Serve,
+    /// Run one-off ticks for some or all personas (not in this build yet).
+    Tick,
+    /// Validate, seed or clean up persona catalogs.
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCommand),
+    /// QA report of the ratings per module (not in this build yet).
+    Feedback,
+    /// List or show the personas in the store.
+    #[command(subcommand)]
+    Personas(personas::PersonasCommand),
+    /// Apply pending database migrations.
+    Migrate,
+    /// Print the derived login password of a persona.
+    Password {
+        /// The persona's email, exactly as it logs in.
+        email: String,
+    },
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the config, print it (secrets redacted) and check the database is reachable.
+    Check,
+}
+
+/// What a command reports back to `main`: success, or "ran, but found problems" (exit 1).
+pub enum Outcome {
+    Success,
+    Problems,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env: Env = std::env::vars().collect();
+    let loaded = match config::load(cli.config.as_deref(), &env) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&loaded.config, &env);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command, loaded, env)) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Problems) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, loaded: LoadedConfig, env: Env) -> Result<Outcome> {
+    let app = App { loaded, env };
+    match command {
+        Command::Run | Command::Serve | Command::Tick | Command::Feedback => not_yet(&command),
+        Command::Catalog(command) => catalog::run(command, &app).await,
+        Command::Personas(command) => personas::run(command, &app).await,
+        Command::Migrate => migrate(&app).await,
+        Command::Password { email } => password(&email, &app),
+        Command::Config(ConfigCommand::Check) => config_check(&app).await,
+    }
+}
+
+/// What every command gets: the loaded config and the environment snapshot.
+pub struct App {
+    pub loaded: LoadedConfig,
+    pub env: Env,
+}
+
+impl App {
+    pub fn config(&self) -> &Config {
+        &self.loaded.config
+    }
+
+    /// Opens the store (migrating when `database.migrate_on_start`).
+    pub async fn store(&self) -> Result<Store> {
+        let password = self.config().database_password(&self.env)?;
+        Store::open(&self.config().database, password.as_ref())
+            .await
+            .with_context(|| format!("opening the store at {}", self.config().database.url))
+    }
+}
+
+fn not_yet(command: &Command) -> Result<Outcome> {
+    let name = match command {
+        Command::Run => "run",
+        Command::Serve => "serve",
+        Command::Tick => "tick",
+        _ => "feedback",
+    };
+    anyhow::bail!(
+        "`persona-runner {name}` is not available in this build yet: this release has the store, \
+         the catalogs and the CLI around them; the tick engine, the daemon and the sidecar follow"
+    )
+}
+
+fn init_logging(config: &Config, env: &Env) {
+    use tracing_subscriber::EnvFilter;
+    let filter = env
+        .get("RUST_LOG")
+        .and_then(|directive| EnvFilter::try_new(directive).ok())
+        .unwrap_or_else(|| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        config::LogFormat::Json => builder.json().init(),
+        config::LogFormat::Text => builder.init(),
+    }
+}
+
+async fn migrate(app: &App) -> Result<Outcome> {
+    let password = app.config().database_password(&app.env)?;
+    let store = Store::connect(&app.config().database, password.as_ref())
+        .await
+        .with_context(|| format!("opening the store at {}", app.config().database.url))?;
+    let (before, _) = store.migration_status().await?;
+    store.migrate().await.context("applying migrations")?;
+    let (after, known) = store.migration_status().await?;
+    println!(
+        "{}: {after} of {known} migrations applied ({} new)",
+        store.url(),
+        after - before
+    );
+    store.close().await;
+    Ok(Outcome::Success)
+}
+
+fn password(email: &str, app: &App) -> Result<Outcome> {
+    let seed = persona_runner::auth::SeedSecret::resolve(app.config(), &app.env)?;
+    if seed.origin == config::SecretOrigin::DevelopmentFallback {
+        eprintln!(
+            "warning: no seed secret set ({}); using the development fallback",
+            app.config().auth.seed_secret_env
+        );
+    }
+    println!(
+        "{}",
+        persona_runner::auth::derive_password(&seed.secret, email).expose()
+    );
+    Ok(Outcome::Success)
+}
+
+async fn config_check(app: &App) -> Result<Outcome> {
+    let loaded = &app.loaded;
+    println!("# config: {}", loaded.source);
+    for var in &loaded.overrides {
+        println!("# overridden by {var}");
+    }
+    println!("{}", loaded.config.to_redacted_toml());
+    let mut ok = true;
+    match persona_runner::auth::SeedSecret::resolve(&loaded.config, &app.env) {
+        Ok(seed) => println!("# seed secret: set, from {}", seed.origin),
+        Err(err) => {
+            ok = false;
+            println!("# seed secret: ERROR: {err}");
+        }
+    }
+    match app.config().database_password(&app.env) {
+        Ok(Some(_)) => println!("# database password: set"),
+        Ok(None) => {}
+        Err(err) => {
+            ok = false;
+            println!("# database password: ERROR: {err}");
+        }
+    }
+    match app.store().await {
+        Ok(store) => {
+            let (applied, known) = store.migration_status().await?;
+            println!("# database: reachable ({applied} of {known} migrations applied)");
+            store.close().await;
+        }
+        Err(err) => {
+            ok = false;
+            println!("# database: ERROR: {err:#}");
+        }
+    }
+    Ok(if ok { Outcome::Success } else { Outcome::Problems })
+}

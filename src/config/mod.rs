@@ -1,0 +1,561 @@
+//! Configuration: built-in defaults, then `config.toml`, then `PERSONA_RUNNER__SECTION__KEY`
+//! environment overrides; secrets resolved separately (see [`secret`]).
+//!
+//! Every key is known: an unknown key or a bad value is an error that names the key (and
+//! the environment variable, when it came from one) and the expected form. The documented
+//! default file is `config.toml` at the repository root; keep it in step with this module.
+
+pub mod secret;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::time::HumanDuration;
+pub use secret::{Secret, SecretOrigin};
+
+/// A snapshot of the process environment. Config loading reads only this, so tests can
+/// pass their own without touching the real (process-global) environment.
+pub type Env = HashMap<String, String>;
+
+/// Prefix of per-key environment overrides: `PERSONA_RUNNER__DATABASE__URL`.
+pub const ENV_PREFIX: &str = "PERSONA_RUNNER__";
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_PATH_ENV: &str = "PERSONA_RUNNER_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}`{origin}: {message}")]
+    Invalid {
+        key: String,
+        origin: String,
+        message: String,
+    },
+    #[error("secret `{key}`: {message}")]
+    Secret { key: String, message: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `development` allows the built-in seed secret; `production` refuses it.
+    pub environment: Environment,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub catalog: CatalogConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            environment: Environment::Development,
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            catalog: CatalogConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (embedded) or `postgres://USER@HOST/DB` (production, replicas).
+    pub url: DatabaseUrl,
+    pub max_connections: u32,
+    pub connect_timeout: HumanDuration,
+    /// SQLite only: how long a writer waits for a lock before failing.
+    pub busy_timeout: HumanDuration,
+    /// Apply pending migrations when any command opens the store.
+    pub migrate_on_start: bool,
+    /// PostgreSQL password, kept out of the URL: environment variable to read.
+    pub password_env: Option<String>,
+    /// PostgreSQL password from a file (relative names resolve in `$CREDENTIALS_DIRECTORY`).
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: DatabaseUrl("sqlite://data/persona-runner.db".into()),
+            max_connections: 8,
+            connect_timeout: HumanDuration::from_secs(10),
+            busy_timeout: HumanDuration::from_secs(5),
+            migrate_on_start: true,
+            password_env: None,
+            password_file: None,
+        }
+    }
+}
+
+/// A database URL. It may carry a password, so `Debug`, `Display` and `Serialize` mask it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The full URL, password included: only for opening the connection.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn scheme(&self) -> &str {
+        self.0.split_once("://").map_or("", |(scheme, _)| scheme)
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return self.0.clone();
+        };
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+                None => self.0.clone(),
+            },
+            None => {
+                // A password may also travel as a query parameter.
+                if let Some(start) = self.0.find("password=") {
+                    let end = self.0[start..].find('&').map_or(self.0.len(), |i| start + i);
+                    format!("{}password=***{}", &self.0[..start], &self.0[end..])
+                } else {
+                    self.0.clone()
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Environment variable holding the seed secret for password derivation.
+    pub seed_secret_env: String,
+    /// File holding the seed secret (wins over the environment variable).
+    pub seed_secret_file: Option<PathBuf>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            seed_secret_env: "PERSONA_SEED_SECRET".into(),
+            seed_secret_file: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// Catalog files used when a `catalog` command names none.
+    pub files: Vec<PathBuf>,
+    /// Email domain suffixes personas may use (`test` allows any `*.test`).
+    pub allowed_email_domains: Vec<String>,
+    /// Shortest acceptable system prompt, in characters.
+    pub min_prompt_chars: usize,
+    /// Time zone of personas whose entry has no `timeZone`.
+    pub default_time_zone: String,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            files: vec![
+                PathBuf::from("catalog/consumer-app.json"),
+                PathBuf::from("catalog/sop-finance.json"),
+            ],
+            allowed_email_domains: vec!["test".into()],
+            min_prompt_chars: 80,
+            default_time_zone: "UTC".into(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `persona_runner=debug,sqlx=warn`. `RUST_LOG` wins.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Where the effective config came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Defaults,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Defaults => f.write_str("built-in defaults (no config file found)"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub source: ConfigSource,
+    /// Environment variables that overrode keys, for `config check`.
+    pub overrides: Vec<String>,
+}
+
+/// Finds and loads the config: `explicit` (`--config`), else `$PERSONA_RUNNER_CONFIG`,
+/// else `./config.toml` if it exists, else defaults. A named file that is missing is an
+/// error; only the implicit `./config.toml` may be absent.
+pub fn load(explicit: Option<&Path>, env: &Env) -> Result<LoadedConfig, ConfigError> {
+    let named = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| env.get(CONFIG_PATH_ENV).filter(|p| !p.is_empty()).map(PathBuf::from));
+    let (table, source) = match named {
+        Some(path) => (read_table(&path)?, ConfigSource::File(path)),
+        None => {
+            let path = PathBuf::from("config.toml");
+            if path.is_file() {
+                (read_table(&path)?, ConfigSource::File(path))
+            } else {
+                (toml::Table::new(), ConfigSource::Defaults)
+            }
+        }
+    };
+    let (config, overrides) = from_table(table, env)?;
+    Ok(LoadedConfig {
+        config,
+        source,
+        overrides,
+    })
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.parse::<toml::Table>().map_err(|err| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: err.to_string().trim_end().to_string(),
+    })
+}
+
+/// Applies environment overrides to `table`, then deserializes and validates it.
+pub fn from_table(mut table: toml::Table, env: &Env) -> Result<(Config, Vec<String>), ConfigError> {
+    let mut overrides: Vec<(String, String)> = Vec::new();
+    let mut vars: Vec<_> = env.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let key: Vec<String> = var[ENV_PREFIX.len()..].split("__").map(str::to_lowercase).collect();
+        let dotted = key.join(".");
+        if key.iter().any(String::is_empty) {
+            return Err(invalid(
+                &dotted,
+                Some(var),
+                "malformed override name; use PERSONA_RUNNER__SECTION__KEY",
+            ));
+        }
+        set_path(&mut table, &key, env_value(raw)).map_err(|message| invalid(&dotted, Some(var), &message))?;
+        overrides.push((dotted, var.clone()));
+    }
+
+    let origin_of = |key: &str| {
+        overrides
+            .iter()
+            .find(|(dotted, _)| {
+                dotted == key || key.starts_with(&format!("{dotted}.")) || dotted.starts_with(&format!("{key}."))
+            })
+            .map(|(_, var)| var.as_str())
+    };
+    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+        let key = err.path().to_string();
+        // toml adds an "in `section`" line that repeats the key; the first line says it all.
+        let message = err.inner().to_string();
+        let message = message.lines().next().unwrap_or_default().to_string();
+        invalid(&key, origin_of(&key), &message)
+    })?;
+    validate(&config).map_err(|(key, message)| invalid(key, origin_of(key), &message))?;
+    Ok((config, overrides.into_iter().map(|(_, var)| var).collect()))
+}
+
+fn invalid(key: &str, var: Option<&str>, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        origin: var.map(|v| format!(" (from {v})")).unwrap_or_default(),
+        message: message.to_string(),
+    }
+}
+
+/// An override's text becomes a TOML number, boolean or array when it reads as one
+/// (`8`, `true`, `["a", "b"]`), otherwise a string, so `…__URL=sqlite://x` needs no quotes.
+fn env_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut parsed) => match parsed.remove("v") {
+            Some(
+                value @ (toml::Value::Integer(_)
+                | toml::Value::Float(_)
+                | toml::Value::Boolean(_)
+                | toml::Value::Array(_)),
+            ) => value,
+            _ => toml::Value::String(raw.to_string()),
+        },
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, key: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = key.split_last().ok_or("empty key")?;
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is a value, not a section"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+/// Checks the values serde cannot: returns the key and what is wrong with it.
+fn validate(config: &Config) -> Result<(), (&'static str, String)> {
+    match config.database.url.scheme() {
+        "sqlite" | "postgres" | "postgresql" => {}
+        other => {
+            return Err((
+                "database.url",
+                format!("unsupported scheme `{other}`; expected sqlite://PATH or postgres://USER@HOST/DB"),
+            ));
+        }
+    }
+    if config.database.max_connections == 0 {
+        return Err(("database.max_connections", "must be at least 1".into()));
+    }
+    if config.catalog.allowed_email_domains.is_empty() {
+        return Err((
+            "catalog.allowed_email_domains",
+            "must list at least one domain suffix, e.g. [\"test\"]".into(),
+        ));
+    }
+    if let Some(bad) = config
+        .catalog
+        .allowed_email_domains
+        .iter()
+        .find(|d| d.is_empty() || d.contains('@') || d.starts_with('.') || d.contains(char::is_whitespace))
+    {
+        return Err((
+            "catalog.allowed_email_domains",
+            format!("`{bad}` is not a domain suffix; write `test` or `mana.test`, without `@` or a leading dot"),
+        ));
+    }
+    crate::persona::parse_time_zone(&config.catalog.default_time_zone)
+        .map_err(|message| ("catalog.default_time_zone", message))?;
+    tracing_subscriber::EnvFilter::try_new(&config.log.level).map_err(|err| {
+        (
+            "log.level",
+            format!(
+                "`{}` is not a log filter ({err}); expected e.g. info or persona_runner=debug",
+                config.log.level
+            ),
+        )
+    })?;
+    Ok(())
+}
+
+impl Config {
+    /// Resolves the database password (if configured) from its file or variable.
+    pub fn database_password(&self, env: &Env) -> Result<Option<Secret>, ConfigError> {
+        let lookup = secret::SecretLookup {
+            key: "database.password",
+            file: self.database.password_file.as_deref(),
+            env_var: self.database.password_env.as_deref(),
+            credential: "database-password",
+        };
+        Ok(secret::resolve(&lookup, env)?.map(|(secret, _)| secret))
+    }
+
+    /// The effective config as TOML, secrets (the database URL's password) masked.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|err| format!("# cannot render config: {err}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Env {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn parse(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        from_table(text.parse().unwrap(), &env(vars)).map(|(config, _)| config)
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let config = parse("", &[]).unwrap();
+        assert_eq!(config.database.url.expose(), "sqlite://data/persona-runner.db");
+        assert_eq!(config.environment, Environment::Development);
+    }
+
+    #[test]
+    fn the_documented_config_file_is_the_defaults() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml")).unwrap();
+        let documented = parse(&text, &[]).unwrap();
+        assert_eq!(documented.to_redacted_toml(), Config::default().to_redacted_toml());
+    }
+
+    #[test]
+    fn env_overrides_win_and_are_typed() {
+        let config = parse(
+            "[database]\nmax_connections = 2\n",
+            &[
+                ("PERSONA_RUNNER__DATABASE__URL", "postgres://u@localhost/db"),
+                ("PERSONA_RUNNER__DATABASE__MAX_CONNECTIONS", "16"),
+                (
+                    "PERSONA_RUNNER__CATALOG__ALLOWED_EMAIL_DOMAINS",
+                    "[\"test\", \"example\"]",
+                ),
+                ("PERSONA_RUNNER__ENVIRONMENT", "production"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.database.url.expose(), "postgres://u@localhost/db");
+        assert_eq!(config.database.max_connections, 16);
+        assert_eq!(config.catalog.allowed_email_domains, ["test", "example"]);
+        assert_eq!(config.environment, Environment::Production);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("[database]\nurll = \"x\"\n", &[]).unwrap_err().to_string();
+        assert!(err.starts_with("config key `database.urll`"), "{err}");
+        let err = parse("verbose = true\n", &[]).unwrap_err().to_string();
+        assert!(err.starts_with("config key `verbose`"), "{err}");
+        let err = parse("", &[("PERSONA_RUNNER__DATABSE__URL", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`databse`") && err.contains("PERSONA_RUNNER__DATABSE__URL"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_expected_form() {
+        let err = parse("[database]\nmax_connections = \"many\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`database.max_connections`") && err.contains("u32"),
+            "{err}"
+        );
+        let err = parse("environment = \"staging\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("`environment`") && err.contains("production"), "{err}");
+        let err = parse("[database]\nbusy_timeout = \"5\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`database.busy_timeout`") && err.contains("30s"), "{err}");
+        let err = parse("[database]\nurl = \"mysql://x\"\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("`database.url`") && err.contains("sqlite://"), "{err}");
+        let err = parse("[catalog]\ndefault_time_zone = \"Berlin\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`catalog.default_time_zone`") && err.contains("IANA"),
+            "{err}"
+        );
+        let err = parse("[catalog]\nallowed_email_domains = [\"@test\"]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`catalog.allowed_email_domains`"), "{err}");
+    }
+
+    #[test]
+    fn database_url_password_is_masked_everywhere() {
+        let url = DatabaseUrl::new("postgres://runner:s3cr3t@db:5432/persona?sslmode=require");
+        assert_eq!(url.redacted(), "postgres://runner:***@db:5432/persona?sslmode=require");
+        let query = DatabaseUrl::new("postgres://db/persona?user=r&password=s3cr3t&x=1");
+        assert_eq!(query.redacted(), "postgres://db/persona?user=r&password=***&x=1");
+        let config = parse("[database]\nurl = \"postgres://runner:s3cr3t@db/p\"\n", &[]).unwrap();
+        for rendered in [format!("{config:?}"), config.to_redacted_toml()] {
+            assert!(!rendered.contains("s3cr3t"), "{rendered}");
+        }
+    }
+
+    #[test]
+    fn missing_named_file_is_an_error_but_missing_default_is_not() {
+        let err = load(Some(Path::new("/nonexistent/config.toml")), &Env::new()).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/config.toml"));
+        let err = load(None, &env(&[(CONFIG_PATH_ENV, "/nonexistent/c.toml")])).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/c.toml"));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "[database\nurl = 1").unwrap();
+        let err = load(Some(&path), &Env::new()).unwrap_err().to_string();
+        assert!(
+            err.contains("is not valid TOML") && err.contains("config.toml"),
+            "{err}"
+        );
+    }
+}

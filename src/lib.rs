@@ -1,0 +1,16 @@
+//! persona-runner: keeps synthetic users ("personas") using a product through its MCP
+//! tool gateway on a schedule, audits every call, and collects per-module ratings.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over this library. See ARCHITECTURE.md for
+//! the data flow and the invariants that hold between modules.
+#![forbid(unsafe_code)]
+
+#[macro_use]
+mod macros;
+
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod persona;
+pub mod store;
+pub mod time;

@@ -1,0 +1,288 @@
+//! The store: the only module that writes SQL.
+//!
+//! One [`Store`] type serves SQLite (embedded default) and PostgreSQL (production,
+//! replicas). Each query is written once in SQL both dialects accept (`$n` placeholders,
+//! `ON CONFLICT`, `RETURNING`, partial indexes, `CAST(… AS DOUBLE PRECISION)`) and runs on
+//! whichever pool is open through [`with_pool!`]: the body is compiled once per backend,
+//! so types are checked against both drivers without a generic-database trait maze.
+//! Where the dialects differ the code matches on the backend explicitly.
+//!
+//! Timestamps are always bound from Rust (`crate::time::now`), never defaulted in SQL:
+//! SQLite stores them as RFC 3339 UTC text, which sorts chronologically only when every
+//! writer uses the same format.
+
+mod personas;
+mod profiles;
+mod ticks;
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use uuid::Uuid;
+
+use crate::config::{DatabaseConfig, Secret};
+
+pub use personas::{CleanupReport, UpsertOutcome};
+pub use profiles::NewInteraction;
+pub use ticks::{ActionResult, NewAction, NewFeedback, NewTick, Tick, TickFinish, TickStatus, TickTrigger};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot create the folder {path} for the SQLite database: {source}")]
+    CreateDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A uniqueness rule of the design was hit (expected; callers map it to 409 etc.).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A check or foreign-key constraint refused the write: the caller sent bad data.
+    #[error("rejected by the database: {0}")]
+    Constraint(String),
+    #[error("a stored {table} row is not readable: {message}")]
+    Corrupt { table: &'static str, message: String },
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        use sqlx::error::ErrorKind;
+        if let Some(db) = err.as_database_error() {
+            let message = db.message().to_string();
+            match db.kind() {
+                ErrorKind::UniqueViolation => return Self::Conflict(message),
+                ErrorKind::CheckViolation | ErrorKind::ForeignKeyViolation | ErrorKind::NotNullViolation => {
+                    return Self::Constraint(message);
+                }
+                _ => {}
+            }
+        }
+        Self::Database(err)
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the open pool, whichever backend it is.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// Opens a write transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`):
+/// a deferred transaction that reads then writes can fail with SQLITE_BUSY when another
+/// writer got in between, which `busy_timeout` does not cure.
+macro_rules! begin_write {
+    ($pool:ident) => {
+        $crate::store::Begin::begin_write($pool).await?
+    };
+}
+pub(crate) use begin_write;
+
+pub(crate) trait Begin {
+    type Db: sqlx::Database;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>>;
+}
+
+impl Begin for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+impl Begin for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.begin().await?)
+    }
+}
+
+/// Row counts per table for one tenant (used by `migrate`, cleanup reports and tests).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RowCounts {
+    pub users: i64,
+    pub persona_users: i64,
+    pub personas: i64,
+    pub ticks: i64,
+    pub actions: i64,
+    pub feedback: i64,
+    pub profiles: i64,
+    pub interactions: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    backend: Backend,
+    url: String,
+}
+
+impl Store {
+    /// Opens the database `config.url` names, creating a SQLite file (and its folder) when
+    /// missing. `password` is the PostgreSQL password kept out of the URL, if any.
+    pub async fn connect(config: &DatabaseConfig, password: Option<&Secret>) -> Result<Self> {
+        let redacted = config.url.redacted();
+        let connect_err = |source| StoreError::Connect {
+            url: redacted.clone(),
+            source,
+        };
+        let backend = match config.url.scheme() {
+            "sqlite" => {
+                let options = SqliteConnectOptions::from_str(config.url.expose())
+                    .map_err(connect_err)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(config.busy_timeout.0);
+                if let Some(folder) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
+                    create_folder(folder)?;
+                }
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(config.max_connections)
+                    .acquire_timeout(config.connect_timeout.0)
+                    .connect_with(options)
+                    .await
+                    .map_err(connect_err)?;
+                Backend::Sqlite(pool)
+            }
+            _ => {
+                let mut options = PgConnectOptions::from_str(config.url.expose()).map_err(connect_err)?;
+                if let Some(password) = password {
+                    options = options.password(password.expose());
+                }
+                let pool = PgPoolOptions::new()
+                    .max_connections(config.max_connections)
+                    .acquire_timeout(config.connect_timeout.0)
+                    .connect_with(options)
+                    .await
+                    .map_err(connect_err)?;
+                Backend::Postgres(pool)
+            }
+        };
+        Ok(Self { backend, url: redacted })
+    }
+
+    /// Opens the store and, when `migrate_on_start`, applies pending migrations.
+    pub async fn open(config: &DatabaseConfig, password: Option<&Secret>) -> Result<Self> {
+        let store = Self::connect(config, password).await?;
+        if config.migrate_on_start {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    pub fn kind(&self) -> BackendKind {
+        match self.backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// The database URL with any password masked.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Applies pending migrations. On PostgreSQL sqlx holds an advisory lock meanwhile,
+    /// so replicas starting together migrate once.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// `(applied, known)` migration counts: the store is current when they are equal.
+    pub async fn migration_status(&self) -> Result<(i64, i64)> {
+        let known = match self.backend {
+            Backend::Sqlite(_) => SQLITE_MIGRATIONS.iter().count(),
+            Backend::Postgres(_) => POSTGRES_MIGRATIONS.iter().count(),
+        } as i64;
+        let applied: Result<i64, sqlx::Error> = with_pool!(self, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(pool)
+                .await
+        });
+        // Before the first migration the bookkeeping table does not exist yet.
+        Ok((applied.unwrap_or(0), known))
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+
+    pub async fn row_counts(&self, tenant: Uuid) -> Result<RowCounts> {
+        let counts = with_pool!(self, pool => {
+            sqlx::query_as::<_, (i64, i64, i64, i64, i64, i64, i64, i64)>(
+                "SELECT
+                    (SELECT COUNT(*) FROM users WHERE tenant_id = $1),
+                    (SELECT COUNT(*) FROM users WHERE tenant_id = $1 AND kind = 'persona'),
+                    (SELECT COUNT(*) FROM personas WHERE tenant_id = $1),
+                    (SELECT COUNT(*) FROM persona_ticks WHERE tenant_id = $1),
+                    (SELECT COUNT(*) FROM persona_actions WHERE tenant_id = $1),
+                    (SELECT COUNT(*) FROM persona_feedback WHERE tenant_id = $1),
+                    (SELECT COUNT(*) FROM persona_user_profiles WHERE tenant_id = $1),
+                    (SELECT COUNT(*) FROM persona_interactions WHERE tenant_id = $1)",
+            )
+            .bind(tenant)
+            .fetch_one(pool)
+            .await?
+        });
+        let (users, persona_users, personas, ticks, actions, feedback, profiles, interactions) = counts;
+        Ok(RowCounts {
+            users,
+            persona_users,
+            personas,
+            ticks,
+            actions,
+            feedback,
+            profiles,
+            interactions,
+        })
+    }
+}
+
+fn create_folder(folder: &Path) -> Result<()> {
+    std::fs::create_dir_all(folder).map_err(|source| StoreError::CreateDir {
+        path: folder.display().to_string(),
+        source,
+    })
+}

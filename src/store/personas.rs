@@ -1,0 +1,420 @@
+//! Users and personas: the idempotent upsert behind catalog seeding and the admin API,
+//! lookups, and the cleanup of persona users.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{Result, Store, StoreError, begin_write, with_pool};
+use crate::persona::{KeyMetric, ModuleMix, Persona, PersonaSpec};
+use crate::time::now;
+
+/// What an upsert did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpsertOutcome {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CleanupReport {
+    pub users_deleted: u64,
+    pub personas_deleted: u64,
+}
+
+/// Columns of a persona joined with its user's email, in [`PersonaRow`] order.
+macro_rules! select_persona {
+    ($($tail:literal)?) => {
+        concat!(
+            "SELECT p.id, p.tenant_id, p.user_id, u.email, p.name, p.archetype, p.system_prompt,
+                    p.module_mix, p.tick_cadence, p.time_zone, p.locale, p.paused,
+                    p.last_active_at, p.next_due_at, p.description, p.flow, p.role_index,
+                    p.primary_authority, p.decision_focus, p.primary_dashboard, p.key_metrics,
+                    p.detail_level, p.headline_type, p.hero_chart_type, p.context_factors,
+                    p.required_data_sources, p.actions, p.default_profile, p.page_templates,
+                    p.created_at, p.updated_at
+             FROM personas p LEFT JOIN users u ON u.id = p.user_id ",
+            $($tail)?
+        )
+    };
+}
+
+/// Binds `$3..$25` of the persona insert/update statements (after id and user id). A
+/// macro rather than a generic function: it expands inside each `with_pool!` arm, where
+/// the backend is concrete.
+macro_rules! bind_spec {
+    ($query:expr, $spec:expr, $time_zone:expr, $paused:expr $(,)?) => {
+        $query
+            .bind($spec.archetype.as_str())
+            .bind($spec.system_prompt.as_str())
+            .bind(Json(&$spec.module_mix))
+            .bind($spec.tick_cadence.as_str())
+            .bind($time_zone)
+            .bind($spec.locale.as_deref())
+            .bind($paused)
+            .bind($spec.name.as_str())
+            .bind($spec.description.as_deref())
+            .bind($spec.flow.map(|f| f.as_str()))
+            .bind($spec.role_index)
+            .bind($spec.primary_authority.as_deref())
+            .bind($spec.decision_focus.as_deref())
+            .bind($spec.primary_dashboard.as_deref())
+            .bind(Json(&$spec.key_metrics))
+            .bind($spec.detail_level.map(|d| d.as_str()))
+            .bind($spec.headline_type.map(|h| h.as_str()))
+            .bind($spec.hero_chart_type.as_deref())
+            .bind(Json(&$spec.context_factors))
+            .bind(Json(&$spec.required_data_sources))
+            .bind(Json(&$spec.actions))
+            .bind($spec.default_profile.as_ref().map(Json))
+            .bind(Json(&$spec.page_templates))
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct PersonaRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    user_id: Option<Uuid>,
+    email: Option<String>,
+    name: String,
+    archetype: String,
+    system_prompt: String,
+    module_mix: Json<ModuleMix>,
+    tick_cadence: String,
+    time_zone: String,
+    locale: Option<String>,
+    paused: bool,
+    last_active_at: Option<DateTime<Utc>>,
+    next_due_at: Option<DateTime<Utc>>,
+    description: Option<String>,
+    flow: Option<String>,
+    role_index: Option<i32>,
+    primary_authority: Option<String>,
+    decision_focus: Option<String>,
+    primary_dashboard: Option<String>,
+    key_metrics: Json<Vec<KeyMetric>>,
+    detail_level: Option<String>,
+    headline_type: Option<String>,
+    hero_chart_type: Option<String>,
+    context_factors: Json<Vec<String>>,
+    required_data_sources: Json<Vec<String>>,
+    actions: Json<Vec<String>>,
+    default_profile: Option<Json<Value>>,
+    page_templates: Json<Vec<Value>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+fn parse_opt<T: std::str::FromStr<Err = String>>(value: Option<String>) -> Result<Option<T>> {
+    value
+        .map(|v| v.parse())
+        .transpose()
+        .map_err(|message| StoreError::Corrupt {
+            table: "personas",
+            message,
+        })
+}
+
+impl TryFrom<PersonaRow> for Persona {
+    type Error = StoreError;
+
+    fn try_from(row: PersonaRow) -> Result<Self> {
+        Ok(Persona {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            user_id: row.user_id,
+            email: row.email,
+            name: row.name,
+            archetype: row.archetype,
+            system_prompt: row.system_prompt,
+            module_mix: row.module_mix.0,
+            tick_cadence: row.tick_cadence.parse().map_err(|message| StoreError::Corrupt {
+                table: "personas",
+                message,
+            })?,
+            time_zone: row.time_zone,
+            locale: row.locale,
+            paused: row.paused,
+            last_active_at: row.last_active_at,
+            next_due_at: row.next_due_at,
+            description: row.description,
+            flow: parse_opt(row.flow)?,
+            role_index: row.role_index,
+            primary_authority: row.primary_authority,
+            decision_focus: row.decision_focus,
+            primary_dashboard: row.primary_dashboard,
+            key_metrics: row.key_metrics.0,
+            detail_level: parse_opt(row.detail_level)?,
+            headline_type: parse_opt(row.headline_type)?,
+            hero_chart_type: row.hero_chart_type,
+            context_factors: row.context_factors.0,
+            required_data_sources: row.required_data_sources.0,
+            actions: row.actions.0,
+            default_profile: row.default_profile.map(|json| json.0),
+            page_templates: row.page_templates.0,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// Emails are stored lower-case so uniqueness per tenant is case-insensitive.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+impl Store {
+    /// Creates or updates the persona with `spec.email` (and its `kind = persona` user) in
+    /// `tenant`. Idempotent: storing the same spec again reports `Unchanged` and writes
+    /// nothing. A profile-only persona of the same name (no user yet) is adopted.
+    ///
+    /// Refuses (`Conflict`) to turn an existing human or system account into a persona,
+    /// and to reuse a name that belongs to a persona with another email.
+    pub async fn upsert_persona(
+        &self,
+        tenant: Uuid,
+        spec: &PersonaSpec,
+        default_time_zone: &str,
+    ) -> Result<(Persona, UpsertOutcome)> {
+        let email = normalize_email(&spec.email);
+        let time_zone = spec.time_zone.clone().unwrap_or_else(|| default_time_zone.to_string());
+        let at = now();
+        let outcome = with_pool!(self, pool => {
+            let mut tx = begin_write!(pool);
+            let user: Option<(Uuid, String, String)> =
+                sqlx::query_as("SELECT id, kind, name FROM users WHERE tenant_id = $1 AND email = $2")
+                    .bind(tenant)
+                    .bind(&email)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let user_id = match user {
+                Some((_, kind, _)) if kind != "persona" => {
+                    return Err(StoreError::Conflict(format!(
+                        "{email} belongs to a {kind} account; a persona needs its own email"
+                    )));
+                }
+                Some((id, _, name)) => {
+                    if name != spec.name {
+                        sqlx::query("UPDATE users SET name = $1 WHERE id = $2")
+                            .bind(&spec.name)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    id
+                }
+                None => {
+                    let id = Uuid::new_v4();
+                    sqlx::query(
+                        "INSERT INTO users (id, tenant_id, email, name, kind, created_at)
+                         VALUES ($1, $2, $3, $4, 'persona', $5)",
+                    )
+                    .bind(id)
+                    .bind(tenant)
+                    .bind(&email)
+                    .bind(&spec.name)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                    id
+                }
+            };
+
+            let by_user: Option<PersonaRow> = sqlx::query_as(select_persona!("WHERE p.user_id = $1"))
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let existing = match by_user {
+                Some(row) => Some(row),
+                None => {
+                    let by_name: Option<PersonaRow> =
+                        sqlx::query_as(select_persona!("WHERE p.tenant_id = $1 AND p.name = $2"))
+                            .bind(tenant)
+                            .bind(&spec.name)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    match by_name {
+                        Some(row) if row.user_id.is_some() => {
+                            return Err(StoreError::Conflict(format!(
+                                "the name `{}` is already used by the persona {}",
+                                spec.name,
+                                row.email.as_deref().unwrap_or("without email")
+                            )));
+                        }
+                        other => other,
+                    }
+                }
+            };
+
+            let (id, outcome) = match existing {
+                Some(row) => {
+                    let mut current = Persona::try_from(row)?;
+                    // An adopted profile-only persona gains its login identity now.
+                    if current.user_id.is_none() {
+                        current.email = None;
+                    }
+                    if current.matches_spec(spec, &time_zone) && current.user_id == Some(user_id) {
+                        (current.id, UpsertOutcome::Unchanged)
+                    } else {
+                        let paused = spec.paused.unwrap_or(current.paused);
+                        bind_spec!(
+                            sqlx::query(
+                                "UPDATE personas SET
+                                    user_id = $2, archetype = $3, system_prompt = $4, module_mix = $5,
+                                    tick_cadence = $6, time_zone = $7, locale = $8, paused = $9,
+                                    name = $10, description = $11, flow = $12, role_index = $13,
+                                    primary_authority = $14, decision_focus = $15,
+                                    primary_dashboard = $16, key_metrics = $17, detail_level = $18,
+                                    headline_type = $19, hero_chart_type = $20,
+                                    context_factors = $21, required_data_sources = $22,
+                                    actions = $23, default_profile = $24, page_templates = $25,
+                                    updated_at = $26
+                                 WHERE id = $1",
+                            )
+                            .bind(current.id)
+                            .bind(user_id),
+                            spec,
+                            &time_zone,
+                            paused,
+                        )
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                        (current.id, UpsertOutcome::Updated)
+                    }
+                }
+                None => {
+                    let id = Uuid::new_v4();
+                    bind_spec!(
+                        sqlx::query(
+                            "INSERT INTO personas (
+                                id, user_id, archetype, system_prompt, module_mix, tick_cadence,
+                                time_zone, locale, paused, name, description, flow, role_index,
+                                primary_authority, decision_focus, primary_dashboard, key_metrics,
+                                detail_level, headline_type, hero_chart_type, context_factors,
+                                required_data_sources, actions, default_profile, page_templates,
+                                created_at, updated_at, tenant_id)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                                     $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
+                                     $26, $27)",
+                        )
+                        .bind(id)
+                        .bind(user_id),
+                        spec,
+                        &time_zone,
+                        spec.paused.unwrap_or(false),
+                    )
+                    .bind(at)
+                    .bind(tenant)
+                    .execute(&mut *tx)
+                    .await?;
+                    (id, UpsertOutcome::Created)
+                }
+            };
+            tx.commit().await?;
+            (id, outcome)
+        });
+        let (id, outcome) = outcome;
+        let persona = self
+            .get_persona(tenant, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("persona {id}")))?;
+        Ok((persona, outcome))
+    }
+
+    pub async fn get_persona(&self, tenant: Uuid, id: Uuid) -> Result<Option<Persona>> {
+        let row: Option<PersonaRow> = with_pool!(self, pool => {
+            sqlx::query_as(select_persona!("WHERE p.tenant_id = $1 AND p.id = $2"))
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(Persona::try_from).transpose()
+    }
+
+    /// Finds a persona by id or by its user's email.
+    pub async fn find_persona(&self, tenant: Uuid, id_or_email: &str) -> Result<Option<Persona>> {
+        if let Ok(id) = Uuid::parse_str(id_or_email.trim()) {
+            return self.get_persona(tenant, id).await;
+        }
+        let email = normalize_email(id_or_email);
+        let row: Option<PersonaRow> = with_pool!(self, pool => {
+            sqlx::query_as(select_persona!("WHERE p.tenant_id = $1 AND u.email = $2"))
+                .bind(tenant)
+                .bind(&email)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(Persona::try_from).transpose()
+    }
+
+    /// Every persona of `tenant`, by name.
+    pub async fn list_personas(&self, tenant: Uuid) -> Result<Vec<Persona>> {
+        let rows: Vec<PersonaRow> = with_pool!(self, pool => {
+            sqlx::query_as(select_persona!("WHERE p.tenant_id = $1 ORDER BY p.name, p.id"))
+                .bind(tenant)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(Persona::try_from).collect()
+    }
+
+    /// Creates a user of any kind (tests, the profile store's humans). Fails with
+    /// `Conflict` when the email is taken in the tenant.
+    pub async fn create_user(
+        &self,
+        tenant: Uuid,
+        email: &str,
+        name: &str,
+        kind: crate::persona::UserKind,
+    ) -> Result<Uuid> {
+        let id = Uuid::new_v4();
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO users (id, tenant_id, email, name, kind, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(id)
+            .bind(tenant)
+            .bind(normalize_email(email))
+            .bind(name)
+            .bind(kind.as_str())
+            .bind(now())
+            .execute(pool)
+            .await?;
+        });
+        Ok(id)
+    }
+
+    /// Deletes every `kind = persona` user of `tenant` with their personas, ticks, actions,
+    /// feedback, profiles and interactions (by foreign-key cascade). Never touches a human
+    /// or system user, nor a profile-only persona without a user.
+    pub async fn delete_persona_users(&self, tenant: Uuid) -> Result<CleanupReport> {
+        with_pool!(self, pool => {
+            let mut tx = begin_write!(pool);
+            let personas = sqlx::query(
+                "DELETE FROM personas WHERE tenant_id = $1
+                   AND user_id IN (SELECT id FROM users WHERE tenant_id = $1 AND kind = 'persona')",
+            )
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let users = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND kind = 'persona'")
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(CleanupReport {
+                users_deleted: users,
+                personas_deleted: personas,
+            })
+        })
+    }
+}

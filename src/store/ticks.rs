@@ -1,0 +1,322 @@
+//! Ticks and what happens inside them: the claim (at most one running tick per persona,
+//! enforced by a partial unique index), the per-call audit, the ratings, the finish, and
+//! the expiry of leases left behind by a crashed runner.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{Result, Store, StoreError, begin_write, with_pool};
+use crate::time::now;
+
+text_enum! {
+    /// What started a tick.
+    pub enum TickTrigger { Schedule => "schedule", Signal => "signal", Cli => "cli", Api => "api" }
+}
+text_enum! {
+    pub enum TickStatus {
+        Running => "running",
+        Ok => "ok",
+        Failed => "failed",
+        Timeout => "timeout",
+        Abandoned => "abandoned",
+    }
+}
+text_enum! {
+    /// The outcome of one tool call as audited.
+    pub enum ActionResult { Ok => "ok", Error => "error", Deduped => "deduped", Denied => "denied" }
+}
+
+/// A tick to claim.
+#[derive(Clone, Debug)]
+pub struct NewTick {
+    pub tenant_id: Uuid,
+    pub persona_id: Uuid,
+    pub trigger: TickTrigger,
+    /// The schedule slot this tick serves (`None` for one-off ticks).
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub attempt: i32,
+    pub runner_id: String,
+    pub lease: std::time::Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Tick {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub persona_id: Uuid,
+    pub trigger: TickTrigger,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status: TickStatus,
+    pub error: Option<String>,
+    pub runner_id: String,
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct TickRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    persona_id: Uuid,
+    trigger: String,
+    scheduled_for: Option<DateTime<Utc>>,
+    attempt: i32,
+    started_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    status: String,
+    error: Option<String>,
+    runner_id: String,
+    lease_expires_at: DateTime<Utc>,
+}
+
+impl TryFrom<TickRow> for Tick {
+    type Error = StoreError;
+    fn try_from(row: TickRow) -> Result<Self> {
+        let corrupt = |message| StoreError::Corrupt {
+            table: "persona_ticks",
+            message,
+        };
+        Ok(Tick {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            persona_id: row.persona_id,
+            trigger: row.trigger.parse().map_err(corrupt)?,
+            scheduled_for: row.scheduled_for,
+            attempt: row.attempt,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            status: row.status.parse().map_err(corrupt)?,
+            error: row.error,
+            runner_id: row.runner_id,
+            lease_expires_at: row.lease_expires_at,
+        })
+    }
+}
+
+/// One audited tool call.
+#[derive(Clone, Debug)]
+pub struct NewAction {
+    pub tenant_id: Uuid,
+    pub tick_id: Uuid,
+    pub persona_id: Uuid,
+    pub seq: i32,
+    pub tool_name: String,
+    pub module: String,
+    pub input_hash: String,
+    pub result: ActionResult,
+    pub error_message: Option<String>,
+    pub output: Option<String>,
+    pub chaos: bool,
+    pub latency_ms: Option<i32>,
+}
+
+/// One rating of one module at the end of a tick, with that module's evidence.
+#[derive(Clone, Debug)]
+pub struct NewFeedback {
+    pub tenant_id: Uuid,
+    pub tick_id: Uuid,
+    pub persona_id: Uuid,
+    pub module: String,
+    pub rating: i32,
+    pub notes: Option<String>,
+    pub evidence_calls: i32,
+    pub evidence_errors: i32,
+    pub evidence_mean_latency_ms: Option<f64>,
+}
+
+/// How a tick ended.
+#[derive(Clone, Debug)]
+pub struct TickFinish {
+    pub status: TickStatus,
+    pub error: Option<String>,
+}
+
+macro_rules! select_tick {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, tenant_id, persona_id, trigger, scheduled_for, attempt, started_at,
+                    finished_at, status, error, runner_id, lease_expires_at FROM persona_ticks ",
+            $tail
+        )
+    };
+}
+
+impl Store {
+    /// Inserts a `running` tick with a lease. `Conflict` when the persona already has a
+    /// running tick or this slot attempt was claimed (by this or another replica).
+    pub async fn claim_tick(&self, new: &NewTick) -> Result<Tick> {
+        let started_at = now();
+        let lease = chrono::Duration::from_std(new.lease).unwrap_or(chrono::Duration::MAX);
+        let tick = Tick {
+            id: Uuid::new_v4(),
+            tenant_id: new.tenant_id,
+            persona_id: new.persona_id,
+            trigger: new.trigger,
+            scheduled_for: new.scheduled_for,
+            attempt: new.attempt,
+            started_at,
+            finished_at: None,
+            status: TickStatus::Running,
+            error: None,
+            runner_id: new.runner_id.clone(),
+            lease_expires_at: started_at + lease,
+        };
+        let inserted = with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO persona_ticks (id, tenant_id, persona_id, trigger, scheduled_for,
+                    attempt, started_at, status, runner_id, lease_expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9)",
+            )
+            .bind(tick.id)
+            .bind(tick.tenant_id)
+            .bind(tick.persona_id)
+            .bind(tick.trigger.as_str())
+            .bind(tick.scheduled_for)
+            .bind(tick.attempt)
+            .bind(tick.started_at)
+            .bind(&tick.runner_id)
+            .bind(tick.lease_expires_at)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        });
+        match inserted.map_err(StoreError::from) {
+            Ok(_) => Ok(tick),
+            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(format!(
+                "persona {} already has a running tick or this slot was claimed",
+                new.persona_id
+            ))),
+            Err(other) => Err(other),
+        }
+    }
+
+    pub async fn get_tick(&self, id: Uuid) -> Result<Option<Tick>> {
+        let row: Option<TickRow> = with_pool!(self, pool => {
+            sqlx::query_as(select_tick!("WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(Tick::try_from).transpose()
+    }
+
+    /// Writes one audited call. Idempotent per `(tick, seq)`: a retried write of the same
+    /// call is ignored rather than duplicated.
+    pub async fn record_action(&self, action: &NewAction) -> Result<()> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO persona_actions (id, tenant_id, tick_id, persona_id, seq, tool_name,
+                    module, input_hash, result, error_message, output, chaos, latency_ms, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 ON CONFLICT (tick_id, seq) DO NOTHING",
+            )
+            .bind(Uuid::new_v4())
+            .bind(action.tenant_id)
+            .bind(action.tick_id)
+            .bind(action.persona_id)
+            .bind(action.seq)
+            .bind(&action.tool_name)
+            .bind(&action.module)
+            .bind(&action.input_hash)
+            .bind(action.result.as_str())
+            .bind(action.error_message.as_deref())
+            .bind(action.output.as_deref())
+            .bind(action.chaos)
+            .bind(action.latency_ms)
+            .bind(now())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Stores one rating. The database refuses ratings outside 1..=5 and a second rating
+    /// of the same module in the same tick.
+    pub async fn record_feedback(&self, feedback: &NewFeedback) -> Result<()> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO persona_feedback (id, tenant_id, tick_id, persona_id, module, rating,
+                    notes, evidence_calls, evidence_errors, evidence_mean_latency_ms, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(Uuid::new_v4())
+            .bind(feedback.tenant_id)
+            .bind(feedback.tick_id)
+            .bind(feedback.persona_id)
+            .bind(&feedback.module)
+            .bind(feedback.rating)
+            .bind(feedback.notes.as_deref())
+            .bind(feedback.evidence_calls)
+            .bind(feedback.evidence_errors)
+            .bind(feedback.evidence_mean_latency_ms)
+            .bind(now())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Ends a running tick and stamps the persona's `last_active_at`. Counters are derived
+    /// from the audited actions so they cannot disagree with them.
+    pub async fn finish_tick(&self, tick_id: Uuid, finish: &TickFinish) -> Result<Tick> {
+        if finish.status == TickStatus::Running {
+            return Err(StoreError::Constraint("a tick cannot finish as `running`".into()));
+        }
+        let finished_at = now();
+        let updated = with_pool!(self, pool => {
+            let mut tx = begin_write!(pool);
+            let updated = sqlx::query(
+                "UPDATE persona_ticks SET status = $2, error = $3, finished_at = $4,
+                    tool_calls = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = $1),
+                    calls_ok = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = $1 AND a.result = 'ok'),
+                    calls_error = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = $1 AND a.result = 'error'),
+                    calls_deduped = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = $1 AND a.result = 'deduped'),
+                    calls_denied = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = $1 AND a.result = 'denied')
+                 WHERE id = $1 AND status = 'running'",
+            )
+            .bind(tick_id)
+            .bind(finish.status.as_str())
+            .bind(finish.error.as_deref())
+            .bind(finished_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 1 {
+                sqlx::query(
+                    "UPDATE personas SET last_active_at = $2
+                     WHERE id = (SELECT persona_id FROM persona_ticks WHERE id = $1)",
+                )
+                .bind(tick_id)
+                .bind(finished_at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            updated
+        });
+        if updated == 0 {
+            return Err(StoreError::Conflict(format!("tick {tick_id} is not running")));
+        }
+        self.get_tick(tick_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("tick {tick_id}")))
+    }
+
+    /// Marks running ticks whose lease expired before `at` as `abandoned` (their runner
+    /// died), freeing their personas. Returns how many were abandoned.
+    pub async fn abandon_expired_ticks(&self, at: DateTime<Utc>) -> Result<u64> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE persona_ticks SET status = 'abandoned', finished_at = $1,
+                    error = 'lease expired: the runner stopped renewing it (crashed or cut off)'
+                 WHERE status = 'running' AND lease_expires_at < $1",
+            )
+            .bind(at)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        }))
+    }
+}

@@ -1,0 +1,120 @@
+//! Time helpers shared by every module: one clock, one precision, one duration syntax.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The current time at the precision both stores keep (microseconds), so a value read
+/// back from SQLite or PostgreSQL compares equal to the value written.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// A duration written the way operators write them in config files: `500ms`, `30s`,
+/// `5m`, `24h`, `7d`, or a sum like `1h30m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn from_secs(secs: u64) -> Self {
+        Self(Duration::from_secs(secs))
+    }
+}
+
+impl FromStr for HumanDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let expected = "expected a duration like 500ms, 30s, 5m, 24h, 7d or 1h30m";
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(format!("empty duration; {expected}"));
+        }
+        let mut total = Duration::ZERO;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            if digits == 0 {
+                return Err(format!("`{text}` is not a duration; {expected}"));
+            }
+            let value: u64 = rest[..digits]
+                .parse()
+                .map_err(|_| format!("`{text}` is too large; {expected}"))?;
+            rest = &rest[digits..];
+            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit = &rest[..unit_len];
+            rest = &rest[unit_len..];
+            let part = match unit {
+                "ms" => Duration::from_millis(value),
+                "s" => Duration::from_secs(value),
+                "m" => Duration::from_secs(value.saturating_mul(60)),
+                "h" => Duration::from_secs(value.saturating_mul(3600)),
+                "d" => Duration::from_secs(value.saturating_mul(86_400)),
+                "" => return Err(format!("`{text}` lacks a unit; {expected}")),
+                other => return Err(format!("unknown unit `{other}` in `{text}`; {expected}")),
+            };
+            total = total.saturating_add(part);
+        }
+        Ok(Self(total))
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        if d.subsec_millis() != 0 || d.is_zero() {
+            return write!(f, "{}ms", d.as_millis());
+        }
+        let secs = d.as_secs();
+        for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+            if secs.is_multiple_of(size) {
+                return write!(f, "{}{unit}", secs / size);
+            }
+        }
+        write!(f, "{secs}s")
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units_and_sums() {
+        assert_eq!("500ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(500));
+        assert_eq!("24h".parse::<HumanDuration>().unwrap().0, Duration::from_secs(86_400));
+        assert_eq!("1h30m".parse::<HumanDuration>().unwrap().0, Duration::from_secs(5400));
+        assert_eq!("7d".parse::<HumanDuration>().unwrap().0, Duration::from_secs(604_800));
+    }
+
+    #[test]
+    fn rejects_missing_or_unknown_units() {
+        assert!("30".parse::<HumanDuration>().unwrap_err().contains("lacks a unit"));
+        assert!("3w".parse::<HumanDuration>().unwrap_err().contains("unknown unit `w`"));
+        assert!("".parse::<HumanDuration>().is_err());
+        assert!("h".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn displays_in_the_largest_whole_unit() {
+        assert_eq!(HumanDuration::from_secs(86_400).to_string(), "1d");
+        assert_eq!(HumanDuration::from_secs(90).to_string(), "90s");
+        assert_eq!(HumanDuration(Duration::from_millis(1500)).to_string(), "1500ms");
+    }
+}

@@ -1,0 +1,238 @@
+//! The binary as an operator uses it: commands, exit codes, output, redaction.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_persona-runner");
+
+/// Runs the binary in `dir` with a clean environment (no inherited overrides or secrets).
+fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd.output().expect("run persona-runner")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A working directory with the shipped catalogs and a config pointing at a temp SQLite.
+fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir(dir.path().join("catalog")).unwrap();
+    for file in ["consumer-app.json", "sop-finance.json"] {
+        std::fs::copy(root.join("catalog").join(file), dir.path().join("catalog").join(file)).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn help_lists_every_command() {
+    let out = run_in(Path::new("."), &["--help"], &[]);
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for command in [
+        "run", "serve", "tick", "catalog", "feedback", "personas", "migrate", "password", "config",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(command)),
+            "`{command}` missing from:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn commands_of_later_releases_say_so_plainly() {
+    let dir = workdir();
+    let out = run_in(dir.path(), &["run"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not available in this build yet"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn password_prints_the_reference_vector_and_production_refuses_the_dev_secret() {
+    let dir = workdir();
+    let out = run_in(dir.path(), &["password", "persona.anna@mana.test"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "1FJ7w8KbjK5CWVa8NqfobexAFNuQKxiA");
+    assert!(text(&out.stderr).contains("development fallback"));
+
+    let production = [("PERSONA_RUNNER__ENVIRONMENT", "production")];
+    let out = run_in(dir.path(), &["password", "persona.anna@mana.test"], &production);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("PERSONA_SEED_SECRET"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+
+    let dev_in_prod = [
+        ("PERSONA_RUNNER__ENVIRONMENT", "production"),
+        ("PERSONA_SEED_SECRET", "dev-persona-seed-secret-rotate-in-prod"),
+    ];
+    let out = run_in(dir.path(), &["password", "persona.anna@mana.test"], &dev_in_prod);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("development fallback") && !stderr.contains("rotate-in-prod"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_reports_every_problem_and_fails() {
+    let dir = workdir();
+    let out = run_in(dir.path(), &["catalog", "validate"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("catalog/consumer-app.json (10 personas)"));
+    assert!(text(&out.stdout).contains("catalog/sop-finance.json (12 personas)"));
+
+    let catalog = std::fs::read_to_string(dir.path().join("catalog/consumer-app.json")).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&catalog).unwrap();
+    value["personas"][3]["email"] = "someone@gmail.com".into();
+    value["personas"][5]["tickCadence"] = "every tuesday".into();
+    value["personas"][7]["mood"] = 1.into();
+    std::fs::write(dir.path().join("broken.json"), value.to_string()).unwrap();
+    let out = run_in(dir.path(), &["catalog", "validate", "broken.json"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    for path in [
+        "personas[3].email: must end in a test domain",
+        "personas[5].tickCadence",
+        "personas[7].mood: unknown field",
+    ] {
+        assert!(stdout.contains(path), "`{path}` missing from:\n{stdout}");
+    }
+    assert!(text(&out.stderr).contains("3 problem(s)"));
+}
+
+#[test]
+fn seed_twice_then_list_show_and_cleanup_on_the_embedded_default() {
+    let dir = workdir();
+    let out = run_in(dir.path(), &["catalog", "seed"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("22 created, 0 updated, 0 unchanged"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        dir.path().join("data/persona-runner.db").is_file(),
+        "the default SQLite file and folder are created"
+    );
+
+    let out = run_in(dir.path(), &["catalog", "seed", "--json"], &[]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report, serde_json::json!({"created": 0, "updated": 0, "unchanged": 22}));
+
+    let out = run_in(dir.path(), &["personas", "list", "--json"], &[]);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.len(), 22);
+    let out = run_in(dir.path(), &["personas", "list"], &[]);
+    assert!(text(&out.stdout).contains("persona.anna@mana.test") && text(&out.stdout).contains("22 personas"));
+
+    let out = run_in(dir.path(), &["personas", "show", "PERSONA.ANNA@mana.test"], &[]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("archetype:     adhd-student"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run_in(dir.path(), &["personas", "show", "cfo@chainalign.test", "--json"], &[]);
+    let cfo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cfo["flow"], "Financial");
+    let out = run_in(dir.path(), &["personas", "show", "nobody@mana.test"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+
+    let out = run_in(dir.path(), &["catalog", "cleanup", "catalog/consumer-app.json"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("deleted 22 persona users"));
+    assert!(text(&out.stderr).contains("cfo@chainalign.test was in the store but in no catalog"));
+}
+
+#[test]
+fn migrate_reports_the_schema_version() {
+    let dir = workdir();
+    let out = run_in(
+        dir.path(),
+        &["migrate"],
+        &[("PERSONA_RUNNER__DATABASE__MIGRATE_ON_START", "false")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 of 1 migrations applied (1 new)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run_in(dir.path(), &["migrate"], &[]);
+    assert!(text(&out.stdout).contains("(0 new)"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn config_check_prints_the_effective_config_without_secrets() {
+    let dir = workdir();
+    std::fs::write(dir.path().join("seed"), "file-seed-secret-value\n").unwrap();
+    std::fs::write(
+        dir.path().join("custom.toml"),
+        "[auth]\nseed_secret_file = \"seed\"\n[database]\nmax_connections = 3\n",
+    )
+    .unwrap();
+    let env = [
+        ("PERSONA_RUNNER_CONFIG", "custom.toml"),
+        ("PERSONA_RUNNER__DATABASE__URL", "sqlite://check.db"),
+        ("PERSONA_SEED_SECRET", "env-seed-secret-value"),
+    ];
+    let out = run_in(dir.path(), &["config", "check"], &env);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("# config: custom.toml"));
+    assert!(stdout.contains("# overridden by PERSONA_RUNNER__DATABASE__URL"));
+    assert!(stdout.contains("max_connections = 3") && stdout.contains("url = \"sqlite://check.db\""));
+    assert!(stdout.contains("# seed secret: set, from file seed"), "{stdout}");
+    assert!(stdout.contains("# database: reachable"));
+    assert!(!stdout.contains("seed-secret-value"), "{stdout}");
+
+    // A password in the URL is masked even when the database is unreachable.
+    let env = [
+        (
+            "PERSONA_RUNNER__DATABASE__URL",
+            "postgres://runner:hunter2@127.0.0.1:1/x",
+        ),
+        ("PERSONA_RUNNER__DATABASE__CONNECT_TIMEOUT", "1s"),
+    ];
+    let out = run_in(dir.path(), &["config", "check"], &env);
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        all.contains("runner:***@127.0.0.1") && !all.contains("hunter2"),
+        "{all}"
+    );
+}
+
+#[test]
+fn bad_config_is_rejected_with_the_key() {
+    let dir = workdir();
+    let out = run_in(
+        dir.path(),
+        &["personas", "list"],
+        &[("PERSONA_RUNNER__LOG__FORMAT", "xml")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("`log.format` (from PERSONA_RUNNER__LOG__FORMAT)") && stderr.contains("json"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,322 @@
+//! Test harness: a fresh database per test, on SQLite or on a real PostgreSQL server.
+//!
+//! PostgreSQL: when `PERSONA_RUNNER_TEST_POSTGRES_URL` names a server (superuser URL),
+//! each test creates its own database there and drops it afterwards. Otherwise each test
+//! starts a throwaway server from the machine's PostgreSQL binaries (`initdb` into a
+//! temporary folder, a free loopback port, `fsync=off`) and removes it on drop. As root,
+//! the server runs as the `postgres` user, since PostgreSQL refuses to run as root.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use persona_runner::config::{DatabaseConfig, DatabaseUrl};
+use persona_runner::store::Store;
+
+pub const POSTGRES_URL_ENV: &str = "PERSONA_RUNNER_TEST_POSTGRES_URL";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database that lives as long as the test: a temporary SQLite file or a PostgreSQL
+/// database (on a server of its own, or on the one named by the environment).
+pub struct TestDb {
+    pub config: DatabaseConfig,
+    _dir: tempfile::TempDir,
+    server: Option<PgServer>,
+    external: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("nested/folder/test.db").display());
+                Self {
+                    config: database_config(url),
+                    _dir: dir,
+                    server: None,
+                    external: None,
+                }
+            }
+            Backend::Postgres => match std::env::var(POSTGRES_URL_ENV).ok().filter(|u| !u.is_empty()) {
+                Some(admin_url) => {
+                    let name = format!("persona_runner_test_{}", uuid::Uuid::new_v4().simple());
+                    admin_sql(&admin_url, &format!("CREATE DATABASE {name}")).await;
+                    let url = replace_database(&admin_url, &name);
+                    Self {
+                        config: database_config(url),
+                        _dir: dir,
+                        server: None,
+                        external: Some((admin_url, name)),
+                    }
+                }
+                None => {
+                    let server = PgServer::start(dir.path());
+                    Self {
+                        config: database_config(server.url()),
+                        _dir: dir,
+                        server: Some(server),
+                        external: None,
+                    }
+                }
+            },
+        }
+    }
+
+    /// Opens the store and applies the migrations.
+    pub async fn store(&self) -> Store {
+        Store::open(&self.config, None)
+            .await
+            .expect("open and migrate the test store")
+    }
+
+    pub fn url(&self) -> &str {
+        self.config.url.expose()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = self.external.take() {
+            // Drop runs outside any runtime of the test: use a small one of our own.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(admin_sql(
+                    &admin_url,
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ));
+            })
+            .join();
+        }
+        drop(self.server.take());
+    }
+}
+
+fn database_config(url: String) -> DatabaseConfig {
+    DatabaseConfig {
+        url: DatabaseUrl::new(url),
+        max_connections: 4,
+        ..DatabaseConfig::default()
+    }
+}
+
+async fn admin_sql(admin_url: &str, sql: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("connect to the test PostgreSQL server");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut conn)
+        .await
+        .expect("admin statement");
+}
+
+fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// A PostgreSQL server of the test's own.
+pub struct PgServer {
+    data: PathBuf,
+    port: u16,
+    bin: PathBuf,
+    run_as: Option<String>,
+}
+
+impl PgServer {
+    pub fn start(parent: &Path) -> Self {
+        let bin = postgres_bin_dir();
+        let run_as = is_root().then(|| "postgres".to_string());
+        let root = parent.join("pg");
+        std::fs::create_dir_all(&root).unwrap();
+        if let Some(user) = &run_as {
+            chown_to(user, parent);
+            chown_to(user, &root);
+        }
+        let data = root.join("data");
+        run(
+            &bin,
+            &run_as,
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
+        // A free port can be taken between our probe and the server's bind: retry a few times.
+        for attempt in 0..5 {
+            let port = free_port();
+            let options = format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+                 -c full_page_writes=off -c max_connections=50",
+                root.display()
+            );
+            let log = root.join("server.log");
+            let started = command(&bin, &run_as, "pg_ctl")
+                .args([
+                    "-D",
+                    data.to_str().unwrap(),
+                    "-o",
+                    &options,
+                    "-w",
+                    "-t",
+                    "30",
+                    "-l",
+                    log.to_str().unwrap(),
+                    "start",
+                ])
+                .output()
+                .expect("run pg_ctl");
+            if started.status.success() {
+                return Self {
+                    data,
+                    port,
+                    bin,
+                    run_as,
+                };
+            }
+            if attempt == 4 {
+                panic!(
+                    "PostgreSQL did not start: {}\n{}",
+                    String::from_utf8_lossy(&started.stderr),
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        }
+        unreachable!()
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = command(&self.bin, &self.run_as, "pg_ctl")
+            .args(["-D", self.data.to_str().unwrap(), "stop", "-m", "immediate", "-w"])
+            .output();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+}
+
+fn chown_to(user: &str, path: &Path) {
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id").args([flag, user]).output().expect("run id");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|_| {
+            panic!("no user `{user}` to run PostgreSQL as (create it, or run the tests as a non-root user)")
+        })
+    };
+    std::os::unix::fs::chown(path, Some(id("-u")), Some(id("-g"))).expect("chown the test folder");
+}
+
+fn command(bin: &Path, run_as: &Option<String>, program: &str) -> Command {
+    let program = bin.join(program);
+    match run_as {
+        Some(user) => {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", user, "--"]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+fn run(bin: &Path, run_as: &Option<String>, program: &str, args: &[&str]) {
+    let out = command(bin, run_as, program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The folder with `initdb` and `pg_ctl`: `$PG_BIN_DIR`, else the newest
+/// `/usr/lib/postgresql/*/bin` (Debian), else `pg_config --bindir`.
+fn postgres_bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("PG_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return bin;
+    }
+    let out = Command::new("pg_config").arg("--bindir").output().expect(
+        "PostgreSQL server binaries not found: install postgresql (Debian: apt-get install postgresql) \
+         or set PG_BIN_DIR, or set PERSONA_RUNNER_TEST_POSTGRES_URL to a server",
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// Runs each named async test body (`async fn name(backend: Backend)`) once per backend,
+/// as `sqlite::name` and `postgres::name`.
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await;
+                }
+            )+
+        }
+    };
+}

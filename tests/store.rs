@@ -1,0 +1,510 @@
+//! The store suite: every test runs on SQLite and on a real PostgreSQL server.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, TestDb};
+use persona_runner::persona::{Cadence, DEFAULT_TENANT, PersonaSpec, UserKind};
+use persona_runner::store::{
+    ActionResult, NewAction, NewFeedback, NewInteraction, NewTick, Store, StoreError, TickFinish, TickStatus,
+    TickTrigger, UpsertOutcome,
+};
+use uuid::Uuid;
+
+fn spec(email: &str, name: &str) -> PersonaSpec {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "email": email,
+        "archetype": "solo-dev",
+        "systemPrompt": "Du bist eine Entwicklerin, die ihre Tage mit Listen und kurzen Notizen plant.",
+        "moduleMix": {"todo": 0.6, "notes": 0.4},
+        "tickCadence": "weekdays",
+        "timeZone": "Europe/Berlin",
+        "keyMetrics": [{"id": "focus_time", "weight": 1.0}],
+        "defaultProfile": {"detailPreference": 70}
+    }))
+    .unwrap()
+}
+
+fn new_tick(persona_id: Uuid) -> NewTick {
+    NewTick {
+        tenant_id: DEFAULT_TENANT,
+        persona_id,
+        trigger: TickTrigger::Cli,
+        scheduled_for: None,
+        attempt: 1,
+        runner_id: "test-runner".into(),
+        lease: Duration::from_secs(60),
+    }
+}
+
+fn action(tick_id: Uuid, persona_id: Uuid, seq: i32, result: ActionResult) -> NewAction {
+    NewAction {
+        tenant_id: DEFAULT_TENANT,
+        tick_id,
+        persona_id,
+        seq,
+        tool_name: "todo.create".into(),
+        module: "todo".into(),
+        input_hash: "a".repeat(64),
+        result,
+        error_message: None,
+        output: Some("{\"id\": 1}".into()),
+        chaos: false,
+        latency_ms: Some(12),
+    }
+}
+
+fn feedback(tick_id: Uuid, persona_id: Uuid, module: &str, rating: i32) -> NewFeedback {
+    NewFeedback {
+        tenant_id: DEFAULT_TENANT,
+        tick_id,
+        persona_id,
+        module: module.into(),
+        rating,
+        notes: Some("ok".into()),
+        evidence_calls: 2,
+        evidence_errors: 0,
+        evidence_mean_latency_ms: Some(12.5),
+    }
+}
+
+async fn seeded(store: &Store) -> (Uuid, Uuid) {
+    let (persona, _) = store
+        .upsert_persona(DEFAULT_TENANT, &spec("persona.anna@mana.test", "Anna"), "UTC")
+        .await
+        .unwrap();
+    (persona.id, persona.user_id.unwrap())
+}
+
+async fn migrations_apply_once_and_report_current(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (applied, known) = store.migration_status().await.unwrap();
+    assert!(known >= 1);
+    assert_eq!(applied, known);
+    store.migrate().await.unwrap();
+    assert_eq!(store.migration_status().await.unwrap(), (applied, known));
+    let counts = store.row_counts(DEFAULT_TENANT).await.unwrap();
+    assert_eq!(counts.users, 0);
+}
+
+async fn upsert_is_idempotent_and_updates_edits(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let original = spec("Persona.Anna@Mana.test", "Anna");
+    let (created, outcome) = store.upsert_persona(DEFAULT_TENANT, &original, "UTC").await.unwrap();
+    assert_eq!(outcome, UpsertOutcome::Created);
+    assert_eq!(created.email.as_deref(), Some("persona.anna@mana.test"));
+    assert_eq!(created.tick_cadence, Cadence::Weekdays);
+    assert_eq!(created.time_zone, "Europe/Berlin");
+    assert_eq!(created.key_metrics[0].id, "focus_time");
+
+    let (again, outcome) = store.upsert_persona(DEFAULT_TENANT, &original, "UTC").await.unwrap();
+    assert_eq!(outcome, UpsertOutcome::Unchanged);
+    assert_eq!(again, created, "an unchanged upsert writes nothing");
+
+    let mut edited = original.clone();
+    edited.system_prompt.push_str(" Neu: sie joggt morgens.");
+    let (updated, outcome) = store.upsert_persona(DEFAULT_TENANT, &edited, "UTC").await.unwrap();
+    assert_eq!(outcome, UpsertOutcome::Updated);
+    assert_eq!(updated.id, created.id);
+    assert!(updated.system_prompt.ends_with("joggt morgens."));
+    assert!(updated.updated_at >= created.updated_at);
+
+    let counts = store.row_counts(DEFAULT_TENANT).await.unwrap();
+    assert_eq!((counts.users, counts.persona_users, counts.personas), (1, 1, 1));
+}
+
+async fn upsert_keeps_an_operator_pause_unless_the_spec_says(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let mut paused = spec("persona.ben@mana.test", "Ben");
+    paused.paused = Some(true);
+    let (persona, _) = store.upsert_persona(DEFAULT_TENANT, &paused, "UTC").await.unwrap();
+    assert!(persona.paused && !persona.is_runnable());
+    let unspecified = spec("persona.ben@mana.test", "Ben");
+    let (persona, outcome) = store.upsert_persona(DEFAULT_TENANT, &unspecified, "UTC").await.unwrap();
+    assert_eq!(outcome, UpsertOutcome::Unchanged);
+    assert!(persona.paused);
+}
+
+async fn upsert_refuses_human_accounts_and_taken_names(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    store
+        .create_user(DEFAULT_TENANT, "boss@mana.test", "Boss", UserKind::Human)
+        .await
+        .unwrap();
+    let err = store
+        .upsert_persona(DEFAULT_TENANT, &spec("boss@mana.test", "Boss"), "UTC")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("human account")),
+        "{err}"
+    );
+    let counts = store.row_counts(DEFAULT_TENANT).await.unwrap();
+    assert_eq!((counts.users, counts.persona_users, counts.personas), (1, 0, 0));
+
+    seeded(&store).await;
+    let err = store
+        .upsert_persona(DEFAULT_TENANT, &spec("other@mana.test", "Anna"), "UTC")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("already used")),
+        "{err}"
+    );
+}
+
+async fn email_is_unique_per_tenant_case_insensitively(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    store
+        .create_user(DEFAULT_TENANT, "qa@mana.test", "QA", UserKind::Human)
+        .await
+        .unwrap();
+    let err = store
+        .create_user(DEFAULT_TENANT, "QA@Mana.Test", "QA again", UserKind::Human)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+}
+
+async fn lookups_by_id_and_email(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (id, _) = seeded(&store).await;
+    store
+        .upsert_persona(DEFAULT_TENANT, &spec("persona.zoe@mana.test", "Zoe"), "UTC")
+        .await
+        .unwrap();
+    let by_email = store
+        .find_persona(DEFAULT_TENANT, "PERSONA.ANNA@mana.test")
+        .await
+        .unwrap()
+        .unwrap();
+    let by_id = store
+        .find_persona(DEFAULT_TENANT, &id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_email, by_id);
+    assert!(
+        store
+            .find_persona(DEFAULT_TENANT, "nobody@mana.test")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let other_tenant = Uuid::new_v4();
+    assert!(
+        store.get_persona(other_tenant, id).await.unwrap().is_none(),
+        "tenant scoping"
+    );
+    let names: Vec<_> = store
+        .list_personas(DEFAULT_TENANT)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["Anna", "Zoe"]);
+}
+
+async fn at_most_one_running_tick_per_persona(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona, _) = seeded(&store).await;
+    let tick = store.claim_tick(&new_tick(persona)).await.unwrap();
+    assert_eq!(
+        store.get_tick(tick.id).await.unwrap().unwrap(),
+        tick,
+        "timestamps round-trip exactly"
+    );
+    let err = store.claim_tick(&new_tick(persona)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+
+    store
+        .finish_tick(
+            tick.id,
+            &TickFinish {
+                status: TickStatus::Ok,
+                error: None,
+            },
+        )
+        .await
+        .unwrap();
+    let next = store.claim_tick(&new_tick(persona)).await.unwrap();
+    assert_ne!(next.id, tick.id);
+}
+
+async fn concurrent_claims_yield_exactly_one_tick(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona, _) = seeded(&store).await;
+    let claims = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.claim_tick(&new_tick(persona)).await })
+    });
+    let mut won = 0;
+    for claim in claims {
+        match claim.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(other) => panic!("unexpected error: {other}"),
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+async fn a_slot_attempt_is_claimed_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona, _) = seeded(&store).await;
+    let slot = persona_runner::time::now();
+    let scheduled = NewTick {
+        trigger: TickTrigger::Schedule,
+        scheduled_for: Some(slot),
+        ..new_tick(persona)
+    };
+    let tick = store.claim_tick(&scheduled).await.unwrap();
+    store
+        .finish_tick(
+            tick.id,
+            &TickFinish {
+                status: TickStatus::Failed,
+                error: Some("x".into()),
+            },
+        )
+        .await
+        .unwrap();
+    let err = store.claim_tick(&scheduled).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(_)),
+        "the same slot attempt runs once: {err}"
+    );
+    store
+        .claim_tick(&NewTick {
+            attempt: 2,
+            ..scheduled
+        })
+        .await
+        .unwrap();
+}
+
+async fn finishing_derives_counters_and_marks_activity(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona, _) = seeded(&store).await;
+    let tick = store.claim_tick(&new_tick(persona)).await.unwrap();
+    for (seq, result) in [
+        ActionResult::Ok,
+        ActionResult::Ok,
+        ActionResult::Error,
+        ActionResult::Deduped,
+        ActionResult::Denied,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        store
+            .record_action(&action(tick.id, persona, seq as i32, result))
+            .await
+            .unwrap();
+    }
+    let finished = store
+        .finish_tick(
+            tick.id,
+            &TickFinish {
+                status: TickStatus::Ok,
+                error: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished.status, TickStatus::Ok);
+    assert!(finished.finished_at.is_some());
+    let persona_after = store.get_persona(DEFAULT_TENANT, persona).await.unwrap().unwrap();
+    assert_eq!(persona_after.last_active_at, finished.finished_at);
+    let err = store
+        .finish_tick(
+            tick.id,
+            &TickFinish {
+                status: TickStatus::Failed,
+                error: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(_)),
+        "a finished tick stays finished: {err}"
+    );
+    let counts = store.row_counts(DEFAULT_TENANT).await.unwrap();
+    assert_eq!(counts.actions, 5);
+}
+
+async fn action_seq_is_unique_per_tick(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona, _) = seeded(&store).await;
+    let tick = store.claim_tick(&new_tick(persona)).await.unwrap();
+    store
+        .record_action(&action(tick.id, persona, 0, ActionResult::Ok))
+        .await
+        .unwrap();
+    // A retried write of the same call must not duplicate it.
+    store
+        .record_action(&action(tick.id, persona, 0, ActionResult::Ok))
+        .await
+        .unwrap();
+    store
+        .record_action(&action(tick.id, persona, 1, ActionResult::Error))
+        .await
+        .unwrap();
+    assert_eq!(store.row_counts(DEFAULT_TENANT).await.unwrap().actions, 2);
+}
+
+async fn ratings_must_be_one_to_five_and_once_per_module(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona, _) = seeded(&store).await;
+    let tick = store.claim_tick(&new_tick(persona)).await.unwrap();
+    for bad in [0, 6, -1] {
+        let err = store
+            .record_feedback(&feedback(tick.id, persona, "todo", bad))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Constraint(_)), "rating {bad}: {err}");
+    }
+    store
+        .record_feedback(&feedback(tick.id, persona, "todo", 5))
+        .await
+        .unwrap();
+    store
+        .record_feedback(&feedback(tick.id, persona, "notes", 1))
+        .await
+        .unwrap();
+    let err = store
+        .record_feedback(&feedback(tick.id, persona, "todo", 4))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict(_)),
+        "one rating per module per tick: {err}"
+    );
+    assert_eq!(store.row_counts(DEFAULT_TENANT).await.unwrap().feedback, 2);
+}
+
+async fn expired_leases_are_abandoned_and_free_the_persona(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona, _) = seeded(&store).await;
+    let crashed = store
+        .claim_tick(&NewTick {
+            lease: Duration::from_secs(1),
+            ..new_tick(persona)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.abandon_expired_ticks(persona_runner::time::now()).await.unwrap(),
+        0
+    );
+    let later = crashed.lease_expires_at + chrono::Duration::seconds(1);
+    assert_eq!(store.abandon_expired_ticks(later).await.unwrap(), 1);
+    let tick = store.get_tick(crashed.id).await.unwrap().unwrap();
+    assert_eq!(tick.status, TickStatus::Abandoned);
+    assert!(tick.error.unwrap().contains("lease expired"));
+    store.claim_tick(&new_tick(persona)).await.unwrap();
+}
+
+async fn cleanup_removes_persona_users_with_everything_and_never_humans(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona, user) = seeded(&store).await;
+    store
+        .ensure_user_profile(DEFAULT_TENANT, user, Some(persona))
+        .await
+        .unwrap();
+    let tick = store.claim_tick(&new_tick(persona)).await.unwrap();
+    store
+        .record_action(&action(tick.id, persona, 0, ActionResult::Ok))
+        .await
+        .unwrap();
+    store
+        .record_feedback(&feedback(tick.id, persona, "todo", 4))
+        .await
+        .unwrap();
+    store
+        .record_interaction(&NewInteraction {
+            tenant_id: DEFAULT_TENANT,
+            user_id: user,
+            persona_id: Some(persona),
+            tick_id: Some(tick.id),
+            interaction_type: "action_taken".into(),
+            page_type: None,
+            element_id: Some("todo.create".into()),
+            metadata: serde_json::json!({"module": "todo"}),
+        })
+        .await
+        .unwrap();
+    let human = store
+        .create_user(DEFAULT_TENANT, "qa.lead@mana.test", "QA Lead", UserKind::Human)
+        .await
+        .unwrap();
+    store
+        .ensure_user_profile(DEFAULT_TENANT, human, Some(persona))
+        .await
+        .unwrap();
+
+    let before = store.row_counts(DEFAULT_TENANT).await.unwrap();
+    assert_eq!(
+        (
+            before.ticks,
+            before.actions,
+            before.feedback,
+            before.profiles,
+            before.interactions
+        ),
+        (1, 1, 1, 2, 1)
+    );
+
+    let report = store.delete_persona_users(DEFAULT_TENANT).await.unwrap();
+    assert_eq!((report.users_deleted, report.personas_deleted), (1, 1));
+    let after = store.row_counts(DEFAULT_TENANT).await.unwrap();
+    assert_eq!(after.users, 1, "the human stays");
+    assert_eq!(after.profiles, 1, "the human's profile stays");
+    assert_eq!(
+        (
+            after.persona_users,
+            after.personas,
+            after.ticks,
+            after.actions,
+            after.feedback,
+            after.interactions
+        ),
+        (0, 0, 0, 0, 0, 0)
+    );
+}
+
+both_backends! {
+    migrations_apply_once_and_report_current,
+    upsert_is_idempotent_and_updates_edits,
+    upsert_keeps_an_operator_pause_unless_the_spec_says,
+    upsert_refuses_human_accounts_and_taken_names,
+    email_is_unique_per_tenant_case_insensitively,
+    lookups_by_id_and_email,
+    at_most_one_running_tick_per_persona,
+    concurrent_claims_yield_exactly_one_tick,
+    a_slot_attempt_is_claimed_once,
+    finishing_derives_counters_and_marks_activity,
+    action_seq_is_unique_per_tick,
+    ratings_must_be_one_to_five_and_once_per_module,
+    expired_leases_are_abandoned_and_free_the_persona,
+    cleanup_removes_persona_users_with_everything_and_never_humans,
+}
