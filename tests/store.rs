@@ -492,6 +492,19 @@ async fn cleanup_removes_persona_users_with_everything_and_never_humans(backend:
     );
 }
 
+#[tokio::test]
+async fn sqlite_runs_in_wal_mode_in_a_created_folder() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.store().await;
+    seeded(&store).await;
+    let file = db.url().trim_start_matches("sqlite://").to_string();
+    assert!(std::path::Path::new(&file).is_file(), "the folder and file are created");
+    assert!(
+        std::path::Path::new(&format!("{file}-wal")).is_file(),
+        "writes go through the WAL"
+    );
+}
+
 both_backends! {
     migrations_apply_once_and_report_current,
     upsert_is_idempotent_and_updates_edits,

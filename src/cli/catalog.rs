@@ -50,13 +50,13 @@ pub async fn run(command: CatalogCommand, app: &App) -> Result<Outcome> {
             match catalog::load(&files, &rules) {
                 Ok(catalogs) => {
                     for catalog in &catalogs {
-                        println!("ok: {} ({} personas)", catalog.file.display(), catalog.personas.len());
+                        out!("ok: {} ({} personas)", catalog.file.display(), catalog.personas.len());
                     }
                     Ok(Outcome::Success)
                 }
                 Err(CatalogError::Invalid(problems)) => {
                     for problem in &problems {
-                        println!("{problem}");
+                        out!("{problem}");
                     }
                     eprintln!("{} problem(s) in {} file(s)", problems.len(), files.len());
                     Ok(Outcome::Problems)
@@ -83,9 +83,9 @@ pub async fn run(command: CatalogCommand, app: &App) -> Result<Outcome> {
                 Err(err) => return report_invalid(err),
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!(
+                out!(
                     "seeded {}: {} created, {} updated, {} unchanged",
                     store.url(),
                     report.created,
@@ -103,9 +103,12 @@ pub async fn run(command: CatalogCommand, app: &App) -> Result<Outcome> {
             let store = app.store().await?;
             if dry_run {
                 let counts = store.row_counts(DEFAULT_TENANT).await?;
-                println!(
+                out!(
                     "would delete {} persona users and their personas, ticks ({}), actions ({}), feedback ({})",
-                    counts.persona_users, counts.ticks, counts.actions, counts.feedback
+                    counts.persona_users,
+                    counts.ticks,
+                    counts.actions,
+                    counts.feedback
                 );
                 store.close().await;
                 return Ok(Outcome::Success);
@@ -116,9 +119,10 @@ pub async fn run(command: CatalogCommand, app: &App) -> Result<Outcome> {
             for email in &outcome.unlisted {
                 eprintln!("warning: {email} was in the store but in no catalog (deleted with the rest)");
             }
-            println!(
+            out!(
                 "deleted {} persona users and {} personas (with their ticks, actions, feedback and profiles)",
-                outcome.deleted.users_deleted, outcome.deleted.personas_deleted
+                outcome.deleted.users_deleted,
+                outcome.deleted.personas_deleted
             );
             Ok(Outcome::Success)
         }

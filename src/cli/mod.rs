@@ -1,6 +1,20 @@
 //! The command line: argument parsing, logging setup, and one function per command.
 //! Errors are `anyhow` with context here; the library's typed errors end at this layer.
 
+/// `println!` for command output, except that a closed pipe (`persona-runner … | head`)
+/// ends the program quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(err) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if err.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            panic!("cannot write to stdout: {err}");
+        }
+    }};
+}
+
 mod catalog;
 mod personas;
 
@@ -163,7 +177,7 @@ async fn migrate(app: &App) -> Result<Outcome> {
     let (before, _) = store.migration_status().await?;
     store.migrate().await.context("applying migrations")?;
     let (after, known) = store.migration_status().await?;
-    println!(
+    out!(
         "{}: {after} of {known} migrations applied ({} new)",
         store.url(),
         after - before
@@ -180,7 +194,7 @@ fn password(email: &str, app: &App) -> Result<Outcome> {
             app.config().auth.seed_secret_env
         );
     }
-    println!(
+    out!(
         "{}",
         persona_runner::auth::derive_password(&seed.secret, email).expose()
     );
@@ -189,36 +203,36 @@ fn password(email: &str, app: &App) -> Result<Outcome> {
 
 async fn config_check(app: &App) -> Result<Outcome> {
     let loaded = &app.loaded;
-    println!("# config: {}", loaded.source);
+    out!("# config: {}", loaded.source);
     for var in &loaded.overrides {
-        println!("# overridden by {var}");
+        out!("# overridden by {var}");
     }
-    println!("{}", loaded.config.to_redacted_toml());
+    out!("{}", loaded.config.to_redacted_toml());
     let mut ok = true;
     match persona_runner::auth::SeedSecret::resolve(&loaded.config, &app.env) {
-        Ok(seed) => println!("# seed secret: set, from {}", seed.origin),
+        Ok(seed) => out!("# seed secret: set, from {}", seed.origin),
         Err(err) => {
             ok = false;
-            println!("# seed secret: ERROR: {err}");
+            out!("# seed secret: ERROR: {err}");
         }
     }
     match app.config().database_password(&app.env) {
-        Ok(Some(_)) => println!("# database password: set"),
+        Ok(Some(_)) => out!("# database password: set"),
         Ok(None) => {}
         Err(err) => {
             ok = false;
-            println!("# database password: ERROR: {err}");
+            out!("# database password: ERROR: {err}");
         }
     }
     match app.store().await {
         Ok(store) => {
             let (applied, known) = store.migration_status().await?;
-            println!("# database: reachable ({applied} of {known} migrations applied)");
+            out!("# database: reachable ({applied} of {known} migrations applied)");
             store.close().await;
         }
         Err(err) => {
             ok = false;
-            println!("# database: ERROR: {err:#}");
+            out!("# database: ERROR: {err:#}");
         }
     }
     Ok(if ok { Outcome::Success } else { Outcome::Problems })

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use comfy_table::{ContentArrangement, Table};
+use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use persona_runner::persona::{DEFAULT_TENANT, Persona};
 
 use super::{App, Outcome};
@@ -29,16 +29,16 @@ pub async fn run(command: PersonasCommand, app: &App) -> Result<Outcome> {
         PersonasCommand::List { json } => {
             let personas = store.list_personas(DEFAULT_TENANT).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&personas)?);
+                out!("{}", serde_json::to_string_pretty(&personas)?);
             } else {
-                println!("{}", table(&personas));
-                println!("{} personas", personas.len());
+                out!("{}", table(&personas));
+                out!("{} personas", personas.len());
             }
             Outcome::Success
         }
         PersonasCommand::Show { id_or_email, json } => match store.find_persona(DEFAULT_TENANT, &id_or_email).await? {
             Some(persona) if json => {
-                println!("{}", serde_json::to_string_pretty(&persona)?);
+                out!("{}", serde_json::to_string_pretty(&persona)?);
                 Outcome::Success
             }
             Some(persona) => {
@@ -57,15 +57,18 @@ pub async fn run(command: PersonasCommand, app: &App) -> Result<Outcome> {
 
 fn table(personas: &[Persona]) -> Table {
     let mut table = Table::new();
-    table.set_content_arrangement(ContentArrangement::Disabled).set_header([
-        "email",
-        "name",
-        "archetype",
-        "cadence",
-        "time zone",
-        "paused",
-        "last active",
-    ]);
+    table
+        .load_style(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header([
+            "email",
+            "name",
+            "archetype",
+            "cadence",
+            "time zone",
+            "paused",
+            "last active",
+        ]);
     for p in personas {
         table.add_row([
             p.email.clone().unwrap_or_else(|| "(profile only)".into()),
@@ -89,25 +92,25 @@ fn print_detail(p: &Persona) {
         .map(|(m, w)| format!("{m} {w}"))
         .collect::<Vec<_>>()
         .join(", ");
-    println!("id:            {}", p.id);
-    println!("email:         {}", opt(&p.email));
-    println!("name:          {}", p.name);
-    println!("archetype:     {}", p.archetype);
-    println!("cadence:       {} ({})", p.tick_cadence, p.time_zone);
-    println!("locale:        {}", opt(&p.locale));
-    println!("paused:        {}", p.paused);
-    println!("module mix:    {mix}");
-    println!(
+    out!("id:            {}", p.id);
+    out!("email:         {}", opt(&p.email));
+    out!("name:          {}", p.name);
+    out!("archetype:     {}", p.archetype);
+    out!("cadence:       {} ({})", p.tick_cadence, p.time_zone);
+    out!("locale:        {}", opt(&p.locale));
+    out!("paused:        {}", p.paused);
+    out!("module mix:    {mix}");
+    out!(
         "last active:   {}",
         p.last_active_at.map_or("never".into(), |t| t.to_rfc3339())
     );
     if let Some(flow) = p.flow {
-        println!(
+        out!(
             "flow:          {flow} #{}",
             p.role_index.map_or("-".into(), |i| i.to_string())
         );
-        println!("authority:     {}", opt(&p.primary_authority));
-        println!(
+        out!("authority:     {}", opt(&p.primary_authority));
+        out!(
             "decision focus:{}",
             p.decision_focus.as_deref().map_or(" -".into(), |d| format!(" {d}"))
         );
@@ -117,10 +120,10 @@ fn print_detail(p: &Persona) {
             .map(|m| format!("{} {}", m.id, m.weight))
             .collect::<Vec<_>>()
             .join(", ");
-        println!("key metrics:   {metrics}");
+        out!("key metrics:   {metrics}");
     }
     if let Some(description) = &p.description {
-        println!("description:   {description}");
+        out!("description:   {description}");
     }
-    println!("\n{}", p.system_prompt);
+    out!("\n{}", p.system_prompt);
 }
