@@ -1,8 +1,11 @@
 //! Persona identity: how the runner proves it is a persona to the product.
 //!
-//! For now: the deterministic password derivation of the reference system (no stored
-//! credentials) and the policy for its seed secret. The login flow builds on this.
+//! The deterministic password derivation of the reference system (no stored
+//! credentials), the policy for its seed secret, and the login flow with its
+//! per-persona credential cache.
 
+pub mod login;
 pub mod password;
 
+pub use login::{AuthError, Authenticator, Credentials};
 pub use password::{SeedSecret, SeedSecretError, derive_password};

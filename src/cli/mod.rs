@@ -16,6 +16,7 @@ macro_rules! out {
 }
 
 mod catalog;
+mod gateway;
 mod personas;
 
 use std::path::PathBuf;
@@ -67,6 +68,8 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Serve the bundled sample product (a personal organizer): login + MCP gateway.
+    SampleGateway(gateway::GatewayArgs),
 }
 
 #[derive(Subcommand)]
@@ -118,6 +121,7 @@ async fn dispatch(command: Command, loaded: LoadedConfig, env: Env) -> Result<Ou
         Command::Migrate => migrate(&app).await,
         Command::Password { email } => password(&email, &app),
         Command::Config(ConfigCommand::Check) => config_check(&app).await,
+        Command::SampleGateway(args) => gateway::run(args, &app).await,
     }
 }
 

@@ -55,6 +55,10 @@ pub struct Config {
     pub environment: Environment,
     pub database: DatabaseConfig,
     pub auth: AuthConfig,
+    pub mcp: McpConfig,
+    pub llm: LlmConfig,
+    pub tick: TickConfig,
+    pub retry: RetryConfig,
     pub catalog: CatalogConfig,
     pub log: LogConfig,
 }
@@ -65,6 +69,10 @@ impl Default for Config {
             environment: Environment::Development,
             database: DatabaseConfig::default(),
             auth: AuthConfig::default(),
+            mcp: McpConfig::default(),
+            llm: LlmConfig::default(),
+            tick: TickConfig::default(),
+            retry: RetryConfig::default(),
             catalog: CatalogConfig::default(),
             log: LogConfig::default(),
         }
@@ -164,20 +172,280 @@ impl Serialize for DatabaseUrl {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// POST email + derived password to `login_url`; read token and user id by pointer.
+    Login,
+    /// One bearer token for every persona, from `static_token_env`/`static_token_file`.
+    Static,
+    /// No credentials (a gateway on a trusted network, or a stdio server).
+    None,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// Login endpoint (mode = "login").
+    pub login_url: String,
+    /// JSON pointer to the bearer token in the login response.
+    pub token_pointer: String,
+    /// JSON pointer to the user id in the login response ("" to skip).
+    pub user_id_pointer: String,
+    /// Lifetime assumed for tokens that carry no `exp` claim.
+    pub token_ttl: HumanDuration,
+    /// Log in again this long before a token's `exp`.
+    pub refresh_margin: HumanDuration,
+    /// Environment variable holding the bearer token (mode = "static").
+    pub static_token_env: String,
+    /// File holding the bearer token (mode = "static"; wins over the variable).
+    pub static_token_file: Option<PathBuf>,
     /// Environment variable holding the seed secret for password derivation.
     pub seed_secret_env: String,
     /// File holding the seed secret (wins over the environment variable).
     pub seed_secret_file: Option<PathBuf>,
+    /// Values fetched after login with the token, usable as `{name}` in `mcp.headers`.
+    pub lookups: std::collections::BTreeMap<String, LookupConfig>,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
+            mode: AuthMode::Login,
+            login_url: "http://127.0.0.1:3071/api/v1/auth/login".into(),
+            token_pointer: "/token".into(),
+            user_id_pointer: "/user/id".into(),
+            token_ttl: HumanDuration::from_secs(900),
+            refresh_margin: HumanDuration::from_secs(60),
+            static_token_env: "PERSONA_RUNNER_GATEWAY_TOKEN".into(),
+            static_token_file: None,
             seed_secret_env: "PERSONA_SEED_SECRET".into(),
             seed_secret_file: None,
+            lookups: Default::default(),
+        }
+    }
+}
+
+/// A value looked up after login: GET `url` with the token, take the array at `items`,
+/// the first element whose fields (by pointer) equal `where`, else the first element,
+/// and read `value` (a pointer) from it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupConfig {
+    pub url: String,
+    #[serde(default)]
+    pub items: String,
+    #[serde(default, rename = "where")]
+    pub filter: std::collections::BTreeMap<String, String>,
+    pub value: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum McpTransport {
+    Http,
+    Stdio,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpConfig {
+    pub transport: McpTransport,
+    /// Streamable HTTP endpoint (transport = "http").
+    pub url: String,
+    /// Extra request headers; values may use `{placeholders}` from the login session
+    /// (`{user_id}`, `{email}` and every `auth.lookups` name).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The server to start (transport = "stdio"): program and arguments.
+    pub command: Vec<String>,
+    /// Extra environment of the stdio server.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Working directory of the stdio server.
+    pub working_dir: Option<PathBuf>,
+    /// Tool-name globs offered to the persona.
+    pub allow: Vec<String>,
+    /// Tool-name globs never offered (wins over `allow`).
+    pub deny: Vec<String>,
+    /// Globs of tools annotated `destructiveHint: true` that may still be offered.
+    pub allow_destructive: Vec<String>,
+    /// Timeout of one tool call.
+    pub call_timeout: HumanDuration,
+    /// The module of `todo.create` is the part before this separator.
+    pub module_separator: String,
+    /// Tool-name glob → module, overriding the separator rule.
+    pub modules: std::collections::BTreeMap<String, String>,
+    /// Tool calls per minute across all personas (0 = unlimited).
+    pub tool_calls_per_minute: u32,
+    /// Tool calls per minute of one persona (0 = unlimited).
+    pub tool_calls_per_minute_per_persona: u32,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            transport: McpTransport::Http,
+            url: "http://127.0.0.1:3071/mcp".into(),
+            headers: Default::default(),
+            command: Vec::new(),
+            env: Default::default(),
+            working_dir: None,
+            allow: vec!["*".into()],
+            deny: Vec::new(),
+            allow_destructive: Vec::new(),
+            call_timeout: HumanDuration::from_secs(30),
+            module_separator: ".".into(),
+            modules: Default::default(),
+            tool_calls_per_minute: 600,
+            tool_calls_per_minute_per_persona: 60,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmProvider {
+    /// `openai` when an API key is configured, else `offline`.
+    Auto,
+    /// Any OpenAI-compatible chat-completions endpoint.
+    Openai,
+    /// No LLM: tools and arguments chosen from the module mix and the tools' schemas.
+    Offline,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    pub provider: LlmProvider,
+    /// Base URL of the chat-completions API (…/v1).
+    pub base_url: String,
+    pub model: String,
+    /// Environment variable holding the API key. systemd credential name: llm-api-key.
+    pub api_key_env: String,
+    /// File holding the API key (wins over the variable).
+    pub api_key_file: Option<PathBuf>,
+    pub temperature: f32,
+    /// Completion tokens per model turn.
+    pub max_tokens: u32,
+    /// The endpoint supports `response_format: json_schema` (structured output).
+    pub response_format: bool,
+    /// Chat requests per minute across all personas (0 = unlimited).
+    pub requests_per_minute: u32,
+    /// Timeout of one chat request.
+    pub request_timeout: HumanDuration,
+    /// Offline driver: seed of its choices (each tick mixes in the persona and time).
+    pub seed: u64,
+    /// Offline driver: send edge cases on purpose (marked `chaos` in the audit).
+    pub chaos: bool,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            provider: LlmProvider::Auto,
+            base_url: "https://api.openai.com/v1".into(),
+            model: "gpt-4o-mini".into(),
+            api_key_env: "OPENAI_API_KEY".into(),
+            api_key_file: None,
+            temperature: 0.7,
+            max_tokens: 1024,
+            response_format: false,
+            requests_per_minute: 60,
+            request_timeout: HumanDuration::from_secs(120),
+            seed: 0,
+            chaos: false,
+        }
+    }
+}
+
+/// How far back a repeated call counts as a duplicate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DedupWindow {
+    /// Only within the same tick.
+    Tick,
+    /// Within this long before now, across ticks (looked up in the store).
+    Last(HumanDuration),
+}
+
+impl Serialize for DedupWindow {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Tick => serializer.serialize_str("tick"),
+            Self::Last(duration) => duration.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DedupWindow {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == "tick" {
+            return Ok(Self::Tick);
+        }
+        text.parse()
+            .map(Self::Last)
+            .map_err(|e| serde::de::Error::custom(format!("expected \"tick\" or a duration: {e}")))
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TickConfig {
+    /// Model turns per tick.
+    pub max_turns: u32,
+    /// Tool calls per tick.
+    pub max_tool_calls: u32,
+    /// Prompt + completion tokens per tick.
+    pub max_tokens_per_tick: u64,
+    /// Wall time of one tick, rating included.
+    pub tick_timeout: HumanDuration,
+    /// `tick`, or a duration (`24h`) to also skip repeats of earlier ticks.
+    pub dedup_window: DedupWindow,
+    /// Ticks running at once (`tick --all`, the daemon's pool).
+    pub concurrency: usize,
+    /// Lease of a running tick; renewed while it runs, expired means abandoned.
+    pub lease: HumanDuration,
+    /// Longest tool output kept in the audit and fed back to the model, in characters.
+    pub max_output_chars: usize,
+    /// Earlier actions summarized in the prompt's "story so far".
+    pub story_actions: usize,
+}
+
+impl Default for TickConfig {
+    fn default() -> Self {
+        Self {
+            max_turns: 12,
+            max_tool_calls: 20,
+            max_tokens_per_tick: 60_000,
+            tick_timeout: HumanDuration::from_secs(300),
+            dedup_window: DedupWindow::Tick,
+            concurrency: 4,
+            lease: HumanDuration::from_secs(120),
+            max_output_chars: 4000,
+            story_actions: 10,
+        }
+    }
+}
+
+/// The one retry policy of every outbound call of ours (login, lookups, LLM): exponential
+/// backoff with jitter, capped; `Retry-After` honoured; only 429, 5xx and connection
+/// failures or timeouts are retried. Tool calls are never retried (they may have run).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    pub initial_delay: HumanDuration,
+    /// Longest wait between attempts (a longer `Retry-After` is capped to it).
+    pub max_delay: HumanDuration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            initial_delay: HumanDuration(std::time::Duration::from_millis(500)),
+            max_delay: HumanDuration::from_secs(30),
         }
     }
 }
@@ -403,6 +671,36 @@ fn validate(config: &Config) -> Result<(), (&'static str, String)> {
             format!("`{bad}` is not a domain suffix; write `test` or `mana.test`, without `@` or a leading dot"),
         ));
     }
+    if config.tick.concurrency == 0 {
+        return Err(("tick.concurrency", "must be at least 1".into()));
+    }
+    if config.retry.max_attempts == 0 {
+        return Err(("retry.max_attempts", "must be at least 1 (the first attempt)".into()));
+    }
+    if config.mcp.module_separator.is_empty() {
+        return Err(("mcp.module_separator", "must not be empty; e.g. \".\"".into()));
+    }
+    if config.mcp.transport == McpTransport::Stdio && config.mcp.command.is_empty() {
+        return Err((
+            "mcp.command",
+            "transport = \"stdio\" needs the server command, e.g. [\"my-mcp-server\", \"--stdio\"]".into(),
+        ));
+    }
+    for (key, globs) in [
+        ("mcp.allow", &config.mcp.allow),
+        ("mcp.deny", &config.mcp.deny),
+        ("mcp.allow_destructive", &config.mcp.allow_destructive),
+    ] {
+        for glob in globs {
+            globset::Glob::new(glob).map_err(|err| (key, format!("`{glob}` is not a glob: {err}")))?;
+        }
+    }
+    for glob in config.mcp.modules.keys() {
+        globset::Glob::new(glob).map_err(|err| ("mcp.modules", format!("`{glob}` is not a glob: {err}")))?;
+    }
+    if !(0.0..=2.0).contains(&config.llm.temperature) {
+        return Err(("llm.temperature", "must be between 0 and 2".into()));
+    }
     crate::persona::parse_time_zone(&config.catalog.default_time_zone)
         .map_err(|message| ("catalog.default_time_zone", message))?;
     tracing_subscriber::EnvFilter::try_new(&config.log.level).map_err(|err| {
@@ -425,6 +723,28 @@ impl Config {
             file: self.database.password_file.as_deref(),
             env_var: self.database.password_env.as_deref(),
             credential: "database-password",
+        };
+        Ok(secret::resolve(&lookup, env)?.map(|(secret, _)| secret))
+    }
+
+    /// The LLM API key, if one is configured.
+    pub fn llm_api_key(&self, env: &Env) -> Result<Option<Secret>, ConfigError> {
+        let lookup = secret::SecretLookup {
+            key: "llm.api_key",
+            file: self.llm.api_key_file.as_deref(),
+            env_var: Some(&self.llm.api_key_env),
+            credential: "llm-api-key",
+        };
+        Ok(secret::resolve(&lookup, env)?.map(|(secret, _)| secret))
+    }
+
+    /// The static gateway token (auth.mode = "static").
+    pub fn static_token(&self, env: &Env) -> Result<Option<Secret>, ConfigError> {
+        let lookup = secret::SecretLookup {
+            key: "auth.static_token",
+            file: self.auth.static_token_file.as_deref(),
+            env_var: Some(&self.auth.static_token_env),
+            credential: "gateway-token",
         };
         Ok(secret::resolve(&lookup, env)?.map(|(secret, _)| secret))
     }

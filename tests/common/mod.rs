@@ -300,6 +300,7 @@ fn postgres_bin_dir() -> PathBuf {
 
 /// Runs each named async test body (`async fn name(backend: Backend)`) once per backend,
 /// as `sqlite::name` and `postgres::name`.
+#[allow(unused_macros)]
 macro_rules! both_backends {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -319,4 +320,72 @@ macro_rules! both_backends {
             )+
         }
     };
+}
+
+/// The sample gateway (login + MCP) on a free loopback port, for as long as the test runs.
+pub struct TestGateway {
+    pub gateway: persona_runner::gateway::Gateway,
+    pub addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub const TEST_SEED: &str = "test-seed-secret-for-the-suite";
+
+impl TestGateway {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut persona_runner::gateway::GatewayOptions)) -> Self {
+        let mut options = persona_runner::gateway::GatewayOptions {
+            seed: persona_runner::config::Secret::new(TEST_SEED),
+            token_ttl: std::time::Duration::from_secs(600),
+            page_size: 5,
+            require_space_header: false,
+        };
+        adjust(&mut options);
+        let gateway = persona_runner::gateway::Gateway::new(options);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = gateway.router();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Self { gateway, addr, task }
+    }
+
+    pub fn login_url(&self) -> String {
+        format!("http://{}/api/v1/auth/login", self.addr)
+    }
+
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub fn organizations_url(&self) -> String {
+        format!("http://{}/api/auth/organization/list", self.addr)
+    }
+
+    /// A runner config pointed at this gateway (login mode, the suite's seed secret).
+    pub fn config(&self) -> persona_runner::config::Config {
+        let mut config = persona_runner::config::Config::default();
+        config.auth.login_url = self.login_url();
+        config.auth.seed_secret_env = "TEST_SEED_SECRET".into();
+        config.mcp.url = self.mcp_url();
+        config.retry.initial_delay = persona_runner::time::HumanDuration(std::time::Duration::from_millis(10));
+        config
+    }
+
+    /// The environment snapshot that goes with [`TestGateway::config`].
+    pub fn env(&self) -> persona_runner::config::Env {
+        [("TEST_SEED_SECRET".to_string(), TEST_SEED.to_string())]
+            .into_iter()
+            .collect()
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

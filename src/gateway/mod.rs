@@ -1,0 +1,377 @@
+//! The sample product: a small "personal organizer" with a login endpoint and an MCP
+//! gateway whose tools cover the consumer catalog's modules (todo, calendar, journal,
+//! notes, habits, mood, contacts).
+//!
+//! It ships with the binary (`persona-runner sample-gateway`) so a first run needs no
+//! external service, and it is the project's own integration-test gateway: real rmcp
+//! server, Streamable HTTP behind bearer tokens, or stdio. It behaves like the reference
+//! product where the runner cares:
+//! - `POST /api/v1/auth/login` checks the derived password and answers
+//!   `{"token", "user": {"id"}}`;
+//! - `GET /api/auth/organization/list` lists a team and a personal space;
+//! - tools are `module.verb`, listed in pages, validated against their schemas, and the
+//!   destructive ones say so.
+
+mod tools;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::auth::derive_password;
+use crate::config::Secret;
+
+/// Header the reference gateway wants with the persona's personal space.
+pub const SPACE_HEADER: &str = "x-mana-space";
+
+#[derive(Clone, Debug)]
+pub struct GatewayOptions {
+    /// The seed secret personas' passwords derive from (the same as the runner's).
+    pub seed: Secret,
+    /// Lifetime of issued tokens.
+    pub token_ttl: Duration,
+    /// Tools per `tools/list` page.
+    pub page_size: usize,
+    /// Refuse MCP requests without the right `X-Mana-Space` header.
+    pub require_space_header: bool,
+}
+
+/// One tool call the gateway executed (for tests and the demo's own record).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallRecord {
+    pub user: String,
+    pub tool: String,
+    pub arguments: Value,
+}
+
+/// The sample product: its data, its tokens, its tools.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: GatewayOptions,
+    tools: Vec<Tool>,
+    validators: HashMap<String, jsonschema::Validator>,
+    data: Mutex<HashMap<String, tools::UserData>>,
+    calls: Mutex<Vec<CallRecord>>,
+    signing_key: Mutex<[u8; 32]>,
+}
+
+/// The verified identity of an HTTP request, handed to the MCP handler.
+#[derive(Clone, Debug)]
+struct Claims {
+    user: String,
+}
+
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    for byte in &mut key {
+        *byte = fastrand::u8(..);
+    }
+    key
+}
+
+/// The product's user id of an email: stable, so tokens and data survive re-logins.
+pub fn user_id_of(email: &str) -> String {
+    let digest = Sha256::digest(email.trim().to_lowercase().as_bytes());
+    uuid::Uuid::from_slice(&digest[..16]).expect("16 bytes").to_string()
+}
+
+/// The personal space id of a user.
+pub fn personal_space_of(user_id: &str) -> String {
+    format!("space-{user_id}")
+}
+
+impl Gateway {
+    pub fn new(options: GatewayOptions) -> Self {
+        let definitions = tools::definitions();
+        let validators = definitions
+            .iter()
+            .map(|tool| {
+                let validator =
+                    jsonschema::validator_for(&tool["inputSchema"]).expect("the sample tools' schemas are valid");
+                (tool["name"].as_str().unwrap_or_default().to_string(), validator)
+            })
+            .collect();
+        let tools = serde_json::from_value(Value::Array(definitions)).expect("the sample tools are MCP tools");
+        Self {
+            inner: Arc::new(Inner {
+                options,
+                tools,
+                validators,
+                data: Mutex::new(HashMap::new()),
+                calls: Mutex::new(Vec::new()),
+                signing_key: Mutex::new(random_key()),
+            }),
+        }
+    }
+
+    /// The tool calls executed so far.
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.inner.calls.lock().expect("calls lock").clone()
+    }
+
+    /// Invalidates every issued token (as a product does on key rotation).
+    pub fn rotate_signing_key(&self) {
+        *self.inner.signing_key.lock().expect("key lock") = random_key();
+    }
+
+    fn sign(&self, data: &str) -> Vec<u8> {
+        let key = *self.inner.signing_key.lock().expect("key lock");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).expect("any key length");
+        mac.update(data.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Issues an HS256 JWT for `user_id`.
+    pub fn issue_token(&self, user_id: &str, email: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let claims = json!({"sub": user_id, "email": email, "iat": now, "exp": now + self.inner.options.token_ttl.as_secs() as i64});
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let signature = URL_SAFE_NO_PAD.encode(self.sign(&format!("{header}.{payload}")));
+        format!("{header}.{payload}.{signature}")
+    }
+
+    /// The user id of a valid, unexpired token.
+    fn verify_token(&self, token: &str) -> Option<String> {
+        let mut parts = token.split('.');
+        let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
+        let expected = self.sign(&format!("{header}.{payload}"));
+        let given = URL_SAFE_NO_PAD.decode(signature).ok()?;
+        if !constant_time_eq(&expected, &given) {
+            return None;
+        }
+        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        (claims["exp"].as_i64()? > chrono::Utc::now().timestamp()).then(|| claims["sub"].as_str().map(String::from))?
+    }
+
+    /// The HTTP side: login, organization list, and the MCP endpoint at `/mcp`.
+    pub fn router(&self) -> Router {
+        let handler_gateway = self.clone();
+        let mcp = StreamableHttpService::new(
+            move || {
+                Ok(Handler {
+                    gateway: handler_gateway.clone(),
+                    stdio_user: None,
+                })
+            },
+            Arc::new(LocalSessionManager::default()),
+            StreamableHttpServerConfig::default(),
+        );
+        let protected = Router::new()
+            .nest_service("/mcp", mcp)
+            .route("/api/auth/organization/list", get(organizations))
+            .route_layer(axum::middleware::from_fn_with_state(self.clone(), require_bearer));
+        Router::new()
+            .route("/api/v1/auth/login", post(login))
+            .merge(protected)
+            .with_state(self.clone())
+    }
+
+    /// Serves MCP on stdin/stdout as `user` until the client closes the stream.
+    pub async fn serve_stdio(&self, user: &str) -> Result<(), std::io::Error> {
+        let handler = Handler {
+            gateway: self.clone(),
+            stdio_user: Some(user_id_of(user)),
+        };
+        let running = handler
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|err| std::io::Error::other(err.to_string()))?;
+        running
+            .waiting()
+            .await
+            .map_err(|err| std::io::Error::other(err.to_string()))?;
+        Ok(())
+    }
+
+    fn execute(&self, user: &str, tool: &str, arguments: Value) -> Result<Value, String> {
+        self.inner.calls.lock().expect("calls lock").push(CallRecord {
+            user: user.into(),
+            tool: tool.into(),
+            arguments: arguments.clone(),
+        });
+        let mut data = self.inner.data.lock().expect("data lock");
+        tools::run(data.entry(user.to_string()).or_default(), tool, &arguments)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unauthorized(message: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer realm=\"persona-runner-sample\"")],
+        Json(json!({"error": message})),
+    )
+        .into_response()
+}
+
+async fn require_bearer(State(gateway): State<Gateway>, mut request: Request, next: Next) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(user) = token.and_then(|t| gateway.verify_token(t)) else {
+        return unauthorized("missing, invalid or expired bearer token");
+    };
+    if gateway.inner.options.require_space_header && request.uri().path().starts_with("/mcp") {
+        let space = request.headers().get(SPACE_HEADER).and_then(|v| v.to_str().ok());
+        if space != Some(personal_space_of(&user).as_str()) {
+            return (
+                StatusCode::FORBIDDEN,
+                Json(json!({"error": "X-Mana-Space must name your space"})),
+            )
+                .into_response();
+        }
+    }
+    request.extensions_mut().insert(Claims { user });
+    next.run(request).await
+}
+
+async fn login(State(gateway): State<Gateway>, body: Option<Json<Value>>) -> Response {
+    let Some(Json(body)) = body else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "expected a JSON body {email, password}"})),
+        )
+            .into_response();
+    };
+    let (Some(email), Some(password)) = (body["email"].as_str(), body["password"].as_str()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "email and password are required"})),
+        )
+            .into_response();
+    };
+    let expected = derive_password(&gateway.inner.options.seed, email);
+    if !constant_time_eq(expected.expose().as_bytes(), password.as_bytes()) {
+        return unauthorized("wrong email or password");
+    }
+    let user_id = user_id_of(email);
+    Json(json!({"token": gateway.issue_token(&user_id, email), "user": {"id": user_id, "email": email}}))
+        .into_response()
+}
+
+async fn organizations(request: Request) -> Response {
+    let Some(claims) = request.extensions().get::<Claims>() else {
+        return unauthorized("no identity");
+    };
+    Json(json!([
+        {"id": format!("team-{}", &claims.user[..8]), "name": "Team", "metadata": {"type": "team"}},
+        {"id": personal_space_of(&claims.user), "name": "Personal", "metadata": {"type": "personal"}}
+    ]))
+    .into_response()
+}
+
+/// The MCP server handler, one per session.
+#[derive(Clone)]
+struct Handler {
+    gateway: Gateway,
+    /// The user of a stdio session (HTTP sessions carry theirs per request).
+    stdio_user: Option<String>,
+}
+
+impl Handler {
+    fn user(&self, context: &RequestContext<RoleServer>) -> Option<String> {
+        if let Some(user) = &self.stdio_user {
+            return Some(user.clone());
+        }
+        let parts = context.extensions.get::<axum::http::request::Parts>()?;
+        parts.extensions.get::<Claims>().map(|claims| claims.user.clone())
+    }
+}
+
+impl ServerHandler for Handler {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(
+                "persona-runner-sample-gateway",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions("A personal organizer: to-dos, calendar, journal, notes, habits, mood, contacts.")
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let tools = &self.gateway.inner.tools;
+        let page_size = self.gateway.inner.options.page_size.max(1);
+        let start = match request.and_then(|r| r.cursor) {
+            Some(cursor) => cursor
+                .parse::<usize>()
+                .ok()
+                .filter(|start| *start < tools.len())
+                .ok_or_else(|| ErrorData::invalid_params(format!("unknown cursor `{cursor}`"), None))?,
+            None => 0,
+        };
+        let end = (start + page_size).min(tools.len());
+        let next = (end < tools.len()).then(|| end.to_string());
+        serde_json::from_value(json!({"tools": tools[start..end], "nextCursor": next}))
+            .map_err(|err| ErrorData::internal_error(err.to_string(), None))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let user = self
+            .user(&context)
+            .ok_or_else(|| ErrorData::invalid_request("no authenticated user", None))?;
+        let name = request.name.to_string();
+        let validator = self
+            .gateway
+            .inner
+            .validators
+            .get(&name)
+            .ok_or_else(|| ErrorData::invalid_params(format!("unknown tool `{name}`"), None))?;
+        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        let problems: Vec<String> = validator
+            .iter_errors(&arguments)
+            .map(|e| format!("{}: {e}", e.instance_path()))
+            .collect();
+        if !problems.is_empty() {
+            return Err(ErrorData::invalid_params(
+                format!("invalid arguments for `{name}`: {}", problems.join("; ")),
+                None,
+            ));
+        }
+        let (text, is_error) = match self.gateway.execute(&user, &name, arguments) {
+            Ok(value) => (value.to_string(), false),
+            Err(message) => (message, true),
+        };
+        let result: CallToolResult =
+            serde_json::from_value(json!({"content": [{"type": "text", "text": text}], "isError": is_error}))
+                .map_err(|err| ErrorData::internal_error(err.to_string(), None))?;
+        Ok(result.into())
+    }
+}

@@ -1,0 +1,207 @@
+//! Outbound HTTP: one way to build clients and one retry policy for every call of ours
+//! (login, session lookups, the LLM). Tool calls go through MCP and are never retried
+//! here: a call that may have executed must not run twice.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use crate::config::RetryConfig;
+
+/// Installs the ring crypto provider for rustls once (the only TLS stack we build).
+pub fn install_crypto_provider() {
+    // Err means a provider is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A client for our outbound calls. Idle connection pooling is off: on loopback a pooled
+/// connection stalled ~40 ms per sequential call (delayed ACK), and our call rate is low.
+pub fn client(timeout: Duration) -> reqwest::Client {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_max_idle_per_host(0)
+        .user_agent(concat!("persona-runner/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("a reqwest client with static settings builds")
+}
+
+/// Whether a response status is worth another attempt: rate limited or server-side.
+pub fn retryable_status(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// Whether a transport error is worth another attempt: the request never completed.
+pub fn retryable_error(err: &reqwest::Error) -> bool {
+    err.is_connect() || err.is_timeout()
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds >= 0.0 && seconds.is_finite()).then(|| Duration::from_secs_f64(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().ok()
+}
+
+/// The retry policy: exponential backoff with jitter, capped, `Retry-After` honoured.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    config: RetryConfig,
+}
+
+/// One failed attempt, as the policy sees it.
+#[derive(Debug)]
+pub enum Attempt<T> {
+    /// Worth retrying; `retry_after` overrides the backoff delay when the server said so.
+    Retry { last: T, retry_after: Option<Duration> },
+    /// Final.
+    Fail(T),
+}
+
+impl RetryPolicy {
+    pub fn new(config: &RetryConfig) -> Self {
+        Self { config: config.clone() }
+    }
+
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(self.config.initial_delay.0)
+            .with_max_delay(self.config.max_delay.0)
+            .with_max_times(self.config.max_attempts.saturating_sub(1) as usize)
+            .with_jitter()
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the attempts are used up
+    /// (`Err` then carries the last failure).
+    pub async fn run<T, E, F, Fut>(&self, what: &str, attempt: F) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Attempt<E>>>,
+    {
+        let max_delay = self.config.max_delay.0;
+        let result = attempt
+            .retry(self.backoff())
+            .sleep(tokio::time::sleep)
+            .when(|failure: &Attempt<E>| matches!(failure, Attempt::Retry { .. }))
+            // `delay` is None once the attempts are used up: keep it None, or we would
+            // retry forever.
+            .adjust(move |failure: &Attempt<E>, delay| match (failure, delay) {
+                (
+                    Attempt::Retry {
+                        retry_after: Some(wait),
+                        ..
+                    },
+                    Some(_),
+                ) => Some((*wait).min(max_delay)),
+                _ => delay,
+            })
+            .notify(|_, delay: Duration| tracing::debug!(what, ?delay, "retrying"))
+            .await;
+        result.map_err(|failure| match failure {
+            Attempt::Retry { last, .. } | Attempt::Fail(last) => last,
+        })
+    }
+
+    /// Sends the request `build` makes, retrying what is retryable. Gives back the final
+    /// response (which may still be an error status) or the final transport error.
+    pub async fn send(
+        &self,
+        what: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let outcome = self
+            .run(what, || async {
+                match build().send().await {
+                    Ok(response) if retryable_status(response.status()) => {
+                        let retry_after = retry_after(response.headers());
+                        Err(Attempt::Retry {
+                            last: Ok(response),
+                            retry_after,
+                        })
+                    }
+                    Ok(response) => Ok(response),
+                    Err(err) if retryable_error(&err) => Err(Attempt::Retry {
+                        last: Err(err),
+                        retry_after: None,
+                    }),
+                    Err(err) => Err(Attempt::Fail(Err(err))),
+                }
+            })
+            .await;
+        match outcome {
+            Ok(response) => Ok(response),
+            // Out of attempts: the last response (an error status) or transport error.
+            Err(last) => last,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, "2".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        headers.insert(RETRY_AFTER, later.parse().unwrap());
+        let wait = retry_after(&headers).unwrap();
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        headers.insert(RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn only_rate_limits_and_server_errors_are_retryable() {
+        assert!(retryable_status(StatusCode::TOO_MANY_REQUESTS));
+        assert!(retryable_status(StatusCode::BAD_GATEWAY));
+        assert!(!retryable_status(StatusCode::BAD_REQUEST));
+        assert!(!retryable_status(StatusCode::UNAUTHORIZED));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_after_max_attempts_and_honours_retry_after() {
+        let policy = RetryPolicy::new(&RetryConfig {
+            max_attempts: 3,
+            initial_delay: crate::time::HumanDuration(Duration::from_millis(10)),
+            max_delay: crate::time::HumanDuration::from_secs(5),
+        });
+        let started = tokio::time::Instant::now();
+        let mut attempts = 0;
+        let result: Result<(), u32> = policy
+            .run("test", || {
+                attempts += 1;
+                let n = attempts;
+                async move {
+                    Err(Attempt::Retry {
+                        last: n,
+                        retry_after: Some(Duration::from_secs(60)),
+                    })
+                }
+            })
+            .await;
+        assert_eq!(result, Err(3));
+        // Two waits, each the server's 60 s capped at max_delay (5 s).
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+
+        let mut attempts = 0;
+        let result: Result<(), &str> = policy
+            .run("test", || {
+                attempts += 1;
+                async { Err(Attempt::Fail("bad request")) }
+            })
+            .await;
+        assert_eq!((result, attempts), (Err("bad request"), 1));
+    }
+}
