@@ -229,13 +229,7 @@ async fn at_most_one_running_tick_per_persona(backend: Backend) {
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
 
     store
-        .finish_tick(
-            tick.id,
-            &TickFinish {
-                status: TickStatus::Ok,
-                error: None,
-            },
-        )
+        .finish_tick(tick.id, &TickFinish::status(TickStatus::Ok, None))
         .await
         .unwrap();
     let next = store.claim_tick(&new_tick(persona)).await.unwrap();
@@ -273,13 +267,7 @@ async fn a_slot_attempt_is_claimed_once(backend: Backend) {
     };
     let tick = store.claim_tick(&scheduled).await.unwrap();
     store
-        .finish_tick(
-            tick.id,
-            &TickFinish {
-                status: TickStatus::Failed,
-                error: Some("x".into()),
-            },
-        )
+        .finish_tick(tick.id, &TickFinish::status(TickStatus::Failed, Some("x".into())))
         .await
         .unwrap();
     let err = store.claim_tick(&scheduled).await.unwrap_err();
@@ -317,13 +305,7 @@ async fn finishing_derives_counters_and_marks_activity(backend: Backend) {
             .unwrap();
     }
     let finished = store
-        .finish_tick(
-            tick.id,
-            &TickFinish {
-                status: TickStatus::Ok,
-                error: None,
-            },
-        )
+        .finish_tick(tick.id, &TickFinish::status(TickStatus::Ok, None))
         .await
         .unwrap();
     assert_eq!(finished.status, TickStatus::Ok);
@@ -331,13 +313,7 @@ async fn finishing_derives_counters_and_marks_activity(backend: Backend) {
     let persona_after = store.get_persona(DEFAULT_TENANT, persona).await.unwrap().unwrap();
     assert_eq!(persona_after.last_active_at, finished.finished_at);
     let err = store
-        .finish_tick(
-            tick.id,
-            &TickFinish {
-                status: TickStatus::Failed,
-                error: None,
-            },
-        )
+        .finish_tick(tick.id, &TickFinish::status(TickStatus::Failed, None))
         .await
         .unwrap_err();
     assert!(

@@ -18,6 +18,7 @@ macro_rules! out {
 mod catalog;
 mod gateway;
 mod personas;
+mod tick;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,8 +49,8 @@ enum Command {
     Run,
     /// Serve the HTTP sidecar only: admin API, profile API, dashboard (not in this build yet).
     Serve,
-    /// Run one-off ticks for some or all personas (not in this build yet).
-    Tick,
+    /// Run one-off ticks for some or all personas, in this process.
+    Tick(tick::TickArgs),
     /// Validate, seed or clean up persona catalogs.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
@@ -115,7 +116,8 @@ pub fn main() -> ExitCode {
 async fn dispatch(command: Command, loaded: LoadedConfig, env: Env) -> Result<Outcome> {
     let app = App { loaded, env };
     match command {
-        Command::Run | Command::Serve | Command::Tick | Command::Feedback => not_yet(&command),
+        Command::Run | Command::Serve | Command::Feedback => not_yet(&command),
+        Command::Tick(args) => tick::run(args, &app).await,
         Command::Catalog(command) => catalog::run(command, &app).await,
         Command::Personas(command) => personas::run(command, &app).await,
         Command::Migrate => migrate(&app).await,
@@ -149,12 +151,11 @@ fn not_yet(command: &Command) -> Result<Outcome> {
     let name = match command {
         Command::Run => "run",
         Command::Serve => "serve",
-        Command::Tick => "tick",
         _ => "feedback",
     };
     anyhow::bail!(
         "`persona-runner {name}` is not available in this build yet: this release has the store, \
-         the catalogs and the CLI around them; the tick engine, the daemon and the sidecar follow"
+         the catalogs and one-off ticks (`persona-runner tick`); the daemon and the sidecar follow"
     )
 }
 

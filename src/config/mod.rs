@@ -495,7 +495,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            level: "info".into(),
+            level: "info,rmcp=warn".into(),
             format: LogFormat::Text,
         }
     }

@@ -27,7 +27,10 @@ use crate::config::{DatabaseConfig, Secret};
 
 pub use personas::{CleanupReport, UpsertOutcome};
 pub use profiles::NewInteraction;
-pub use ticks::{ActionResult, NewAction, NewFeedback, NewTick, Tick, TickFinish, TickStatus, TickTrigger};
+pub use ticks::{
+    ActionRecord, ActionResult, FeedbackRecord, NewAction, NewFeedback, NewTick, RatingStatus, Tick, TickFinish,
+    TickStatus, TickTrigger,
+};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");

@@ -22,6 +22,11 @@ text_enum! {
     }
 }
 text_enum! {
+    /// Whether a tick's self-rating was usable.
+    pub enum RatingStatus { Valid => "valid", Invalid => "invalid", Skipped => "skipped" }
+}
+
+text_enum! {
     /// The outcome of one tool call as audited.
     pub enum ActionResult { Ok => "ok", Error => "error", Deduped => "deduped", Denied => "denied" }
 }
@@ -131,6 +136,58 @@ pub struct NewFeedback {
 pub struct TickFinish {
     pub status: TickStatus,
     pub error: Option<String>,
+    pub turns: i32,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub llm_model: Option<String>,
+    /// Hash of the prompt templates the tick used.
+    pub prompt_version: Option<String>,
+    pub rating_status: Option<RatingStatus>,
+    /// The model's raw rating answer, kept when it could not be used.
+    pub rating_raw: Option<String>,
+}
+
+impl TickFinish {
+    /// A finish with only a status and an error (counters zero, nothing rated).
+    pub fn status(status: TickStatus, error: Option<String>) -> Self {
+        Self {
+            status,
+            error,
+            turns: 0,
+            tokens_in: 0,
+            tokens_out: 0,
+            llm_model: None,
+            prompt_version: None,
+            rating_status: None,
+            rating_raw: None,
+        }
+    }
+}
+
+/// An audited call as read back.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct ActionRecord {
+    pub seq: i32,
+    pub tool_name: String,
+    pub module: String,
+    pub input_hash: String,
+    pub result: String,
+    pub error_message: Option<String>,
+    pub chaos: bool,
+    pub latency_ms: Option<i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A rating as read back.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct FeedbackRecord {
+    pub module: String,
+    pub rating: i32,
+    pub notes: Option<String>,
+    pub evidence_calls: i32,
+    pub evidence_errors: i32,
+    pub evidence_mean_latency_ms: Option<f64>,
+    pub created_at: DateTime<Utc>,
 }
 
 macro_rules! select_tick {
@@ -269,6 +326,8 @@ impl Store {
             let mut tx = begin_write!(pool);
             let updated = sqlx::query(
                 "UPDATE persona_ticks SET status = $2, error = $3, finished_at = $4,
+                    turns = $5, tokens_in = $6, tokens_out = $7, llm_model = $8, prompt_version = $9,
+                    rating_status = $10, rating_raw = $11,
                     tool_calls = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = $1),
                     calls_ok = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = $1 AND a.result = 'ok'),
                     calls_error = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = $1 AND a.result = 'error'),
@@ -280,6 +339,13 @@ impl Store {
             .bind(finish.status.as_str())
             .bind(finish.error.as_deref())
             .bind(finished_at)
+            .bind(finish.turns)
+            .bind(finish.tokens_in)
+            .bind(finish.tokens_out)
+            .bind(finish.llm_model.as_deref())
+            .bind(finish.prompt_version.as_deref())
+            .bind(finish.rating_status.map(RatingStatus::as_str))
+            .bind(finish.rating_raw.as_deref())
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -302,6 +368,107 @@ impl Store {
         self.get_tick(tick_id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("tick {tick_id}")))
+    }
+
+    /// Extends the lease of a running tick. `false` when it is no longer running (it
+    /// finished, or was abandoned meanwhile).
+    pub async fn renew_lease(&self, tick_id: Uuid, until: DateTime<Utc>) -> Result<bool> {
+        let updated = with_pool!(self, pool => {
+            sqlx::query("UPDATE persona_ticks SET lease_expires_at = $2 WHERE id = $1 AND status = 'running'")
+                .bind(tick_id)
+                .bind(until)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
+    /// The audited calls of a tick, in order.
+    pub async fn tick_actions(&self, tick_id: Uuid) -> Result<Vec<ActionRecord>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT seq, tool_name, module, input_hash, result, error_message, chaos, latency_ms, created_at
+                 FROM persona_actions WHERE tick_id = $1 ORDER BY seq",
+            )
+            .bind(tick_id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The ratings of a tick, by module.
+    pub async fn tick_feedback(&self, tick_id: Uuid) -> Result<Vec<FeedbackRecord>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT module, rating, notes, evidence_calls, evidence_errors, evidence_mean_latency_ms, created_at
+                 FROM persona_feedback WHERE tick_id = $1 ORDER BY module",
+            )
+            .bind(tick_id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The persona's latest calls, newest first (for the prompt's story so far).
+    pub async fn recent_actions(&self, persona_id: Uuid, limit: i64) -> Result<Vec<ActionRecord>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT seq, tool_name, module, input_hash, result, error_message, chaos, latency_ms, created_at
+                 FROM persona_actions WHERE persona_id = $1 ORDER BY created_at DESC, seq DESC LIMIT $2",
+            )
+            .bind(persona_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The persona's latest ratings, newest first.
+    pub async fn recent_feedback(&self, persona_id: Uuid, limit: i64) -> Result<Vec<FeedbackRecord>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT module, rating, notes, evidence_calls, evidence_errors, evidence_mean_latency_ms, created_at
+                 FROM persona_feedback WHERE persona_id = $1 ORDER BY created_at DESC LIMIT $2",
+            )
+            .bind(persona_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The output of the persona's latest successful call with `input_hash` since
+    /// `since`, for deduplication across ticks.
+    pub async fn recent_output(
+        &self,
+        persona_id: Uuid,
+        input_hash: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<String>> {
+        let row: Option<(Option<String>,)> = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT output FROM persona_actions
+                 WHERE persona_id = $1 AND input_hash = $2 AND created_at >= $3 AND result = 'ok'
+                 ORDER BY created_at DESC LIMIT 1",
+            )
+            .bind(persona_id)
+            .bind(input_hash)
+            .bind(since)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(|(output,)| output.unwrap_or_default()))
+    }
+
+    /// How many ticks the persona has had (seeds the offline driver's choices).
+    pub async fn count_ticks(&self, persona_id: Uuid) -> Result<i64> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM persona_ticks WHERE persona_id = $1")
+                .bind(persona_id)
+                .fetch_one(pool)
+                .await?
+        }))
     }
 
     /// Marks running ticks whose lease expired before `at` as `abandoned` (their runner

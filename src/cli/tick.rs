@@ -1,0 +1,165 @@
+//! `persona-runner tick`: one-off ticks, run in this process.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
+use persona_runner::persona::DEFAULT_TENANT;
+use persona_runner::store::{TickStatus, TickTrigger};
+use persona_runner::tick::{TickEngine, TickEvent, TickRequest, TickSummary, runnable};
+
+use super::{App, Outcome};
+
+#[derive(Args)]
+pub struct TickArgs {
+    /// A persona by email or id (repeatable).
+    #[arg(long = "persona", value_name = "EMAIL|ID", required_unless_present = "all")]
+    personas: Vec<String>,
+    /// Every runnable persona (not paused, with a login identity), within tick.concurrency.
+    #[arg(long, conflicts_with = "personas")]
+    all: bool,
+    /// Print the summaries as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
+    let store = app.store().await?;
+    let personas = if args.all {
+        runnable(store.list_personas(DEFAULT_TENANT).await?)
+    } else {
+        let mut found = Vec::new();
+        for id in &args.personas {
+            match store.find_persona(DEFAULT_TENANT, id).await? {
+                Some(persona) => found.push(persona),
+                None => bail!("no persona with id or email `{id}` (see `persona-runner personas list`)"),
+            }
+        }
+        found
+    };
+    if personas.is_empty() {
+        bail!("no runnable persona: seed a catalog first (`persona-runner catalog seed`)");
+    }
+    let engine = Arc::new(
+        TickEngine::new(store.clone(), Arc::new(app.config().clone()), &app.env)
+            .context("preparing the tick engine")?,
+    );
+    let live = std::io::stderr().is_terminal() && !args.json;
+    let events: Arc<dyn Fn(TickEvent) + Send + Sync> = Arc::new(move |event| {
+        if live {
+            print_progress(&event);
+        }
+    });
+    eprintln!("ticking {} persona(s) with {}", personas.len(), engine.driver_name());
+
+    let permits = Arc::new(tokio::sync::Semaphore::new(app.config().tick.concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, persona) in personas.into_iter().enumerate() {
+        let (engine, events, permits) = (engine.clone(), events.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("semaphore open");
+            let label = persona.email.clone().unwrap_or_else(|| persona.name.clone());
+            let request = TickRequest {
+                persona,
+                trigger: TickTrigger::Cli,
+                scheduled_for: None,
+                attempt: 1,
+            };
+            (index, label, engine.run(&request, &*events).await)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        results.push(joined.context("a tick task panicked")?);
+    }
+    results.sort_by_key(|(index, _, _)| *index);
+    store.close().await;
+
+    let mut failed = false;
+    let mut summaries: Vec<TickSummary> = Vec::new();
+    for (_, label, result) in results {
+        match result {
+            Ok(summary) => {
+                failed |= summary.status != TickStatus::Ok;
+                summaries.push(summary);
+            }
+            Err(err) => {
+                failed = true;
+                eprintln!("error: {label}: {err}");
+            }
+        }
+    }
+    if args.json {
+        out!("{}", serde_json::to_string_pretty(&summaries)?);
+    } else if !summaries.is_empty() {
+        out!("{}", table(&summaries));
+        for summary in summaries.iter().filter(|s| s.error.is_some()) {
+            out!("{}: {}", summary.persona, summary.error.as_deref().unwrap_or_default());
+        }
+    }
+    Ok(if failed { Outcome::Problems } else { Outcome::Success })
+}
+
+fn print_progress(event: &TickEvent) {
+    match event {
+        TickEvent::Started { persona, tick } => eprintln!("[{persona}] tick {tick} started"),
+        TickEvent::Turn { persona, turn } => eprintln!("[{persona}] turn {turn}"),
+        TickEvent::Tool {
+            persona,
+            tool,
+            result,
+            latency_ms,
+            chaos,
+        } => eprintln!(
+            "[{persona}]   {tool} → {result}{}{}",
+            latency_ms.map(|ms| format!(" ({ms} ms)")).unwrap_or_default(),
+            if *chaos { " [chaos]" } else { "" }
+        ),
+        TickEvent::Finished { summary } => {
+            eprintln!("[{}] {} in {} ms", summary.persona, summary.status, summary.duration_ms)
+        }
+    }
+}
+
+fn table(summaries: &[TickSummary]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header([
+            "persona",
+            "status",
+            "ok",
+            "error",
+            "deduped",
+            "denied",
+            "ratings",
+            "tokens in/out",
+            "duration",
+        ]);
+    for s in summaries {
+        let ratings = if s.ratings.is_empty() {
+            s.rating_status.map_or("-".into(), |r| r.to_string())
+        } else {
+            s.ratings
+                .iter()
+                .map(|r| format!("{} {}", r.module, r.rating))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        table.add_row([
+            s.persona.clone(),
+            s.status.to_string(),
+            s.calls_ok.to_string(),
+            s.calls_error.to_string(),
+            s.calls_deduped.to_string(),
+            s.calls_denied.to_string(),
+            ratings,
+            format!("{}/{}", s.tokens_in, s.tokens_out),
+            format!("{:.1} s", s.duration_ms as f64 / 1000.0),
+        ]);
+    }
+    table
+}

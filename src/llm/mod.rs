@@ -1,0 +1,311 @@
+//! The LLM side: any OpenAI-compatible chat-completions endpoint through async-openai.
+//!
+//! - **Our retry policy.** async-openai's built-in retry layer is replaced by
+//!   `with_http_service`. The service applies [`crate::http::RetryPolicy`] and the global
+//!   requests-per-minute limit to every attempt.
+//! - **Lenient responses.** Request and response are our own types (`byot`): local servers
+//!   send tool calls without `"type": "function"`, `finish_reason: "eos"`, or arguments as
+//!   an object rather than a string, and a strict parse would fail on each of these.
+
+mod names;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use async_openai::config::OpenAIConfig;
+use async_openai::error::OpenAIError;
+use async_openai::middleware::HttpRequestFactory;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::{LlmConfig, RetryConfig, Secret};
+use crate::http::{Attempt, RetryPolicy, retry_after, retryable_error, retryable_status};
+pub use names::ToolNames;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("the LLM endpoint refused the request: {0}")]
+    Api(String),
+    #[error("cannot reach the LLM endpoint: {0}")]
+    Transport(String),
+    #[error("the LLM answer is not a chat completion: {0}")]
+    Malformed(String),
+}
+
+impl From<OpenAIError> for LlmError {
+    fn from(err: OpenAIError) -> Self {
+        match err {
+            OpenAIError::ApiError(api) => Self::Api(api.to_string()),
+            OpenAIError::Reqwest(err) => Self::Transport(without_url(&err)),
+            OpenAIError::JSONDeserialize(err, _) => Self::Malformed(err.to_string()),
+            other => Self::Api(other.to_string()),
+        }
+    }
+}
+
+fn without_url(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    if let Some(url) = err.url() {
+        text = text.replace(url.as_str(), "<llm endpoint>");
+    }
+    text
+}
+
+/// One tool call the model asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolCall {
+    pub id: String,
+    /// The function name the model used (an LLM-side name).
+    pub name: String,
+    /// The arguments as the model sent them: normally a JSON string.
+    pub arguments: String,
+}
+
+/// One model turn.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ChatTurn {
+    pub content: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: Option<String>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+impl ChatTurn {
+    /// The assistant message to append to the conversation.
+    pub fn as_message(&self) -> Value {
+        let mut message = json!({"role": "assistant", "content": self.content});
+        if !self.tool_calls.is_empty() {
+            message["tool_calls"] = self
+                .tool_calls
+                .iter()
+                .map(|call| json!({"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}))
+                .collect();
+        }
+        message
+    }
+}
+
+#[derive(Deserialize)]
+struct RawResponse {
+    #[serde(default)]
+    choices: Vec<RawChoice>,
+    usage: Option<RawUsage>,
+}
+
+#[derive(Deserialize)]
+struct RawChoice {
+    message: Option<RawMessage>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawMessage {
+    content: Option<Value>,
+    #[serde(default)]
+    tool_calls: Option<Vec<RawToolCall>>,
+}
+
+#[derive(Deserialize)]
+struct RawToolCall {
+    id: Option<String>,
+    function: RawFunction,
+}
+
+#[derive(Deserialize)]
+struct RawFunction {
+    name: String,
+    arguments: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+fn parse_turn(raw: RawResponse) -> Result<ChatTurn, LlmError> {
+    let choice = raw
+        .choices
+        .into_iter()
+        .next()
+        .ok_or_else(|| LlmError::Malformed("no choices in the response".into()))?;
+    let message = choice
+        .message
+        .ok_or_else(|| LlmError::Malformed("the choice has no message".into()))?;
+    let content = match message.content {
+        Some(Value::String(text)) => Some(text),
+        // Content as a list of parts: keep the text parts.
+        Some(Value::Array(parts)) => Some(
+            parts
+                .iter()
+                .filter_map(|part| part.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(""),
+        ),
+        _ => None,
+    };
+    let tool_calls = message
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(index, call)| ToolCall {
+            id: call
+                .id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(|| format!("call_{index}")),
+            name: call.function.name,
+            arguments: match call.function.arguments {
+                Some(Value::String(text)) => text,
+                Some(Value::Null) | None => "{}".into(),
+                Some(other) => other.to_string(),
+            },
+        })
+        .collect();
+    let usage = raw.usage.unwrap_or(RawUsage {
+        prompt_tokens: None,
+        completion_tokens: None,
+    });
+    Ok(ChatTurn {
+        content,
+        tool_calls,
+        finish_reason: choice.finish_reason,
+        prompt_tokens: usage.prompt_tokens.unwrap_or(0),
+        completion_tokens: usage.completion_tokens.unwrap_or(0),
+    })
+}
+
+/// A chat-completions client with our retry policy and rate limit.
+#[derive(Clone)]
+pub struct LlmClient {
+    client: async_openai::Client<OpenAIConfig>,
+    config: LlmConfig,
+}
+
+impl std::fmt::Debug for LlmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmClient")
+            .field("base_url", &self.config.base_url)
+            .field("model", &self.config.model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LlmClient {
+    pub fn new(config: &LlmConfig, retry: &RetryConfig, api_key: &Secret) -> Self {
+        let http = crate::http::client(config.request_timeout.0);
+        let policy = RetryPolicy::new(retry);
+        let limiter: Option<Arc<DefaultDirectRateLimiter>> = NonZeroU32::new(config.requests_per_minute)
+            .map(|rpm| Arc::new(RateLimiter::direct(Quota::per_minute(rpm))));
+        let service = tower::service_fn(move |factory: HttpRequestFactory| {
+            let (http, policy, limiter) = (http.clone(), policy.clone(), limiter.clone());
+            async move {
+                let outcome = policy
+                    .run("llm request", || async {
+                        if let Some(limiter) = &limiter {
+                            limiter.until_ready().await;
+                        }
+                        let request = factory.build().await.map_err(|err| Attempt::Fail(Err(err)))?;
+                        match http.execute(request).await {
+                            Ok(response) if retryable_status(response.status()) => {
+                                let wait = retry_after(response.headers());
+                                tracing::warn!(
+                                    status = response.status().as_u16(),
+                                    ?wait,
+                                    "LLM endpoint asked to retry"
+                                );
+                                Err(Attempt::Retry {
+                                    last: Ok(response),
+                                    retry_after: wait,
+                                })
+                            }
+                            Ok(response) => Ok(response),
+                            Err(err) if retryable_error(&err) => Err(Attempt::Retry {
+                                last: Err(OpenAIError::Reqwest(err)),
+                                retry_after: None,
+                            }),
+                            Err(err) => Err(Attempt::Fail(Err(OpenAIError::Reqwest(err)))),
+                        }
+                    })
+                    .await;
+                match outcome {
+                    Ok(response) => Ok(response),
+                    // Out of attempts: the last response (async-openai reads its error body).
+                    Err(last) => last,
+                }
+            }
+        });
+        let openai = OpenAIConfig::new()
+            .with_api_base(config.base_url.trim_end_matches('/'))
+            .with_api_key(api_key.expose());
+        Self {
+            client: async_openai::Client::with_config(openai).with_http_service(service),
+            config: config.clone(),
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        &self.config.model
+    }
+
+    /// One chat turn. `tools` are function definitions (LLM-side names);
+    /// `response_format` asks for structured output where the endpoint supports it.
+    pub async fn chat(
+        &self,
+        messages: &[Value],
+        tools: &[Value],
+        response_format: Option<Value>,
+    ) -> Result<ChatTurn, LlmError> {
+        let mut request = json!({
+            "model": self.config.model,
+            "messages": messages,
+            "temperature": self.config.temperature,
+            "max_tokens": self.config.max_tokens,
+            "stream": false,
+        });
+        if !tools.is_empty() {
+            request["tools"] = Value::Array(tools.to_vec());
+        }
+        if let Some(format) = response_format {
+            request["response_format"] = format;
+        }
+        let raw: RawResponse = self.client.chat().create_byot(request).await?;
+        parse_turn(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerates_what_local_servers_send() {
+        let raw: RawResponse = serde_json::from_value(json!({
+            "choices": [{"message": {"content": null, "tool_calls": [
+                {"function": {"name": "todo_create", "arguments": {"title": "x"}}},
+                {"id": "c2", "function": {"name": "mood_log", "arguments": "{\"score\": 3}"}}
+            ]}, "finish_reason": "eos"}]
+        }))
+        .unwrap();
+        let turn = parse_turn(raw).unwrap();
+        assert_eq!(turn.finish_reason.as_deref(), Some("eos"));
+        assert_eq!(turn.tool_calls[0].id, "call_0");
+        assert_eq!(turn.tool_calls[0].arguments, r#"{"title":"x"}"#);
+        assert_eq!(turn.tool_calls[1].arguments, r#"{"score": 3}"#);
+        assert_eq!((turn.prompt_tokens, turn.completion_tokens), (0, 0));
+    }
+
+    #[test]
+    fn content_parts_are_joined() {
+        let raw: RawResponse = serde_json::from_value(json!({
+            "choices": [{"message": {"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 2}
+        }))
+        .unwrap();
+        let turn = parse_turn(raw).unwrap();
+        assert_eq!(turn.content.as_deref(), Some("ab"));
+        assert_eq!(turn.prompt_tokens, 10);
+    }
+}

@@ -1,0 +1,78 @@
+//! What the audit records of a call: the input hash, and text made safe to store.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// JSON with object keys sorted (recursively) and no insignificant whitespace, whatever
+/// order the model or serde_json's map type produced.
+pub fn canonical_json(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|key| format!("{}:{}", Value::String(key.clone()), canonical_json(&map[key])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
+        scalar => scalar.to_string(),
+    }
+}
+
+/// Hex SHA-256 over the tool name and the canonical JSON of the arguments, separated by
+/// a newline (which neither can contain unescaped).
+pub fn input_hash(tool: &str, arguments: &Value) -> String {
+    hash_text(tool, &canonical_json(arguments))
+}
+
+/// The hash of a call whose arguments are not JSON: the raw text stands in.
+pub fn hash_text(tool: &str, text: &str) -> String {
+    let digest = Sha256::digest(format!("{tool}\n{text}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `text` with every secret replaced and cut to `max` characters.
+pub fn redact_truncate(text: &str, secrets: &[&str], max: usize) -> String {
+    let mut clean = text.to_string();
+    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        clean = clean.replace(secret, "[redacted]");
+    }
+    if clean.chars().count() > max {
+        let cut: String = clean.chars().take(max).collect();
+        format!("{cut}… [truncated]")
+    } else {
+        clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn key_order_and_whitespace_do_not_change_the_hash() {
+        let a: Value = serde_json::from_str(r#"{ "b": [1, {"y": 2, "x": 1}], "a": "ä" }"#).unwrap();
+        let b = json!({"a": "ä", "b": [1, {"x": 1, "y": 2}]});
+        assert_eq!(canonical_json(&a), r#"{"a":"ä","b":[1,{"x":1,"y":2}]}"#);
+        assert_eq!(input_hash("todo.create", &a), input_hash("todo.create", &b));
+        assert_ne!(input_hash("todo.create", &a), input_hash("todo.update", &a));
+        // Independently computed: printf 'todo.create\n{"title":"x"}' | sha256sum
+        assert_eq!(
+            input_hash("todo.create", &json!({"title": "x"})),
+            "2496d4371e9d9fed85ac8d1ec33ba92fb678db1fea5331b941def36a3ef4d37f"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted_before_truncation() {
+        let text = "token eyJabc.def.ghi rejected";
+        assert_eq!(
+            redact_truncate(text, &["eyJabc.def.ghi"], 100),
+            "token [redacted] rejected"
+        );
+        assert_eq!(redact_truncate("abcdef", &[], 3), "abc… [truncated]");
+    }
+}

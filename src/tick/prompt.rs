@@ -1,0 +1,106 @@
+//! The prompts of a tick, rendered from the templates in `prompts/`.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::persona::Persona;
+use crate::store::{ActionRecord, FeedbackRecord};
+
+const ROLEPLAY: &str = include_str!("../../prompts/roleplay.md");
+const RATING: &str = include_str!("../../prompts/rating.md");
+
+/// A short hash of the templates, stored on every tick as its prompt version.
+pub fn version() -> String {
+    let digest = Sha256::digest(format!("{ROLEPLAY}\u{0}{RATING}").as_bytes());
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Replaces `{{name}}` placeholders.
+fn render(template: &str, values: &[(&str, String)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    out
+}
+
+/// The persona's modules, most weighted first, with their share.
+pub fn preferred_modules(persona: &Persona) -> String {
+    let total: f64 = persona.module_mix.values().sum();
+    let mut modules: Vec<_> = persona.module_mix.iter().filter(|(_, w)| **w > 0.0).collect();
+    modules.sort_by(|a, b| b.1.total_cmp(a.1).then(a.0.cmp(b.0)));
+    modules
+        .iter()
+        .map(|(module, weight)| format!("{module} ({:.0}%)", **weight / total * 100.0))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A few lines on what the persona did lately and how it felt about it.
+pub fn story_so_far(actions: &[ActionRecord], feedback: &[FeedbackRecord]) -> String {
+    if actions.is_empty() && feedback.is_empty() {
+        return "Nothing yet: this is your first time in the app.".into();
+    }
+    let mut story = String::new();
+    for action in actions.iter().rev() {
+        let _ = writeln!(
+            story,
+            "- {}: {} ({})",
+            action.created_at.format("%a %d.%m. %H:%M"),
+            action.tool_name,
+            action.result
+        );
+    }
+    for note in feedback.iter().filter(|f| f.notes.is_some()) {
+        let _ = writeln!(
+            story,
+            "- you rated {} {}/5: {}",
+            note.module,
+            note.rating,
+            note.notes.as_deref().unwrap_or_default()
+        );
+    }
+    story.trim_end().to_string()
+}
+
+/// The system prompt of a tick.
+pub fn system_prompt(persona: &Persona, now: DateTime<Utc>, story: &str) -> String {
+    let zone = crate::persona::parse_time_zone(&persona.time_zone).unwrap_or(chrono_tz::UTC);
+    let local = now.with_timezone(&zone);
+    render(
+        ROLEPLAY,
+        &[
+            ("persona_prompt", persona.system_prompt.trim().to_string()),
+            ("weekday", local.format("%A").to_string()),
+            ("date", local.format("%Y-%m-%d").to_string()),
+            ("local_time", local.format("%H:%M").to_string()),
+            ("time_zone", persona.time_zone.clone()),
+            ("preferred_modules", preferred_modules(persona)),
+            ("story_so_far", story.to_string()),
+        ],
+    )
+}
+
+/// The end-of-tick rating request.
+pub fn rating_prompt(modules: &[String], evidence: &str) -> String {
+    render(
+        RATING,
+        &[("modules", modules.join(", ")), ("evidence", evidence.to_string())],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_filled_and_json_braces_kept() {
+        let text = rating_prompt(&["todo".into(), "mood".into()], "- todo: 2 calls");
+        assert!(text.contains("Parts to rate: todo, mood"));
+        assert!(text.contains(r#"{"ratings": [{"module""#));
+        assert!(!text.contains("{{"));
+        assert_eq!(version().len(), 12);
+    }
+}
