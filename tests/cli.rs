@@ -236,3 +236,122 @@ fn bad_config_is_rejected_with_the_key() {
         "{stderr}"
     );
 }
+
+/// The sample gateway as its own process on a free port, killed on drop.
+struct GatewayProcess {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GatewayProcess {
+    fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(BIN)
+            .current_dir(dir)
+            .args(["sample-gateway", "--listen", &format!("127.0.0.1:{port}")])
+            .env_clear()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self { child, port };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the sample gateway did not start");
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "PERSONA_RUNNER__AUTH__LOGIN_URL".into(),
+                format!("http://127.0.0.1:{}/api/v1/auth/login", self.port),
+            ),
+            (
+                "PERSONA_RUNNER__MCP__URL".into(),
+                format!("http://127.0.0.1:{}/mcp", self.port),
+            ),
+        ]
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn tick_runs_personas_in_process_and_reports_each() {
+    let dir = workdir();
+    let gateway = GatewayProcess::start(dir.path());
+    let env = gateway.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert!(run_in(dir.path(), &["catalog", "seed"], &env).status.success());
+
+    let out = run_in(dir.path(), &["tick", "--persona", "persona.anna@mana.test"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("persona.anna@mana.test") && stdout.contains(" ok "),
+        "{stdout}"
+    );
+    assert!(
+        text(&out.stderr).contains("with offline"),
+        "no API key: the offline driver"
+    );
+
+    let out = run_in(dir.path(), &["tick", "--persona", "nobody@mana.test"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no persona with id or email `nobody@mana.test`"));
+
+    let mut all_env = env.clone();
+    all_env.push(("PERSONA_RUNNER__TICK__CONCURRENCY", "3"));
+    let out = run_in(dir.path(), &["tick", "--all", "--json"], &all_env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let summaries: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summaries.len(), 22);
+    assert!(summaries.iter().all(|s| s["status"] == "ok"), "{summaries:#?}");
+
+    // Never more than tick.concurrency ticks at once: check the recorded intervals.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let overlap = runtime.block_on(async {
+        let config = persona_runner::config::DatabaseConfig {
+            url: persona_runner::config::DatabaseUrl::new(format!(
+                "sqlite://{}/data/persona-runner.db",
+                dir.path().display()
+            )),
+            ..Default::default()
+        };
+        let store = persona_runner::store::Store::open(&config, None).await.unwrap();
+        let mut edges = Vec::new();
+        for summary in &summaries {
+            let id = uuid::Uuid::parse_str(summary["tick_id"].as_str().unwrap()).unwrap();
+            let tick = store.get_tick(id).await.unwrap().unwrap();
+            edges.push((tick.started_at, 1));
+            edges.push((tick.finished_at.unwrap(), -1));
+        }
+        edges.sort();
+        edges
+            .iter()
+            .scan(0, |running, (_, step)| {
+                *running += step;
+                Some(*running)
+            })
+            .max()
+            .unwrap()
+    });
+    assert!(overlap <= 3, "{overlap} ticks ran at once");
+}

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
+use sha2::Digest as _;
 use uuid::Uuid;
 
 pub use audit::{canonical_json, input_hash};
@@ -486,7 +487,10 @@ impl TickEngine {
                 .await?,
             &self.store.recent_feedback(persona.id, 5).await?,
         );
-        let names = ToolNames::new(state.offered.iter().map(|t| t.name.as_str()));
+        // Every listed tool gets a name, so a call to a withheld one maps back to it.
+        let mut withheld: Vec<&str> = state.withheld.keys().map(String::as_str).collect();
+        withheld.sort_unstable();
+        let names = ToolNames::new(state.offered.iter().map(|t| t.name.as_str()).chain(withheld));
         let tools: Vec<Value> = state
             .offered
             .iter()
@@ -633,10 +637,13 @@ impl TickEngine {
         state: &mut TickState,
     ) -> Result<(), TickError> {
         let persona = ctx.persona;
+        // Seeded by the persona's email (stable across databases) and its tick count, so
+        // the same seed replays the same sequence and each tick still differs.
         let ordinal = self.store.count_ticks(persona.id).await?;
-        let mut rng = fastrand::Rng::with_seed(
-            seed ^ (persona.id.as_u128() as u64) ^ (ordinal as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
+        let email_bits = sha2::Sha256::digest(persona.email.as_deref().unwrap_or_default().as_bytes());
+        let persona_seed = u64::from_le_bytes(email_bits[..8].try_into().expect("8 bytes"));
+        let mut rng =
+            fastrand::Rng::with_seed(seed ^ persona_seed ^ (ordinal as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut by_module: BTreeMap<String, Vec<ToolInfo>> = BTreeMap::new();
         for tool in &state.offered {
             by_module.entry(tool.module.clone()).or_default().push(tool.clone());

@@ -389,3 +389,120 @@ impl Drop for TestGateway {
         self.task.abort();
     }
 }
+
+/// One scripted answer of the fake LLM endpoint.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// HTTP 200 with this chat-completion body.
+    Reply(serde_json::Value),
+    /// An error status, optionally with `Retry-After`.
+    Status(u16, Option<&'static str>),
+    /// Never answers (the client must give up or be dropped).
+    Hang,
+}
+
+/// A chat-completion body calling tools: `(function name, arguments text)`.
+pub fn tool_calls(calls: &[(&str, &str)]) -> serde_json::Value {
+    let calls: Vec<serde_json::Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, (name, args))| {
+            serde_json::json!({"id": format!("call_{i}_{name}"), "type": "function", "function": {"name": name, "arguments": args}})
+        })
+        .collect();
+    serde_json::json!({
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": "test-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": calls}, "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+    })
+}
+
+/// A chat-completion body with text only.
+pub fn text(content: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": "test-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
+    })
+}
+
+/// An OpenAI-compatible endpoint that answers from a script and records every request.
+pub struct ScriptedLlm {
+    pub addr: std::net::SocketAddr,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, serde_json::Value)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScriptedLlm {
+    pub async fn start(steps: Vec<Step>) -> Self {
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse;
+        let steps = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(steps)));
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (steps_in, requests_in) = (steps.clone(), requests.clone());
+        let app = axum::Router::new().route(
+            "/v1/chat/completions",
+            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+                let (steps, requests) = (steps_in.clone(), requests_in.clone());
+                async move {
+                    requests.lock().unwrap().push((std::time::Instant::now(), body.0));
+                    let step = steps.lock().unwrap().pop_front();
+                    match step {
+                        Some(Step::Reply(body)) => axum::Json(body).into_response(),
+                        Some(Step::Status(status, retry_after)) => {
+                            let mut response = (
+                                StatusCode::from_u16(status).unwrap(),
+                                axum::Json(serde_json::json!({"error": {"message": format!("scripted {status}"), "type": "test", "param": null, "code": null}})),
+                            )
+                                .into_response();
+                            if let Some(wait) = retry_after {
+                                response.headers_mut().insert("retry-after", wait.parse().unwrap());
+                            }
+                            response
+                        }
+                        Some(Step::Hang) => {
+                            std::future::pending::<()>().await;
+                            unreachable!()
+                        }
+                        None => (
+                            StatusCode::BAD_REQUEST,
+                            axum::Json(serde_json::json!({"error": {"message": "script exhausted", "type": "test", "param": null, "code": null}})),
+                        )
+                            .into_response(),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { addr, requests, task }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The request bodies received, in order.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+
+    /// When each request arrived.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.requests.lock().unwrap().iter().map(|(at, _)| *at).collect()
+    }
+}
+
+impl Drop for ScriptedLlm {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
