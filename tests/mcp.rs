@@ -160,13 +160,7 @@ async fn session_lookups_feed_header_placeholders() {
 async fn the_same_tools_over_stdio() {
     let mut config = persona_runner::config::Config::default();
     config.mcp.transport = McpTransport::Stdio;
-    config.mcp.command = vec![
-        env!("CARGO_BIN_EXE_persona-runner").into(),
-        "sample-gateway".into(),
-        "--stdio".into(),
-        "--user".into(),
-        ANNA.into(),
-    ];
+    config.mcp.command = common::stdio_gateway_command(ANNA);
     config
         .mcp
         .env

@@ -379,13 +379,7 @@ async fn a_tick_over_stdio() {
     let mut config = Config::default();
     config.auth.mode = persona_runner::config::AuthMode::None;
     config.mcp.transport = McpTransport::Stdio;
-    config.mcp.command = vec![
-        env!("CARGO_BIN_EXE_persona-runner").into(),
-        "sample-gateway".into(),
-        "--stdio".into(),
-        "--user".into(),
-        ANNA.into(),
-    ];
+    config.mcp.command = common::stdio_gateway_command(ANNA);
     let engine = TickEngine::new(store.clone(), Arc::new(config), &Env::new()).unwrap();
     let summary = run_tick(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);

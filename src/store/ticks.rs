@@ -200,6 +200,27 @@ macro_rules! select_tick {
     };
 }
 
+/// The columns of [`ActionRecord`] and [`FeedbackRecord`], for their queries.
+macro_rules! select_actions {
+    ($tail:literal) => {
+        concat!(
+            "SELECT seq, tool_name, module, input_hash, result, error_message, chaos, latency_ms, created_at
+             FROM persona_actions ",
+            $tail
+        )
+    };
+}
+
+macro_rules! select_feedback {
+    ($tail:literal) => {
+        concat!(
+            "SELECT module, rating, notes, evidence_calls, evidence_errors, evidence_mean_latency_ms, created_at
+             FROM persona_feedback ",
+            $tail
+        )
+    };
+}
+
 impl Store {
     /// Inserts a `running` tick with a lease. `Conflict` when the persona already has a
     /// running tick or this slot attempt was claimed (by this or another replica).
@@ -387,10 +408,7 @@ impl Store {
     /// The audited calls of a tick, in order.
     pub async fn tick_actions(&self, tick_id: Uuid) -> Result<Vec<ActionRecord>> {
         Ok(with_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT seq, tool_name, module, input_hash, result, error_message, chaos, latency_ms, created_at
-                 FROM persona_actions WHERE tick_id = $1 ORDER BY seq",
-            )
+            sqlx::query_as(select_actions!("WHERE tick_id = $1 ORDER BY seq"))
             .bind(tick_id)
             .fetch_all(pool)
             .await?
@@ -400,10 +418,7 @@ impl Store {
     /// The ratings of a tick, by module.
     pub async fn tick_feedback(&self, tick_id: Uuid) -> Result<Vec<FeedbackRecord>> {
         Ok(with_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT module, rating, notes, evidence_calls, evidence_errors, evidence_mean_latency_ms, created_at
-                 FROM persona_feedback WHERE tick_id = $1 ORDER BY module",
-            )
+            sqlx::query_as(select_feedback!("WHERE tick_id = $1 ORDER BY module"))
             .bind(tick_id)
             .fetch_all(pool)
             .await?
@@ -413,10 +428,7 @@ impl Store {
     /// The persona's latest calls, newest first (for the prompt's story so far).
     pub async fn recent_actions(&self, persona_id: Uuid, limit: i64) -> Result<Vec<ActionRecord>> {
         Ok(with_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT seq, tool_name, module, input_hash, result, error_message, chaos, latency_ms, created_at
-                 FROM persona_actions WHERE persona_id = $1 ORDER BY created_at DESC, seq DESC LIMIT $2",
-            )
+            sqlx::query_as(select_actions!("WHERE persona_id = $1 ORDER BY created_at DESC, seq DESC LIMIT $2"))
             .bind(persona_id)
             .bind(limit)
             .fetch_all(pool)
@@ -427,10 +439,7 @@ impl Store {
     /// The persona's latest ratings, newest first.
     pub async fn recent_feedback(&self, persona_id: Uuid, limit: i64) -> Result<Vec<FeedbackRecord>> {
         Ok(with_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT module, rating, notes, evidence_calls, evidence_errors, evidence_mean_latency_ms, created_at
-                 FROM persona_feedback WHERE persona_id = $1 ORDER BY created_at DESC LIMIT $2",
-            )
+            sqlx::query_as(select_feedback!("WHERE persona_id = $1 ORDER BY created_at DESC LIMIT $2"))
             .bind(persona_id)
             .bind(limit)
             .fetch_all(pool)

@@ -125,6 +125,7 @@ pub struct TickEngine {
     runner_id: String,
     tool_limit: Option<DefaultDirectRateLimiter>,
     tool_limit_per_persona: Option<DefaultKeyedRateLimiter<Uuid>>,
+    policy: ToolPolicy,
 }
 
 /// Per-module evidence of one tick.
@@ -251,6 +252,7 @@ impl TickEngine {
             runner_id: runner_id(),
             tool_limit: per_minute(config.mcp.tool_calls_per_minute).map(RateLimiter::direct),
             tool_limit_per_persona: per_minute(config.mcp.tool_calls_per_minute_per_persona).map(RateLimiter::keyed),
+            policy: ToolPolicy::new(&config.mcp),
             config,
         })
     }
@@ -430,7 +432,7 @@ impl TickEngine {
                 other?
             }
         };
-        let policy = ToolPolicy::new(&self.config.mcp);
+        let policy = &self.policy;
         state.offered.clear();
         state.withheld.clear();
         for tool in session.tools() {
@@ -753,7 +755,7 @@ impl TickEngine {
             .filter_map(|c| c.token.as_ref().map(|t| t.expose().to_string()))
             .collect();
         let secret_refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        let policy_module = ToolPolicy::new(&self.config.mcp).module_of(tool);
+        let policy_module = self.policy.module_of(tool);
         let known = state.offered.iter().find(|t| t.name == tool).cloned();
 
         // Parse the arguments first: the hash needs them.

@@ -506,3 +506,14 @@ impl Drop for ScriptedLlm {
         self.task.abort();
     }
 }
+
+/// `mcp.command` that starts the sample gateway on stdio as `user`.
+pub fn stdio_gateway_command(user: &str) -> Vec<String> {
+    vec![
+        env!("CARGO_BIN_EXE_persona-runner").into(),
+        "sample-gateway".into(),
+        "--stdio".into(),
+        "--user".into(),
+        user.into(),
+    ]
+}
