@@ -16,6 +16,7 @@ pub mod http;
 pub mod llm;
 pub mod mcp;
 pub mod persona;
+pub mod scheduler;
 pub mod store;
 pub mod tick;
 pub mod time;

@@ -497,3 +497,111 @@ both_backends! {
     expired_leases_are_abandoned_and_free_the_persona,
     cleanup_removes_persona_users_with_everything_and_never_humans,
 }
+
+mod slots {
+    use super::*;
+    use persona_runner::store::SlotClaim;
+
+    fn slot_tick(persona: Uuid, slot: chrono::DateTime<chrono::Utc>, runner: &str) -> NewTick {
+        NewTick {
+            trigger: TickTrigger::Schedule,
+            scheduled_for: Some(slot),
+            runner_id: runner.into(),
+            ..new_tick(persona)
+        }
+    }
+
+    async fn a_slot_runs_once_and_retries_up_to_max_attempts(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let (persona, _) = seeded(&store).await;
+        let slot = persona_runner::time::now();
+        let SlotClaim::Claimed(first) = store.claim_slot(&slot_tick(persona, slot, "a"), 2).await.unwrap() else {
+            panic!("the first claim wins");
+        };
+        assert_eq!(first.attempt, 1);
+        assert_eq!(
+            store.claim_slot(&slot_tick(persona, slot, "b"), 2).await.unwrap(),
+            SlotClaim::Settled,
+            "running elsewhere"
+        );
+        store
+            .finish_tick(first.id, &TickFinish::status(TickStatus::Failed, None))
+            .await
+            .unwrap();
+        let SlotClaim::Claimed(second) = store.claim_slot(&slot_tick(persona, slot, "b"), 2).await.unwrap() else {
+            panic!("a failed slot is retried");
+        };
+        assert_eq!(second.attempt, 2);
+        store
+            .finish_tick(second.id, &TickFinish::status(TickStatus::Failed, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.claim_slot(&slot_tick(persona, slot, "a"), 2).await.unwrap(),
+            SlotClaim::Settled,
+            "attempts used up"
+        );
+
+        let next = slot + chrono::Duration::seconds(2);
+        let SlotClaim::Claimed(ok) = store.claim_slot(&slot_tick(persona, next, "a"), 2).await.unwrap() else {
+            panic!()
+        };
+        store
+            .finish_tick(ok.id, &TickFinish::status(TickStatus::Ok, None))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.claim_slot(&slot_tick(persona, next, "b"), 2).await.unwrap(),
+            SlotClaim::Settled,
+            "done once"
+        );
+    }
+
+    async fn racing_replicas_claim_a_slot_once(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let (persona, _) = seeded(&store).await;
+        let slot = persona_runner::time::now();
+        let claims = (0..6).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .claim_slot(&slot_tick(persona, slot, &format!("r{i}")), 3)
+                    .await
+                    .unwrap()
+            })
+        });
+        let mut won = 0;
+        for claim in claims {
+            won += usize::from(matches!(claim.await.unwrap(), SlotClaim::Claimed(_)));
+        }
+        assert_eq!(won, 1);
+    }
+
+    async fn paused_personas_are_not_claimed(backend: Backend) {
+        let db = TestDb::new(backend).await;
+        let store = db.store().await;
+        let (persona, _) = seeded(&store).await;
+        assert!(store.set_paused(DEFAULT_TENANT, persona, true).await.unwrap());
+        let slot = persona_runner::time::now();
+        assert_eq!(
+            store.claim_slot(&slot_tick(persona, slot, "a"), 3).await.unwrap(),
+            SlotClaim::Settled
+        );
+        store.set_paused(DEFAULT_TENANT, persona, false).await.unwrap();
+        assert!(matches!(
+            store.claim_slot(&slot_tick(persona, slot, "a"), 3).await.unwrap(),
+            SlotClaim::Claimed(_)
+        ));
+        store.set_next_due(persona, Some(slot)).await.unwrap();
+        let listed = store.schedulable_personas().await.unwrap();
+        assert_eq!(listed[0].next_due_at, Some(slot));
+    }
+
+    both_backends! {
+        a_slot_runs_once_and_retries_up_to_max_attempts,
+        racing_replicas_claim_a_slot_once,
+        paused_personas_are_not_claimed,
+    }
+}

@@ -28,8 +28,8 @@ use crate::config::{DatabaseConfig, Secret};
 pub use personas::{CleanupReport, UpsertOutcome};
 pub use profiles::NewInteraction;
 pub use ticks::{
-    ActionRecord, ActionResult, FeedbackRecord, NewAction, NewFeedback, NewTick, RatingStatus, Tick, TickFinish,
-    TickStatus, TickTrigger,
+    ActionRecord, ActionResult, FeedbackRecord, NewAction, NewFeedback, NewTick, RatingStatus, SlotClaim, Tick,
+    TickFinish, TickStatus, TickTrigger,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

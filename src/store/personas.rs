@@ -364,6 +364,32 @@ impl Store {
         rows.into_iter().map(Persona::try_from).collect()
     }
 
+    /// Every persona with a login identity, across tenants (the daemon schedules them all;
+    /// whether one is paused is decided when its slot is claimed).
+    pub async fn schedulable_personas(&self) -> Result<Vec<Persona>> {
+        let rows: Vec<PersonaRow> = with_pool!(self, pool => {
+            sqlx::query_as(select_persona!("WHERE p.user_id IS NOT NULL ORDER BY p.tenant_id, p.name"))
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(Persona::try_from).collect()
+    }
+
+    /// Pauses or resumes a persona. `false` when there is no such persona in the tenant.
+    pub async fn set_paused(&self, tenant: Uuid, id: Uuid, paused: bool) -> Result<bool> {
+        let updated = with_pool!(self, pool => {
+            sqlx::query("UPDATE personas SET paused = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant)
+                .bind(id)
+                .bind(paused)
+                .bind(now())
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(updated == 1)
+    }
+
     /// Creates a user of any kind (tests, the profile store's humans). Fails with
     /// `Conflict` when the email is taken in the tenant.
     pub async fn create_user(

@@ -100,6 +100,18 @@ impl TryFrom<TickRow> for Tick {
     }
 }
 
+/// The outcome of trying to claim a schedule slot.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SlotClaim {
+    /// This runner runs the slot (as the returned tick, with its attempt number).
+    Claimed(Tick),
+    /// Nothing to do: the slot succeeded already, used up its attempts, or the persona
+    /// is paused.
+    Settled,
+    /// Someone else is running it (or this persona) right now.
+    Busy,
+}
+
 /// One audited tool call.
 #[derive(Clone, Debug)]
 pub struct NewAction {
@@ -389,6 +401,73 @@ impl Store {
         self.get_tick(tick_id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("tick {tick_id}")))
+    }
+
+    /// Claims the next attempt of a schedule slot, atomically across replicas: refused when
+    /// the slot has a running or successful tick, has used `max_attempts`, or the persona is
+    /// paused. Two replicas racing for the same attempt collide on the unique
+    /// `(persona, slot, attempt)` index: one wins, the other gets `Busy`.
+    pub async fn claim_slot(&self, new: &NewTick, max_attempts: i32) -> Result<SlotClaim> {
+        let slot = new
+            .scheduled_for
+            .ok_or_else(|| StoreError::Constraint("a slot claim needs scheduled_for".into()))?;
+        let started_at = now();
+        let lease_expires_at = started_at + chrono::Duration::from_std(new.lease).unwrap_or(chrono::Duration::MAX);
+        let id = Uuid::new_v4();
+        let attempt: std::result::Result<Option<i32>, sqlx::Error> = with_pool!(self, pool => {
+            sqlx::query_scalar(
+                "INSERT INTO persona_ticks (id, tenant_id, persona_id, trigger, scheduled_for, attempt,
+                    started_at, status, runner_id, lease_expires_at)
+                 SELECT $1, $2, $3, $4, $5, COALESCE(MAX(t.attempt), 0) + 1, $6, 'running', $7, $8
+                 FROM persona_ticks t WHERE t.persona_id = $3 AND t.scheduled_for = $5
+                 HAVING COALESCE(SUM(CASE WHEN t.status IN ('running', 'ok') THEN 1 ELSE 0 END), 0) = 0
+                    AND COUNT(*) < $9
+                    AND NOT (SELECT p.paused FROM personas p WHERE p.id = $3)
+                 RETURNING attempt",
+            )
+            .bind(id)
+            .bind(new.tenant_id)
+            .bind(new.persona_id)
+            .bind(new.trigger.as_str())
+            .bind(slot)
+            .bind(started_at)
+            .bind(&new.runner_id)
+            .bind(lease_expires_at)
+            .bind(max_attempts)
+            .fetch_optional(pool)
+            .await
+        });
+        match attempt.map_err(StoreError::from) {
+            Ok(Some(attempt)) => Ok(SlotClaim::Claimed(Tick {
+                id,
+                tenant_id: new.tenant_id,
+                persona_id: new.persona_id,
+                trigger: new.trigger,
+                scheduled_for: Some(slot),
+                attempt,
+                started_at,
+                finished_at: None,
+                status: TickStatus::Running,
+                error: None,
+                runner_id: new.runner_id.clone(),
+                lease_expires_at,
+            })),
+            Ok(None) => Ok(SlotClaim::Settled),
+            Err(StoreError::Conflict(_)) => Ok(SlotClaim::Busy),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Keeps the persona's next slot, so a restart (or another replica) knows it.
+    pub async fn set_next_due(&self, persona_id: Uuid, at: Option<DateTime<Utc>>) -> Result<()> {
+        with_pool!(self, pool => {
+            sqlx::query("UPDATE personas SET next_due_at = $2 WHERE id = $1")
+                .bind(persona_id)
+                .bind(at)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 
     /// Extends the lease of a running tick. `false` when it is no longer running (it

@@ -1,0 +1,217 @@
+//! When a persona is due: slots from its cadence in its time zone, a stable per-persona
+//! jitter, and what happens to slots missed while the daemon was down. Pure functions of
+//! their inputs, so every replica computes the same slots.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, NaiveTime, TimeZone, Utc, Weekday};
+use chrono_tz::Tz;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::persona::Cadence;
+
+/// What to do with a slot that passed while nobody ran it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Run once for all missed slots (if within the starting deadline), then go on.
+    One,
+    /// Skip missed slots; wait for the next one.
+    None,
+}
+
+/// A stable offset in `[0, max)` derived from the persona id, so personas sharing a slot
+/// spread out the same way on every replica and after every restart.
+pub fn jitter(persona_id: Uuid, max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    let digest = Sha256::digest(persona_id.as_bytes());
+    let value = u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"));
+    Duration::from_millis(value % (max.as_millis().max(1) as u64))
+}
+
+/// The next slot of `cadence` strictly after `after` (cron), or when the persona is due
+/// again after its last activity (interval cadences: `hourly` ≥ 1 h, `daily` ≥ 24 h,
+/// `weekdays` ≥ 24 h and Mon–Fri in the persona's zone). A persona never active is due
+/// at `after`. `None` if a cron expression has no further occurrence.
+pub fn next_slot(
+    cadence: &Cadence,
+    zone: Tz,
+    after: DateTime<Utc>,
+    last_active: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    match cadence {
+        Cadence::Cron(expr) => {
+            let cron: croner::Cron = expr.parse().ok()?;
+            let next = cron.find_next_occurrence(&after.with_timezone(&zone), false).ok()?;
+            Some(next.with_timezone(&Utc))
+        }
+        Cadence::Hourly => Some(last_active.map_or(after, |t| t + chrono::Duration::hours(1))),
+        Cadence::Daily => Some(last_active.map_or(after, |t| t + chrono::Duration::hours(24))),
+        Cadence::Weekdays => {
+            let due = last_active.map_or(after, |t| t + chrono::Duration::hours(24));
+            Some(next_weekday_instant(due, zone))
+        }
+    }
+}
+
+/// `at` if it falls on Mon–Fri in `zone`, else the start of the following Monday there.
+fn next_weekday_instant(at: DateTime<Utc>, zone: Tz) -> DateTime<Utc> {
+    let local = at.with_timezone(&zone);
+    let skip = match local.weekday() {
+        Weekday::Sat => 2,
+        Weekday::Sun => 1,
+        _ => return at,
+    };
+    let monday = local.date_naive() + chrono::Duration::days(skip);
+    // Midnight may not exist on a DST day: take the first instant that does.
+    (0..3)
+        .find_map(|hour| {
+            zone.from_local_datetime(&monday.and_time(NaiveTime::from_hms_opt(hour, 0, 0).expect("valid")))
+                .earliest()
+        })
+        .map_or(at, |t| t.with_timezone(&Utc))
+}
+
+/// The slot to run now for a persona whose stored next slot is `stored`, or `None` to
+/// skip it and wait for the next one (`catch_up = none`, or older than the deadline).
+pub fn catch_up(
+    stored: DateTime<Utc>,
+    now: DateTime<Utc>,
+    policy: CatchUp,
+    starting_deadline: Duration,
+) -> Option<DateTime<Utc>> {
+    if stored >= now {
+        return Some(stored);
+    }
+    let late = (now - stored).to_std().unwrap_or_default();
+    match policy {
+        CatchUp::One if late <= starting_deadline => Some(stored),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    const BERLIN: Tz = chrono_tz::Europe::Berlin;
+
+    #[test]
+    fn cron_runs_in_the_persona_zone() {
+        let cron = Cadence::Cron("0 9 * * *".into());
+        // 09:00 Berlin is 08:00 UTC in winter and 07:00 UTC in summer.
+        assert_eq!(
+            next_slot(&cron, BERLIN, utc("2026-01-10T00:00:00Z"), None),
+            Some(utc("2026-01-10T08:00:00Z"))
+        );
+        assert_eq!(
+            next_slot(&cron, BERLIN, utc("2026-07-10T00:00:00Z"), None),
+            Some(utc("2026-07-10T07:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_slot_in_the_skipped_hour_runs_once_after_the_gap() {
+        // 2026-03-29: Berlin jumps from 02:00 to 03:00 (01:00 UTC).
+        let cron = Cadence::Cron("30 2 * * *".into());
+        let slot = next_slot(&cron, BERLIN, utc("2026-03-28T12:00:00Z"), None).unwrap();
+        assert_eq!(
+            slot,
+            utc("2026-03-29T01:00:00Z"),
+            "the first instant after the gap (03:00 local)"
+        );
+        let after = next_slot(&cron, BERLIN, slot, None).unwrap();
+        assert_eq!(
+            after,
+            utc("2026-03-30T00:30:00Z"),
+            "and once only: next is the following day"
+        );
+    }
+
+    #[test]
+    fn a_repeated_hour_runs_once() {
+        // 2026-10-25: Berlin goes from 03:00 back to 02:00 (01:00 UTC); 02:30 happens twice.
+        let cron = Cadence::Cron("30 2 * * *".into());
+        let first = next_slot(&cron, BERLIN, utc("2026-10-24T12:00:00Z"), None).unwrap();
+        assert_eq!(first, utc("2026-10-25T00:30:00Z"));
+        let second = next_slot(&cron, BERLIN, first, None).unwrap();
+        assert_eq!(
+            second,
+            utc("2026-10-26T01:30:00Z"),
+            "not again at 01:30 UTC the same night"
+        );
+    }
+
+    #[test]
+    fn hourly_and_daily_count_from_the_last_activity() {
+        let last = utc("2026-05-04T10:15:00Z");
+        let now = utc("2026-05-04T10:20:00Z");
+        assert_eq!(
+            next_slot(&Cadence::Hourly, BERLIN, now, Some(last)),
+            Some(utc("2026-05-04T11:15:00Z"))
+        );
+        assert_eq!(
+            next_slot(&Cadence::Daily, BERLIN, now, Some(last)),
+            Some(utc("2026-05-05T10:15:00Z"))
+        );
+        assert_eq!(
+            next_slot(&Cadence::Daily, BERLIN, now, None),
+            Some(now),
+            "never active: due now"
+        );
+    }
+
+    #[test]
+    fn weekdays_wait_for_monday_in_the_persona_zone() {
+        // Friday 2026-05-08 09:00 Berlin + 24 h = Saturday → Monday 00:00 Berlin (22:00 UTC Sunday).
+        let friday = utc("2026-05-08T07:00:00Z");
+        let slot = next_slot(&Cadence::Weekdays, BERLIN, friday, Some(friday)).unwrap();
+        assert_eq!(slot, utc("2026-05-10T22:00:00Z"));
+        // Sunday 2026-05-10 23:30 UTC is already Monday 01:30 in Berlin: due as computed…
+        let sunday_night = utc("2026-05-10T23:30:00Z");
+        let last = sunday_night - chrono::Duration::hours(24);
+        assert_eq!(
+            next_slot(&Cadence::Weekdays, BERLIN, sunday_night, Some(last)),
+            Some(sunday_night)
+        );
+        // …but still Sunday 16:30 in Los Angeles: Monday 00:00 there (07:00 UTC).
+        let los_angeles = chrono_tz::America::Los_Angeles;
+        assert_eq!(
+            next_slot(&Cadence::Weekdays, los_angeles, sunday_night, Some(last)),
+            Some(utc("2026-05-11T07:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn jitter_is_stable_and_bounded() {
+        let id = Uuid::from_u128(42);
+        let max = Duration::from_secs(300);
+        assert_eq!(jitter(id, max), jitter(id, max));
+        assert!(jitter(id, max) < max);
+        assert_eq!(jitter(id, Duration::ZERO), Duration::ZERO);
+        let spread: std::collections::HashSet<_> = (0..50).map(|i| jitter(Uuid::from_u128(i), max)).collect();
+        assert!(spread.len() > 40, "personas sharing a slot spread out");
+    }
+
+    #[test]
+    fn missed_slots_coalesce_or_are_skipped() {
+        let now = utc("2026-05-04T12:00:00Z");
+        let hour_ago = utc("2026-05-04T11:00:00Z");
+        let deadline = Duration::from_secs(2 * 3600);
+        assert_eq!(catch_up(hour_ago, now, CatchUp::One, deadline), Some(hour_ago));
+        assert_eq!(catch_up(hour_ago, now, CatchUp::None, deadline), None);
+        assert_eq!(
+            catch_up(utc("2026-05-03T12:00:00Z"), now, CatchUp::One, deadline),
+            None,
+            "past the deadline"
+        );
+        assert_eq!(catch_up(now, now, CatchUp::None, deadline), Some(now));
+    }
+}
