@@ -75,20 +75,30 @@ fn next_weekday_instant(at: DateTime<Utc>, zone: Tz) -> DateTime<Utc> {
         .map_or(at, |t| t.with_timezone(&Utc))
 }
 
-/// The slot to run now for a persona whose stored next slot is `stored`, or `None` to
-/// skip it and wait for the next one (`catch_up = none`, or older than the deadline).
+/// The latest cron slot at or before `now`: the one slot that stands for all missed ones.
+/// `None` for interval cadences.
+pub fn latest_slot(cadence: &Cadence, zone: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let Cadence::Cron(expr) = cadence else { return None };
+    let cron: croner::Cron = expr.parse().ok()?;
+    let previous = cron.find_previous_occurrence(&now.with_timezone(&zone), true).ok()?;
+    Some(previous.with_timezone(&Utc))
+}
+
+/// Whether the latest missed slot `missed` still runs (`Some`) or is skipped (`None`:
+/// `catch_up = none`, or it is older than the starting deadline), as with Kubernetes
+/// CronJobs. Missed slots never run one by one: they coalesce into this one.
 pub fn catch_up(
-    stored: DateTime<Utc>,
+    missed: DateTime<Utc>,
     now: DateTime<Utc>,
     policy: CatchUp,
     starting_deadline: Duration,
 ) -> Option<DateTime<Utc>> {
-    if stored >= now {
-        return Some(stored);
+    if missed >= now {
+        return Some(missed);
     }
-    let late = (now - stored).to_std().unwrap_or_default();
+    let late = (now - missed).to_std().unwrap_or_default();
     match policy {
-        CatchUp::One if late <= starting_deadline => Some(stored),
+        CatchUp::One if late <= starting_deadline => Some(missed),
         _ => None,
     }
 }
@@ -198,6 +208,20 @@ mod tests {
         assert_eq!(jitter(id, Duration::ZERO), Duration::ZERO);
         let spread: std::collections::HashSet<_> = (0..50).map(|i| jitter(Uuid::from_u128(i), max)).collect();
         assert!(spread.len() > 40, "personas sharing a slot spread out");
+    }
+
+    #[test]
+    fn the_latest_slot_stands_for_the_missed_ones() {
+        let hourly = Cadence::Cron("0 * * * *".into());
+        assert_eq!(
+            latest_slot(&hourly, BERLIN, utc("2026-05-04T12:20:00Z")),
+            Some(utc("2026-05-04T12:00:00Z"))
+        );
+        assert_eq!(
+            latest_slot(&hourly, BERLIN, utc("2026-05-04T12:00:00Z")),
+            Some(utc("2026-05-04T12:00:00Z"))
+        );
+        assert_eq!(latest_slot(&Cadence::Daily, BERLIN, utc("2026-05-04T12:00:00Z")), None);
     }
 
     #[test]

@@ -35,9 +35,10 @@ use crate::llm::{LlmClient, LlmError, ToolNames};
 use crate::mcp::{CallOutcome, McpError, McpSession, ToolInfo, ToolPolicy};
 use crate::persona::Persona;
 use crate::store::{
-    ActionResult, NewAction, NewFeedback, NewInteraction, NewTick, RatingStatus, Store, StoreError, TickFinish,
+    ActionResult, NewAction, NewFeedback, NewInteraction, NewTick, RatingStatus, Store, StoreError, Tick, TickFinish,
     TickStatus, TickTrigger,
 };
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TickError {
@@ -265,36 +266,59 @@ impl TickEngine {
         }
     }
 
-    /// Runs one tick and returns its summary (also for failed ticks: their failure is
-    /// part of the record). `Err` only when the tick could not be started.
+    /// Claims and runs a one-off tick and returns its summary (also for failed ticks:
+    /// their failure is part of the record). `Err` only when the tick could not start.
     pub async fn run(
         &self,
         request: &TickRequest,
         events: &(dyn Fn(TickEvent) + Send + Sync),
     ) -> Result<TickSummary, TickError> {
+        let tick = self.claim(request).await?;
+        self.run_claimed(tick, request, events, &CancellationToken::new()).await
+    }
+
+    /// Claims a tick for the request (one at a time per persona).
+    pub async fn claim(&self, request: &TickRequest) -> Result<Tick, TickError> {
         let persona = &request.persona;
-        let label = persona.email.clone().unwrap_or_else(|| persona.name.clone());
-        let (Some(user_id), Some(_)) = (persona.user_id, persona.email.as_ref()) else {
+        let label = persona_label(persona);
+        if persona.user_id.is_none() || persona.email.is_none() {
+            return Err(TickError::NotRunnable(label));
+        }
+        match self.store.claim_tick(&self.new_tick(request)).await {
+            Ok(tick) => Ok(tick),
+            Err(StoreError::Conflict(_)) => Err(TickError::AlreadyRunning(label)),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// The claim of a request (the scheduler claims slots through the store itself).
+    pub fn new_tick(&self, request: &TickRequest) -> NewTick {
+        NewTick {
+            tenant_id: request.persona.tenant_id,
+            persona_id: request.persona.id,
+            trigger: request.trigger,
+            scheduled_for: request.scheduled_for,
+            attempt: request.attempt,
+            runner_id: self.runner_id.clone(),
+            lease: self.config.tick.lease.0,
+        }
+    }
+
+    /// Runs a claimed tick to its end. `cut` ends it early (the daemon's shutdown grace
+    /// ran out): the tick is then finished as `failed` with what it did so far.
+    pub async fn run_claimed(
+        &self,
+        tick: Tick,
+        request: &TickRequest,
+        events: &(dyn Fn(TickEvent) + Send + Sync),
+        cut: &CancellationToken,
+    ) -> Result<TickSummary, TickError> {
+        let persona = &request.persona;
+        let label = persona_label(persona);
+        let Some(user_id) = persona.user_id else {
             return Err(TickError::NotRunnable(label));
         };
         let lease = self.config.tick.lease.0;
-        let tick = match self
-            .store
-            .claim_tick(&NewTick {
-                tenant_id: persona.tenant_id,
-                persona_id: persona.id,
-                trigger: request.trigger,
-                scheduled_for: request.scheduled_for,
-                attempt: request.attempt,
-                runner_id: self.runner_id.clone(),
-                lease,
-            })
-            .await
-        {
-            Ok(tick) => tick,
-            Err(StoreError::Conflict(_)) => return Err(TickError::AlreadyRunning(label)),
-            Err(other) => return Err(other.into()),
-        };
         let started = Instant::now();
         events(TickEvent::Started {
             persona: label.clone(),
@@ -306,21 +330,14 @@ impl TickEngine {
             .await?;
 
         let mut state = TickState::new();
-        let outcome = tokio::time::timeout(
-            self.config.tick.tick_timeout.0,
-            self.play(request, tick.id, &label, &mut state, events),
-        )
-        .await;
-        let (status, error) = match outcome {
-            Ok(Ok(())) => (TickStatus::Ok, None),
-            Ok(Err(err)) => (TickStatus::Failed, Some(err.to_string())),
-            Err(_) => (
-                TickStatus::Timeout,
-                Some(format!(
-                    "the tick ran past tick.tick_timeout ({})",
-                    self.config.tick.tick_timeout
-                )),
-            ),
+        let timeout = self.config.tick.tick_timeout;
+        let (status, error) = tokio::select! {
+            outcome = tokio::time::timeout(timeout.0, self.play(request, tick.id, &label, &mut state, events)) => match outcome {
+                Ok(Ok(())) => (TickStatus::Ok, None),
+                Ok(Err(err)) => (TickStatus::Failed, Some(err.to_string())),
+                Err(_) => (TickStatus::Timeout, Some(format!("the tick ran past tick.tick_timeout ({timeout})"))),
+            },
+            () = cut.cancelled() => (TickStatus::Failed, Some("cut short: the daemon is shutting down and runner.shutdown_grace ran out".to_string())),
         };
         if let Some(session) = state.session.take() {
             session.close().await;
@@ -958,6 +975,10 @@ impl TickEngine {
         });
         answer
     }
+}
+
+fn persona_label(persona: &Persona) -> String {
+    persona.email.clone().unwrap_or_else(|| persona.name.clone())
 }
 
 struct CallContext<'a> {
