@@ -51,7 +51,7 @@ fn help_lists_every_command() {
 #[test]
 fn commands_of_later_releases_say_so_plainly() {
     let dir = workdir();
-    let out = run_in(dir.path(), &["run"], &[]);
+    let out = run_in(dir.path(), &["serve"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("not available in this build yet"),
@@ -315,7 +315,7 @@ fn tick_runs_personas_in_process_and_reports_each() {
     assert!(text(&out.stderr).contains("no persona with id or email `nobody@mana.test`"));
 
     let mut all_env = env.clone();
-    all_env.push(("PERSONA_RUNNER__TICK__CONCURRENCY", "3"));
+    all_env.push(("PERSONA_RUNNER__RUNNER__CONCURRENCY", "3"));
     let out = run_in(dir.path(), &["tick", "--all", "--json"], &all_env);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let summaries: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();

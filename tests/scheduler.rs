@@ -449,3 +449,24 @@ async fn shutdown_drains_then_cuts_after_the_grace() {
     assert_eq!(runs.len(), 2);
     assert!(runs.iter().all(|r| !r.ok), "cut and recorded as not ok");
 }
+
+#[tokio::test(start_paused = true)]
+async fn reloads_do_not_postpone_a_persona_that_never_ran() {
+    // Reloading every 15 s must not move the first slot of a never-active persona. The
+    // jitter offset of persona 1 is 44 s, so a moving slot would be caught here.
+    let clock = Clock::starting_at(utc("2026-05-06T10:00:00Z"));
+    let fake = Fake::new(clock, vec![persona(1, "daily")], Duration::from_secs(1));
+    let settings = Settings {
+        jitter: Duration::from_secs(60),
+        reload_every: Duration::from_secs(15),
+        ..settings()
+    };
+    run_for(fake.clone(), settings, clock, Duration::from_secs(120)).await;
+    let starts = fake.starts(1);
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    let offset = scheduler::schedule::jitter(Uuid::from_u128(1), Duration::from_secs(60));
+    assert_eq!(
+        starts[0],
+        utc("2026-05-06T10:00:00Z") + chrono::Duration::from_std(offset).unwrap()
+    );
+}

@@ -9,3 +9,9 @@ pub mod password;
 
 pub use login::{AuthError, Authenticator, Credentials};
 pub use password::{SeedSecret, SeedSecretError, derive_password};
+
+/// Compares secrets without an early exit, so response timing does not reveal how much
+/// of a guess was right.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -16,6 +16,7 @@ macro_rules! out {
 }
 
 mod catalog;
+mod feedback;
 mod gateway;
 mod personas;
 mod tick;
@@ -45,7 +46,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon: scheduler, ticks and the HTTP sidecar (not in this build yet).
+    /// Run the daemon: scheduler, ticks, sidecar (health, readiness, metrics), signals.
     Run,
     /// Serve the HTTP sidecar only: admin API, profile API, dashboard (not in this build yet).
     Serve,
@@ -54,8 +55,8 @@ enum Command {
     /// Validate, seed or clean up persona catalogs.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
-    /// QA report of the ratings per module (not in this build yet).
-    Feedback,
+    /// QA report: per module, the average rating, how many, and the lowest notes.
+    Feedback(feedback::FeedbackArgs),
     /// List or show the personas in the store.
     #[command(subcommand)]
     Personas(personas::PersonasCommand),
@@ -103,7 +104,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command, loaded, env)) {
+    match runtime.block_on(dispatch(cli.command, loaded, env, cli.config)) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Problems) => ExitCode::FAILURE,
         Err(err) => {
@@ -113,10 +114,21 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command, loaded: LoadedConfig, env: Env) -> Result<Outcome> {
-    let app = App { loaded, env };
+async fn dispatch(
+    command: Command,
+    loaded: LoadedConfig,
+    env: Env,
+    explicit_config: Option<PathBuf>,
+) -> Result<Outcome> {
+    let app = App {
+        loaded,
+        env,
+        explicit_config,
+    };
     match command {
-        Command::Run | Command::Serve | Command::Feedback => not_yet(&command),
+        Command::Run => run_daemon(&app).await,
+        Command::Serve => not_yet(&command),
+        Command::Feedback(args) => feedback::run(args, &app).await,
         Command::Tick(args) => tick::run(args, &app).await,
         Command::Catalog(command) => catalog::run(command, &app).await,
         Command::Personas(command) => personas::run(command, &app).await,
@@ -131,6 +143,8 @@ async fn dispatch(command: Command, loaded: LoadedConfig, env: Env) -> Result<Ou
 pub struct App {
     pub loaded: LoadedConfig,
     pub env: Env,
+    /// `--config`, to reload the same file on SIGHUP.
+    pub explicit_config: Option<PathBuf>,
 }
 
 impl App {
@@ -149,14 +163,25 @@ impl App {
 
 fn not_yet(command: &Command) -> Result<Outcome> {
     let name = match command {
-        Command::Run => "run",
         Command::Serve => "serve",
-        _ => "feedback",
+        _ => "this command",
     };
     anyhow::bail!(
-        "`persona-runner {name}` is not available in this build yet: this release has the store, \
-         the catalogs and one-off ticks (`persona-runner tick`); the daemon and the sidecar follow"
+        "`persona-runner {name}` is not available in this build yet: the daemon (`persona-runner run`) \
+         serves health, readiness, metrics and one-off ticks; the full sidecar (admin and profile \
+         APIs, dashboard) follows"
     )
+}
+
+async fn run_daemon(app: &App) -> Result<Outcome> {
+    let origin = persona_runner::daemon::ConfigOrigin {
+        explicit: app.explicit_config.clone(),
+        env: app.env.clone(),
+    };
+    persona_runner::daemon::run(origin, tokio_util::sync::CancellationToken::new())
+        .await
+        .context("running the daemon")?;
+    Ok(Outcome::Success)
 }
 
 fn init_logging(config: &Config, env: &Env) {

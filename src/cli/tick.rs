@@ -17,15 +17,22 @@ pub struct TickArgs {
     /// A persona by email or id (repeatable).
     #[arg(long = "persona", value_name = "EMAIL|ID", required_unless_present = "all")]
     personas: Vec<String>,
-    /// Every runnable persona (not paused, with a login identity), within tick.concurrency.
+    /// Every runnable persona (not paused, with a login identity), within runner.concurrency.
     #[arg(long, conflicts_with = "personas")]
     all: bool,
     /// Print the summaries as JSON.
     #[arg(long)]
     json: bool,
+    /// Ask the daemon at this address (admin token from api.admin_token_*) instead of
+    /// running the ticks in this process.
+    #[arg(long, value_name = "http://HOST:PORT")]
+    via: Option<String>,
 }
 
 pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
+    if let Some(via) = &args.via {
+        return via_daemon(via, &args, app).await;
+    }
     let store = app.store().await?;
     let personas = if args.all {
         runnable(store.list_personas(DEFAULT_TENANT).await?)
@@ -54,7 +61,7 @@ pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
     });
     eprintln!("ticking {} persona(s) with {}", personas.len(), engine.driver_name());
 
-    let permits = Arc::new(tokio::sync::Semaphore::new(app.config().tick.concurrency));
+    let permits = Arc::new(tokio::sync::Semaphore::new(app.config().runner.concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, persona) in personas.into_iter().enumerate() {
         let (engine, events, permits) = (engine.clone(), events.clone(), permits.clone());
@@ -112,6 +119,7 @@ fn print_progress(event: &TickEvent) {
             result,
             latency_ms,
             chaos,
+            ..
         } => eprintln!(
             "[{persona}]   {tool} → {result}{}{}",
             latency_ms.map(|ms| format!(" ({ms} ms)")).unwrap_or_default(),
@@ -162,4 +170,56 @@ fn table(summaries: &[TickSummary]) -> Table {
         ]);
     }
     table
+}
+
+/// Asks a running daemon to tick, through its admin API.
+async fn via_daemon(base: &str, args: &TickArgs, app: &App) -> Result<Outcome> {
+    let token = app.config().admin_token(&app.env)?.with_context(|| {
+        format!(
+            "--via needs the daemon's admin token: set {}",
+            app.config().api.admin_token_env
+        )
+    })?;
+    let http = persona_runner::http::client(std::time::Duration::from_secs(30));
+    let base = base.trim_end_matches('/');
+    let targets: Vec<String> = if args.all {
+        vec![format!("{base}/api/v1/admin/ticks")]
+    } else {
+        args.personas
+            .iter()
+            .map(|p| format!("{base}/api/v1/admin/personas/{p}/tick"))
+            .collect()
+    };
+    let mut failed = false;
+    for (url, persona) in targets
+        .iter()
+        .zip(args.personas.iter().map(Some).chain(std::iter::repeat(None)))
+    {
+        let response = http
+            .post(url)
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .with_context(|| format!("asking the daemon at {base}"))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let who = persona.map_or("every runnable persona".to_string(), Clone::clone);
+        if status.is_success() {
+            out!(
+                "{who}: accepted{}",
+                body["tick_id"]
+                    .as_str()
+                    .map(|id| format!(", tick {id}"))
+                    .unwrap_or_default()
+            );
+        } else {
+            failed = true;
+            eprintln!(
+                "error: {who}: HTTP {} {}",
+                status.as_u16(),
+                body["error"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(if failed { Outcome::Problems } else { Outcome::Success })
 }

@@ -59,6 +59,9 @@ pub struct Config {
     pub llm: LlmConfig,
     pub tick: TickConfig,
     pub retry: RetryConfig,
+    pub runner: RunnerConfig,
+    pub api: ApiConfig,
+    pub sample_gateway: SampleGatewayConfig,
     pub catalog: CatalogConfig,
     pub log: LogConfig,
 }
@@ -73,6 +76,9 @@ impl Default for Config {
             llm: LlmConfig::default(),
             tick: TickConfig::default(),
             retry: RetryConfig::default(),
+            runner: RunnerConfig::default(),
+            api: ApiConfig::default(),
+            sample_gateway: SampleGatewayConfig::default(),
             catalog: CatalogConfig::default(),
             log: LogConfig::default(),
         }
@@ -401,8 +407,6 @@ pub struct TickConfig {
     pub tick_timeout: HumanDuration,
     /// `tick`, or a duration (`24h`) to also skip repeats of earlier ticks.
     pub dedup_window: DedupWindow,
-    /// Ticks running at once (`tick --all`, the daemon's pool).
-    pub concurrency: usize,
     /// Lease of a running tick; renewed while it runs, expired means abandoned.
     pub lease: HumanDuration,
     /// Longest tool output kept in the audit and fed back to the model, in characters.
@@ -419,11 +423,128 @@ impl Default for TickConfig {
             max_tokens_per_tick: 60_000,
             tick_timeout: HumanDuration::from_secs(300),
             dedup_window: DedupWindow::Tick,
-            concurrency: 4,
             lease: HumanDuration::from_secs(120),
             max_output_chars: 4000,
             story_actions: 10,
         }
+    }
+}
+
+/// The daemon's scheduler (`persona-runner run`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// Ticks running at once (the daemon's pool, and `tick --all`).
+    pub concurrency: usize,
+    /// Personas sharing a slot start spread over this much (a stable offset per persona).
+    pub jitter: HumanDuration,
+    /// Kill switch: schedule nothing (running ticks finish).
+    pub paused: bool,
+    /// Missed slots (downtime, long ticks): "one" runs once for the latest, "none" skips.
+    pub catch_up: crate::scheduler::CatchUp,
+    /// A missed slot older than this is skipped even with catch_up = "one".
+    pub starting_deadline: HumanDuration,
+    /// Attempts per slot (a failed tick is retried with backoff within its slot).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt.
+    pub retry_backoff: HumanDuration,
+    /// After SIGTERM, running ticks get this long to finish before they are cut.
+    pub shutdown_grace: HumanDuration,
+    /// How often personas are reloaded from the store (new, paused, other replicas).
+    pub reload_every: HumanDuration,
+    /// How often ticks with expired leases (dead runners) are marked abandoned.
+    pub sweep_every: HumanDuration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            jitter: HumanDuration::from_secs(60),
+            paused: false,
+            catch_up: crate::scheduler::CatchUp::One,
+            starting_deadline: HumanDuration::from_secs(6 * 3600),
+            max_attempts: 3,
+            retry_backoff: HumanDuration::from_secs(30),
+            shutdown_grace: HumanDuration::from_secs(30),
+            reload_every: HumanDuration::from_secs(15),
+            sweep_every: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+/// The HTTP sidecar: health, readiness, metrics (and the admin API).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: std::net::SocketAddr,
+    /// Environment variable with the admin token (admin routes answer 503 without one).
+    pub admin_token_env: String,
+    /// File with the admin token (wins over the variable). Credential: admin-token.
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 3070)),
+            admin_token_env: "PERSONA_RUNNER_ADMIN_TOKEN".into(),
+            admin_token_file: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleGatewaySwitch {
+    /// On in development when auth.login_url and mcp.url point at `listen` (the defaults).
+    Auto,
+    On,
+    Off,
+}
+
+/// The bundled sample product, served in-process by `run` for a first run anywhere.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SampleGatewayConfig {
+    pub enabled: SampleGatewaySwitch,
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for SampleGatewayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: SampleGatewaySwitch::Auto,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 3071)),
+        }
+    }
+}
+
+impl Config {
+    /// Whether `run` serves the sample gateway itself.
+    pub fn serves_sample_gateway(&self) -> bool {
+        match self.sample_gateway.enabled {
+            SampleGatewaySwitch::On => true,
+            SampleGatewaySwitch::Off => false,
+            SampleGatewaySwitch::Auto => {
+                let at = format!("http://{}/", self.sample_gateway.listen);
+                self.environment == Environment::Development
+                    && self.mcp.transport == McpTransport::Http
+                    && self.mcp.url.starts_with(&at)
+                    && (self.auth.mode != AuthMode::Login || self.auth.login_url.starts_with(&at))
+            }
+        }
+    }
+
+    /// The admin token, if one is configured.
+    pub fn admin_token(&self, env: &Env) -> Result<Option<Secret>, ConfigError> {
+        let lookup = secret::SecretLookup {
+            key: "api.admin_token",
+            file: self.api.admin_token_file.as_deref(),
+            env_var: Some(&self.api.admin_token_env),
+            credential: "admin-token",
+        };
+        Ok(secret::resolve(&lookup, env)?.map(|(secret, _)| secret))
     }
 }
 
@@ -453,8 +574,11 @@ impl Default for RetryConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CatalogConfig {
-    /// Catalog files used when a `catalog` command names none.
+    /// Catalog files used when a `catalog` command names none (and by the daemon).
     pub files: Vec<PathBuf>,
+    /// The daemon re-seeds these files at start and on SIGHUP. Without it, it seeds them
+    /// only into an empty store (the first start).
+    pub sync: bool,
     /// Email domain suffixes personas may use (`test` allows any `*.test`).
     pub allowed_email_domains: Vec<String>,
     /// Shortest acceptable system prompt, in characters.
@@ -470,6 +594,7 @@ impl Default for CatalogConfig {
                 PathBuf::from("catalog/consumer-app.json"),
                 PathBuf::from("catalog/sop-finance.json"),
             ],
+            sync: false,
             allowed_email_domains: vec!["test".into()],
             min_prompt_chars: 80,
             default_time_zone: "UTC".into(),
@@ -671,8 +796,11 @@ fn validate(config: &Config) -> Result<(), (&'static str, String)> {
             format!("`{bad}` is not a domain suffix; write `test` or `mana.test`, without `@` or a leading dot"),
         ));
     }
-    if config.tick.concurrency == 0 {
-        return Err(("tick.concurrency", "must be at least 1".into()));
+    if config.runner.concurrency == 0 {
+        return Err(("runner.concurrency", "must be at least 1".into()));
+    }
+    if config.runner.max_attempts == 0 {
+        return Err(("runner.max_attempts", "must be at least 1 (the first attempt)".into()));
     }
     if config.retry.max_attempts == 0 {
         return Err(("retry.max_attempts", "must be at least 1 (the first attempt)".into()));

@@ -38,7 +38,7 @@ use rmcp::{ErrorData, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::auth::derive_password;
+use crate::auth::{constant_time_eq, derive_password};
 use crate::config::Secret;
 
 /// Header the reference gateway wants with the persona's personal space.
@@ -217,10 +217,6 @@ impl Gateway {
         let mut data = self.inner.data.lock().expect("data lock");
         tools::run(data.entry(user.to_string()).or_default(), tool, &arguments)
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn unauthorized(message: &str) -> Response {

@@ -208,8 +208,11 @@ impl LlmClient {
                             limiter.until_ready().await;
                         }
                         let request = factory.build().await.map_err(|err| Attempt::Fail(Err(err)))?;
-                        match http.execute(request).await {
+                        let sent = http.execute(request).await;
+                        crate::metrics::global().llm_attempt(sent.as_ref().ok().map(|r| r.status().as_u16()));
+                        match sent {
                             Ok(response) if retryable_status(response.status()) => {
+                                crate::metrics::global().llm_retry();
                                 let wait = retry_after(response.headers());
                                 tracing::warn!(
                                     status = response.status().as_u16(),
@@ -222,10 +225,13 @@ impl LlmClient {
                                 })
                             }
                             Ok(response) => Ok(response),
-                            Err(err) if retryable_error(&err) => Err(Attempt::Retry {
-                                last: Err(OpenAIError::Reqwest(err)),
-                                retry_after: None,
-                            }),
+                            Err(err) if retryable_error(&err) => {
+                                crate::metrics::global().llm_retry();
+                                Err(Attempt::Retry {
+                                    last: Err(OpenAIError::Reqwest(err)),
+                                    retry_after: None,
+                                })
+                            }
                             Err(err) => Err(Attempt::Fail(Err(OpenAIError::Reqwest(err)))),
                         }
                     })

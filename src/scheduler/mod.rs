@@ -49,8 +49,10 @@ impl Clock {
         }
     }
 
+    /// Now, at the precision the stores keep (microseconds).
     pub fn now(&self) -> DateTime<Utc> {
-        self.origin_wall + chrono::Duration::from_std(self.origin.elapsed()).unwrap_or_default()
+        use chrono::SubsecRound;
+        (self.origin_wall + chrono::Duration::from_std(self.origin.elapsed()).unwrap_or_default()).trunc_subsecs(6)
     }
 
     /// The tokio instant of a wall-clock time (now, if it is past).
@@ -272,8 +274,10 @@ pub async fn run<T: Ticker>(
 /// it. Cron cadences continue from the stored next slot.
 fn plan(persona: &Persona, settings: &Settings, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let zone = crate::persona::parse_time_zone(&persona.time_zone).unwrap_or(chrono_tz::UTC);
-    match (&persona.tick_cadence, persona.next_due_at) {
-        (crate::persona::Cadence::Cron(_), Some(stored)) => resolve(persona, zone, stored, now, settings),
+    match (&persona.tick_cadence, persona.next_due_at, persona.last_active_at) {
+        (crate::persona::Cadence::Cron(_), Some(stored), _) => resolve(persona, zone, stored, now, settings),
+        // Never active: keep the first slot planned for it, or it would move with every reload.
+        (_, Some(stored), None) => Some(stored),
         _ => schedule::next_slot(&persona.tick_cadence, zone, now, persona.last_active_at),
     }
 }

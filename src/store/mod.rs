@@ -28,8 +28,8 @@ use crate::config::{DatabaseConfig, Secret};
 pub use personas::{CleanupReport, UpsertOutcome};
 pub use profiles::NewInteraction;
 pub use ticks::{
-    ActionRecord, ActionResult, FeedbackRecord, NewAction, NewFeedback, NewTick, RatingStatus, SlotClaim, Tick,
-    TickFinish, TickStatus, TickTrigger,
+    ActionRecord, ActionResult, FeedbackRecord, ModuleRatings, NewAction, NewFeedback, NewTick, RatedNote,
+    RatingStatus, SlotClaim, Tick, TickFinish, TickStatus, TickTrigger,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -214,6 +214,14 @@ impl Store {
         match self.backend {
             Backend::Sqlite(_) => BackendKind::Sqlite,
             Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// The SQLite database file (`None` on PostgreSQL).
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        match &self.backend {
+            Backend::Sqlite(pool) => Some(pool.connect_options().get_filename().to_path_buf()),
+            Backend::Postgres(_) => None,
         }
     }
 

@@ -112,6 +112,24 @@ pub enum SlotClaim {
     Busy,
 }
 
+/// The ratings of one module over a window: a real average with its count.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct ModuleRatings {
+    pub module: String,
+    pub average: f64,
+    pub count: i64,
+}
+
+/// One rating with its note and who gave it (the QA report's lowest notes).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow)]
+pub struct RatedNote {
+    pub module: String,
+    pub rating: i32,
+    pub notes: Option<String>,
+    pub persona: String,
+    pub created_at: DateTime<Utc>,
+}
+
 /// One audited tool call.
 #[derive(Clone, Debug)]
 pub struct NewAction {
@@ -547,6 +565,39 @@ impl Store {
             .await?
         });
         Ok(row.map(|(output,)| output.unwrap_or_default()))
+    }
+
+    /// Per module since `since`: the average rating (a real average, never a count) and
+    /// how many ratings it rests on, lowest average first.
+    pub async fn module_ratings(&self, tenant: Uuid, since: DateTime<Utc>) -> Result<Vec<ModuleRatings>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT module, CAST(AVG(rating) AS DOUBLE PRECISION) AS average, COUNT(*) AS count
+                 FROM persona_feedback WHERE tenant_id = $1 AND created_at >= $2
+                 GROUP BY module ORDER BY average, module",
+            )
+            .bind(tenant)
+            .bind(since)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The lowest-rated notes since `since`, worst and newest first.
+    pub async fn lowest_notes(&self, tenant: Uuid, since: DateTime<Utc>, limit: i64) -> Result<Vec<RatedNote>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT f.module, f.rating, f.notes, p.name AS persona, f.created_at
+                 FROM persona_feedback f JOIN personas p ON p.id = f.persona_id
+                 WHERE f.tenant_id = $1 AND f.created_at >= $2 AND f.notes IS NOT NULL
+                 ORDER BY f.rating, f.created_at DESC LIMIT $3",
+            )
+            .bind(tenant)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// How many ticks the persona has had (seeds the offline driver's choices).

@@ -73,6 +73,7 @@ pub enum TickEvent {
     Tool {
         persona: String,
         tool: String,
+        module: String,
         result: ActionResult,
         latency_ms: Option<i32>,
         chaos: bool,
@@ -88,6 +89,7 @@ pub struct TickSummary {
     pub tick_id: Uuid,
     pub persona_id: Uuid,
     pub persona: String,
+    pub trigger: TickTrigger,
     pub status: TickStatus,
     pub error: Option<String>,
     pub calls_ok: u32,
@@ -363,7 +365,16 @@ impl TickEngine {
             )
             .await?;
         let summary = self
-            .summarize(&label, persona.id, &finished.id, status, error, &state, started)
+            .summarize(
+                request.trigger,
+                &label,
+                persona.id,
+                &finished.id,
+                status,
+                error,
+                &state,
+                started,
+            )
             .await?;
         events(TickEvent::Finished {
             summary: Box::new(summary.clone()),
@@ -390,6 +401,7 @@ impl TickEngine {
     #[allow(clippy::too_many_arguments)]
     async fn summarize(
         &self,
+        trigger: TickTrigger,
         label: &str,
         persona_id: Uuid,
         tick_id: &Uuid,
@@ -415,6 +427,7 @@ impl TickEngine {
             tick_id: *tick_id,
             persona_id,
             persona: label.to_string(),
+            trigger,
             status,
             error,
             calls_ok: count(ActionResult::Ok),
@@ -969,6 +982,7 @@ impl TickEngine {
         (ctx.events)(TickEvent::Tool {
             persona: ctx.label.to_string(),
             tool: tool.to_string(),
+            module: record.module.clone(),
             result: record.result,
             latency_ms: record.latency_ms,
             chaos,

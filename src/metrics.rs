@@ -1,0 +1,162 @@
+//! Prometheus metrics of the process, served as text at `/metrics`. One registry per
+//! process: the LLM client, the tick engine's events and the scheduler report here.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    ticks: Family<Labels, Counter>,
+    tool_calls: Family<Labels, Counter>,
+    tick_duration: Histogram,
+    tool_latency: Histogram,
+    llm_requests: Family<Labels, Counter>,
+    llm_retries: Counter,
+    llm_tokens: Family<Labels, Counter>,
+    scheduler_lag: Histogram,
+    personas_due: Gauge,
+    personas_running: Gauge,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn global() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("persona_runner");
+        let ticks = Family::<Labels, Counter>::default();
+        registry.register("ticks", "Ticks finished, by status and trigger", ticks.clone());
+        let tool_calls = Family::<Labels, Counter>::default();
+        registry.register(
+            "tool_calls",
+            "Tool calls audited, by result and module",
+            tool_calls.clone(),
+        );
+        let tick_duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
+        registry.register("tick_duration_seconds", "Wall time of a tick", tick_duration.clone());
+        let tool_latency = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "tool_latency_seconds",
+            "Latency of tool calls that reached the gateway",
+            tool_latency.clone(),
+        );
+        let llm_requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "llm_requests",
+            "Chat-completion attempts, by HTTP status class",
+            llm_requests.clone(),
+        );
+        let llm_retries = Counter::default();
+        registry.register(
+            "llm_retries",
+            "Chat-completion attempts that were retried",
+            llm_retries.clone(),
+        );
+        let llm_tokens = Family::<Labels, Counter>::default();
+        registry.register("llm_tokens", "LLM tokens, by direction (in, out)", llm_tokens.clone());
+        let scheduler_lag = Histogram::new(exponential_buckets(0.01, 2.0, 16));
+        registry.register(
+            "scheduler_lag_seconds",
+            "How late a scheduled tick started (now minus due)",
+            scheduler_lag.clone(),
+        );
+        let personas_due = Gauge::default();
+        registry.register(
+            "personas_due",
+            "Personas due and waiting for a free worker",
+            personas_due.clone(),
+        );
+        let personas_running = Gauge::default();
+        registry.register(
+            "personas_running",
+            "Ticks running in this process",
+            personas_running.clone(),
+        );
+        Self {
+            registry,
+            ticks,
+            tool_calls,
+            tick_duration,
+            tool_latency,
+            llm_requests,
+            llm_retries,
+            llm_tokens,
+            scheduler_lag,
+            personas_due,
+            personas_running,
+        }
+    }
+
+    pub fn tick_finished(&self, status: &str, trigger: &str, duration: Duration, tokens_in: i64, tokens_out: i64) {
+        self.ticks
+            .get_or_create(&vec![("status", status.to_string()), ("trigger", trigger.to_string())])
+            .inc();
+        self.tick_duration.observe(duration.as_secs_f64());
+        if tokens_in > 0 {
+            self.llm_tokens
+                .get_or_create(&vec![("direction", "in".into())])
+                .inc_by(tokens_in as u64);
+        }
+        if tokens_out > 0 {
+            self.llm_tokens
+                .get_or_create(&vec![("direction", "out".into())])
+                .inc_by(tokens_out as u64);
+        }
+    }
+
+    pub fn tool_call(&self, result: &str, module: &str, latency: Option<Duration>) {
+        self.tool_calls
+            .get_or_create(&vec![("result", result.to_string()), ("module", module.to_string())])
+            .inc();
+        if let Some(latency) = latency {
+            self.tool_latency.observe(latency.as_secs_f64());
+        }
+    }
+
+    pub fn llm_attempt(&self, status: Option<u16>) {
+        let class = match status {
+            Some(code) => format!("{}xx", code / 100),
+            None => "transport_error".into(),
+        };
+        self.llm_requests.get_or_create(&vec![("status", class)]).inc();
+    }
+
+    pub fn llm_retry(&self) {
+        self.llm_retries.inc();
+    }
+
+    pub fn scheduler_lag(&self, lag: Duration) {
+        self.scheduler_lag.observe(lag.as_secs_f64());
+    }
+
+    pub fn load(&self, due: usize, running: usize) {
+        self.personas_due.set(due as i64);
+        self.personas_running.set(running as i64);
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
