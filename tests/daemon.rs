@@ -1,0 +1,370 @@
+//! The daemon as operators run it: the real binary, real signals, real HTTP.
+
+#[macro_use]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{ScriptedLlm, Step, tool_calls};
+
+const BIN: &str = env!("CARGO_BIN_EXE_persona-runner");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A daemon in a temp dir with its own ports, the shipped catalogs and a config file.
+struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    api: u16,
+}
+
+fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir(dir.path().join("catalog")).unwrap();
+    for file in ["consumer-app.json", "sop-finance.json"] {
+        std::fs::copy(root.join("catalog").join(file), dir.path().join("catalog").join(file)).unwrap();
+    }
+    dir
+}
+
+impl Daemon {
+    fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
+        let api = free_port();
+        let gateway = free_port();
+        let text = format!(
+            "[api]\nlisten = \"127.0.0.1:{api}\"\n[sample_gateway]\nlisten = \"127.0.0.1:{gateway}\"\n\
+             [auth]\nlogin_url = \"http://127.0.0.1:{gateway}/api/v1/auth/login\"\n\
+             [mcp]\nurl = \"http://127.0.0.1:{gateway}/mcp\"\n{config}"
+        );
+        std::fs::write(dir.join("daemon.toml"), text).unwrap();
+        let mut command = Command::new(BIN);
+        command
+            .current_dir(dir)
+            .args(["--config", "daemon.toml", "run"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().unwrap();
+        let mut daemon = Self {
+            child,
+            dir: dir.to_path_buf(),
+            api,
+        };
+        daemon.wait_ready();
+        daemon
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api)
+    }
+
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::blocking_get(&self.url(path))?;
+        Some(response)
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some((200, _)) = self.get("/ready") {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the daemon exited early ({status}):\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the daemon did not become ready:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// A metric's value, summed over its label sets matching `filter`.
+    fn metric(&self, name: &str, filter: &str) -> f64 {
+        let (_, text) = self.get("/metrics").unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(filter))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit in {within:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal blocking HTTP for the tests (no extra client crate).
+mod reqwest {
+    pub fn blocking_get(url: &str) -> Option<(u16, String)> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        runtime.block_on(async {
+            let response = persona_runner::http::client(std::time::Duration::from_secs(10))
+                .get(url)
+                .send()
+                .await
+                .ok()?;
+            let status = response.status().as_u16();
+            Some((status, response.text().await.ok()?))
+        })
+    }
+}
+
+fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn signals_tick_reload_and_drain() {
+    let dir = workdir();
+    let mut daemon = Daemon::start(dir.path(), "", &[]);
+    let (status, body) = daemon.get("/health").unwrap();
+    assert_eq!((status, body.trim()), (200, "ok"));
+    assert!(
+        daemon
+            .get("/metrics")
+            .unwrap()
+            .1
+            .contains("persona_runner_scheduler_lag_seconds")
+    );
+
+    // SIGUSR1: every runnable persona (all 22 seeded on first start) ticks now.
+    daemon.signal("USR1");
+    wait_until("22 signal ticks", Duration::from_secs(60), || {
+        daemon.metric("persona_runner_ticks_total", "trigger=\"signal\"") >= 22.0
+    });
+    assert!(daemon.metric("persona_runner_tool_calls_total", "result=\"ok\"") > 0.0);
+
+    // SIGHUP with a broken config: logged, the daemon keeps running on the old one.
+    let good = std::fs::read_to_string(dir.path().join("daemon.toml")).unwrap();
+    std::fs::write(
+        dir.path().join("daemon.toml"),
+        format!("{good}\n[runner]\nconcurency = 2\n"),
+    )
+    .unwrap();
+    daemon.signal("HUP");
+    wait_until("the reload to be refused", Duration::from_secs(10), || {
+        daemon.log().contains("keeping the running one")
+    });
+    assert!(daemon.log().contains("runner.concurency"), "the log names the bad key");
+    assert_eq!(daemon.get("/health").unwrap().0, 200);
+    assert!(daemon.child.try_wait().unwrap().is_none());
+
+    // SIGTERM: drains and exits 0.
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}:\n{}", daemon.log());
+    assert!(daemon.log().contains("stopped"));
+}
+
+#[test]
+fn a_second_daemon_on_the_same_sqlite_file_is_refused() {
+    let dir = workdir();
+    let _first = Daemon::start(dir.path(), "", &[]);
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["--config", "daemon.toml", "run"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another persona-runner daemon") && stderr.contains("PostgreSQL"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn tick_via_the_daemon_needs_the_admin_token() {
+    let dir = workdir();
+    let daemon = Daemon::start(
+        dir.path(),
+        "",
+        &[("PERSONA_RUNNER_ADMIN_TOKEN", "admin-secret-for-tests")],
+    );
+    let via = |token: Option<&str>| {
+        let mut command = Command::new(BIN);
+        command
+            .current_dir(dir.path())
+            .args([
+                "--config",
+                "daemon.toml",
+                "tick",
+                "--via",
+                &daemon.url(""),
+                "--persona",
+                "persona.anna@mana.test",
+            ])
+            .env_clear();
+        if let Some(token) = token {
+            command.env("PERSONA_RUNNER_ADMIN_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    let out = via(Some("admin-secret-for-tests"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("accepted, tick "),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the API tick", Duration::from_secs(20), || {
+        daemon.metric("persona_runner_ticks_total", "trigger=\"api\"") >= 1.0
+    });
+
+    let out = via(Some("wrong-token"));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 401"));
+    let out = via(None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PERSONA_RUNNER_ADMIN_TOKEN"));
+}
+
+#[test]
+fn admin_routes_are_closed_without_a_configured_token() {
+    let dir = workdir();
+    let daemon = Daemon::start(dir.path(), "", &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = runtime.block_on(async {
+        persona_runner::http::client(Duration::from_secs(10))
+            .post(daemon.url("/api/v1/admin/ticks"))
+            .bearer_auth("anything")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_running_at_shutdown_is_cut_after_the_grace_and_recorded() {
+    let dir = workdir();
+    // The LLM hangs on the second turn; the tick is then still running at SIGTERM.
+    let llm = ScriptedLlm::start(vec![
+        Step::Reply(tool_calls(&[("mood_log", r#"{"score": 3}"#)])),
+        Step::Hang,
+    ])
+    .await;
+    let config = format!(
+        "[llm]\nprovider = \"openai\"\nbase_url = \"{}\"\napi_key_env = \"TEST_KEY\"\n[runner]\nshutdown_grace = \"1s\"\n",
+        llm.base_url()
+    );
+    let dir_path = dir.path().to_path_buf();
+    let mut daemon = tokio::task::spawn_blocking(move || {
+        Daemon::start(
+            &dir_path,
+            &config,
+            &[("TEST_KEY", "k"), ("PERSONA_RUNNER_ADMIN_TOKEN", "t")],
+        )
+    })
+    .await
+    .unwrap();
+    let client = persona_runner::http::client(Duration::from_secs(10));
+    let accepted = client
+        .post(daemon.url("/api/v1/admin/personas/persona.anna@mana.test/tick"))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status().as_u16(), 202);
+    let tick_id = accepted.json::<serde_json::Value>().await.unwrap()["tick_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let again = client
+        .post(daemon.url("/api/v1/admin/personas/persona.anna@mana.test/tick"))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 409, "one running tick per persona");
+    for _ in 0..100 {
+        if llm.requests().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(llm.requests().len(), 2, "the model hangs on its second turn");
+
+    daemon.signal("TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = daemon.wait_exit(Duration::from_secs(20));
+        (status, daemon)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.success(), "exit 0 after cutting the tick");
+
+    let config = persona_runner::config::DatabaseConfig {
+        url: persona_runner::config::DatabaseUrl::new(format!(
+            "sqlite://{}/data/persona-runner.db",
+            dir.path().display()
+        )),
+        ..Default::default()
+    };
+    let store = persona_runner::store::Store::open(&config, None).await.unwrap();
+    let tick = store
+        .get_tick(uuid::Uuid::parse_str(&tick_id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tick.status, persona_runner::store::TickStatus::Failed);
+    assert!(tick.error.unwrap().contains("shutdown_grace"));
+    assert_eq!(
+        store.tick_actions(tick.id).await.unwrap().len(),
+        1,
+        "the call made before the cut is kept"
+    );
+}
