@@ -164,7 +164,8 @@ fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
 #[test]
 fn signals_tick_reload_and_drain() {
     let dir = workdir();
-    let mut daemon = Daemon::start(dir.path(), "", &[]);
+    // Jitter 0: the personas due at the first start run at once; then it is quiet for hours.
+    let mut daemon = Daemon::start(dir.path(), "[runner]\njitter = \"0s\"\n", &[]);
     let (status, body) = daemon.get("/health").unwrap();
     assert_eq!((status, body.trim()), (200, "ok"));
     assert!(
@@ -175,6 +176,12 @@ fn signals_tick_reload_and_drain() {
             .contains("persona_runner_scheduler_lag_seconds")
     );
 
+    // Wait until the first-start ticks are done, so none of them is still running.
+    wait_until("the first-start ticks to finish", Duration::from_secs(60), || {
+        daemon.metric("persona_runner_personas_running", "") == 0.0
+            && daemon.metric("persona_runner_personas_due", "") == 0.0
+            && daemon.metric("persona_runner_ticks_total", "trigger=\"schedule\"") >= 1.0
+    });
     // SIGUSR1: every runnable persona (all 22 seeded on first start) ticks now.
     daemon.signal("USR1");
     wait_until("22 signal ticks", Duration::from_secs(60), || {
@@ -186,14 +193,14 @@ fn signals_tick_reload_and_drain() {
     let good = std::fs::read_to_string(dir.path().join("daemon.toml")).unwrap();
     std::fs::write(
         dir.path().join("daemon.toml"),
-        format!("{good}\n[runner]\nconcurency = 2\n"),
+        format!("{good}\n[tick]\nmax_turnz = 2\n"),
     )
     .unwrap();
     daemon.signal("HUP");
     wait_until("the reload to be refused", Duration::from_secs(10), || {
         daemon.log().contains("keeping the running one")
     });
-    assert!(daemon.log().contains("runner.concurency"), "the log names the bad key");
+    assert!(daemon.log().contains("tick.max_turnz"), "the log names the bad key");
     assert_eq!(daemon.get("/health").unwrap().0, 200);
     assert!(daemon.child.try_wait().unwrap().is_none());
 
@@ -225,9 +232,12 @@ fn a_second_daemon_on_the_same_sqlite_file_is_refused() {
 #[test]
 fn tick_via_the_daemon_needs_the_admin_token() {
     let dir = workdir();
+    // The kill switch holds the schedule, so no scheduled tick competes with the API's.
     let daemon = Daemon::start(
         dir.path(),
-        "",
+        "[runner]
+paused = true
+",
         &[("PERSONA_RUNNER_ADMIN_TOKEN", "admin-secret-for-tests")],
     );
     let via = |token: Option<&str>| {
@@ -298,7 +308,7 @@ async fn a_tick_running_at_shutdown_is_cut_after_the_grace_and_recorded() {
     ])
     .await;
     let config = format!(
-        "[llm]\nprovider = \"openai\"\nbase_url = \"{}\"\napi_key_env = \"TEST_KEY\"\n[runner]\nshutdown_grace = \"1s\"\n",
+        "[llm]\nprovider = \"openai\"\nbase_url = \"{}\"\napi_key_env = \"TEST_KEY\"\n[runner]\nshutdown_grace = \"1s\"\npaused = true\n",
         llm.base_url()
     );
     let dir_path = dir.path().to_path_buf();

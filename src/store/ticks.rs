@@ -488,6 +488,18 @@ impl Store {
         Ok(())
     }
 
+    /// Scheduled ticks whose slot lies in `[from, to]`, by slot.
+    pub async fn schedule_ticks(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<Tick>> {
+        let rows: Vec<TickRow> = with_pool!(self, pool => {
+            sqlx::query_as(select_tick!("WHERE scheduled_for >= $1 AND scheduled_for <= $2 ORDER BY scheduled_for, persona_id, attempt"))
+                .bind(from)
+                .bind(to)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter().map(Tick::try_from).collect()
+    }
+
     /// Extends the lease of a running tick. `false` when it is no longer running (it
     /// finished, or was abandoned meanwhile).
     pub async fn renew_lease(&self, tick_id: Uuid, until: DateTime<Utc>) -> Result<bool> {

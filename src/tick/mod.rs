@@ -129,6 +129,8 @@ pub struct TickEngine {
     tool_limit: Option<DefaultDirectRateLimiter>,
     tool_limit_per_persona: Option<DefaultKeyedRateLimiter<Uuid>>,
     policy: ToolPolicy,
+    /// Compiled tool schemas by their canonical JSON: compiled once, not per tick.
+    validators: std::sync::Mutex<HashMap<String, Arc<jsonschema::Validator>>>,
 }
 
 /// Per-module evidence of one tick.
@@ -164,7 +166,7 @@ struct TickState {
     credentials: Option<Arc<Credentials>>,
     offered: Vec<ToolInfo>,
     withheld: HashMap<String, &'static str>,
-    validators: HashMap<String, jsonschema::Validator>,
+    validators: HashMap<String, Arc<jsonschema::Validator>>,
     seq: i32,
     calls_made: u32,
     seen: HashMap<String, String>,
@@ -256,6 +258,7 @@ impl TickEngine {
             tool_limit: per_minute(config.mcp.tool_calls_per_minute).map(RateLimiter::direct),
             tool_limit_per_persona: per_minute(config.mcp.tool_calls_per_minute_per_persona).map(RateLimiter::keyed),
             policy: ToolPolicy::new(&config.mcp),
+            validators: std::sync::Mutex::new(HashMap::new()),
             config,
         })
     }
@@ -468,7 +471,7 @@ impl TickEngine {
         for tool in session.tools() {
             match policy.check(tool) {
                 Ok(()) => {
-                    match jsonschema::validator_for(&tool.input_schema) {
+                    match self.validator(&tool.input_schema) {
                         Ok(validator) => {
                             state.validators.insert(tool.name.clone(), validator);
                         }
@@ -485,6 +488,20 @@ impl TickEngine {
         }
         state.session = Some(session);
         Ok(())
+    }
+
+    /// The compiled validator of a tool schema, from the cache when seen before.
+    fn validator(&self, schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
+        let key = canonical_json(schema);
+        if let Some(found) = self.validators.lock().expect("validator cache").get(&key) {
+            return Ok(found.clone());
+        }
+        let compiled = Arc::new(jsonschema::validator_for(schema).map_err(|e| e.to_string())?);
+        self.validators
+            .lock()
+            .expect("validator cache")
+            .insert(key, compiled.clone());
+        Ok(compiled)
     }
 
     async fn play(
