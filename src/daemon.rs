@@ -38,6 +38,8 @@ pub enum DaemonError {
          daemon; stop the other one, or use PostgreSQL (database.url = postgres://…) for replicas"
     )]
     SqliteInUse(String),
+    #[error("cannot open the SQLite daemon lock {path}: {source}")]
+    LockFile { path: String, source: std::io::Error },
     #[error("cannot serve {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -352,10 +354,9 @@ fn lock_sqlite(store: &Store) -> Result<Option<SqliteLock>, DaemonError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| DaemonError::Bind {
-            what: "the SQLite daemon lock",
-            addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-            source: e,
+        .map_err(|source| DaemonError::LockFile {
+            path: path.display().to_string(),
+            source,
         })?;
     match lock.try_lock() {
         Ok(()) => Ok(Some(SqliteLock(lock))),
@@ -509,8 +510,10 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
     let _ = scheduler_task.await;
     // One-off ticks started through the API get the same grace, then are cut.
     tasks.close();
-    let grace = ticker_grace(&origin);
-    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+    if tokio::time::timeout(config.runner.shutdown_grace.0, tasks.wait())
+        .await
+        .is_err()
+    {
         cut.cancel();
         tasks.wait().await;
     }
@@ -518,13 +521,6 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
     store.close().await;
     tracing::info!("stopped");
     Ok(())
-}
-
-fn ticker_grace(origin: &ConfigOrigin) -> Duration {
-    origin
-        .load()
-        .map(|c| c.runner.shutdown_grace.0)
-        .unwrap_or(Duration::from_secs(30))
 }
 
 /// Handles signals until TERM/INT (or the token) asks to stop.
