@@ -1,5 +1,8 @@
 //! The binary as an operator uses it: commands, exit codes, output, redaction.
 
+#[macro_use]
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -22,17 +25,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A working directory with the shipped catalogs and a config pointing at a temp SQLite.
-fn workdir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::create_dir(dir.path().join("catalog")).unwrap();
-    for file in ["consumer-app.json", "sop-finance.json"] {
-        std::fs::copy(root.join("catalog").join(file), dir.path().join("catalog").join(file)).unwrap();
-    }
-    dir
-}
-
 #[test]
 fn help_lists_every_command() {
     let out = run_in(Path::new("."), &["--help"], &[]);
@@ -50,7 +42,7 @@ fn help_lists_every_command() {
 
 #[test]
 fn commands_of_later_releases_say_so_plainly() {
-    let dir = workdir();
+    let dir = common::workdir_with_catalogs();
     let out = run_in(dir.path(), &["serve"], &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -62,7 +54,7 @@ fn commands_of_later_releases_say_so_plainly() {
 
 #[test]
 fn password_prints_the_reference_vector_and_production_refuses_the_dev_secret() {
-    let dir = workdir();
+    let dir = common::workdir_with_catalogs();
     let out = run_in(dir.path(), &["password", "persona.anna@mana.test"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), "1FJ7w8KbjK5CWVa8NqfobexAFNuQKxiA");
@@ -93,7 +85,7 @@ fn password_prints_the_reference_vector_and_production_refuses_the_dev_secret() 
 
 #[test]
 fn validate_reports_every_problem_and_fails() {
-    let dir = workdir();
+    let dir = common::workdir_with_catalogs();
     let out = run_in(dir.path(), &["catalog", "validate"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("catalog/consumer-app.json (10 personas)"));
@@ -120,7 +112,7 @@ fn validate_reports_every_problem_and_fails() {
 
 #[test]
 fn seed_twice_then_list_show_and_cleanup_on_the_embedded_default() {
-    let dir = workdir();
+    let dir = common::workdir_with_catalogs();
     let out = run_in(dir.path(), &["catalog", "seed"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -164,7 +156,7 @@ fn seed_twice_then_list_show_and_cleanup_on_the_embedded_default() {
 
 #[test]
 fn migrate_reports_the_schema_version() {
-    let dir = workdir();
+    let dir = common::workdir_with_catalogs();
     let out = run_in(
         dir.path(),
         &["migrate"],
@@ -182,7 +174,7 @@ fn migrate_reports_the_schema_version() {
 
 #[test]
 fn config_check_prints_the_effective_config_without_secrets() {
-    let dir = workdir();
+    let dir = common::workdir_with_catalogs();
     std::fs::write(dir.path().join("seed"), "file-seed-secret-value\n").unwrap();
     std::fs::write(
         dir.path().join("custom.toml"),
@@ -223,7 +215,7 @@ fn config_check_prints_the_effective_config_without_secrets() {
 
 #[test]
 fn bad_config_is_rejected_with_the_key() {
-    let dir = workdir();
+    let dir = common::workdir_with_catalogs();
     let out = run_in(
         dir.path(),
         &["personas", "list"],
@@ -292,7 +284,7 @@ impl Drop for GatewayProcess {
 
 #[test]
 fn tick_runs_personas_in_process_and_reports_each() {
-    let dir = workdir();
+    let dir = common::workdir_with_catalogs();
     let gateway = GatewayProcess::start(dir.path());
     let env = gateway.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -328,14 +320,7 @@ fn tick_runs_personas_in_process_and_reports_each() {
         .build()
         .unwrap();
     let overlap = runtime.block_on(async {
-        let config = persona_runner::config::DatabaseConfig {
-            url: persona_runner::config::DatabaseUrl::new(format!(
-                "sqlite://{}/data/persona-runner.db",
-                dir.path().display()
-            )),
-            ..Default::default()
-        };
-        let store = persona_runner::store::Store::open(&config, None).await.unwrap();
+        let store = common::default_store_in(dir.path()).await;
         let mut edges = Vec::new();
         for summary in &summaries {
             let id = uuid::Uuid::parse_str(summary["tick_id"].as_str().unwrap()).unwrap();

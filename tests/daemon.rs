@@ -26,16 +26,6 @@ struct Daemon {
     api: u16,
 }
 
-fn workdir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::create_dir(dir.path().join("catalog")).unwrap();
-    for file in ["consumer-app.json", "sop-finance.json"] {
-        std::fs::copy(root.join("catalog").join(file), dir.path().join("catalog").join(file)).unwrap();
-    }
-    dir
-}
-
 impl Daemon {
     fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
         let api = free_port();
@@ -163,7 +153,7 @@ fn wait_until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
 
 #[test]
 fn signals_tick_reload_and_drain() {
-    let dir = workdir();
+    let dir = common::workdir_with_catalogs();
     // Jitter 0: the personas due at the first start run at once; then it is quiet for hours.
     let mut daemon = Daemon::start(dir.path(), "[runner]\njitter = \"0s\"\n", &[]);
     let (status, body) = daemon.get("/health").unwrap();
@@ -213,7 +203,7 @@ fn signals_tick_reload_and_drain() {
 
 #[test]
 fn a_second_daemon_on_the_same_sqlite_file_is_refused() {
-    let dir = workdir();
+    let dir = common::workdir_with_catalogs();
     let _first = Daemon::start(dir.path(), "", &[]);
     let out = Command::new(BIN)
         .current_dir(dir.path())
@@ -231,7 +221,7 @@ fn a_second_daemon_on_the_same_sqlite_file_is_refused() {
 
 #[test]
 fn tick_via_the_daemon_needs_the_admin_token() {
-    let dir = workdir();
+    let dir = common::workdir_with_catalogs();
     // The kill switch holds the schedule, so no scheduled tick competes with the API's.
     let daemon = Daemon::start(
         dir.path(),
@@ -279,7 +269,7 @@ paused = true
 
 #[test]
 fn admin_routes_are_closed_without_a_configured_token() {
-    let dir = workdir();
+    let dir = common::workdir_with_catalogs();
     let daemon = Daemon::start(dir.path(), "", &[]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -300,7 +290,7 @@ fn admin_routes_are_closed_without_a_configured_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tick_running_at_shutdown_is_cut_after_the_grace_and_recorded() {
-    let dir = workdir();
+    let dir = common::workdir_with_catalogs();
     // The LLM hangs on the second turn; the tick is then still running at SIGTERM.
     let llm = ScriptedLlm::start(vec![
         Step::Reply(tool_calls(&[("mood_log", r#"{"score": 3}"#)])),
@@ -357,14 +347,7 @@ async fn a_tick_running_at_shutdown_is_cut_after_the_grace_and_recorded() {
     .unwrap();
     assert!(status.0.success(), "exit 0 after cutting the tick");
 
-    let config = persona_runner::config::DatabaseConfig {
-        url: persona_runner::config::DatabaseUrl::new(format!(
-            "sqlite://{}/data/persona-runner.db",
-            dir.path().display()
-        )),
-        ..Default::default()
-    };
-    let store = persona_runner::store::Store::open(&config, None).await.unwrap();
+    let store = common::default_store_in(dir.path()).await;
     let tick = store
         .get_tick(uuid::Uuid::parse_str(&tick_id).unwrap())
         .await

@@ -517,3 +517,23 @@ pub fn stdio_gateway_command(user: &str) -> Vec<String> {
         user.into(),
     ]
 }
+
+/// A working directory holding the shipped catalogs, as a fresh install has them.
+pub fn workdir_with_catalogs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir(dir.path().join("catalog")).unwrap();
+    for file in ["consumer-app.json", "sop-finance.json"] {
+        std::fs::copy(root.join("catalog").join(file), dir.path().join("catalog").join(file)).unwrap();
+    }
+    dir
+}
+
+/// The store a daemon or CLI run in `dir` used (the default SQLite file).
+pub async fn default_store_in(dir: &Path) -> Store {
+    let config = DatabaseConfig {
+        url: DatabaseUrl::new(format!("sqlite://{}/data/persona-runner.db", dir.display())),
+        ..Default::default()
+    };
+    Store::open(&config, None).await.unwrap()
+}
