@@ -39,6 +39,16 @@ pub fn retryable_error(err: &reqwest::Error) -> bool {
     err.is_connect() || err.is_timeout()
 }
 
+/// A reqwest error's message without its URL (which may carry query secrets), for errors
+/// we show or store.
+pub fn describe(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    if let Some(url) = err.url() {
+        text = text.replace(url.as_str(), "<url>");
+    }
+    text
+}
+
 /// `Retry-After` as seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();

@@ -250,6 +250,16 @@ impl Persona {
             && self.page_templates == spec.page_templates
     }
 
+    /// How logs and reports name the persona: its email, or its name without one.
+    pub fn label(&self) -> String {
+        self.email.clone().unwrap_or_else(|| self.name.clone())
+    }
+
+    /// The persona's time zone (validated when stored; UTC if it ever is not).
+    pub fn zone(&self) -> chrono_tz::Tz {
+        parse_time_zone(&self.time_zone).unwrap_or(chrono_tz::UTC)
+    }
+
     /// Runnable personas have a login identity and are not paused.
     pub fn is_runnable(&self) -> bool {
         self.user_id.is_some() && !self.paused

@@ -13,6 +13,23 @@ pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
+/// `at + span`, saturating at the latest representable time instead of panicking or
+/// wrapping (a configured duration can be absurdly long).
+pub fn after(at: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|span| at.checked_add_signed(span))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `at - span`, saturating at the earliest representable time.
+pub fn before(at: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(span)
+        .ok()
+        .and_then(|span| at.checked_sub_signed(span))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// A duration written the way operators write them in config files: `500ms`, `30s`,
 /// `5m`, `24h`, `7d`, or a sum like `1h30m`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -109,6 +126,15 @@ mod tests {
         assert!("3w".parse::<HumanDuration>().unwrap_err().contains("unknown unit `w`"));
         assert!("".parse::<HumanDuration>().is_err());
         assert!("h".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn time_arithmetic_saturates() {
+        let at = now();
+        assert_eq!(after(at, Duration::from_secs(60)), at + chrono::Duration::seconds(60));
+        assert_eq!(before(at, Duration::from_secs(60)), at - chrono::Duration::seconds(60));
+        assert_eq!(after(at, Duration::MAX), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(before(at, Duration::MAX), DateTime::<Utc>::MIN_UTC);
     }
 
     #[test]

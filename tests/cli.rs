@@ -237,11 +237,7 @@ struct GatewayProcess {
 
 impl GatewayProcess {
     fn start(dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let mut child = Command::new(BIN)
             .current_dir(dir)
             .args(["sample-gateway", "--listen", &format!("127.0.0.1:{port}")])

@@ -11,14 +11,6 @@ use common::{ScriptedLlm, Step, tool_calls};
 
 const BIN: &str = env!("CARGO_BIN_EXE_persona-runner");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A daemon in a temp dir with its own ports, the shipped catalogs and a config file.
 struct Daemon {
     child: Child,
@@ -28,8 +20,8 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
-        let api = free_port();
-        let gateway = free_port();
+        let api = common::free_port();
+        let gateway = common::free_port();
         let text = format!(
             "[api]\nlisten = \"127.0.0.1:{api}\"\n[sample_gateway]\nlisten = \"127.0.0.1:{gateway}\"\n\
              [auth]\nlogin_url = \"http://127.0.0.1:{gateway}/api/v1/auth/login\"\n\

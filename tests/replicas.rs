@@ -47,11 +47,7 @@ async fn three_replicas_run_every_slot_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut replicas = Vec::new();
     for i in 0..3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let config = format!(
             "[database]\nurl = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\n[auth]\nlogin_url = \"{}\"\n\
              seed_secret_env = \"TEST_SEED_SECRET\"\n[mcp]\nurl = \"{}\"\ntool_calls_per_minute = 0\ntool_calls_per_minute_per_persona = 0\n[sample_gateway]\nenabled = \"off\"\n\

@@ -478,3 +478,42 @@ async fn a_static_bearer_token_works_without_login() {
     let err = TickEngine::new(store.clone(), Arc::new(config), &Env::new()).unwrap_err();
     assert!(err.to_string().contains("PERSONA_RUNNER_GATEWAY_TOKEN"), "{err}");
 }
+
+#[tokio::test]
+async fn a_scripted_tick_over_stdio_records_the_right_hash() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.store().await;
+    let persona = seed_anna(&store).await;
+    let llm = ScriptedLlm::start(vec![
+        Step::Reply(tool_calls(&[(
+            "todo_create",
+            r#"{"title": "Klausur anmelden", "due": "2026-12-01"}"#,
+        )])),
+        Step::Reply(text("ok")),
+        Step::Reply(text(
+            r#"{"ratings": [{"module": "todo", "rating": 4, "note": "schnell"}]}"#,
+        )),
+    ])
+    .await;
+    let mut config = Config::default();
+    config.auth.mode = persona_runner::config::AuthMode::None;
+    config.mcp.transport = McpTransport::Stdio;
+    config.mcp.command = common::stdio_gateway_command(ANNA);
+    config.llm.provider = LlmProvider::Openai;
+    config.llm.base_url = llm.base_url();
+    config.llm.api_key_env = "TEST_LLM_KEY".into();
+    let env: Env = [("TEST_LLM_KEY".to_string(), LLM_KEY.to_string())]
+        .into_iter()
+        .collect();
+    let engine = TickEngine::new(store.clone(), Arc::new(config), &env).unwrap();
+    let summary = run_tick(&engine, &persona).await;
+    assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
+    assert_eq!(summary.rating_status, Some(RatingStatus::Valid));
+    let actions = store.tick_actions(summary.tick_id).await.unwrap();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(actions[0].result, "ok");
+    assert_eq!(
+        actions[0].input_hash,
+        sha256_hex("todo.create\n{\"due\":\"2026-12-01\",\"title\":\"Klausur anmelden\"}")
+    );
+}

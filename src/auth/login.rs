@@ -119,11 +119,13 @@ impl Authenticator {
             AuthMode::Static => (self.static_token.clone(), None, far_future),
             AuthMode::Login => {
                 let (token, user_id) = self.post_login(email).await?;
-                let expires = jwt_expiry(token.expose()).unwrap_or_else(|| {
-                    Utc::now() + chrono::Duration::from_std(self.config.token_ttl.0).unwrap_or_default()
-                });
-                let margin = chrono::Duration::from_std(self.config.refresh_margin.0).unwrap_or_default();
-                (Some(token), user_id, expires - margin)
+                let expires = jwt_expiry(token.expose())
+                    .unwrap_or_else(|| crate::time::after(Utc::now(), self.config.token_ttl.0));
+                (
+                    Some(token),
+                    user_id,
+                    crate::time::before(expires, self.config.refresh_margin.0),
+                )
             }
         };
         if let Some(user_id) = &user_id {
@@ -159,7 +161,7 @@ impl Authenticator {
             .map_err(|err| AuthError::Unreachable {
                 email: email.into(),
                 url: url.clone(),
-                reason: without_url(&err),
+                reason: crate::http::describe(&err),
             })?;
         let status = response.status();
         if !status.is_success() {
@@ -181,7 +183,7 @@ impl Authenticator {
         let body: Value = response.json().await.map_err(|err| AuthError::Unreachable {
             email: email.into(),
             url: url.clone(),
-            reason: format!("the response is not JSON: {}", without_url(&err)),
+            reason: format!("the response is not JSON: {}", crate::http::describe(&err)),
         })?;
         let token = body
             .pointer(&self.config.token_pointer)
@@ -226,7 +228,7 @@ impl Authenticator {
                 self.http.get(&lookup.url).bearer_auth(token.expose())
             })
             .await
-            .map_err(|err| fail(without_url(&err)))?;
+            .map_err(|err| fail(crate::http::describe(&err)))?;
         if !response.status().is_success() {
             return Err(fail(format!(
                 "{} answered HTTP {}",
@@ -237,7 +239,7 @@ impl Authenticator {
         let body: Value = response
             .json()
             .await
-            .map_err(|err| fail(format!("not JSON: {}", without_url(&err))))?;
+            .map_err(|err| fail(format!("not JSON: {}", crate::http::describe(&err))))?;
         pick(&body, lookup).ok_or_else(|| {
             fail(format!(
                 "no value at `{}` in the items at `{}` of {}",
@@ -280,15 +282,6 @@ pub fn jwt_expiry(token: &str) -> Option<DateTime<Utc>> {
     let payload = token.split('.').nth(1)?;
     let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?).ok()?;
     DateTime::from_timestamp(claims.get("exp")?.as_i64()?, 0)
-}
-
-/// A reqwest error message without its URL (which may carry query secrets).
-fn without_url(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
-    if let Some(url) = err.url() {
-        text = text.replace(url.as_str(), "<url>");
-    }
-    text
 }
 
 #[cfg(test)]

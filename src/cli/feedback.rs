@@ -3,7 +3,6 @@
 
 use anyhow::Result;
 use clap::Args;
-use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
 use persona_runner::persona::DEFAULT_TENANT;
 use persona_runner::time::HumanDuration;
 
@@ -26,7 +25,7 @@ pub struct FeedbackArgs {
 
 pub async fn run(args: FeedbackArgs, app: &App) -> Result<Outcome> {
     let store = app.store().await?;
-    let since = persona_runner::time::now() - chrono::Duration::from_std(args.since.0)?;
+    let since = persona_runner::time::before(persona_runner::time::now(), args.since.0);
     let keep = |module: &str| args.module.as_deref().is_none_or(|m| m == module);
     let modules: Vec<_> = store
         .module_ratings(DEFAULT_TENANT, since)
@@ -58,11 +57,7 @@ pub async fn run(args: FeedbackArgs, app: &App) -> Result<Outcome> {
         );
         return Ok(Outcome::Success);
     }
-    let mut table = Table::new();
-    table
-        .load_style(UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(["module", "average", "ratings"]);
+    let mut table = super::table(&["module", "average", "ratings"]);
     for m in &modules {
         table.add_row([m.module.clone(), format!("{:.2}", m.average), m.count.to_string()]);
     }

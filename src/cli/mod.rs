@@ -173,6 +173,16 @@ fn not_yet(command: &Command) -> Result<Outcome> {
     )
 }
 
+/// A table in the CLI's one style: borders only, columns as wide as their content.
+pub fn table(header: &[&str]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_style(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    table
+}
+
 async fn run_daemon(app: &App) -> Result<Outcome> {
     let origin = persona_runner::daemon::ConfigOrigin {
         explicit: app.explicit_config.clone(),

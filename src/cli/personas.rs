@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
+use comfy_table::Table;
 use persona_runner::persona::{DEFAULT_TENANT, Persona};
 
 use super::{App, Outcome};
@@ -56,19 +56,15 @@ pub async fn run(command: PersonasCommand, app: &App) -> Result<Outcome> {
 }
 
 fn table(personas: &[Persona]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header([
-            "email",
-            "name",
-            "archetype",
-            "cadence",
-            "time zone",
-            "paused",
-            "last active",
-        ]);
+    let mut table = super::table(&[
+        "email",
+        "name",
+        "archetype",
+        "cadence",
+        "time zone",
+        "paused",
+        "last active",
+    ]);
     for p in personas {
         table.add_row([
             p.email.clone().unwrap_or_else(|| "(profile only)".into()),

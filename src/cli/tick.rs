@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use comfy_table::{ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
+use comfy_table::Table;
 use persona_runner::persona::DEFAULT_TENANT;
 use persona_runner::store::{TickStatus, TickTrigger};
 use persona_runner::tick::{TickEngine, TickEvent, TickRequest, TickSummary, runnable};
@@ -67,7 +67,7 @@ pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
         let (engine, events, permits) = (engine.clone(), events.clone(), permits.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.expect("semaphore open");
-            let label = persona.email.clone().unwrap_or_else(|| persona.name.clone());
+            let label = persona.label();
             let request = TickRequest {
                 persona,
                 trigger: TickTrigger::Cli,
@@ -132,21 +132,17 @@ fn print_progress(event: &TickEvent) {
 }
 
 fn table(summaries: &[TickSummary]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_style(UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header([
-            "persona",
-            "status",
-            "ok",
-            "error",
-            "deduped",
-            "denied",
-            "ratings",
-            "tokens in/out",
-            "duration",
-        ]);
+    let mut table = super::table(&[
+        "persona",
+        "status",
+        "ok",
+        "error",
+        "deduped",
+        "denied",
+        "ratings",
+        "tokens in/out",
+        "duration",
+    ]);
     for s in summaries {
         let ratings = if s.ratings.is_empty() {
             s.rating_status.map_or("-".into(), |r| r.to_string())

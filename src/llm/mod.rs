@@ -33,23 +33,33 @@ pub enum LlmError {
     Malformed(String),
 }
 
-impl From<OpenAIError> for LlmError {
-    fn from(err: OpenAIError) -> Self {
-        match err {
-            OpenAIError::ApiError(api) => Self::Api(api.to_string()),
-            OpenAIError::Reqwest(err) => Self::Transport(without_url(&err)),
-            OpenAIError::JSONDeserialize(err, _) => Self::Malformed(err.to_string()),
-            other => Self::Api(other.to_string()),
+impl LlmError {
+    /// The same error with `secret` removed from its message.
+    fn redact(self, secret: &str) -> Self {
+        let clean = |text: String| {
+            if secret.len() >= 4 {
+                text.replace(secret, "[redacted]")
+            } else {
+                text
+            }
+        };
+        match self {
+            Self::Api(text) => Self::Api(clean(text)),
+            Self::Transport(text) => Self::Transport(clean(text)),
+            Self::Malformed(text) => Self::Malformed(clean(text)),
         }
     }
 }
 
-fn without_url(err: &reqwest::Error) -> String {
-    let mut text = err.to_string();
-    if let Some(url) = err.url() {
-        text = text.replace(url.as_str(), "<llm endpoint>");
+impl From<OpenAIError> for LlmError {
+    fn from(err: OpenAIError) -> Self {
+        match err {
+            OpenAIError::ApiError(api) => Self::Api(api.to_string()),
+            OpenAIError::Reqwest(err) => Self::Transport(crate::http::describe(&err)),
+            OpenAIError::JSONDeserialize(err, _) => Self::Malformed(err.to_string()),
+            other => Self::Api(other.to_string()),
+        }
     }
-    text
 }
 
 /// One tool call the model asked for.
@@ -182,6 +192,8 @@ fn parse_turn(raw: RawResponse) -> Result<ChatTurn, LlmError> {
 pub struct LlmClient {
     client: async_openai::Client<OpenAIConfig>,
     config: LlmConfig,
+    /// Kept to redact it from error messages an endpoint might echo it in.
+    api_key: Secret,
 }
 
 impl std::fmt::Debug for LlmClient {
@@ -249,6 +261,7 @@ impl LlmClient {
         Self {
             client: async_openai::Client::with_config(openai).with_http_service(service),
             config: config.clone(),
+            api_key: api_key.clone(),
         }
     }
 
@@ -277,7 +290,12 @@ impl LlmClient {
         if let Some(format) = response_format {
             request["response_format"] = format;
         }
-        let raw: RawResponse = self.client.chat().create_byot(request).await?;
+        let raw: RawResponse = self
+            .client
+            .chat()
+            .create_byot(request)
+            .await
+            .map_err(|err| LlmError::from(err).redact(self.api_key.expose()))?;
         parse_turn(raw)
     }
 }
@@ -301,6 +319,15 @@ mod tests {
         assert_eq!(turn.tool_calls[0].arguments, r#"{"title":"x"}"#);
         assert_eq!(turn.tool_calls[1].arguments, r#"{"score": 3}"#);
         assert_eq!((turn.prompt_tokens, turn.completion_tokens), (0, 0));
+    }
+
+    #[test]
+    fn errors_never_carry_the_api_key() {
+        let err = LlmError::Api("invalid key sk-secret-123 for model x".into()).redact("sk-secret-123");
+        assert_eq!(
+            err.to_string(),
+            "the LLM endpoint refused the request: invalid key [redacted] for model x"
+        );
     }
 
     #[test]

@@ -62,6 +62,22 @@ pub enum McpError {
     Header { header: String, reason: String },
 }
 
+/// The HTTP client of every MCP session, built once (TLS setup is not per tick). No idle
+/// pooling: on loopback a pooled connection stalled ~40 ms per sequential call. No
+/// overall timeout either: a session's event stream lives as long as the session; calls
+/// have their own timeout.
+fn session_http() -> &'static reqwest::Client {
+    static CLIENT: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
+        crate::http::install_crypto_provider();
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("a reqwest client with static settings builds")
+    });
+    &CLIENT
+}
+
 /// An open MCP session.
 pub struct McpSession {
     service: RunningService<RoleClient, ClientConfig>,
@@ -182,16 +198,7 @@ impl McpSession {
         if let Some(token) = &credentials.token {
             transport_config = transport_config.auth_header(token.expose());
         }
-        crate::http::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| McpError::Connect {
-                target: config.url.clone(),
-                reason: e.to_string(),
-            })?;
-        let transport = StreamableHttpClientTransport::with_client(http, transport_config);
+        let transport = StreamableHttpClientTransport::with_client(session_http().clone(), transport_config);
         client_config().serve(transport).await.map_err(|err| {
             let debug = format!("{err:?}");
             if is_unauthorized(&debug) {

@@ -52,7 +52,7 @@ impl Clock {
     /// Now, at the precision the stores keep (microseconds).
     pub fn now(&self) -> DateTime<Utc> {
         use chrono::SubsecRound;
-        (self.origin_wall + chrono::Duration::from_std(self.origin.elapsed()).unwrap_or_default()).trunc_subsecs(6)
+        crate::time::after(self.origin_wall, self.origin.elapsed()).trunc_subsecs(6)
     }
 
     /// The tokio instant of a wall-clock time (now, if it is past).
@@ -163,11 +163,11 @@ pub async fn run<T: Ticker>(
         let now = clock.now();
         if now >= next_sweep {
             ticker.sweep(now).await;
-            next_sweep = now + chrono::Duration::from_std(settings.sweep_every).unwrap_or_default();
+            next_sweep = crate::time::after(now, settings.sweep_every);
         }
         if now >= next_reload {
             reload(&*ticker, &settings, &mut entries, now).await;
-            next_reload = now + chrono::Duration::from_std(settings.reload_every).unwrap_or_default();
+            next_reload = crate::time::after(now, settings.reload_every);
         }
 
         // Dispatch what is due, earliest first, while the pool has room.
@@ -217,7 +217,7 @@ pub async fn run<T: Ticker>(
 
         // Sleep until the next due time, a completion, a command, or shutdown. The
         // heartbeat must keep beating, so never sleep longer than `heartbeat_every`.
-        let beat = now + chrono::Duration::from_std(settings.heartbeat_every).unwrap_or_default();
+        let beat = crate::time::after(now, settings.heartbeat_every);
         let mut wake = [next_reload, next_sweep, beat].into_iter().min().expect("non-empty");
         if !settings.paused
             && running.len() < settings.concurrency
@@ -273,7 +273,7 @@ pub async fn run<T: Ticker>(
 /// follow the reference semantics: due a period after the last activity, whoever caused
 /// it. Cron cadences continue from the stored next slot.
 fn plan(persona: &Persona, settings: &Settings, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let zone = crate::persona::parse_time_zone(&persona.time_zone).unwrap_or(chrono_tz::UTC);
+    let zone = persona.zone();
     match (&persona.tick_cadence, persona.next_due_at, persona.last_active_at) {
         (crate::persona::Cadence::Cron(_), Some(stored), _) => resolve(persona, zone, stored, now, settings),
         // Never active: keep the first slot planned for it, or it would move with every reload.
@@ -309,7 +309,7 @@ fn resolve(
 }
 
 fn due_of(persona: &Persona, slot: DateTime<Utc>, settings: &Settings) -> DateTime<Utc> {
-    slot + chrono::Duration::from_std(schedule::jitter(persona.id, settings.jitter)).unwrap_or_default()
+    crate::time::after(slot, schedule::jitter(persona.id, settings.jitter))
 }
 
 async fn reload<T: Ticker>(ticker: &T, settings: &Settings, entries: &mut HashMap<Uuid, Entry>, now: DateTime<Utc>) {
@@ -377,7 +377,7 @@ async fn complete<T: Ticker>(
         // A one-off tick: the schedule is unchanged.
         return;
     };
-    let zone = crate::persona::parse_time_zone(&entry.persona.time_zone).unwrap_or(chrono_tz::UTC);
+    let zone = entry.persona.zone();
     let following = schedule::next_slot(&entry.persona.tick_cadence, zone, slot, Some(now));
     match outcome {
         RunOutcome::Ran { ok: false } => {
@@ -385,7 +385,7 @@ async fn complete<T: Ticker>(
             let backoff = settings
                 .retry_backoff
                 .saturating_mul(2u32.saturating_pow(entry.failures - 1));
-            let retry_at = now + chrono::Duration::from_std(backoff).unwrap_or_default();
+            let retry_at = crate::time::after(now, backoff);
             if entry.failures < settings.max_attempts && following.is_none_or(|next| retry_at < next) {
                 tracing::info!(persona = %entry.persona.name, attempt = entry.failures + 1, ?backoff, "retrying the slot");
                 entry.due = Some(retry_at);
@@ -398,7 +398,7 @@ async fn complete<T: Ticker>(
         RunOutcome::NotRun => {
             // Someone else ran it, is running it, or it is settled: look again soon,
             // after the next reload has read what the store says.
-            entry.due = Some(now + chrono::Duration::from_std(settings.recheck_after).unwrap_or_default());
+            entry.due = Some(crate::time::after(now, settings.recheck_after));
             entry.slot = Some(slot);
         }
     }
@@ -412,7 +412,7 @@ async fn advance<T: Ticker>(
     now: DateTime<Utc>,
 ) {
     entry.failures = 0;
-    let zone = crate::persona::parse_time_zone(&entry.persona.time_zone).unwrap_or(chrono_tz::UTC);
+    let zone = entry.persona.zone();
     let next = following.and_then(|next| resolve(&entry.persona, zone, next, now, settings));
     entry.slot = next;
     entry.due = next.map(|slot| due_of(&entry.persona, slot, settings));

@@ -256,7 +256,6 @@ impl Store {
     /// running tick or this slot attempt was claimed (by this or another replica).
     pub async fn claim_tick(&self, new: &NewTick) -> Result<Tick> {
         let started_at = now();
-        let lease = chrono::Duration::from_std(new.lease).unwrap_or(chrono::Duration::MAX);
         let tick = Tick {
             id: Uuid::new_v4(),
             tenant_id: new.tenant_id,
@@ -269,7 +268,7 @@ impl Store {
             status: TickStatus::Running,
             error: None,
             runner_id: new.runner_id.clone(),
-            lease_expires_at: started_at + lease,
+            lease_expires_at: crate::time::after(started_at, new.lease),
         };
         let inserted = with_pool!(self, pool => {
             sqlx::query(
@@ -430,7 +429,7 @@ impl Store {
             .scheduled_for
             .ok_or_else(|| StoreError::Constraint("a slot claim needs scheduled_for".into()))?;
         let started_at = now();
-        let lease_expires_at = started_at + chrono::Duration::from_std(new.lease).unwrap_or(chrono::Duration::MAX);
+        let lease_expires_at = crate::time::after(started_at, new.lease);
         let id = Uuid::new_v4();
         let attempt: std::result::Result<Option<i32>, sqlx::Error> = with_pool!(self, pool => {
             sqlx::query_scalar(

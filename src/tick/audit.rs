@@ -34,9 +34,9 @@ pub fn hash_text(tool: &str, text: &str) -> String {
 }
 
 /// `text` with every secret replaced and cut to `max` characters.
-pub fn redact_truncate(text: &str, secrets: &[&str], max: usize) -> String {
+pub fn redact_truncate(text: &str, secrets: &[impl AsRef<str>], max: usize) -> String {
     let mut clean = text.to_string();
-    for secret in secrets.iter().filter(|s| s.len() >= 4) {
+    for secret in secrets.iter().map(AsRef::as_ref).filter(|s| s.len() >= 4) {
         clean = clean.replace(secret, "[redacted]");
     }
     if clean.chars().count() > max {
@@ -73,6 +73,6 @@ mod tests {
             redact_truncate(text, &["eyJabc.def.ghi"], 100),
             "token [redacted] rejected"
         );
-        assert_eq!(redact_truncate("abcdef", &[], 3), "abc… [truncated]");
+        assert_eq!(redact_truncate("abcdef", &[] as &[&str], 3), "abc… [truncated]");
     }
 }

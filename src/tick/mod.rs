@@ -163,7 +163,8 @@ enum Arguments {
 /// tick did is still known when the timeout cuts it.
 struct TickState {
     session: Option<McpSession>,
-    credentials: Option<Arc<Credentials>>,
+    /// Secrets to redact from any text we store or show: the current bearer token.
+    redact: Vec<String>,
     offered: Vec<ToolInfo>,
     withheld: HashMap<String, &'static str>,
     validators: HashMap<String, Arc<jsonschema::Validator>>,
@@ -185,7 +186,7 @@ impl TickState {
     fn new() -> Self {
         Self {
             session: None,
-            credentials: None,
+            redact: Vec::new(),
             offered: Vec::new(),
             withheld: HashMap::new(),
             validators: HashMap::new(),
@@ -285,7 +286,7 @@ impl TickEngine {
     /// Claims a tick for the request (one at a time per persona).
     pub async fn claim(&self, request: &TickRequest) -> Result<Tick, TickError> {
         let persona = &request.persona;
-        let label = persona_label(persona);
+        let label = persona.label();
         if persona.user_id.is_none() || persona.email.is_none() {
             return Err(TickError::NotRunnable(label));
         }
@@ -319,7 +320,7 @@ impl TickEngine {
         cut: &CancellationToken,
     ) -> Result<TickSummary, TickError> {
         let persona = &request.persona;
-        let label = persona_label(persona);
+        let label = persona.label();
         let Some(user_id) = persona.user_id else {
             return Err(TickError::NotRunnable(label));
         };
@@ -339,7 +340,8 @@ impl TickEngine {
         let (status, error) = tokio::select! {
             outcome = tokio::time::timeout(timeout.0, self.play(request, tick.id, &label, &mut state, events)) => match outcome {
                 Ok(Ok(())) => (TickStatus::Ok, None),
-                Ok(Err(err)) => (TickStatus::Failed, Some(err.to_string())),
+                // Stored on the tick: redacted like every text we keep.
+                Ok(Err(err)) => (TickStatus::Failed, Some(audit::redact_truncate(&err.to_string(), &state.redact, 2000))),
                 Err(_) => (TickStatus::Timeout, Some(format!("the tick ran past tick.tick_timeout ({timeout})"))),
             },
             () = cut.cancelled() => (TickStatus::Failed, Some("cut short: the daemon is shutting down and runner.shutdown_grace ran out".to_string())),
@@ -391,7 +393,7 @@ impl TickEngine {
             let every = (lease / 3).max(Duration::from_millis(100));
             loop {
                 tokio::time::sleep(every).await;
-                let until = crate::time::now() + chrono::Duration::from_std(lease).unwrap_or_default();
+                let until = crate::time::after(crate::time::now(), lease);
                 match store.renew_lease(tick_id, until).await {
                     Ok(true) => {}
                     Ok(false) => return,
@@ -457,11 +459,11 @@ impl TickEngine {
                 self.auth.invalidate(email);
                 let fresh = self.auth.credentials(email).await?;
                 let session = McpSession::open(&self.config.mcp, &fresh).await?;
-                state.credentials = Some(fresh);
+                state.redact = redactions(&fresh);
                 session
             }
             other => {
-                state.credentials = Some(credentials);
+                state.redact = redactions(&credentials);
                 other?
             }
         };
@@ -796,12 +798,7 @@ impl TickEngine {
     ) -> String {
         let seq = state.seq;
         state.seq += 1;
-        let secrets: Vec<String> = state
-            .credentials
-            .iter()
-            .filter_map(|c| c.token.as_ref().map(|t| t.expose().to_string()))
-            .collect();
-        let secret_refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+
         let policy_module = self.policy.module_of(tool);
         let known = state.offered.iter().find(|t| t.name == tool).cloned();
 
@@ -879,7 +876,7 @@ impl TickEngine {
                     let problem = format!("the arguments do not match the tool's schema: {}", problems.join("; "));
                     record.error_message = Some(format!(
                         "not sent: {}",
-                        audit::redact_truncate(&problem, &secret_refs, 500)
+                        audit::redact_truncate(&problem, &state.redact, 500)
                     ));
                     break 'answer format!("Error: {problem}.");
                 }
@@ -890,7 +887,7 @@ impl TickEngine {
                 None => match self.config.tick.dedup_window {
                     DedupWindow::Tick => None,
                     DedupWindow::Last(window) => {
-                        let since = crate::time::now() - chrono::Duration::from_std(window.0).unwrap_or_default();
+                        let since = crate::time::before(crate::time::now(), window.0);
                         self.store
                             .recent_output(ctx.persona.id, &hash, since)
                             .await
@@ -937,7 +934,7 @@ impl TickEngine {
             let max_output = self.config.tick.max_output_chars;
             match outcome {
                 Ok((CallOutcome::Ok { text }, latency)) => {
-                    let text = audit::redact_truncate(&text, &secret_refs, max_output);
+                    let text = audit::redact_truncate(&text, &state.redact, max_output);
                     record.result = ActionResult::Ok;
                     record.latency_ms = Some(latency.as_millis().min(i32::MAX as u128) as i32);
                     record.output = Some(text.clone());
@@ -947,15 +944,15 @@ impl TickEngine {
                 Ok((CallOutcome::Error { text }, latency)) => {
                     record.result = ActionResult::Error;
                     record.latency_ms = Some(latency.as_millis().min(i32::MAX as u128) as i32);
-                    record.error_message = Some(audit::redact_truncate(&text, &secret_refs, 500));
+                    record.error_message = Some(audit::redact_truncate(&text, &state.redact, 500));
                     format!(
                         "Error from the app: {}",
-                        audit::redact_truncate(&text, &secret_refs, max_output)
+                        audit::redact_truncate(&text, &state.redact, max_output)
                     )
                 }
                 Err(err) => {
                     record.result = ActionResult::Error;
-                    let message = audit::redact_truncate(&err.to_string(), &secret_refs, 500);
+                    let message = audit::redact_truncate(&err.to_string(), &state.redact, 500);
                     record.error_message = Some(message.clone());
                     format!("Error: the call failed ({message}).")
                 }
@@ -1008,15 +1005,15 @@ impl TickEngine {
     }
 }
 
-fn persona_label(persona: &Persona) -> String {
-    persona.email.clone().unwrap_or_else(|| persona.name.clone())
-}
-
 struct CallContext<'a> {
     persona: &'a Persona,
     tick_id: Uuid,
     label: &'a str,
     events: &'a (dyn Fn(TickEvent) + Send + Sync),
+}
+
+fn redactions(credentials: &Credentials) -> Vec<String> {
+    credentials.token.iter().map(|t| t.expose().to_string()).collect()
 }
 
 fn kind(value: &Value) -> &'static str {

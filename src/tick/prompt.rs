@@ -67,7 +67,7 @@ pub fn story_so_far(actions: &[ActionRecord], feedback: &[FeedbackRecord]) -> St
 
 /// The system prompt of a tick.
 pub fn system_prompt(persona: &Persona, now: DateTime<Utc>, story: &str) -> String {
-    let zone = crate::persona::parse_time_zone(&persona.time_zone).unwrap_or(chrono_tz::UTC);
+    let zone = persona.zone();
     let local = now.with_timezone(&zone);
     render(
         ROLEPLAY,

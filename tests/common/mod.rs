@@ -267,7 +267,9 @@ fn run(bin: &Path, run_as: &Option<String>, program: &str, args: &[&str]) {
     );
 }
 
-fn free_port() -> u16 {
+/// A loopback port free right now (a server may still take it first: callers retry or
+/// accept that rare race).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
