@@ -3,29 +3,23 @@
 //! - a child token per task (scheduler, sidecar, sample gateway, watchdog);
 //! - awaiting every task before returning.
 //!
-//! It wires the scheduler to the store and the tick engine, serves the sidecar (health,
-//! readiness, metrics, one-off ticks), handles signals (TERM/INT drain, HUP reload, USR1
-//! tick everyone), and speaks systemd's notify protocol.
+//! It wires the scheduler to the store and the tick engine, serves the sidecar (`api`:
+//! health, metrics, admin and profile APIs, dashboard, one-off ticks), handles signals
+//! (TERM/INT drain, HUP reload, USR1 tick everyone), and speaks systemd's notify
+//! protocol. `serve` runs the sidecar alone.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use tokio::sync::{RwLock, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::auth::constant_time_eq;
-use crate::config::{self, Config, Env, Secret};
+use crate::config::{self, Config, Env};
 use crate::persona::{DEFAULT_TENANT, Persona};
 use crate::scheduler::{self, Command, RunOutcome, Settings, Ticker};
 use crate::store::{SlotClaim, Store, TickStatus, TickTrigger};
@@ -204,134 +198,63 @@ impl Ticker for StoreTicker {
     }
 }
 
-/// Shared state of the sidecar's handlers.
-#[derive(Clone)]
-struct Sidecar {
-    store: Store,
+/// Starts one-off ticks for the API on the running engine. With a scheduler (`run`),
+/// "tick everyone" goes through it as SIGUSR1 does; without one (`serve`) each runnable
+/// persona is claimed here.
+struct Launcher {
     ticker: Arc<StoreTicker>,
-    admin_token: Option<Secret>,
     tasks: TaskTracker,
     cut: CancellationToken,
-    commands: mpsc::Sender<Command>,
+    commands: Option<mpsc::Sender<Command>>,
 }
 
-async fn health() -> &'static str {
-    "ok\n"
-}
-
-async fn ready(State(sidecar): State<Sidecar>) -> Response {
-    match sidecar.store.migration_status().await {
-        Ok((applied, known)) if applied == known => Json(json!({"ready": true, "migrations": applied})).into_response(),
-        Ok((applied, known)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": format!("{applied} of {known} migrations applied: run `persona-runner migrate`")})),
-        )
-            .into_response(),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "reason": format!("the store is not reachable: {err}")})),
-        )
-            .into_response(),
+impl Launcher {
+    async fn start(&self, persona: Persona, trigger: TickTrigger) -> Result<Uuid, TickError> {
+        let engine = self.ticker.engine.read().await.clone();
+        let request = TickRequest {
+            persona,
+            trigger,
+            scheduled_for: None,
+            attempt: 1,
+        };
+        let tick = engine.claim(&request).await?;
+        let tick_id = tick.id;
+        let (ticker, cut) = (self.ticker.clone(), self.cut.clone());
+        self.tasks.spawn(async move {
+            ticker.run_claimed(engine, tick, request, cut).await;
+        });
+        Ok(tick_id)
     }
 }
 
-async fn metrics() -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        crate::metrics::global().render(),
-    )
-        .into_response()
-}
-
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
-}
-
-/// Admin routes need `Authorization: Bearer <admin token>`; without a configured token
-/// they are closed (503), never open. `Some` is the refusal to send.
-fn refuse_non_admin(sidecar: &Sidecar, headers: &HeaderMap) -> Option<Response> {
-    let Some(expected) = &sidecar.admin_token else {
-        return Some(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "admin routes are disabled: no admin token configured (set PERSONA_RUNNER_ADMIN_TOKEN or api.admin_token_file)",
-        ));
-    };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(token) if constant_time_eq(token.as_bytes(), expected.expose().as_bytes()) => None,
-        _ => Some(error(StatusCode::UNAUTHORIZED, "missing or wrong admin token")),
+impl crate::api::TickLauncher for Launcher {
+    fn launch(&self, persona: Persona) -> crate::api::BoxFuture<'_, Result<Uuid, TickError>> {
+        Box::pin(self.start(persona, TickTrigger::Api))
     }
-}
 
-/// `POST /api/v1/admin/personas/{id or email}/tick`: 202 with the tick id; 409 when the
-/// persona has a running tick.
-async fn trigger_tick(State(sidecar): State<Sidecar>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Some(refusal) = refuse_non_admin(&sidecar, &headers) {
-        return refusal;
+    fn launch_all(&self) -> crate::api::BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            if let Some(commands) = &self.commands {
+                return match commands.send(Command::TickAllNow).await {
+                    Ok(()) => Ok("every runnable persona is being ticked".to_string()),
+                    Err(_) => Err("the scheduler is stopping".to_string()),
+                };
+            }
+            let personas = self
+                .ticker
+                .store
+                .schedulable_personas()
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut started = 0;
+            for persona in personas.into_iter().filter(Persona::is_runnable) {
+                if self.start(persona, TickTrigger::Api).await.is_ok() {
+                    started += 1;
+                }
+            }
+            Ok(format!("{started} ticks started"))
+        })
     }
-    let persona = match sidecar.store.find_persona(DEFAULT_TENANT, &id).await {
-        Ok(Some(persona)) => persona,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no persona `{id}`")),
-        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-    };
-    let engine = sidecar.ticker.engine.read().await.clone();
-    let request = TickRequest {
-        persona,
-        trigger: TickTrigger::Api,
-        scheduled_for: None,
-        attempt: 1,
-    };
-    let tick = match engine.claim(&request).await {
-        Ok(tick) => tick,
-        Err(TickError::AlreadyRunning(who)) => {
-            return error(StatusCode::CONFLICT, format!("{who} already has a running tick"));
-        }
-        Err(TickError::NotRunnable(who)) => {
-            return error(StatusCode::UNPROCESSABLE_ENTITY, format!("{who} has no login identity"));
-        }
-        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-    };
-    let tick_id = tick.id;
-    let (ticker, cut) = (sidecar.ticker.clone(), sidecar.cut.clone());
-    sidecar.tasks.spawn(async move {
-        ticker.run_claimed(engine, tick, request, cut).await;
-    });
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({"tick_id": tick_id, "status": "running"})),
-    )
-        .into_response()
-}
-
-/// `POST /api/v1/admin/ticks`: tick every runnable persona now (as SIGUSR1 does).
-async fn trigger_all(State(sidecar): State<Sidecar>, headers: HeaderMap) -> Response {
-    if let Some(refusal) = refuse_non_admin(&sidecar, &headers) {
-        return refusal;
-    }
-    match sidecar.commands.send(Command::TickAllNow).await {
-        Ok(()) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"status": "every runnable persona is being ticked"})),
-        )
-            .into_response(),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the scheduler is stopping"),
-    }
-}
-
-fn sidecar_router(sidecar: Sidecar) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/admin/personas/{id}/tick", post(trigger_tick))
-        .route("/api/v1/admin/ticks", post(trigger_all))
-        .with_state(sidecar)
 }
 
 /// systemd notifications; no-ops outside systemd (no `NOTIFY_SOCKET`).
@@ -379,6 +302,91 @@ async fn seed_catalogs(store: &Store, config: &Config, first_start: bool) -> Res
         unchanged = report.unchanged,
         "catalogs seeded"
     );
+    Ok(())
+}
+
+/// Binds `api.listen` and serves the sidecar until `stop`.
+async fn start_sidecar(
+    config: &Arc<Config>,
+    env: &Env,
+    store: &Store,
+    launcher: Arc<Launcher>,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let addr = config.api.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            what: "the sidecar",
+            addr,
+            source,
+        })?;
+    let state = crate::api::ApiState::new(
+        store.clone(),
+        config.clone(),
+        config.admin_token(env)?,
+        config.jwt_secret(env)?,
+        Some(launcher),
+    );
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %local, "sidecar listening (/, /api/v1/admin, /api, /api/openapi.json, /health, /ready, /metrics)");
+    Ok(tokio::spawn(async move {
+        if let Err(err) = crate::api::serve(listener, state, stop).await {
+            tracing::error!(%err, "the sidecar stopped serving");
+        }
+    }))
+}
+
+/// `persona-runner serve`: the sidecar alone (APIs, dashboard, one-off ticks), without
+/// the scheduler, until SIGTERM/SIGINT (or `shutdown`); running one-off ticks get
+/// `runner.shutdown_grace`.
+pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let config = Arc::new(origin.load()?);
+    let env = &origin.env;
+    let password = config.database_password(env)?;
+    let store = Store::open(&config.database, password.as_ref()).await?;
+    let engine = Arc::new(TickEngine::new(store.clone(), config.clone(), env)?);
+    let ticker = Arc::new(StoreTicker {
+        store: store.clone(),
+        engine: RwLock::new(engine),
+        max_attempts: AtomicU64::new(u64::from(config.runner.max_attempts)),
+    });
+    let tasks = TaskTracker::new();
+    let cut = CancellationToken::new();
+    let launcher = Arc::new(Launcher {
+        ticker,
+        tasks: tasks.clone(),
+        cut: cut.clone(),
+        commands: None,
+    });
+    let sidecar = start_sidecar(&config, env, &store, launcher, shutdown.child_token()).await?;
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving the sidecar"),
+    ]);
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                () = shutdown.cancelled() => {}
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = int.recv() => tracing::info!("SIGINT"),
+            },
+            _ => shutdown.cancelled().await,
+        }
+    }
+    shutdown.cancel();
+    notify(&[sd_notify::NotifyState::Stopping]);
+    tasks.close();
+    if tokio::time::timeout(config.runner.shutdown_grace.0, tasks.wait())
+        .await
+        .is_err()
+    {
+        cut.cancel();
+        tasks.wait().await;
+    }
+    let _ = sidecar.await;
+    store.close().await;
     Ok(())
 }
 
@@ -431,30 +439,20 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
 
     let (commands, receiver) = mpsc::channel(16);
 
-    // The sidecar: health, readiness, metrics, one-off ticks.
-    let addr = config.api.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| DaemonError::Bind {
-            what: "the sidecar",
-            addr,
-            source,
-        })?;
-    let sidecar = Sidecar {
-        store: store.clone(),
-        ticker: ticker.clone(),
-        admin_token: config.admin_token(env)?,
-        tasks: tasks.clone(),
-        cut: cut.clone(),
-        commands: commands.clone(),
-    };
-    let sidecar_stop = shutdown.child_token();
-    let sidecar_task = tokio::spawn(async move {
-        let _ = axum::serve(listener, sidecar_router(sidecar))
-            .with_graceful_shutdown(sidecar_stop.cancelled_owned())
-            .await;
-    });
-    tracing::info!(%addr, "sidecar listening (/health, /ready, /metrics)");
+    // The sidecar: health, readiness, metrics, the admin and profile APIs, the dashboard.
+    let sidecar_task = start_sidecar(
+        &config,
+        env,
+        &store,
+        Arc::new(Launcher {
+            ticker: ticker.clone(),
+            tasks: tasks.clone(),
+            cut: cut.clone(),
+            commands: Some(commands.clone()),
+        }),
+        shutdown.child_token(),
+    )
+    .await?;
 
     // The scheduler, with a heartbeat the watchdog checks.
     let started = Instant::now();

@@ -8,16 +8,19 @@
 #[macro_use]
 mod macros;
 
+pub mod api;
 pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod daemon;
+pub mod feedback;
 pub mod gateway;
 pub mod http;
 pub mod llm;
 pub mod mcp;
 pub mod metrics;
 pub mod persona;
+pub mod profile;
 pub mod scheduler;
 pub mod store;
 pub mod tick;

@@ -121,7 +121,7 @@ text_enum! {
 }
 
 /// One weighted metric a role persona watches.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyMetric {
     pub id: String,
@@ -133,7 +133,7 @@ pub struct KeyMetric {
 /// The JSON form (camelCase) is a superset of the reference catalog format
 /// (`name`, `email`, `archetype`, `systemPrompt`, `moduleMix`, `tickCadence`); every
 /// other field is optional.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PersonaSpec {
     pub name: String,
@@ -141,6 +141,8 @@ pub struct PersonaSpec {
     pub archetype: String,
     pub system_prompt: String,
     pub module_mix: ModuleMix,
+    /// `hourly`, `daily`, `weekdays` or a cron expression in the persona's zone.
+    #[schema(value_type = String)]
     pub tick_cadence: Cadence,
     /// IANA zone the cadence and the prompt's local time use; the config's
     /// `catalog.default_time_zone` when absent.
@@ -178,13 +180,15 @@ pub struct PersonaSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub default_profile: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
     pub page_templates: Vec<serde_json::Value>,
 }
 
 /// A persona as stored: its definition plus identity and runtime state.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Persona {
     pub id: Uuid,
@@ -196,6 +200,8 @@ pub struct Persona {
     pub archetype: String,
     pub system_prompt: String,
     pub module_mix: ModuleMix,
+    /// `hourly`, `daily`, `weekdays` or a cron expression in the persona's zone.
+    #[schema(value_type = String)]
     pub tick_cadence: Cadence,
     pub time_zone: String,
     pub locale: Option<String>,
@@ -215,7 +221,9 @@ pub struct Persona {
     pub context_factors: Vec<String>,
     pub required_data_sources: Vec<String>,
     pub actions: Vec<String>,
+    #[schema(value_type = Option<Object>)]
     pub default_profile: Option<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
     pub page_templates: Vec<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

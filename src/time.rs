@@ -35,6 +35,25 @@ pub fn before(at: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
 
+/// Parses a point in time as people write it: a span back from `now` (`7d`, `12h`),
+/// an RFC 3339 timestamp (`2026-11-01T00:00:00Z`), or a UTC date (`2026-11-01`).
+pub fn parse_instant(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(span) = text.parse::<HumanDuration>() {
+        return Ok(before(now, span.0));
+    }
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    Err(format!(
+        "`{text}` is not a time: write a span back from now (7d, 12h), an RFC 3339 timestamp \
+         (2026-11-01T00:00:00Z) or a date (2026-11-01)"
+    ))
+}
+
 impl HumanDuration {
     pub const fn from_secs(secs: u64) -> Self {
         Self(Duration::from_secs(secs))

@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::{Backend, TestDb};
 use persona_runner::persona::{Cadence, DEFAULT_TENANT, PersonaSpec, UserKind};
 use persona_runner::store::{
-    ActionResult, NewAction, NewFeedback, NewInteraction, NewTick, Store, StoreError, TickFinish, TickStatus,
-    TickTrigger, UpsertOutcome,
+    ActionResult, NewAction, NewFeedback, NewTick, Store, StoreError, TickFinish, TickStatus, TickTrigger,
+    UpsertOutcome,
 };
 use uuid::Uuid;
 
@@ -416,19 +416,26 @@ async fn cleanup_removes_persona_users_with_everything_and_never_humans(backend:
         .record_feedback(&feedback(tick.id, persona, "todo", 4))
         .await
         .unwrap();
-    store
-        .record_interaction(&NewInteraction {
+    persona_runner::profile::record(
+        &store,
+        &persona_runner::profile::NewInteraction {
             tenant_id: DEFAULT_TENANT,
             user_id: user,
             persona_id: Some(persona),
             tick_id: Some(tick.id),
-            interaction_type: "action_taken".into(),
+            interaction_type: persona_runner::profile::InteractionType::ActionTaken,
             page_type: None,
+            page_id: None,
             element_id: Some("todo.create".into()),
+            element_type: None,
             metadata: serde_json::json!({"module": "todo"}),
-        })
-        .await
-        .unwrap();
+            duration_seconds: None,
+            feedback_sentiment: None,
+            feedback_comment: None,
+        },
+    )
+    .await
+    .unwrap();
     let human = store
         .create_user(DEFAULT_TENANT, "qa.lead@mana.test", "QA Lead", UserKind::Human)
         .await

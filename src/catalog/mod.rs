@@ -132,8 +132,43 @@ fn problem(file: &Path, path: impl Into<String>, message: impl Into<String>) -> 
     }
 }
 
+/// Validates one persona definition (an admin API body) with the catalog's schema and
+/// rules. Problems carry paths relative to the persona (`moduleMix.todo`, `email`).
+pub fn validate_persona(persona: &Value, rules: &Rules) -> Result<PersonaSpec, Vec<Problem>> {
+    let file = Path::new("(request body)");
+    let wrapped = serde_json::json!({ "personas": [persona] });
+    let mut problems = Vec::new();
+    let checked = check_value(file, &wrapped, rules, &mut Seen::default(), &mut problems);
+    match checked {
+        Some(mut catalog) if problems.is_empty() && catalog.personas.len() == 1 => Ok(catalog.personas.remove(0)),
+        _ => {
+            for problem in &mut problems {
+                problem.path = match problem.path.strip_prefix("personas[0]") {
+                    Some("") => "(body)".to_string(),
+                    Some(rest) => rest.trim_start_matches('.').to_string(),
+                    None if problem.path == "personas" => "(body)".to_string(),
+                    None => problem.path.clone(),
+                };
+            }
+            Err(problems)
+        }
+    }
+}
+
+/// The 12 role personas of the profile store (S&OP and Financial flows), built in: what
+/// `POST /api/init-personas` gives a tenant.
+pub fn role_personas() -> Vec<PersonaSpec> {
+    const ROLE_CATALOG: &str = include_str!("../../catalog/sop-finance.json");
+    let rules = Rules {
+        allowed_email_domains: vec!["test".into()],
+        min_prompt_chars: 1,
+    };
+    validate_text(Path::new("catalog/sop-finance.json"), ROLE_CATALOG, &rules)
+        .map(|catalog| catalog.personas)
+        .expect("the built-in role catalog is valid (checked by the catalog tests)")
+}
+
 fn check_text(file: &Path, text: &str, rules: &Rules, seen: &mut Seen, problems: &mut Vec<Problem>) -> Option<Catalog> {
-    let before = problems.len();
     let value: Value = match serde_json::from_str(text) {
         Ok(value) => value,
         Err(err) => {
@@ -145,8 +180,19 @@ fn check_text(file: &Path, text: &str, rules: &Rules, seen: &mut Seen, problems:
             return None;
         }
     };
+    check_value(file, &value, rules, seen, problems)
+}
 
-    for error in SCHEMA.iter_errors(&value) {
+fn check_value(
+    file: &Path,
+    value: &Value,
+    rules: &Rules,
+    seen: &mut Seen,
+    problems: &mut Vec<Problem>,
+) -> Option<Catalog> {
+    let before = problems.len();
+
+    for error in SCHEMA.iter_errors(value) {
         let path = json_path(error.instance_path().segments());
         match error.kind() {
             jsonschema::error::ValidationErrorKind::Required { property } => {
@@ -175,7 +221,7 @@ fn check_text(file: &Path, text: &str, rules: &Rules, seen: &mut Seen, problems:
     if problems.len() > before {
         return None;
     }
-    match serde_path_to_error::deserialize::<_, CatalogFile>(&value) {
+    match serde_path_to_error::deserialize::<_, CatalogFile>(value) {
         Ok(parsed) => Some(Catalog {
             file: file.to_path_buf(),
             personas: parsed.personas,

@@ -1,70 +1,177 @@
-//! `persona-runner feedback`: the QA report, a first version: per module the average
-//! rating and how many, and the lowest-rated notes.
+//! `persona-runner feedback`: the QA report (the same builder as the admin API and the
+//! dashboard) as a table, JSON or CSV.
 
-use anyhow::Result;
-use clap::Args;
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use persona_runner::feedback::{FeedbackReport, GroupReport, ReportQuery};
 use persona_runner::persona::DEFAULT_TENANT;
-use persona_runner::time::HumanDuration;
 
 use super::{App, Outcome};
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
 #[derive(Args)]
 pub struct FeedbackArgs {
-    /// How far back to look.
-    #[arg(long, default_value = "7d")]
-    since: HumanDuration,
+    /// Window start: a span back from now (7d, 12h), an RFC 3339 time or a date
+    /// (default: feedback.window, 7 days).
+    #[arg(long)]
+    since: Option<String>,
+    /// Window end (default: now).
+    #[arg(long)]
+    until: Option<String>,
     /// Only this module.
     #[arg(long)]
     module: Option<String>,
-    /// Lowest notes to show.
-    #[arg(long, default_value_t = 5)]
-    notes: i64,
+    /// Only this persona (id or email).
     #[arg(long)]
+    persona: Option<String>,
+    /// Only this archetype.
+    #[arg(long)]
+    archetype: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// Same as --format json.
+    #[arg(long, hide = true)]
     json: bool,
 }
 
 pub async fn run(args: FeedbackArgs, app: &App) -> Result<Outcome> {
+    let now = persona_runner::time::now();
+    let parse = |flag: &str, value: &Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        value
+            .as_deref()
+            .map(|v| persona_runner::time::parse_instant(v, now).map_err(|m| anyhow::anyhow!("--{flag}: {m}")))
+            .transpose()
+    };
+    let until = parse("until", &args.until)?.unwrap_or(now);
+    let rules = &app.config().feedback;
+    let since = parse("since", &args.since)?.unwrap_or_else(|| persona_runner::time::before(until, rules.window.0));
+    anyhow::ensure!(since < until, "--since must be before --until");
+
     let store = app.store().await?;
-    let since = persona_runner::time::before(persona_runner::time::now(), args.since.0);
-    let keep = |module: &str| args.module.as_deref().is_none_or(|m| m == module);
-    let modules: Vec<_> = store
-        .module_ratings(DEFAULT_TENANT, since)
-        .await?
-        .into_iter()
-        .filter(|m| keep(&m.module))
-        .collect();
-    let notes: Vec<_> = store
-        .lowest_notes(DEFAULT_TENANT, since, args.notes.max(0) * 10)
-        .await?
-        .into_iter()
-        .filter(|n| keep(&n.module))
-        .take(args.notes.max(0) as usize)
-        .collect();
+    let persona_id = match &args.persona {
+        None => None,
+        Some(who) => Some(
+            store
+                .find_persona(DEFAULT_TENANT, who)
+                .await?
+                .with_context(|| {
+                    format!(
+                        "--persona: no persona `{who}` (give an id or an email; see `persona-runner personas list`)"
+                    )
+                })?
+                .id,
+        ),
+    };
+    let query = ReportQuery {
+        tenant: DEFAULT_TENANT,
+        since,
+        until,
+        module: args.module.clone(),
+        persona_id,
+        archetype: args.archetype.clone(),
+    };
+    let report = persona_runner::feedback::report(&store, &query, rules)
+        .await
+        .context("building the feedback report")?;
     store.close().await;
-    if args.json {
+
+    let format = if args.json { Format::Json } else { args.format };
+    match format {
+        Format::Json => out!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Csv => out!("{}", persona_runner::feedback::to_csv(&report).trim_end()),
+        Format::Table => print_tables(&report),
+    }
+    Ok(Outcome::Success)
+}
+
+fn group_table(title: &str, groups: &[GroupReport]) {
+    if groups.is_empty() {
+        return;
+    }
+    let mut table = super::table(&[
+        title,
+        "average",
+        "ratings",
+        "1/2/3/4/5",
+        "errors",
+        "latency",
+        "previous",
+        "change",
+    ]);
+    for g in groups {
+        let dist: Vec<String> = g.distribution.iter().map(i64::to_string).collect();
+        let change = match g.change {
+            Some(c) if g.regression => format!("{c:+.2} REGRESSION"),
+            Some(c) => format!("{c:+.2}"),
+            None => "-".into(),
+        };
+        table.add_row([
+            g.label.clone(),
+            format!("{:.2}", g.average),
+            g.count.to_string(),
+            dist.join("/"),
+            g.error_rate.map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
+            g.mean_latency_ms.map_or("-".into(), |l| format!("{l:.0} ms")),
+            g.previous_average
+                .map_or("-".into(), |p| format!("{p:.2} ({})", g.previous_count)),
+            change,
+        ]);
+    }
+    out!("{table}");
+}
+
+fn print_tables(report: &FeedbackReport) {
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    if report.ratings == 0 {
         out!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"since": since, "modules": modules, "lowest_notes": notes})
-            )?
+            "no ratings from {} to {} (tick some personas first: `persona-runner tick --all`)",
+            fmt(report.window.since),
+            fmt(report.window.until)
         );
-        return Ok(Outcome::Success);
+        return;
     }
-    if modules.is_empty() {
+    out!(
+        "ratings from {} to {}: {} ratings, average {:.2}; compared with {} to {}",
+        fmt(report.window.since),
+        fmt(report.window.until),
+        report.ratings,
+        report.average.unwrap_or_default(),
+        fmt(report.previous_window.since),
+        fmt(report.previous_window.until)
+    );
+    group_table("module", &report.modules);
+    group_table("archetype", &report.archetypes);
+    group_table("persona", &report.personas);
+    if report.regressions.is_empty() {
         out!(
-            "no ratings since {} (tick some personas first: `persona-runner tick --all`)",
-            since.format("%Y-%m-%d %H:%M UTC")
+            "no regressions (a drop of at least {} on at least {} ratings in both windows)",
+            report.regression_drop,
+            report.regression_min_ratings
         );
-        return Ok(Outcome::Success);
+    } else {
+        out!("regressions:");
+        for r in &report.regressions {
+            out!(
+                "  {} {}: {:.2} -> {:.2} ({:+.2}, {} vs {} ratings)",
+                r.grouping,
+                r.label,
+                r.previous_average,
+                r.average,
+                r.change,
+                r.previous_count,
+                r.count
+            );
+        }
     }
-    let mut table = super::table(&["module", "average", "ratings"]);
-    for m in &modules {
-        table.add_row([m.module.clone(), format!("{:.2}", m.average), m.count.to_string()]);
-    }
-    out!("ratings since {}\n{table}", since.format("%Y-%m-%d %H:%M UTC"));
-    if !notes.is_empty() {
-        out!("\nlowest notes:");
-        for n in &notes {
+    if !report.lowest_notes.is_empty() {
+        out!("lowest notes:");
+        for n in &report.lowest_notes {
             out!(
                 "  {} {}/5 ({}): {}",
                 n.module,
@@ -74,5 +181,4 @@ pub async fn run(args: FeedbackArgs, app: &App) -> Result<Outcome> {
             );
         }
     }
-    Ok(Outcome::Success)
 }

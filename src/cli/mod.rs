@@ -46,9 +46,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon: scheduler, ticks, sidecar (health, readiness, metrics), signals.
+    /// Run the daemon: scheduler, ticks, signals, and the sidecar (APIs, dashboard, metrics).
     Run,
-    /// Serve the HTTP sidecar only: admin API, profile API, dashboard (not in this build yet).
+    /// Serve the HTTP sidecar only: admin API, profile API, dashboard, one-off ticks.
     Serve,
     /// Run one-off ticks for some or all personas, in this process.
     Tick(tick::TickArgs),
@@ -127,7 +127,7 @@ async fn dispatch(
     };
     match command {
         Command::Run => run_daemon(&app).await,
-        Command::Serve => not_yet(&command),
+        Command::Serve => serve_sidecar(&app).await,
         Command::Feedback(args) => feedback::run(args, &app).await,
         Command::Tick(args) => tick::run(args, &app).await,
         Command::Catalog(command) => catalog::run(command, &app).await,
@@ -161,18 +161,6 @@ impl App {
     }
 }
 
-fn not_yet(command: &Command) -> Result<Outcome> {
-    let name = match command {
-        Command::Serve => "serve",
-        _ => "this command",
-    };
-    anyhow::bail!(
-        "`persona-runner {name}` is not available in this build yet: the daemon (`persona-runner run`) \
-         serves health, readiness, metrics and one-off ticks; the full sidecar (admin and profile \
-         APIs, dashboard) follows"
-    )
-}
-
 /// A table in the CLI's one style: borders only, columns as wide as their content.
 pub fn table(header: &[&str]) -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
@@ -181,6 +169,17 @@ pub fn table(header: &[&str]) -> comfy_table::Table {
         .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
         .set_header(header.to_vec());
     table
+}
+
+async fn serve_sidecar(app: &App) -> Result<Outcome> {
+    let origin = persona_runner::daemon::ConfigOrigin {
+        explicit: app.explicit_config.clone(),
+        env: app.env.clone(),
+    };
+    persona_runner::daemon::serve(origin, tokio_util::sync::CancellationToken::new())
+        .await
+        .context("serving the sidecar")?;
+    Ok(Outcome::Success)
 }
 
 async fn run_daemon(app: &App) -> Result<Outcome> {

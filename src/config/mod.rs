@@ -61,6 +61,7 @@ pub struct Config {
     pub retry: RetryConfig,
     pub runner: RunnerConfig,
     pub api: ApiConfig,
+    pub feedback: FeedbackConfig,
     pub sample_gateway: SampleGatewayConfig,
     pub catalog: CatalogConfig,
     pub log: LogConfig,
@@ -78,6 +79,7 @@ impl Default for Config {
             retry: RetryConfig::default(),
             runner: RunnerConfig::default(),
             api: ApiConfig::default(),
+            feedback: FeedbackConfig::default(),
             sample_gateway: SampleGatewayConfig::default(),
             catalog: CatalogConfig::default(),
             log: LogConfig::default(),
@@ -482,6 +484,10 @@ pub struct ApiConfig {
     pub admin_token_env: String,
     /// File with the admin token (wins over the variable). Credential: admin-token.
     pub admin_token_file: Option<PathBuf>,
+    /// Largest request body accepted (bytes); larger ones get 413.
+    pub max_body_bytes: usize,
+    /// User tokens of the profile API.
+    pub jwt: JwtConfig,
 }
 
 impl Default for ApiConfig {
@@ -490,6 +496,79 @@ impl Default for ApiConfig {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 3070)),
             admin_token_env: "PERSONA_RUNNER_ADMIN_TOKEN".into(),
             admin_token_file: None,
+            max_body_bytes: 64 * 1024,
+            jwt: JwtConfig::default(),
+        }
+    }
+}
+
+/// How the profile API verifies user JWTs: an HS256 secret or a JWKS URL, with the
+/// issuer and audience always checked. Profile routes answer 503 while neither is set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Environment variable with the HS256 secret. Credential: jwt-secret.
+    pub secret_env: String,
+    /// File with the HS256 secret (wins over the variable).
+    pub secret_file: Option<PathBuf>,
+    /// JWKS document of the identity provider (RS256/ES256/EdDSA keys); wins over the secret.
+    pub jwks_url: Option<String>,
+    /// How long fetched keys are trusted before they are fetched again.
+    pub jwks_refresh: HumanDuration,
+    pub issuer: String,
+    pub audience: String,
+    /// Accepted algorithms; a token signed otherwise is refused.
+    pub algorithms: Vec<String>,
+    /// Claim holding the tenant id (a UUID); `sub` holds the user id (a UUID).
+    pub tenant_claim: String,
+    /// Claim holding the user's roles (a string or a list).
+    pub roles_claim: String,
+    /// Role that may use the profile API's admin routes (update persona, init-personas).
+    pub admin_role: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: HumanDuration,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            secret_env: "PERSONA_RUNNER_JWT_SECRET".into(),
+            secret_file: None,
+            jwks_url: None,
+            jwks_refresh: HumanDuration::from_secs(600),
+            issuer: "persona-runner".into(),
+            audience: "persona-runner".into(),
+            algorithms: vec!["HS256".into()],
+            tenant_claim: "tenant_id".into(),
+            roles_claim: "roles".into(),
+            admin_role: "admin".into(),
+            leeway: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+/// The QA feedback report: its default window and when a drop counts as a regression.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedbackConfig {
+    /// Window of reports that name none (`feedback`, the dashboard, the API).
+    pub window: HumanDuration,
+    /// A module (persona, archetype) regressed when its average fell by at least this
+    /// much against the previous window of the same length…
+    pub regression_drop: f64,
+    /// …and both windows hold at least this many ratings.
+    pub regression_min_ratings: i64,
+    /// Lowest-rated notes listed.
+    pub lowest_notes: i64,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        Self {
+            window: HumanDuration::from_secs(7 * 86_400),
+            regression_drop: 0.5,
+            regression_min_ratings: 5,
+            lowest_notes: 10,
         }
     }
 }
@@ -537,6 +616,17 @@ impl Config {
     }
 
     /// The admin token, if one is configured.
+    /// The HS256 secret of user JWTs, if one is configured.
+    pub fn jwt_secret(&self, env: &Env) -> Result<Option<Secret>, ConfigError> {
+        let lookup = secret::SecretLookup {
+            key: "api.jwt.secret",
+            file: self.api.jwt.secret_file.as_deref(),
+            env_var: Some(&self.api.jwt.secret_env),
+            credential: "jwt-secret",
+        };
+        Ok(secret::resolve(&lookup, env)?.map(|(secret, _)| secret))
+    }
+
     pub fn admin_token(&self, env: &Env) -> Result<Option<Secret>, ConfigError> {
         let lookup = secret::SecretLookup {
             key: "api.admin_token",
@@ -795,6 +885,48 @@ fn validate(config: &Config) -> Result<(), (&'static str, String)> {
             "catalog.allowed_email_domains",
             format!("`{bad}` is not a domain suffix; write `test` or `mana.test`, without `@` or a leading dot"),
         ));
+    }
+    if config.api.max_body_bytes < 1024 {
+        return Err(("api.max_body_bytes", "must be at least 1024".into()));
+    }
+    const JWT_ALGORITHMS: &[&str] = &[
+        "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+    ];
+    if config.api.jwt.algorithms.is_empty() {
+        return Err((
+            "api.jwt.algorithms",
+            "must list at least one algorithm, e.g. [\"HS256\"]".into(),
+        ));
+    }
+    if let Some(bad) = config
+        .api
+        .jwt
+        .algorithms
+        .iter()
+        .find(|a| !JWT_ALGORITHMS.contains(&a.as_str()))
+    {
+        return Err((
+            "api.jwt.algorithms",
+            format!(
+                "`{bad}` is not a supported algorithm; use one of {}",
+                JWT_ALGORITHMS.join(", ")
+            ),
+        ));
+    }
+    if config.api.jwt.issuer.trim().is_empty() || config.api.jwt.audience.trim().is_empty() {
+        return Err((
+            "api.jwt",
+            "issuer and audience must not be empty: every token is checked against both".into(),
+        ));
+    }
+    if !(config.feedback.regression_drop > 0.0 && config.feedback.regression_drop <= 4.0) {
+        return Err((
+            "feedback.regression_drop",
+            "must be above 0 and at most 4 (ratings are 1..5)".into(),
+        ));
+    }
+    if config.feedback.regression_min_ratings < 1 {
+        return Err(("feedback.regression_min_ratings", "must be at least 1".into()));
     }
     if config.runner.concurrency == 0 {
         return Err(("runner.concurrency", "must be at least 1".into()));

@@ -11,6 +11,8 @@
 //! SQLite stores them as RFC 3339 UTC text, which sorts chronologically only when every
 //! writer uses the same format.
 
+mod admin;
+mod feedback;
 mod personas;
 mod profiles;
 mod ticks;
@@ -25,8 +27,10 @@ use uuid::Uuid;
 
 use crate::config::{DatabaseConfig, Secret};
 
+pub use admin::{ActionFilter, ActionListing, DeleteReport, PageCursor, PersonaSummary, TickFilter, TickRecord};
+pub use feedback::{DailyRating, Grouping, NoteRecord, RatingGroup, RatingScope};
 pub use personas::{CleanupReport, UpsertOutcome};
-pub use profiles::NewInteraction;
+pub use profiles::PersonaStats;
 pub use ticks::{
     ActionRecord, ActionResult, FeedbackRecord, ModuleRatings, NewAction, NewFeedback, NewTick, RatedNote,
     RatingStatus, SlotClaim, Tick, TickFinish, TickStatus, TickTrigger,

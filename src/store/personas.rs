@@ -11,7 +11,7 @@ use crate::persona::{KeyMetric, ModuleMix, Persona, PersonaSpec};
 use crate::time::now;
 
 /// What an upsert did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UpsertOutcome {
     Created,
@@ -73,6 +73,8 @@ macro_rules! bind_spec {
             .bind(Json(&$spec.page_templates))
     };
 }
+
+pub(super) use bind_spec;
 
 #[derive(sqlx::FromRow)]
 struct PersonaRow {

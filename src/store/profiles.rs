@@ -1,25 +1,141 @@
-//! The profile store's per-user rows: the user profile (assigned persona, learned
-//! preferences, alignment) and the interaction audit.
+//! The profile store's rows: users provisioned from tokens, user profiles (assigned
+//! persona, learned preferences, alignment), the interaction audit, per-persona stats,
+//! and the profile-side edits of persona definitions.
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Result, Store, with_pool};
+use super::{BackendKind, Result, Store, StoreError, begin_write, with_pool};
+use crate::persona::PersonaSpec;
+use crate::profile::{Interaction, Learned, NewInteraction, Profile, ProfileStatus};
 use crate::time::now;
 
-/// One interaction of a user, of the profile store's types (`action_taken`, …).
-#[derive(Clone, Debug)]
-pub struct NewInteraction {
-    pub tenant_id: Uuid,
-    pub user_id: Uuid,
-    pub persona_id: Option<Uuid>,
-    pub tick_id: Option<Uuid>,
-    pub interaction_type: String,
-    pub page_type: Option<String>,
-    pub element_id: Option<String>,
-    pub metadata: Value,
+#[derive(sqlx::FromRow)]
+struct ProfileRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    user_id: Uuid,
+    persona_id: Option<Uuid>,
+    detail_preference: i32,
+    external_data_usage: i32,
+    decision_speed: i32,
+    collaboration_frequency: i32,
+    metric_preferences: Json<BTreeMap<String, f64>>,
+    action_preferences: Json<BTreeMap<String, f64>>,
+    data_source_preferences: Json<BTreeMap<String, f64>>,
+    context_preferences: Json<Vec<String>>,
+    total_interactions: i32,
+    last_interaction_at: Option<DateTime<Utc>>,
+    interaction_summary: Json<BTreeMap<String, i64>>,
+    alignment_score: Option<f64>,
+    reassessment_recommended: bool,
+    suggested_persona_id: Option<Uuid>,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
 }
+
+impl TryFrom<ProfileRow> for Profile {
+    type Error = StoreError;
+    fn try_from(row: ProfileRow) -> Result<Self> {
+        Ok(Profile {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            user_id: row.user_id,
+            persona_id: row.persona_id,
+            learned: Learned {
+                detail_preference: row.detail_preference,
+                external_data_usage: row.external_data_usage,
+                decision_speed: row.decision_speed,
+                collaboration_frequency: row.collaboration_frequency,
+                metric_preferences: row.metric_preferences.0,
+                action_preferences: row.action_preferences.0,
+                data_source_preferences: row.data_source_preferences.0,
+                interaction_summary: row.interaction_summary.0,
+            },
+            context_preferences: row.context_preferences.0,
+            total_interactions: row.total_interactions,
+            last_interaction_at: row.last_interaction_at,
+            alignment_score: row.alignment_score,
+            reassessment_recommended: row.reassessment_recommended,
+            suggested_persona_id: row.suggested_persona_id,
+            status: row.status.parse().map_err(|message| StoreError::Corrupt {
+                table: "persona_user_profiles",
+                message,
+            })?,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct InteractionRow {
+    id: Uuid,
+    user_id: Uuid,
+    persona_id: Option<Uuid>,
+    tick_id: Option<Uuid>,
+    interaction_type: String,
+    page_type: Option<String>,
+    page_id: Option<String>,
+    element_id: Option<String>,
+    element_type: Option<String>,
+    metadata: Json<Value>,
+    duration_seconds: Option<i32>,
+    feedback_sentiment: Option<String>,
+    feedback_comment: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<InteractionRow> for Interaction {
+    type Error = StoreError;
+    fn try_from(row: InteractionRow) -> Result<Self> {
+        let corrupt = |message| StoreError::Corrupt {
+            table: "persona_interactions",
+            message,
+        };
+        Ok(Interaction {
+            id: row.id,
+            user_id: row.user_id,
+            persona_id: row.persona_id,
+            tick_id: row.tick_id,
+            interaction_type: row.interaction_type.parse().map_err(corrupt)?,
+            page_type: row.page_type,
+            page_id: row.page_id,
+            element_id: row.element_id,
+            element_type: row.element_type,
+            metadata: row.metadata.0,
+            duration_seconds: row.duration_seconds,
+            feedback_sentiment: row.feedback_sentiment.map(|s| s.parse()).transpose().map_err(corrupt)?,
+            feedback_comment: row.feedback_comment,
+            created_at: row.created_at,
+        })
+    }
+}
+
+/// Aggregates of the users assigned to one persona.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PersonaStats {
+    pub users: i64,
+    pub active_users: i64,
+    pub pending_reassessment: i64,
+    pub average_alignment: Option<f64>,
+    pub interactions: i64,
+    pub by_type: BTreeMap<String, i64>,
+    pub positive_feedback: i64,
+    pub negative_feedback: i64,
+}
+
+const SELECT_PROFILE: &str = "SELECT id, tenant_id, user_id, persona_id, detail_preference, external_data_usage,
+        decision_speed, collaboration_frequency, metric_preferences, action_preferences,
+        data_source_preferences, context_preferences, total_interactions, last_interaction_at,
+        interaction_summary, alignment_score, reassessment_recommended, suggested_persona_id,
+        status, created_at, updated_at
+     FROM persona_user_profiles WHERE tenant_id = $1 AND user_id = $2";
 
 impl Store {
     /// Creates the profile of `user_id` assigned to `persona_id` unless it exists.
@@ -44,40 +160,401 @@ impl Store {
         Ok(inserted == 1)
     }
 
-    /// Appends one interaction to the audit and bumps the user's interaction counter.
-    pub async fn record_interaction(&self, interaction: &NewInteraction) -> Result<Uuid> {
-        let id = Uuid::new_v4();
-        let at = now();
+    /// Makes sure `tenant` exists (tenants of the profile API come from verified tokens
+    /// and are created on first use).
+    pub async fn ensure_tenant(&self, tenant: Uuid) -> Result<()> {
         with_pool!(self, pool => {
-            let mut tx = super::begin_write!(pool);
+            sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
+                .bind(tenant)
+                .bind(tenant.to_string())
+                .bind(now())
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Makes sure the user `id` exists in `tenant` (a human provisioned from a verified
+    /// token on first use). `Conflict` when the id belongs to another tenant or the email
+    /// to another user.
+    pub async fn ensure_user(&self, tenant: Uuid, id: Uuid, email: &str, name: &str) -> Result<()> {
+        let owner: Option<Uuid> = with_pool!(self, pool => {
+            sqlx::query_scalar("SELECT tenant_id FROM users WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        match owner {
+            Some(owner) if owner == tenant => Ok(()),
+            Some(_) => Err(StoreError::Conflict(format!("user {id} belongs to another tenant"))),
+            None => self
+                .create_user_with_id(tenant, id, email, name)
+                .await
+                .map_err(|err| match err {
+                    StoreError::Conflict(_) => {
+                        StoreError::Conflict(format!("the email {email} belongs to another user of this tenant"))
+                    }
+                    other => other,
+                }),
+        }
+    }
+
+    async fn create_user_with_id(&self, tenant: Uuid, id: Uuid, email: &str, name: &str) -> Result<()> {
+        with_pool!(self, pool => {
             sqlx::query(
-                "INSERT INTO persona_interactions (id, tenant_id, user_id, persona_id, tick_id,
-                    interaction_type, page_type, element_id, metadata, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "INSERT INTO users (id, tenant_id, email, name, kind, created_at)
+                 VALUES ($1, $2, $3, $4, 'human', $5)",
             )
             .bind(id)
-            .bind(interaction.tenant_id)
-            .bind(interaction.user_id)
-            .bind(interaction.persona_id)
-            .bind(interaction.tick_id)
-            .bind(&interaction.interaction_type)
-            .bind(interaction.page_type.as_deref())
-            .bind(interaction.element_id.as_deref())
-            .bind(Json(&interaction.metadata))
-            .bind(at)
-            .execute(&mut *tx)
+            .bind(tenant)
+            .bind(super::personas::normalize_email(email))
+            .bind(name)
+            .bind(now())
+            .execute(pool)
             .await?;
+        });
+        Ok(())
+    }
+
+    pub async fn get_profile(&self, tenant: Uuid, user: Uuid) -> Result<Option<Profile>> {
+        let row: Option<ProfileRow> = with_pool!(self, pool => {
+            sqlx::query_as(SELECT_PROFILE).bind(tenant).bind(user).fetch_optional(pool).await?
+        });
+        row.map(Profile::try_from).transpose()
+    }
+
+    /// Assigns `persona` to `user` (creating the profile if needed) and clears the
+    /// reassessment state: a new assignment starts a new judgement.
+    pub async fn assign_persona(&self, tenant: Uuid, user: Uuid, persona: Uuid) -> Result<Profile> {
+        let at = now();
+        with_pool!(self, pool => {
             sqlx::query(
-                "UPDATE persona_user_profiles
-                 SET total_interactions = total_interactions + 1, last_interaction_at = $2, updated_at = $2
-                 WHERE user_id = $1",
+                "INSERT INTO persona_user_profiles (id, tenant_id, user_id, persona_id, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $5)
+                 ON CONFLICT (user_id) DO UPDATE SET persona_id = excluded.persona_id,
+                    alignment_score = NULL, reassessment_recommended = FALSE,
+                    suggested_persona_id = NULL, status = 'active', updated_at = excluded.updated_at
+                 WHERE persona_user_profiles.tenant_id = excluded.tenant_id",
             )
-            .bind(interaction.user_id)
+            .bind(Uuid::new_v4())
+            .bind(tenant)
+            .bind(user)
+            .bind(persona)
+            .bind(at)
+            .execute(pool)
+            .await?;
+        });
+        self.get_profile(tenant, user)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("profile of user {user}")))
+    }
+
+    /// Appends one interaction to the audit and, when the user has a profile, moves its
+    /// learned preferences with `learn` and bumps its counters, in one transaction.
+    pub async fn record_interaction(
+        &self,
+        new: &NewInteraction,
+        learn: impl FnOnce(&mut Learned, &NewInteraction),
+    ) -> Result<Interaction> {
+        let id = Uuid::new_v4();
+        let at = now();
+        // PostgreSQL locks the profile row; SQLite's BEGIN IMMEDIATE serializes writers.
+        let select = match self.kind() {
+            BackendKind::Sqlite => SELECT_PROFILE,
+            BackendKind::Postgres => concat!(
+                "SELECT id, tenant_id, user_id, persona_id, detail_preference, external_data_usage,
+                    decision_speed, collaboration_frequency, metric_preferences, action_preferences,
+                    data_source_preferences, context_preferences, total_interactions, last_interaction_at,
+                    interaction_summary, alignment_score, reassessment_recommended, suggested_persona_id,
+                    status, created_at, updated_at
+                 FROM persona_user_profiles WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE"
+            ),
+        };
+        with_pool!(self, pool => {
+            let mut tx = begin_write!(pool);
+            sqlx::query(
+                "INSERT INTO persona_interactions (id, tenant_id, user_id, persona_id, tick_id,
+                    interaction_type, page_type, page_id, element_id, element_type, metadata,
+                    duration_seconds, feedback_sentiment, feedback_comment, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(id)
+            .bind(new.tenant_id)
+            .bind(new.user_id)
+            .bind(new.persona_id)
+            .bind(new.tick_id)
+            .bind(new.interaction_type.as_str())
+            .bind(new.page_type.as_deref())
+            .bind(new.page_id.as_deref())
+            .bind(new.element_id.as_deref())
+            .bind(new.element_type.as_deref())
+            .bind(Json(&new.metadata))
+            .bind(new.duration_seconds)
+            .bind(new.feedback_sentiment.map(|s| s.as_str()))
+            .bind(new.feedback_comment.as_deref())
             .bind(at)
             .execute(&mut *tx)
             .await?;
+            let row: Option<ProfileRow> = sqlx::query_as(select)
+                .bind(new.tenant_id)
+                .bind(new.user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = row {
+                let mut learned = Profile::try_from(row)?.learned;
+                learn(&mut learned, new);
+                sqlx::query(
+                    "UPDATE persona_user_profiles SET detail_preference = $3, external_data_usage = $4,
+                        decision_speed = $5, collaboration_frequency = $6, metric_preferences = $7,
+                        action_preferences = $8, data_source_preferences = $9, interaction_summary = $10,
+                        total_interactions = total_interactions + 1, last_interaction_at = $11, updated_at = $11
+                     WHERE tenant_id = $1 AND user_id = $2",
+                )
+                .bind(new.tenant_id)
+                .bind(new.user_id)
+                .bind(learned.detail_preference)
+                .bind(learned.external_data_usage)
+                .bind(learned.decision_speed)
+                .bind(learned.collaboration_frequency)
+                .bind(Json(&learned.metric_preferences))
+                .bind(Json(&learned.action_preferences))
+                .bind(Json(&learned.data_source_preferences))
+                .bind(Json(&learned.interaction_summary))
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await?;
         });
-        Ok(id)
+        Ok(Interaction {
+            id,
+            user_id: new.user_id,
+            persona_id: new.persona_id,
+            tick_id: new.tick_id,
+            interaction_type: new.interaction_type,
+            page_type: new.page_type.clone(),
+            page_id: new.page_id.clone(),
+            element_id: new.element_id.clone(),
+            element_type: new.element_type.clone(),
+            metadata: new.metadata.clone(),
+            duration_seconds: new.duration_seconds,
+            feedback_sentiment: new.feedback_sentiment,
+            feedback_comment: new.feedback_comment.clone(),
+            created_at: at,
+        })
+    }
+
+    /// The user's interactions since `since` (of `kind` when given), newest first.
+    pub async fn list_interactions(
+        &self,
+        tenant: Uuid,
+        user: Uuid,
+        since: DateTime<Utc>,
+        kind: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Interaction>> {
+        let rows: Vec<InteractionRow> = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, user_id, persona_id, tick_id, interaction_type, page_type, page_id, element_id,
+                        element_type, metadata, duration_seconds, feedback_sentiment, feedback_comment, created_at
+                 FROM persona_interactions
+                 WHERE tenant_id = $1 AND user_id = $2 AND created_at >= $3
+                   AND ($4 IS NULL OR interaction_type = $4)
+                 ORDER BY created_at DESC, id DESC LIMIT $5",
+            )
+            .bind(tenant)
+            .bind(user)
+            .bind(since)
+            .bind(kind)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(Interaction::try_from).collect()
+    }
+
+    /// The user's interactions since `since` counted by type.
+    pub async fn interaction_counts(
+        &self,
+        tenant: Uuid,
+        user: Uuid,
+        since: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, i64>> {
+        let rows: Vec<(String, i64)> = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT interaction_type, COUNT(*) FROM persona_interactions
+                 WHERE tenant_id = $1 AND user_id = $2 AND created_at >= $3 GROUP BY interaction_type",
+            )
+            .bind(tenant)
+            .bind(user)
+            .bind(since)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Stores a computed alignment.
+    pub async fn set_alignment(
+        &self,
+        tenant: Uuid,
+        user: Uuid,
+        score: Option<f64>,
+        reassess: bool,
+        suggested: Option<Uuid>,
+        status: ProfileStatus,
+    ) -> Result<()> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE persona_user_profiles SET alignment_score = $3, reassessment_recommended = $4,
+                    suggested_persona_id = $5, status = $6, updated_at = $7
+                 WHERE tenant_id = $1 AND user_id = $2",
+            )
+            .bind(tenant)
+            .bind(user)
+            .bind(score)
+            .bind(reassess)
+            .bind(suggested)
+            .bind(status.as_str())
+            .bind(now())
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// The users assigned to `persona` and their interactions since `since`.
+    pub async fn persona_stats(&self, tenant: Uuid, persona: Uuid, since: DateTime<Utc>) -> Result<PersonaStats> {
+        let (users, active_users, pending, average_alignment): (i64, i64, i64, Option<f64>) = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT COUNT(*),
+                        COALESCE(SUM(CASE WHEN status = 'active' THEN 1 ELSE 0 END), 0),
+                        COALESCE(SUM(CASE WHEN status = 'pending_reassessment' THEN 1 ELSE 0 END), 0),
+                        CAST(AVG(alignment_score) AS DOUBLE PRECISION)
+                 FROM persona_user_profiles WHERE tenant_id = $1 AND persona_id = $2",
+            )
+            .bind(tenant)
+            .bind(persona)
+            .fetch_one(pool)
+            .await?
+        });
+        let rows: Vec<(String, i64, i64, i64)> = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT interaction_type, COUNT(*),
+                        COALESCE(SUM(CASE WHEN feedback_sentiment = 'positive' THEN 1 ELSE 0 END), 0),
+                        COALESCE(SUM(CASE WHEN feedback_sentiment = 'negative' THEN 1 ELSE 0 END), 0)
+                 FROM persona_interactions
+                 WHERE tenant_id = $1 AND persona_id = $2 AND created_at >= $3
+                 GROUP BY interaction_type",
+            )
+            .bind(tenant)
+            .bind(persona)
+            .bind(since)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(PersonaStats {
+            users,
+            active_users,
+            pending_reassessment: pending,
+            average_alignment,
+            interactions: rows.iter().map(|r| r.1).sum(),
+            positive_feedback: rows.iter().map(|r| r.2).sum(),
+            negative_feedback: rows.iter().map(|r| r.3).sum(),
+            by_type: rows.into_iter().map(|r| (r.0, r.1)).collect(),
+        })
+    }
+
+    /// Rewrites the definition of persona `id` in `tenant` (its login identity and
+    /// runtime state stay). `NotFound` when there is no such persona in the tenant;
+    /// `Conflict` when the new name is taken.
+    pub async fn update_persona_definition(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        spec: &PersonaSpec,
+        time_zone: &str,
+    ) -> Result<()> {
+        let updated = with_pool!(self, pool => {
+            let mut tx = begin_write!(pool);
+            let paused: Option<bool> = sqlx::query_scalar("SELECT paused FROM personas WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(paused) = paused else {
+                return Err(StoreError::NotFound(format!("persona {id}")));
+            };
+            let updated = super::personas::bind_spec!(
+                sqlx::query(
+                    "UPDATE personas SET
+                        archetype = $3, system_prompt = $4, module_mix = $5,
+                        tick_cadence = $6, time_zone = $7, locale = $8, paused = $9,
+                        name = $10, description = $11, flow = $12, role_index = $13,
+                        primary_authority = $14, decision_focus = $15,
+                        primary_dashboard = $16, key_metrics = $17, detail_level = $18,
+                        headline_type = $19, hero_chart_type = $20,
+                        context_factors = $21, required_data_sources = $22,
+                        actions = $23, default_profile = $24, page_templates = $25,
+                        updated_at = $26
+                     WHERE id = $1 AND tenant_id = $2",
+                )
+                .bind(id)
+                .bind(tenant),
+                spec,
+                time_zone,
+                spec.paused.unwrap_or(paused),
+            )
+            .bind(now())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("UPDATE users SET name = $2 WHERE id = (SELECT user_id FROM personas WHERE id = $1)")
+                .bind(id)
+                .bind(&spec.name)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            updated
+        });
+        if updated == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(format!("persona {id}")))
+        }
+    }
+
+    /// Adds a profile-only persona (no login identity) unless `tenant` has one of that
+    /// name. Returns whether it was added.
+    pub async fn insert_role_persona(&self, tenant: Uuid, spec: &PersonaSpec, time_zone: &str) -> Result<bool> {
+        let at = now();
+        let inserted = with_pool!(self, pool => {
+            super::personas::bind_spec!(
+                sqlx::query(
+                    "INSERT INTO personas (
+                        id, user_id, archetype, system_prompt, module_mix, tick_cadence,
+                        time_zone, locale, paused, name, description, flow, role_index,
+                        primary_authority, decision_focus, primary_dashboard, key_metrics,
+                        detail_level, headline_type, hero_chart_type, context_factors,
+                        required_data_sources, actions, default_profile, page_templates,
+                        created_at, updated_at, tenant_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
+                             $26, $27)
+                     ON CONFLICT (tenant_id, name) DO NOTHING",
+                )
+                .bind(Uuid::new_v4())
+                .bind(Option::<Uuid>::None),
+                spec,
+                time_zone,
+                spec.paused.unwrap_or(false),
+            )
+            .bind(at)
+            .bind(tenant)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(inserted == 1)
     }
 }

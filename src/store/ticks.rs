@@ -195,7 +195,7 @@ impl TickFinish {
 }
 
 /// An audited call as read back.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ActionRecord {
     pub seq: i32,
     pub tool_name: String,
@@ -209,7 +209,7 @@ pub struct ActionRecord {
 }
 
 /// A rating as read back.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct FeedbackRecord {
     pub module: String,
     pub rating: i32,

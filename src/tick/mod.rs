@@ -34,9 +34,10 @@ use crate::config::{Config, ConfigError, DedupWindow, Env, LlmProvider};
 use crate::llm::{LlmClient, LlmError, ToolNames};
 use crate::mcp::{CallOutcome, McpError, McpSession, ToolInfo, ToolPolicy};
 use crate::persona::Persona;
+use crate::profile::{InteractionType, NewInteraction};
 use crate::store::{
-    ActionResult, NewAction, NewFeedback, NewInteraction, NewTick, RatingStatus, Store, StoreError, Tick, TickFinish,
-    TickStatus, TickTrigger,
+    ActionResult, NewAction, NewFeedback, NewTick, RatingStatus, Store, StoreError, Tick, TickFinish, TickStatus,
+    TickTrigger,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -369,6 +370,13 @@ impl TickEngine {
                 },
             )
             .await?;
+        // The tick's calls were recorded as the persona user's interactions: rescore how
+        // far the role-play drifts from the persona's definition.
+        if let Some(user_id) = persona.user_id
+            && let Err(err) = crate::profile::refresh_alignment(&self.store, persona.tenant_id, user_id).await
+        {
+            tracing::warn!(%err, persona = %label, "refreshing the alignment score failed");
+        }
         let summary = self
             .summarize(
                 request.trigger,
@@ -977,19 +985,25 @@ impl TickEngine {
             tracing::error!(%err, tool, "writing the audit row failed");
         }
         if let Some(user_id) = ctx.persona.user_id
-            && let Err(err) = self
-                .store
-                .record_interaction(&NewInteraction {
+            && let Err(err) = crate::profile::record(
+                &self.store,
+                &NewInteraction {
                     tenant_id: ctx.persona.tenant_id,
                     user_id,
                     persona_id: Some(ctx.persona.id),
                     tick_id: Some(ctx.tick_id),
-                    interaction_type: "action_taken".into(),
+                    interaction_type: InteractionType::ActionTaken,
                     page_type: Some("mcp".into()),
+                    page_id: None,
                     element_id: Some(tool.to_string()),
+                    element_type: Some("tool".into()),
                     metadata: json!({"action_id": tool, "module": record.module, "result": record.result, "chaos": chaos}),
-                })
-                .await
+                    duration_seconds: record.latency_ms.map(|ms| ms / 1000),
+                    feedback_sentiment: None,
+                    feedback_comment: None,
+                },
+            )
+            .await
         {
             tracing::warn!(%err, "recording the profile interaction failed");
         }

@@ -7,6 +7,8 @@
 //! the server runs as the `postgres` user, since PostgreSQL refuses to run as root.
 #![allow(dead_code)]
 
+pub mod app;
+
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

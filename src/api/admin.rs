@@ -1,0 +1,603 @@
+//! The admin API under `/api/v1/admin` (admin token): personas (create-or-update by
+//! email, list, detail, hard delete, pause, resume, one-off tick), ticks, actions and
+//! the QA feedback report.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::ApiState;
+use super::auth::Admin;
+use super::error::{ApiError, ErrorBody, FieldError, ValidJson, ValidQuery, param};
+use crate::feedback::{FeedbackReport, ReportQuery};
+use crate::persona::Persona;
+use crate::profile::Profile;
+use crate::store::{
+    ActionFilter, ActionListing, ActionRecord, ActionResult, Grouping, PageCursor, PersonaSummary, RatingScope,
+    TickFilter, TickRecord, TickStatus, TickTrigger, UpsertOutcome,
+};
+use crate::tick::TickError;
+
+const MAX_PAGE: i64 = 500;
+const DEFAULT_PAGE: i64 = 50;
+
+/// The persona `id` (a UUID or the persona's email) of the caller's tenant.
+pub(super) async fn find(state: &ApiState, tenant: Uuid, id: &str) -> Result<Persona, ApiError> {
+    state
+        .store()
+        .find_persona(tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no persona `{id}` in this tenant")))
+}
+
+fn now_plus_a_second() -> DateTime<Utc> {
+    crate::time::after(crate::time::now(), std::time::Duration::from_secs(1))
+}
+
+/// The window of a report or listing: `since`/`until` as spans back (`7d`), RFC 3339
+/// or dates; `since` defaults to `default_span` before `until`, `until` to now.
+pub(super) fn window(
+    since: Option<&str>,
+    until: Option<&str>,
+    default_span: std::time::Duration,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let now = crate::time::now();
+    let parse = |name: &str, value: Option<&str>| {
+        value
+            .filter(|v| !v.is_empty())
+            .map(|v| crate::time::parse_instant(v, now).map_err(|m| ApiError::field(name, m)))
+            .transpose()
+    };
+    let until = parse("until", until)?.unwrap_or_else(now_plus_a_second);
+    let since = parse("since", since)?.unwrap_or_else(|| crate::time::before(until, default_span));
+    if since >= until {
+        return Err(ApiError::field("since", "must be before until"));
+    }
+    Ok((since, until))
+}
+
+fn limit(value: Option<&str>) -> Result<i64, ApiError> {
+    let limit = param::<i64>("limit", value)?.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::field("limit", format!("must be between 1 and {MAX_PAGE}")));
+    }
+    Ok(limit)
+}
+
+fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.to_rfc3339()))
+}
+
+fn decode_cursor(value: Option<&str>) -> Result<Option<PageCursor>, ApiError> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::field(
+            "cursor",
+            "not a cursor of this listing: pass next_cursor from the previous page",
+        )
+    };
+    let text = URL_SAFE_NO_PAD
+        .decode(value)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad)?;
+    let (at, id) = text.split_once('|').ok_or_else(bad)?;
+    Ok(Some(PageCursor {
+        at: DateTime::parse_from_rfc3339(at).map_err(|_| bad())?.with_timezone(&Utc),
+        id: Uuid::parse_str(id).map_err(|_| bad())?,
+    }))
+}
+
+/// What an upsert did and the persona as stored.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UpsertResponse {
+    outcome: UpsertOutcome,
+    persona: Persona,
+}
+
+/// Create or update the persona with the body's email (idempotent).
+///
+/// The body is a persona definition as in a catalog file (`catalog/catalog.schema.json`).
+/// The `kind = persona` user is created with it; an email of a human account is refused.
+#[utoipa::path(post, path = "/api/v1/admin/personas", tag = "admin", security(("admin_token" = [])),
+    request_body = crate::persona::PersonaSpec,
+    responses(
+        (status = 201, description = "created", body = UpsertResponse),
+        (status = 200, description = "updated or unchanged", body = UpsertResponse),
+        (status = 400, description = "invalid definition; every problem with its field", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 409, description = "the email belongs to a human account, or the name to another persona", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 415, description = "not JSON", body = ErrorBody),
+        (status = 503, description = "no admin token configured", body = ErrorBody),
+    ))]
+pub async fn upsert_persona(
+    State(state): State<ApiState>,
+    admin: Admin,
+    ValidJson(body): ValidJson<Value>,
+) -> Result<Response, ApiError> {
+    let config = state.config();
+    let rules = crate::catalog::Rules::from(&config.catalog);
+    let spec = crate::catalog::validate_persona(&body, &rules).map_err(|problems| {
+        ApiError::fields(
+            problems
+                .into_iter()
+                .map(|p| FieldError {
+                    field: p.path,
+                    message: p.message,
+                })
+                .collect(),
+        )
+    })?;
+    let (persona, outcome) = state
+        .store()
+        .upsert_persona(admin.tenant, &spec, &config.catalog.default_time_zone)
+        .await?;
+    // As catalog seeding does: the persona user gets its profile-store profile now.
+    if let Some(user) = persona.user_id {
+        state
+            .store()
+            .ensure_user_profile(admin.tenant, user, Some(persona.id))
+            .await?;
+    }
+    let status = if outcome == UpsertOutcome::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(UpsertResponse { outcome, persona })).into_response())
+}
+
+/// List the tenant's personas with their activity.
+#[utoipa::path(get, path = "/api/v1/admin/personas", tag = "admin", security(("admin_token" = []), ("dashboard_session" = [])),
+    responses(
+        (status = 200, description = "every persona: 7-day calls, last tick, average rating, alignment", body = Vec<PersonaSummary>),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 503, description = "no admin token configured", body = ErrorBody),
+    ))]
+pub async fn list_personas(State(state): State<ApiState>, admin: Admin) -> Result<Json<Vec<PersonaSummary>>, ApiError> {
+    let since = crate::time::before(crate::time::now(), std::time::Duration::from_secs(7 * 86_400));
+    Ok(Json(state.store().persona_summaries(admin.tenant, since).await?))
+}
+
+/// One module's ratings of one persona (all time).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModuleFeedback {
+    module: String,
+    average: f64,
+    count: i64,
+    /// Ratings of 1, 2, 3, 4 and 5.
+    distribution: Vec<i64>,
+    error_rate: Option<f64>,
+    mean_latency_ms: Option<f64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PersonaDetail {
+    persona: Persona,
+    /// The latest 20 tool calls, newest first.
+    recent_actions: Vec<ActionRecord>,
+    /// The latest 20 ticks, newest first.
+    recent_ticks: Vec<TickRecord>,
+    feedback: Vec<ModuleFeedback>,
+    /// The persona user's profile (learned preferences, alignment).
+    profile: Option<Profile>,
+}
+
+/// A persona's definition, recent calls and ticks, and per-module feedback.
+#[utoipa::path(get, path = "/api/v1/admin/personas/{id}", tag = "admin", security(("admin_token" = []), ("dashboard_session" = [])),
+    params(("id" = String, Path, description = "persona id or email")),
+    responses(
+        (status = 200, description = "the persona", body = PersonaDetail),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such persona in this tenant", body = ErrorBody),
+        (status = 503, description = "no admin token configured", body = ErrorBody),
+    ))]
+pub async fn get_persona(
+    State(state): State<ApiState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<PersonaDetail>, ApiError> {
+    let persona = find(&state, admin.tenant, &id).await?;
+    let store = state.store();
+    let recent_actions = store.recent_actions(persona.id, 20).await?;
+    let filter = TickFilter {
+        persona_id: Some(persona.id),
+        ..TickFilter::default()
+    };
+    let recent_ticks = store.list_ticks(admin.tenant, &filter, 20).await?;
+    let scope = RatingScope {
+        tenant: admin.tenant,
+        from: DateTime::<Utc>::UNIX_EPOCH,
+        until: now_plus_a_second(),
+        module: None,
+        persona_id: Some(persona.id),
+        archetype: None,
+    };
+    let feedback = store
+        .rating_groups(&scope, Grouping::Module)
+        .await?
+        .into_iter()
+        .map(|g| ModuleFeedback {
+            error_rate: (g.evidence_calls > 0).then(|| g.evidence_errors as f64 / g.evidence_calls as f64),
+            module: g.key,
+            average: g.average,
+            count: g.count,
+            distribution: g.distribution.to_vec(),
+            mean_latency_ms: g.mean_latency_ms,
+        })
+        .collect();
+    let profile = match persona.user_id {
+        Some(user) => store.get_profile(admin.tenant, user).await?,
+        None => None,
+    };
+    Ok(Json(PersonaDetail {
+        persona,
+        recent_actions,
+        recent_ticks,
+        feedback,
+        profile,
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeleteResponse {
+    deleted: Uuid,
+    ticks: i64,
+    actions: i64,
+    feedback: i64,
+    interactions: i64,
+    user_deleted: bool,
+}
+
+/// Hard-delete a persona with its ticks, actions, feedback and profile rows.
+///
+/// Refuses (409) when the user behind `id` is not `kind = persona`: a human account is
+/// never deleted here.
+#[utoipa::path(delete, path = "/api/v1/admin/personas/{id}", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "persona id or email")),
+    responses(
+        (status = 200, description = "deleted, with what went with it", body = DeleteResponse),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such persona in this tenant", body = ErrorBody),
+        (status = 409, description = "the user is not a persona", body = ErrorBody),
+        (status = 503, description = "no admin token configured", body = ErrorBody),
+    ))]
+pub async fn delete_persona(
+    State(state): State<ApiState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    let store = state.store();
+    let persona = match store.find_persona(admin.tenant, &id).await? {
+        Some(persona) => persona,
+        None => {
+            if let Some(kind) = store.user_kind(admin.tenant, &id).await?.filter(|k| k != "persona") {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("{id} is a {kind} account, not a persona: it is never deleted here"),
+                ));
+            }
+            return Err(ApiError::not_found(format!("no persona `{id}` in this tenant")));
+        }
+    };
+    let report = store.delete_persona(admin.tenant, persona.id).await?;
+    tracing::info!(persona = %persona.label(), ticks = report.ticks, "persona deleted through the admin API");
+    Ok(Json(DeleteResponse {
+        deleted: persona.id,
+        ticks: report.ticks,
+        actions: report.actions,
+        feedback: report.feedback,
+        interactions: report.interactions,
+        user_deleted: report.user_deleted,
+    }))
+}
+
+async fn set_paused(state: &ApiState, admin: Admin, id: &str, paused: bool) -> Result<Json<Persona>, ApiError> {
+    let persona = find(state, admin.tenant, id).await?;
+    state.store().set_paused(admin.tenant, persona.id, paused).await?;
+    Ok(Json(find(state, admin.tenant, &persona.id.to_string()).await?))
+}
+
+/// Pause a persona: the scheduler skips it until resumed (a running tick finishes).
+#[utoipa::path(post, path = "/api/v1/admin/personas/{id}/pause", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "persona id or email")),
+    responses(
+        (status = 200, description = "the paused persona", body = Persona),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such persona in this tenant", body = ErrorBody),
+        (status = 503, description = "no admin token configured", body = ErrorBody),
+    ))]
+pub async fn pause(
+    State(state): State<ApiState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Persona>, ApiError> {
+    set_paused(&state, admin, &id, true).await
+}
+
+/// Resume a paused persona.
+#[utoipa::path(post, path = "/api/v1/admin/personas/{id}/resume", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "persona id or email")),
+    responses(
+        (status = 200, description = "the resumed persona", body = Persona),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such persona in this tenant", body = ErrorBody),
+        (status = 503, description = "no admin token configured", body = ErrorBody),
+    ))]
+pub async fn resume(
+    State(state): State<ApiState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Persona>, ApiError> {
+    set_paused(&state, admin, &id, false).await
+}
+
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TickStarted {
+    pub tick_id: Uuid,
+    /// Always `running`: follow the tick with `GET /api/v1/admin/ticks?persona=…`.
+    pub status: String,
+}
+
+/// Start a one-off tick of a persona now.
+#[utoipa::path(post, path = "/api/v1/admin/personas/{id}/tick", tag = "admin", security(("admin_token" = [])),
+    params(("id" = String, Path, description = "persona id or email")),
+    responses(
+        (status = 202, description = "the tick was claimed and runs in the background", body = TickStarted),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such persona in this tenant", body = ErrorBody),
+        (status = 409, description = "the persona has a running tick", body = ErrorBody),
+        (status = 422, description = "a profile-only persona has no login and cannot be ticked", body = ErrorBody),
+        (status = 503, description = "no admin token configured, or no tick engine", body = ErrorBody),
+    ))]
+pub async fn tick(State(state): State<ApiState>, admin: Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let persona = find(&state, admin.tenant, &id).await?;
+    let launcher = state
+        .launcher()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "this server runs no tick engine"))?;
+    let tick_id = launcher.launch(persona).await.map_err(|err| match err {
+        TickError::AlreadyRunning(who) => {
+            ApiError::new(StatusCode::CONFLICT, format!("{who} already has a running tick"))
+        }
+        TickError::NotRunnable(who) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{who} has no login identity (a profile-only role persona) and cannot be ticked"),
+        ),
+        other => {
+            tracing::error!(err = %other, "starting a one-off tick failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the tick could not start: {other}"),
+            )
+        }
+    })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(TickStarted {
+            tick_id,
+            status: "running".into(),
+        }),
+    )
+        .into_response())
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TicksStarted {
+    status: String,
+}
+
+/// Tick every runnable persona now (as SIGUSR1 does).
+#[utoipa::path(post, path = "/api/v1/admin/ticks", tag = "admin", security(("admin_token" = [])),
+    responses(
+        (status = 202, description = "ticks are being started", body = TicksStarted),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 503, description = "no admin token configured, or the scheduler is stopping", body = ErrorBody),
+    ))]
+pub async fn tick_all(State(state): State<ApiState>, _admin: Admin) -> Result<Response, ApiError> {
+    let launcher = state
+        .launcher()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "this server runs no tick engine"))?;
+    let status = launcher
+        .launch_all()
+        .await
+        .map_err(|message| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message))?;
+    Ok((StatusCode::ACCEPTED, Json(TicksStarted { status })).into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TickQuery {
+    /// Persona id or email.
+    persona: Option<String>,
+    /// running, ok, failed, timeout, abandoned
+    status: Option<String>,
+    /// schedule, signal, cli, api
+    trigger: Option<String>,
+    /// Started at or after: a span back (`7d`), RFC 3339 or a date.
+    since: Option<String>,
+    /// Started before.
+    until: Option<String>,
+    /// Page size, 1–500 (default 50).
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TickPage {
+    items: Vec<TickRecord>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+async fn persona_filter(state: &ApiState, tenant: Uuid, value: Option<&str>) -> Result<Option<Uuid>, ApiError> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(id) => Ok(Some(
+            state
+                .store()
+                .find_persona(tenant, id)
+                .await?
+                .ok_or_else(|| ApiError::field("persona", format!("no persona `{id}` in this tenant")))?
+                .id,
+        )),
+    }
+}
+
+fn optional_window(
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), ApiError> {
+    let now = crate::time::now();
+    let parse = |name: &str, value: Option<&str>| {
+        value
+            .filter(|v| !v.is_empty())
+            .map(|v| crate::time::parse_instant(v, now).map_err(|m| ApiError::field(name, m)))
+            .transpose()
+    };
+    Ok((parse("since", since)?, parse("until", until)?))
+}
+
+/// List ticks, newest first, with filters and cursor pagination.
+#[utoipa::path(get, path = "/api/v1/admin/ticks", tag = "admin", security(("admin_token" = []), ("dashboard_session" = [])),
+    params(TickQuery),
+    responses(
+        (status = 200, description = "a page of ticks", body = TickPage),
+        (status = 400, description = "a bad filter, named", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 503, description = "no admin token configured", body = ErrorBody),
+    ))]
+pub async fn list_ticks(
+    State(state): State<ApiState>,
+    admin: Admin,
+    ValidQuery(query): ValidQuery<TickQuery>,
+) -> Result<Json<TickPage>, ApiError> {
+    let limit = limit(query.limit.as_deref())?;
+    let (since, until) = optional_window(query.since.as_deref(), query.until.as_deref())?;
+    let filter = TickFilter {
+        persona_id: persona_filter(&state, admin.tenant, query.persona.as_deref()).await?,
+        status: param::<TickStatus>("status", query.status.as_deref())?.map(|s| s.as_str().to_string()),
+        trigger: param::<TickTrigger>("trigger", query.trigger.as_deref())?.map(|t| t.as_str().to_string()),
+        since,
+        until,
+        after: decode_cursor(query.cursor.as_deref())?,
+    };
+    let items = state.store().list_ticks(admin.tenant, &filter, limit).await?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|t| encode_cursor(t.started_at, t.id)))
+        .flatten();
+    Ok(Json(TickPage { items, next_cursor }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ActionQuery {
+    /// Persona id or email.
+    persona: Option<String>,
+    /// Tick id.
+    tick: Option<String>,
+    module: Option<String>,
+    /// ok, error, deduped, denied
+    result: Option<String>,
+    /// At or after: a span back (`7d`), RFC 3339 or a date.
+    since: Option<String>,
+    until: Option<String>,
+    /// Page size, 1–500 (default 50).
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ActionPage {
+    items: Vec<ActionListing>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
+}
+
+/// List audited tool calls, newest first, with filters and cursor pagination.
+#[utoipa::path(get, path = "/api/v1/admin/actions", tag = "admin", security(("admin_token" = []), ("dashboard_session" = [])),
+    params(ActionQuery),
+    responses(
+        (status = 200, description = "a page of actions", body = ActionPage),
+        (status = 400, description = "a bad filter, named", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 503, description = "no admin token configured", body = ErrorBody),
+    ))]
+pub async fn list_actions(
+    State(state): State<ApiState>,
+    admin: Admin,
+    ValidQuery(query): ValidQuery<ActionQuery>,
+) -> Result<Json<ActionPage>, ApiError> {
+    let limit = limit(query.limit.as_deref())?;
+    let (since, until) = optional_window(query.since.as_deref(), query.until.as_deref())?;
+    let filter = ActionFilter {
+        persona_id: persona_filter(&state, admin.tenant, query.persona.as_deref()).await?,
+        tick_id: param::<Uuid>("tick", query.tick.as_deref())?,
+        module: query.module.filter(|m| !m.is_empty()),
+        result: param::<ActionResult>("result", query.result.as_deref())?.map(|r| r.as_str().to_string()),
+        since,
+        until,
+        after: decode_cursor(query.cursor.as_deref())?,
+    };
+    let items = state.store().list_actions(admin.tenant, &filter, limit).await?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|a| encode_cursor(a.created_at, a.id)))
+        .flatten();
+    Ok(Json(ActionPage { items, next_cursor }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FeedbackQuery {
+    /// Window start: a span back (`7d`), RFC 3339 or a date (default: feedback.window before until).
+    since: Option<String>,
+    /// Window end (default: now).
+    until: Option<String>,
+    module: Option<String>,
+    /// Persona id or email.
+    persona: Option<String>,
+    archetype: Option<String>,
+}
+
+/// The QA feedback report: per module, persona and archetype, with regressions.
+#[utoipa::path(get, path = "/api/v1/admin/feedback", tag = "admin", security(("admin_token" = []), ("dashboard_session" = [])),
+    params(FeedbackQuery),
+    responses(
+        (status = 200, description = "the report over the window, against the previous window", body = FeedbackReport),
+        (status = 400, description = "a bad parameter, named", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 503, description = "no admin token configured", body = ErrorBody),
+    ))]
+pub async fn feedback(
+    State(state): State<ApiState>,
+    admin: Admin,
+    ValidQuery(query): ValidQuery<FeedbackQuery>,
+) -> Result<Json<FeedbackReport>, ApiError> {
+    let rules = &state.config().feedback;
+    let (since, until) = window(query.since.as_deref(), query.until.as_deref(), rules.window.0)?;
+    let report_query = ReportQuery {
+        tenant: admin.tenant,
+        since,
+        until,
+        module: query.module.filter(|m| !m.is_empty()),
+        persona_id: persona_filter(&state, admin.tenant, query.persona.as_deref()).await?,
+        archetype: query.archetype.filter(|a| !a.is_empty()),
+    };
+    Ok(Json(
+        crate::feedback::report(state.store(), &report_query, rules).await?,
+    ))
+}

@@ -1,0 +1,451 @@
+//! The QA dashboard at `/`: one server-rendered page (no script, no CDN, no build step)
+//! with ratings per module over time as an SVG chart, modules ranked weakest first with
+//! regressions highlighted, the latest low ratings with their notes, and the personas
+//! with their last tick and alignment. The admin token is entered once in a login form;
+//! the browser then holds a session cookie derived from it (see `auth::session_value`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use axum::Form;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Deserialize;
+
+use super::ApiState;
+use super::auth::{SESSION_COOKIE, is_admin, session_value};
+use crate::feedback::{FeedbackReport, GroupReport, ReportQuery};
+use crate::persona::DEFAULT_TENANT;
+use crate::store::PersonaSummary;
+
+/// Escapes text for HTML element content and quoted attributes.
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const STYLE: &str = r#"
+:root { color-scheme: light dark; --fg:#1b1f24; --muted:#5b6470; --bg:#f7f8fa; --card:#fff; --line:#d8dde3; --bad:#b42318; --badbg:#fde8e7; --good:#067647; }
+@media (prefers-color-scheme: dark) { :root { --fg:#e6e8eb; --muted:#9aa4b2; --bg:#0f1216; --card:#171b21; --line:#2a313a; --bad:#ff8a80; --badbg:#3a1614; --good:#6fd3a1; } }
+* { box-sizing: border-box; }
+body { margin:0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color:var(--fg); background:var(--bg); }
+header { display:flex; flex-wrap:wrap; gap:.75rem; align-items:center; justify-content:space-between; padding:.9rem 1.2rem; border-bottom:1px solid var(--line); background:var(--card); }
+header h1 { font-size:1.1rem; margin:0; }
+nav a { margin-right:.6rem; color:var(--muted); } nav a.on { color:var(--fg); font-weight:600; }
+main { max-width:1200px; margin:0 auto; padding:1rem; display:grid; gap:1rem; grid-template-columns: 1fr; }
+@media (min-width: 980px) { main { grid-template-columns: 1fr 1fr; } .wide { grid-column: 1 / -1; } }
+section { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:1rem; min-width:0; }
+section h2 { font-size:1rem; margin:0 0 .6rem; }
+.stats { display:flex; flex-wrap:wrap; gap:1.5rem; } .stat b { display:block; font-size:1.4rem; }
+.muted { color:var(--muted); }
+.scroll { overflow-x:auto; }
+table { border-collapse:collapse; width:100%; font-size:.9rem; }
+th, td { text-align:left; padding:.35rem .5rem; border-bottom:1px solid var(--line); vertical-align:top; }
+th { color:var(--muted); font-weight:600; white-space:nowrap; }
+td.num { text-align:right; font-variant-numeric: tabular-nums; white-space:nowrap; }
+tr.regression td { background:var(--badbg); } .bad { color:var(--bad); font-weight:600; } .good { color:var(--good); }
+.dist { display:inline-flex; gap:1px; align-items:flex-end; height:18px; }
+.dist span { display:inline-block; width:7px; background:var(--muted); }
+svg { width:100%; height:auto; display:block; }
+.legend { display:flex; flex-wrap:wrap; gap:.4rem 1rem; margin-top:.5rem; font-size:.85rem; }
+.legend i { display:inline-block; width:12px; height:12px; border-radius:2px; margin-right:.3rem; vertical-align:-1px; }
+form.login { max-width:360px; margin:12vh auto; background:var(--card); border:1px solid var(--line); border-radius:10px; padding:1.4rem; display:grid; gap:.7rem; }
+input, button { font:inherit; padding:.5rem .6rem; border-radius:6px; border:1px solid var(--line); background:var(--bg); color:var(--fg); }
+button { cursor:pointer; font-weight:600; }
+"#;
+
+/// A palette that stays distinguishable on light and dark backgrounds.
+const COLORS: [&str; 10] = [
+    "#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#ea580c", "#475569",
+];
+
+fn html_page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        esc(title)
+    )
+}
+
+fn html(status: StatusCode, text: String) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+fn login_form(message: Option<&str>) -> String {
+    let message = message
+        .map(|m| format!("<p class=\"bad\">{}</p>", esc(m)))
+        .unwrap_or_default();
+    html_page(
+        "persona-runner: sign in",
+        &format!(
+            "<form class=\"login\" method=\"post\" action=\"/login\">\
+             <h1>persona-runner QA</h1>{message}\
+             <label for=\"token\">Admin token</label>\
+             <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required autofocus>\
+             <button type=\"submit\">Sign in</button>\
+             <p class=\"muted\">The token of <code>PERSONA_RUNNER_ADMIN_TOKEN</code> (or <code>api.admin_token_file</code>).</p>\
+             </form>"
+        ),
+    )
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Window in days (1–365, default 30).
+    days: Option<String>,
+}
+
+/// The QA dashboard (HTML): a sign-in form until the session cookie is set.
+#[utoipa::path(get, path = "/", tag = "dashboard", security((), ("dashboard_session" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "the dashboard, or the sign-in form", body = String, content_type = "text/html"),
+        (status = 503, description = "no admin token configured", body = String, content_type = "text/html"),
+    ))]
+pub async fn page(
+    State(state): State<ApiState>,
+    method: Method,
+    headers: HeaderMap,
+    Query(query): Query<PageQuery>,
+) -> Response {
+    let Some(token) = state.admin_token() else {
+        return html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            html_page(
+                "persona-runner",
+                "<form class=\"login\"><h1>persona-runner QA</h1><p>The dashboard needs an admin token: set \
+                 <code>PERSONA_RUNNER_ADMIN_TOKEN</code> (or <code>api.admin_token_file</code>) and restart.</p></form>",
+            ),
+        );
+    };
+    if !is_admin(&headers, &method, token) {
+        return html(StatusCode::OK, login_form(None));
+    }
+    let days = query
+        .days
+        .as_deref()
+        .and_then(|d| d.parse::<i64>().ok())
+        .filter(|d| (1..=365).contains(d))
+        .unwrap_or(30);
+    match render(&state, days).await {
+        Ok(text) => html(StatusCode::OK, text),
+        Err(err) => {
+            tracing::error!(%err, "rendering the dashboard failed");
+            html(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                html_page(
+                    "persona-runner",
+                    "<p>The store failed to answer; see the daemon's log, then reload.</p>",
+                ),
+            )
+        }
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct LoginForm {
+    token: String,
+}
+
+/// Sign in to the dashboard with the admin token (form post); sets the session cookie.
+#[utoipa::path(post, path = "/login", tag = "dashboard",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "signed in: the cookie is set and the page moves on to the dashboard", body = String, content_type = "text/html"),
+        (status = 401, description = "wrong token: the form again", body = String, content_type = "text/html"),
+        (status = 503, description = "no admin token configured", body = String, content_type = "text/html"),
+    ))]
+pub async fn login(State(state): State<ApiState>, Form(form): Form<LoginForm>) -> Response {
+    let Some(token) = state.admin_token() else {
+        return html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            login_form(Some("no admin token is configured")),
+        );
+    };
+    if !crate::auth::constant_time_eq(form.token.trim().as_bytes(), token.expose().as_bytes()) {
+        return html(StatusCode::UNAUTHORIZED, login_form(Some("wrong token")));
+    }
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200",
+        session_value(token)
+    );
+    // A same-origin refresh rather than a redirect: the strict cookie then travels with
+    // the next request even when the form was posted from elsewhere.
+    let mut response = html(
+        StatusCode::OK,
+        html_page(
+            "persona-runner: signed in",
+            "<meta http-equiv=\"refresh\" content=\"0; url=/\"><p><a href=\"/\">Continue to the dashboard</a></p>",
+        ),
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// Sign out of the dashboard (clears the session cookie).
+#[utoipa::path(post, path = "/logout", tag = "dashboard",
+    responses((status = 303, description = "signed out, back to the sign-in form")))]
+pub async fn logout() -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/".to_string()),
+            (
+                header::SET_COOKIE,
+                format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+            ),
+        ],
+    )
+        .into_response()
+}
+
+async fn render(state: &ApiState, days: i64) -> Result<String, crate::store::StoreError> {
+    let now = crate::time::now();
+    let until = crate::time::after(now, std::time::Duration::from_secs(1));
+    let since = crate::time::before(until, std::time::Duration::from_secs(days as u64 * 86_400));
+    let query = ReportQuery {
+        tenant: DEFAULT_TENANT,
+        since,
+        until,
+        module: None,
+        persona_id: None,
+        archetype: None,
+    };
+    let report = crate::feedback::report(state.store(), &query, &state.config().feedback).await?;
+    let week_ago = crate::time::before(now, std::time::Duration::from_secs(7 * 86_400));
+    let personas = state.store().persona_summaries(DEFAULT_TENANT, week_ago).await?;
+
+    let mut body = String::new();
+    let nav: String = [7, 30, 90]
+        .iter()
+        .map(|d| {
+            let on = if *d == days { " class=\"on\"" } else { "" };
+            format!("<a{on} href=\"/?days={d}\">{d} days</a>")
+        })
+        .collect();
+    let _ = write!(
+        body,
+        "<header><h1>persona-runner QA</h1><nav>{nav}</nav>\
+         <form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form></header><main>"
+    );
+    let average = report.average.map_or("–".to_string(), |a| format!("{a:.2}"));
+    let _ = write!(
+        body,
+        "<section class=\"wide\" id=\"summary\"><div class=\"stats\">\
+         <div class=\"stat\"><b>{}</b><span class=\"muted\">ratings in {days} days</span></div>\
+         <div class=\"stat\"><b>{average}</b><span class=\"muted\">average rating</span></div>\
+         <div class=\"stat\"><b class=\"{}\">{}</b><span class=\"muted\">regressions against the previous {days} days</span></div>\
+         <div class=\"stat\"><b>{}</b><span class=\"muted\">personas</span></div></div></section>",
+        report.ratings,
+        if report.regressions.is_empty() { "good" } else { "bad" },
+        report.regressions.len(),
+        personas.len()
+    );
+    body.push_str(&chart(&report, since, until));
+    body.push_str(&modules_table(&report.modules, &report));
+    body.push_str(&low_ratings(&report));
+    body.push_str(&personas_table(&personas));
+    body.push_str("</main>");
+    Ok(html_page("persona-runner QA", &body))
+}
+
+/// Ratings per module per day as an SVG line chart (y 1–5, x the window's days).
+fn chart(report: &FeedbackReport, since: DateTime<Utc>, until: DateTime<Utc>) -> String {
+    let (width, height) = (900.0_f64, 280.0_f64);
+    let (left, right, top, bottom) = (34.0, 12.0, 12.0, 28.0);
+    let first = since.date_naive();
+    let last = until.date_naive();
+    let span = (last - first).num_days().max(1) as f64;
+    let x = |day: NaiveDate| left + (day - first).num_days() as f64 / span * (width - left - right);
+    let y = |rating: f64| top + (5.0 - rating) / 4.0 * (height - top - bottom);
+
+    let mut by_module: BTreeMap<&str, Vec<(NaiveDate, f64, i64)>> = BTreeMap::new();
+    for point in &report.series {
+        if let Ok(day) = NaiveDate::parse_from_str(&point.day, "%Y-%m-%d") {
+            by_module
+                .entry(&point.module)
+                .or_default()
+                .push((day, point.average, point.count));
+        }
+    }
+    let mut svg = format!(
+        "<svg id=\"ratings-chart\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"Average rating per module per day\">"
+    );
+    for rating in 1..=5 {
+        let ry = y(f64::from(rating));
+        let _ = write!(
+            svg,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{ry:.1}\" y2=\"{ry:.1}\" stroke=\"currentColor\" stroke-opacity=\"0.15\"/>\
+             <text x=\"{}\" y=\"{:.1}\" font-size=\"11\" fill=\"currentColor\" fill-opacity=\"0.6\" text-anchor=\"end\">{rating}</text>",
+            width - right,
+            left - 8.0,
+            ry + 4.0
+        );
+    }
+    for (label_day, anchor) in [(first, "start"), (last, "end")] {
+        let _ = write!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" fill=\"currentColor\" fill-opacity=\"0.6\" text-anchor=\"{anchor}\">{label_day}</text>",
+            x(label_day),
+            height - 8.0
+        );
+    }
+    let mut legend = String::new();
+    for (index, (module, points)) in by_module.iter().enumerate() {
+        let color = COLORS[index % COLORS.len()];
+        let path: Vec<String> = points
+            .iter()
+            .map(|(d, a, _)| format!("{:.1},{:.1}", x(*d), y(*a)))
+            .collect();
+        let _ = write!(
+            svg,
+            "<polyline class=\"series\" data-module=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            esc(module),
+            path.join(" ")
+        );
+        for (day, average, count) in points {
+            let _ = write!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"><title>{} {day}: {average:.2} ({count} ratings)</title></circle>",
+                x(*day),
+                y(*average),
+                esc(module)
+            );
+        }
+        let _ = write!(
+            legend,
+            "<span><i style=\"background:{color}\"></i>{}</span>",
+            esc(module)
+        );
+    }
+    svg.push_str("</svg>");
+    let empty = if by_module.is_empty() {
+        "<p class=\"muted\">No ratings in this window yet.</p>"
+    } else {
+        ""
+    };
+    format!(
+        "<section class=\"wide\"><h2>Ratings per module over time</h2>{svg}<div class=\"legend\">{legend}</div>{empty}</section>"
+    )
+}
+
+fn distribution(counts: &[i64]) -> String {
+    let most = counts.iter().copied().max().unwrap_or(0).max(1);
+    let bars: String = counts
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let h = 2 + n * 16 / most;
+            format!("<span style=\"height:{h}px\" title=\"{} stars: {n}\"></span>", i + 1)
+        })
+        .collect();
+    format!("<span class=\"dist\">{bars}</span>")
+}
+
+fn modules_table(modules: &[GroupReport], report: &FeedbackReport) -> String {
+    let mut rows = String::new();
+    for m in modules {
+        let change = match m.change {
+            Some(c) if m.regression => format!("<span class=\"bad\">{c:+.2} regression</span>"),
+            Some(c) => format!("{c:+.2}"),
+            None => "–".into(),
+        };
+        let _ = write!(
+            rows,
+            "<tr class=\"{}\" data-module=\"{}\"><td>{}</td><td class=\"num\">{:.2}</td><td class=\"num\">{}</td><td>{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{change}</td></tr>",
+            if m.regression { "regression" } else { "" },
+            esc(&m.key),
+            esc(&m.label),
+            m.average,
+            m.count,
+            distribution(&m.distribution),
+            m.error_rate.map_or("–".into(), |r| format!("{:.0}%", r * 100.0)),
+            m.mean_latency_ms.map_or("–".into(), |l| format!("{l:.0} ms")),
+        );
+    }
+    format!(
+        "<section id=\"modules\"><h2>Modules, weakest first</h2><p class=\"muted\">Regression: average down ≥ {} on ≥ {} ratings in both windows.</p>\
+         <div class=\"scroll\"><table><thead><tr><th>module</th><th>avg</th><th>n</th><th>1–5</th><th>errors</th><th>latency</th><th>change</th></tr></thead>\
+         <tbody>{rows}</tbody></table></div></section>",
+        report.regression_drop, report.regression_min_ratings
+    )
+}
+
+fn low_ratings(report: &FeedbackReport) -> String {
+    let mut rows = String::new();
+    for n in &report.lowest_notes {
+        let _ = write!(
+            rows,
+            "<tr><td class=\"num\">{}/5</td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td></tr>",
+            n.rating,
+            esc(&n.module),
+            esc(&n.persona),
+            esc(n.notes.as_deref().unwrap_or_default()),
+            n.created_at.format("%m-%d %H:%M")
+        );
+    }
+    format!(
+        "<section id=\"low-ratings\"><h2>Latest low ratings</h2><div class=\"scroll\"><table><thead><tr><th>rating</th><th>module</th><th>persona</th><th>note</th><th>when</th></tr></thead>\
+         <tbody>{rows}</tbody></table></div></section>"
+    )
+}
+
+fn personas_table(personas: &[PersonaSummary]) -> String {
+    let mut rows = String::new();
+    for p in personas.iter().filter(|p| p.email.is_some()) {
+        let status = match p.last_tick_status.as_deref() {
+            Some("ok") => "<span class=\"good\">ok</span>".to_string(),
+            Some(other) => format!("<span class=\"bad\">{}</span>", esc(other)),
+            None => "<span class=\"muted\">never</span>".to_string(),
+        };
+        let alignment = match p.alignment_score {
+            Some(a) if a < crate::profile::REASSESS_BELOW => format!("<span class=\"bad\">{a:.0}</span>"),
+            Some(a) => format!("{a:.0}"),
+            None => "–".into(),
+        };
+        let _ = write!(
+            rows,
+            "<tr><td>{}{}</td><td>{}</td><td>{status}</td><td class=\"muted\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{alignment}</td></tr>",
+            esc(&p.name),
+            if p.paused {
+                " <span class=\"muted\">(paused)</span>"
+            } else {
+                ""
+            },
+            esc(&p.archetype),
+            p.last_tick_at
+                .map_or("–".into(), |t| t.format("%m-%d %H:%M").to_string()),
+            p.recent_actions,
+            p.average_rating.map_or("–".into(), |a| format!("{a:.2}")),
+        );
+    }
+    format!(
+        "<section class=\"wide\" id=\"personas\"><h2>Personas</h2><div class=\"scroll\"><table><thead><tr><th>persona</th><th>archetype</th><th>last tick</th><th>when</th><th>calls 7d</th><th>avg rating</th><th>alignment</th></tr></thead>\
+         <tbody>{rows}</tbody></table></div></section>"
+    )
+}

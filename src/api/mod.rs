@@ -1,0 +1,269 @@
+//! The sidecar's HTTP surface (DESIGN.md §6), served by `run` beside the scheduler and
+//! alone by `serve`: health, readiness and metrics; the admin API (admin token); the
+//! profile API (user JWTs, every query scoped by the token's tenant); the QA dashboard;
+//! and the OpenAPI document that describes all of it.
+//!
+//! Only this module knows axum and HTTP status codes. Handlers are thin: they parse and
+//! validate, call the store or a domain module (`feedback`, `profile`), and map errors.
+
+mod admin;
+pub mod auth;
+mod dashboard;
+mod error;
+mod profile;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+pub use auth::JwtVerifier;
+pub use error::{ApiError, ErrorBody, FieldError};
+
+use crate::config::{Config, Secret};
+use crate::persona::Persona;
+use crate::store::Store;
+use crate::tick::TickError;
+
+/// A boxed future, for the object-safe [`TickLauncher`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Starts one-off ticks for the API: the daemon hands over its running tick engine,
+/// `serve` an engine of its own.
+pub trait TickLauncher: Send + Sync + 'static {
+    /// Claims a tick for `persona` and runs it in the background; the tick's id.
+    fn launch(&self, persona: Persona) -> BoxFuture<'_, Result<Uuid, TickError>>;
+    /// Ticks every runnable persona now (as SIGUSR1 does); what was started.
+    fn launch_all(&self) -> BoxFuture<'_, Result<String, String>>;
+}
+
+struct Inner {
+    store: Store,
+    config: Arc<Config>,
+    admin_token: Option<Secret>,
+    jwt: Option<Arc<JwtVerifier>>,
+    launcher: Option<Arc<dyn TickLauncher>>,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct ApiState(Arc<Inner>);
+
+impl ApiState {
+    pub fn new(
+        store: Store,
+        config: Arc<Config>,
+        admin_token: Option<Secret>,
+        jwt_secret: Option<Secret>,
+        launcher: Option<Arc<dyn TickLauncher>>,
+    ) -> Self {
+        let jwt = auth::verifier(&config.api.jwt, jwt_secret.as_ref());
+        Self(Arc::new(Inner {
+            store,
+            config,
+            admin_token,
+            jwt,
+            launcher,
+        }))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    fn admin_token(&self) -> Option<&Secret> {
+        self.0.admin_token.as_ref()
+    }
+
+    fn jwt(&self) -> Option<&JwtVerifier> {
+        self.0.jwt.as_deref()
+    }
+
+    fn launcher(&self) -> Option<&Arc<dyn TickLauncher>> {
+        self.0.launcher.as_ref()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "persona-runner sidecar",
+        description = "Admin API (admin token), profile API (user JWT, tenant-scoped), QA feedback aggregates and dashboard of persona-runner. Errors are `{\"error\": …, \"details\": [{\"field\", \"message\"}]}`.",
+    ),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "ops", description = "Health, readiness, metrics"),
+        (name = "admin", description = "Admin API: `Authorization: Bearer <admin token>`; optional `X-Persona-Runner-Tenant`"),
+        (name = "profile", description = "Profile store API: `Authorization: Bearer <user JWT>`"),
+        (name = "dashboard", description = "The QA dashboard page"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "user_jwt",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "dashboard_session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::SESSION_COOKIE))),
+        );
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Readiness {
+    ready: bool,
+    migrations: Option<i64>,
+    reason: Option<String>,
+}
+
+/// Liveness: the process serves HTTP.
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, description = "alive", body = String, content_type = "text/plain")))]
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the store is reachable and migrated.
+#[utoipa::path(get, path = "/ready", tag = "ops", responses(
+    (status = 200, description = "ready", body = Readiness),
+    (status = 503, description = "not ready, with the reason", body = Readiness),
+))]
+async fn ready(State(state): State<ApiState>) -> Response {
+    let (status, readiness) = match state.store().migration_status().await {
+        Ok((applied, known)) if applied == known => (
+            StatusCode::OK,
+            Readiness {
+                ready: true,
+                migrations: Some(applied),
+                reason: None,
+            },
+        ),
+        Ok((applied, known)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Readiness {
+                ready: false,
+                migrations: Some(applied),
+                reason: Some(format!(
+                    "{applied} of {known} migrations applied: run `persona-runner migrate`"
+                )),
+            },
+        ),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Readiness {
+                ready: false,
+                migrations: None,
+                reason: Some(format!("the store is not reachable: {err}")),
+            },
+        ),
+    };
+    (status, Json(readiness)).into_response()
+}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text")))]
+async fn metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::global().render(),
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "ops", responses((status = 200, description = "the OpenAPI 3.1 document", body = Object)))]
+async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_text().to_string()).into_response()
+}
+
+/// The OpenAPI document of every route (built once).
+pub fn openapi() -> &'static utoipa::openapi::OpenApi {
+    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| build().1)
+}
+
+fn openapi_text() -> &'static str {
+    static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| openapi().to_pretty_json().unwrap_or_default())
+}
+
+/// The router of the whole sidecar.
+pub fn router(state: ApiState) -> Router {
+    let limit = state.config().api.max_body_bytes;
+    let (router, _) = build();
+    router
+        .layer(DefaultBodyLimit::max(limit))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route (see /api/openapi.json)") })
+        .with_state(state)
+}
+
+fn build() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+        .routes(routes!(dashboard::page))
+        .routes(routes!(dashboard::login))
+        .routes(routes!(dashboard::logout))
+        .routes(routes!(admin::list_personas, admin::upsert_persona))
+        .routes(routes!(admin::get_persona, admin::delete_persona))
+        .routes(routes!(admin::pause))
+        .routes(routes!(admin::resume))
+        .routes(routes!(admin::tick))
+        .routes(routes!(admin::tick_all, admin::list_ticks))
+        .routes(routes!(admin::list_actions))
+        .routes(routes!(admin::feedback))
+        .routes(routes!(profile::list_personas))
+        .routes(routes!(profile::get_persona, profile::update_persona))
+        .routes(routes!(profile::persona_stats))
+        .routes(routes!(profile::my_persona))
+        .routes(routes!(profile::record_interaction, profile::list_interactions))
+        .routes(routes!(profile::alignment))
+        .routes(routes!(profile::reassign))
+        .routes(routes!(profile::init_personas))
+        .split_for_parts()
+}
+
+/// Serves `router` on `listener` until `stop` is cancelled, then finishes open requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+}

@@ -1,0 +1,315 @@
+//! The QA dashboard: sign-in through the form, the session cookie (only on safe
+//! methods), and a headless Chromium rendering seeded feedback into the chart and the
+//! tables, with a screenshot left in the target folder.
+
+#[macro_use]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::Backend;
+use common::app::{ADMIN_TOKEN, Auth, TestApp, spawn_app};
+use persona_runner::persona::DEFAULT_TENANT;
+use persona_runner::store::{NewFeedback, NewTick, TickFinish, TickStatus, TickTrigger};
+use serde_json::json;
+use uuid::Uuid;
+
+/// Seeds ratings for two personas over the last `days` days (one tick per day each).
+async fn seed(app: &TestApp, days: i64) -> Vec<Uuid> {
+    let mut personas = Vec::new();
+    for (email, name, archetype) in [
+        ("persona.anna@mana.test", "Anna", "adhd-student"),
+        ("persona.tom@mana.test", "Tom", "ceo-busy"),
+    ] {
+        let (status, body) = app
+            .call(
+                "POST",
+                "/api/v1/admin/personas",
+                Auth::Admin,
+                Some(json!({
+                    "name": name, "email": email, "archetype": archetype,
+                    "systemPrompt": "Du bist eine Person mit vollem Kalender, die schnell Ordnung braucht und ehrlich urteilt.",
+                    "moduleMix": {"todo": 2, "journal": 1, "habits": 1}, "tickCadence": "daily"
+                })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        personas.push(Uuid::parse_str(body["persona"]["id"].as_str().unwrap()).unwrap());
+    }
+    let mut ticks = Vec::new();
+    for day in 0..days {
+        for (index, persona) in personas.iter().enumerate() {
+            let tick = app
+                .store
+                .claim_tick(&NewTick {
+                    tenant_id: DEFAULT_TENANT,
+                    persona_id: *persona,
+                    trigger: TickTrigger::Cli,
+                    scheduled_for: None,
+                    attempt: 1,
+                    runner_id: "test".into(),
+                    lease: Duration::from_secs(60),
+                })
+                .await
+                .unwrap();
+            // todo slides from 5 to 2 over the window, journal stays at 4, habits wobbles.
+            let todo = (5 - (day * 4 / days.max(1)) as i32).clamp(1, 5);
+            for (module, rating, note) in [
+                (
+                    "todo",
+                    todo,
+                    if todo <= 2 {
+                        "Saving a task failed twice <again>"
+                    } else {
+                        "quick to add tasks"
+                    },
+                ),
+                ("journal", 4, "calm and simple"),
+                (
+                    "habits",
+                    4 + ((day as i32 + index as i32) % 2),
+                    "streaks are motivating",
+                ),
+            ] {
+                app.store
+                    .record_feedback(&NewFeedback {
+                        tenant_id: DEFAULT_TENANT,
+                        tick_id: tick.id,
+                        persona_id: *persona,
+                        module: module.into(),
+                        rating,
+                        notes: Some(note.into()),
+                        evidence_calls: 3,
+                        evidence_errors: i32::from(rating <= 2),
+                        evidence_mean_latency_ms: Some(120.0),
+                    })
+                    .await
+                    .unwrap();
+            }
+            app.store
+                .finish_tick(tick.id, &TickFinish::status(TickStatus::Ok, None))
+                .await
+                .unwrap();
+            ticks.push((tick.id, days - 1 - day));
+        }
+    }
+    backdate(app, &ticks).await;
+    personas
+}
+
+/// Moves each tick's ratings `days_ago` days back (fixture only: the product always
+/// stamps ratings with the current time).
+async fn backdate(app: &TestApp, ticks: &[(Uuid, i64)]) {
+    let pool = sqlx::SqlitePool::connect(app.db.url()).await.unwrap();
+    for (tick, days_ago) in ticks {
+        let at = persona_runner::time::now() - chrono::Duration::days(*days_ago) - chrono::Duration::minutes(5);
+        sqlx::query("UPDATE persona_feedback SET created_at = $1 WHERE tick_id = $2")
+            .bind(at)
+            .bind(tick)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+}
+
+fn chromium() -> PathBuf {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            let out = Command::new("sh")
+                .args(["-c", &format!("command -v {name}")])
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        })
+        .expect("headless Chromium is needed for the dashboard test: apt-get install chromium (.ci/run does)")
+}
+
+/// A local page that signs in through the dashboard's own form.
+fn sign_in_page(dir: &Path, base: &str) -> String {
+    let page = dir.join("sign-in.html");
+    std::fs::write(
+        &page,
+        format!(
+            "<!doctype html><form method=post action=\"{base}/login\"><input name=token value=\"{ADMIN_TOKEN}\"></form>\
+             <script>document.forms[0].submit()</script>"
+        ),
+    )
+    .unwrap();
+    format!("file://{}", page.display())
+}
+
+/// Runs Chromium without blocking the runtime that serves the dashboard.
+async fn run_chromium(profile: &Path, args: &[&str], url: &str) -> std::process::Output {
+    let run = tokio::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--virtual-time-budget=8000",
+            &format!("--user-data-dir={}", profile.display()),
+        ])
+        .args(args)
+        .arg(url)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("chromium finished within 2 minutes")
+        .expect("run chromium")
+}
+
+#[tokio::test]
+async fn sign_in_sets_a_session_cookie_that_only_reads() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let (status, page) = app.call("GET", "/", Auth::None, None).await;
+    assert_eq!(status, 200);
+    assert!(page.as_str().unwrap().contains("name=\"token\""), "the sign-in form");
+
+    let wrong = app
+        .client
+        .post(format!("{}/login", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=guess")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    assert!(wrong.headers().get("set-cookie").is_none());
+    let right = app
+        .client
+        .post(format!("{}/login", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    let cookie = right.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains(ADMIN_TOKEN),
+        "the cookie never carries the token itself"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+
+    let dashboard = app
+        .client
+        .get(format!("{}/", app.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(dashboard.contains("id=\"ratings-chart\""), "{dashboard}");
+    let read = app
+        .client
+        .get(format!("{}/api/v1/admin/feedback", app.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200, "the session reads admin data");
+    let write = app
+        .client
+        .post(format!("{}/api/v1/admin/ticks", app.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 401, "but never writes with it (no CSRF)");
+    let out = app.client.post(format!("{}/logout", app.base)).send().await.unwrap();
+    assert_eq!(out.status(), 303);
+    assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn headless_chromium_renders_the_seeded_dashboard() {
+    let app = spawn_app(Backend::Sqlite).await;
+    seed(&app, 14).await;
+    let profile = tempfile::tempdir().unwrap();
+    let url = sign_in_page(app.dir.path(), &app.base);
+
+    let dom = run_chromium(profile.path(), &["--dump-dom"], &url).await;
+    let html = String::from_utf8_lossy(&dom.stdout);
+    assert!(
+        dom.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    assert!(
+        html.contains("id=\"ratings-chart\""),
+        "signed in through the form: {html}"
+    );
+    // The chart: one line per module with a point per day.
+    for module in ["habits", "journal", "todo"] {
+        let line = html
+            .split("<polyline")
+            .find(|l| l.contains(&format!("data-module=\"{module}\"")))
+            .unwrap_or_else(|| panic!("no line for {module}: {html}"));
+        let points = line.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+        assert_eq!(points.split(' ').count(), 14, "{module}: {points}");
+    }
+    // The tables: modules ranked weakest first with the regression, low notes escaped,
+    // and both personas.
+    let modules = html.split("id=\"modules\"").nth(1).unwrap();
+    let first_row = modules.split("<tr").nth(2).unwrap();
+    assert!(first_row.contains("data-module=\"todo\""), "weakest first: {first_row}");
+    assert!(
+        html.contains("Saving a task failed twice &lt;again&gt;"),
+        "notes are escaped"
+    );
+    let personas = html.split("id=\"personas\"").nth(1).unwrap();
+    assert!(personas.contains("Anna") && personas.contains("Tom"));
+
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let screenshot = run_chromium(
+        profile.path(),
+        &[&format!("--screenshot={}", shot.display()), "--window-size=1280,1800"],
+        &url,
+    )
+    .await;
+    assert!(
+        screenshot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&screenshot.stderr)
+    );
+    let png = std::fs::read(&shot).expect("chromium wrote the screenshot");
+    assert_eq!(&png[1..4], b"PNG");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1280, 1800));
+    assert!(
+        png.len() > 30_000,
+        "a rendered page, not a blank one: {} bytes",
+        png.len()
+    );
+    println!("dashboard screenshot: {} ({} bytes)", shot.display(), png.len());
+
+    // A phone-sized viewport renders too.
+    let phone = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-phone.png");
+    let small = run_chromium(
+        profile.path(),
+        &[&format!("--screenshot={}", phone.display()), "--window-size=390,1600"],
+        &url,
+    )
+    .await;
+    assert!(small.status.success());
+    assert!(std::fs::metadata(&phone).unwrap().len() > 10_000);
+    app.stop().await;
+}
