@@ -355,8 +355,11 @@ async fn a_one_off_tick_runs_and_its_calls_are_listed_page_by_page(backend: Back
     app.stop().await;
 }
 
-/// Rates `persona` in one finished tick: `(module, rating, calls, errors, mean latency, note)`.
-async fn rate(app: &TestApp, persona: Uuid, ratings: &[(&str, i32, i32, i32, Option<f64>, &str)]) {
+/// One rating to seed: `(module, rating, calls, errors, mean latency, note)`.
+type Rating<'a> = (&'a str, i32, i32, i32, Option<f64>, &'a str);
+
+/// Rates `persona` in one finished tick.
+async fn rate(app: &TestApp, persona: Uuid, ratings: &[Rating<'_>]) {
     let tick = app
         .store
         .claim_tick(&NewTick {
@@ -1172,5 +1175,67 @@ async fn the_openapi_document_lists_every_route_with_its_errors() {
         let (status, _) = app.call(&method.to_uppercase(), &concrete, Auth::None, body).await;
         assert!(status < 500, "{method} {path}: {status}");
     }
+    app.stop().await;
+}
+
+/// A test-only Ed25519 key (PKCS#8 DER) and its public half as a JWK `x`.
+const ED25519_PKCS8: &str = "MC4CAQAwBQYDK2VwBCIEIHgYjzui9tRIWfgAEe2q0S5FplXXfc439LiQ/ofUylAN";
+const ED25519_X: &str = "2WSlpSc4lXjKuRrGpMKXLJj4RP4zODKqb_ZI4rlfNuA";
+
+#[tokio::test]
+async fn tokens_are_verified_with_the_identity_providers_jwks() {
+    use base64::Engine as _;
+    // The identity provider's key set, served over HTTP.
+    let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ED25519_X, "kid": "key-1", "alg": "EdDSA", "use": "sig"}]});
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let idp = listener.local_addr().unwrap();
+    let router = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        axum::routing::get(move || {
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let app = common::app::spawn_app_with(
+        Backend::Sqlite,
+        common::app::AppOptions {
+            extra_toml: format!(
+                "jwks_url = \"http://{idp}/.well-known/jwks.json\"\nalgorithms = [\"EdDSA\", \"HS256\"]\nissuer = \"https://idp.example.test\"\n"
+            ),
+            ..Default::default()
+        },
+    )
+    .await;
+    let der = base64::engine::general_purpose::STANDARD.decode(ED25519_PKCS8).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ed_der(&der);
+    let (user, tenant) = (Uuid::new_v4(), Uuid::new_v4());
+    let claims = json!({
+        "sub": user.to_string(), "tenant_id": tenant.to_string(), "iss": "https://idp.example.test",
+        "aud": "persona-runner", "exp": chrono::Utc::now().timestamp() + 600,
+    });
+    let sign = |kid: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(kid.to_string());
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let (status, body) = app
+        .call("GET", "/api/personas", Auth::Bearer(sign("key-1")), None)
+        .await;
+    assert_eq!((status, body), (200, json!([])));
+    let (status, body) = app
+        .call("GET", "/api/personas", Auth::Bearer(sign("key-9")), None)
+        .await;
+    assert_eq!(status, 401);
+    assert!(body["error"].as_str().unwrap().contains("key-9"), "{body}");
+    // With a JWKS source an HMAC token is never accepted, whatever the algorithm list.
+    let mut hs_claims = claims.clone();
+    hs_claims["iss"] = json!("https://idp.example.test");
+    let (status, body) = app
+        .call("GET", "/api/personas", Auth::Bearer(token_with(hs_claims)), None)
+        .await;
+    assert_eq!(status, 401);
+    assert!(body["error"].as_str().unwrap().contains("not accepted"), "{body}");
     app.stop().await;
 }

@@ -41,18 +41,6 @@ fn help_lists_every_command() {
 }
 
 #[test]
-fn commands_of_later_releases_say_so_plainly() {
-    let dir = common::workdir_with_catalogs();
-    let out = run_in(dir.path(), &["serve"], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("not available in this build yet"),
-        "{}",
-        text(&out.stderr)
-    );
-}
-
-#[test]
 fn password_prints_the_reference_vector_and_production_refuses_the_dev_secret() {
     let dir = common::workdir_with_catalogs();
     let out = run_in(dir.path(), &["password", "persona.anna@mana.test"], &[]);

@@ -20,6 +20,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_command("run", dir, config, env)
+    }
+
+    /// Starts `persona-runner COMMAND` (`run` or `serve`) and waits until it is ready.
+    fn start_command(subcommand: &str, dir: &Path, config: &str, env: &[(&str, &str)]) -> Self {
         let api = common::free_port();
         let gateway = common::free_port();
         let text = format!(
@@ -31,7 +36,7 @@ impl Daemon {
         let mut command = Command::new(BIN);
         command
             .current_dir(dir)
-            .args(["--config", "daemon.toml", "run"])
+            .args(["--config", "daemon.toml", subcommand])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .stdout(Stdio::null())
@@ -257,6 +262,42 @@ paused = true
     assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 401"));
     let out = via(None);
     assert!(String::from_utf8_lossy(&out.stderr).contains("PERSONA_RUNNER_ADMIN_TOKEN"));
+}
+
+#[test]
+fn serve_runs_the_sidecar_alone_and_stops_on_term() {
+    let dir = common::workdir_with_catalogs();
+    let mut sidecar = Daemon::start_command(
+        "serve",
+        dir.path(),
+        "",
+        &[("PERSONA_RUNNER_ADMIN_TOKEN", "serve-token")],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (personas, spec) = runtime.block_on(async {
+        let client = persona_runner::http::client(Duration::from_secs(10));
+        let personas = client
+            .get(sidecar.url("/api/v1/admin/personas"))
+            .bearer_auth("serve-token")
+            .send()
+            .await
+            .unwrap();
+        let spec = client.get(sidecar.url("/api/openapi.json")).send().await.unwrap();
+        (
+            (personas.status().as_u16(), personas.text().await.unwrap()),
+            (spec.status().as_u16(), spec.text().await.unwrap()),
+        )
+    });
+    // `serve` neither seeds nor schedules: an empty store stays empty.
+    assert_eq!(personas, (200, "[]".to_string()));
+    assert_eq!(spec.0, 200);
+    assert!(spec.1.contains("\"/api/v1/admin/feedback\""));
+    sidecar.signal("TERM");
+    let status = sidecar.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{}", sidecar.log());
 }
 
 #[test]

@@ -455,10 +455,10 @@ async fn persona_filter(state: &ApiState, tenant: Uuid, value: Option<&str>) -> 
     }
 }
 
-fn optional_window(
-    since: Option<&str>,
-    until: Option<&str>,
-) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), ApiError> {
+/// `since` and `until` of a listing, each optional.
+type OptionalWindow = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+fn optional_window(since: Option<&str>, until: Option<&str>) -> Result<OptionalWindow, ApiError> {
     let now = crate::time::now();
     let parse = |name: &str, value: Option<&str>| {
         value

@@ -263,6 +263,28 @@ async fn config_check(app: &App) -> Result<Outcome> {
             out!("# database password: ERROR: {err}");
         }
     }
+    let sidecar_keys = [
+        (
+            "admin token",
+            app.config().admin_token(&app.env),
+            "admin API and dashboard answer 503",
+        ),
+        (
+            "JWT secret",
+            app.config().jwt_secret(&app.env),
+            "profile API answers 503 unless api.jwt.jwks_url is set",
+        ),
+    ];
+    for (name, lookup, without) in sidecar_keys {
+        match lookup {
+            Ok(Some(_)) => out!("# {name}: set"),
+            Ok(None) => out!("# {name}: not set ({without})"),
+            Err(err) => {
+                ok = false;
+                out!("# {name}: ERROR: {err}");
+            }
+        }
+    }
     match app.store().await {
         Ok(store) => {
             let (applied, known) = store.migration_status().await?;

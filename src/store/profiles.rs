@@ -130,12 +130,22 @@ pub struct PersonaStats {
     pub negative_feedback: i64,
 }
 
-const SELECT_PROFILE: &str = "SELECT id, tenant_id, user_id, persona_id, detail_preference, external_data_usage,
-        decision_speed, collaboration_frequency, metric_preferences, action_preferences,
-        data_source_preferences, context_preferences, total_interactions, last_interaction_at,
-        interaction_summary, alignment_score, reassessment_recommended, suggested_persona_id,
-        status, created_at, updated_at
-     FROM persona_user_profiles WHERE tenant_id = $1 AND user_id = $2";
+/// The profile columns in [`ProfileRow`] order, for one user of one tenant.
+macro_rules! select_profile {
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, tenant_id, user_id, persona_id, detail_preference, external_data_usage,
+                decision_speed, collaboration_frequency, metric_preferences, action_preferences,
+                data_source_preferences, context_preferences, total_interactions, last_interaction_at,
+                interaction_summary, alignment_score, reassessment_recommended, suggested_persona_id,
+                status, created_at, updated_at
+             FROM persona_user_profiles WHERE tenant_id = $1 AND user_id = $2",
+            $tail
+        )
+    };
+}
+
+const SELECT_PROFILE: &str = select_profile!("");
 
 impl Store {
     /// Creates the profile of `user_id` assigned to `persona_id` unless it exists.
@@ -261,14 +271,7 @@ impl Store {
         // PostgreSQL locks the profile row; SQLite's BEGIN IMMEDIATE serializes writers.
         let select = match self.kind() {
             BackendKind::Sqlite => SELECT_PROFILE,
-            BackendKind::Postgres => concat!(
-                "SELECT id, tenant_id, user_id, persona_id, detail_preference, external_data_usage,
-                    decision_speed, collaboration_frequency, metric_preferences, action_preferences,
-                    data_source_preferences, context_preferences, total_interactions, last_interaction_at,
-                    interaction_summary, alignment_score, reassessment_recommended, suggested_persona_id,
-                    status, created_at, updated_at
-                 FROM persona_user_profiles WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE"
-            ),
+            BackendKind::Postgres => select_profile!(" FOR UPDATE"),
         };
         with_pool!(self, pool => {
             let mut tx = begin_write!(pool);
