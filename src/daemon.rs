@@ -305,6 +305,16 @@ async fn seed_catalogs(store: &Store, config: &Config, first_start: bool) -> Res
     Ok(())
 }
 
+/// Waits up to `grace` for the tracked tasks (one-off ticks), then cuts the rest and waits
+/// for them to record how they ended.
+async fn drain(tasks: &TaskTracker, cut: &CancellationToken, grace: Duration) {
+    tasks.close();
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        cut.cancel();
+        tasks.wait().await;
+    }
+}
+
 /// Binds `api.listen` and serves the sidecar until `stop`.
 async fn start_sidecar(
     config: &Arc<Config>,
@@ -377,14 +387,7 @@ pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<
     }
     shutdown.cancel();
     notify(&[sd_notify::NotifyState::Stopping]);
-    tasks.close();
-    if tokio::time::timeout(config.runner.shutdown_grace.0, tasks.wait())
-        .await
-        .is_err()
-    {
-        cut.cancel();
-        tasks.wait().await;
-    }
+    drain(&tasks, &cut, config.runner.shutdown_grace.0).await;
     let _ = sidecar.await;
     store.close().await;
     Ok(())
@@ -507,14 +510,7 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
     tracing::info!("shutting down: no new ticks; running ticks get runner.shutdown_grace");
     let _ = scheduler_task.await;
     // One-off ticks started through the API get the same grace, then are cut.
-    tasks.close();
-    if tokio::time::timeout(config.runner.shutdown_grace.0, tasks.wait())
-        .await
-        .is_err()
-    {
-        cut.cancel();
-        tasks.wait().await;
-    }
+    drain(&tasks, &cut, config.runner.shutdown_grace.0).await;
     let _ = sidecar_task.await;
     store.close().await;
     tracing::info!("stopped");

@@ -55,31 +55,6 @@ pub struct GroupReport {
     pub regression: bool,
 }
 
-/// A low rating and its note.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct Note {
-    pub tick_id: Uuid,
-    pub persona_id: Uuid,
-    pub persona: String,
-    pub archetype: String,
-    pub module: String,
-    pub rating: i32,
-    pub notes: Option<String>,
-    pub evidence_calls: i32,
-    pub evidence_errors: i32,
-    pub created_at: DateTime<Utc>,
-}
-
-/// One day of one module's ratings (the dashboard's chart).
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct DayPoint {
-    pub module: String,
-    /// UTC day, `YYYY-MM-DD`.
-    pub day: String,
-    pub average: f64,
-    pub count: i64,
-}
-
 /// A group flagged as a regression, for a quick list.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Regression {
@@ -107,8 +82,8 @@ pub struct FeedbackReport {
     pub personas: Vec<GroupReport>,
     pub archetypes: Vec<GroupReport>,
     pub regressions: Vec<Regression>,
-    pub lowest_notes: Vec<Note>,
-    pub series: Vec<DayPoint>,
+    pub lowest_notes: Vec<NoteRecord>,
+    pub series: Vec<DailyRating>,
 }
 
 /// Joins a window's groups with the previous window's and flags regressions.
@@ -188,34 +163,8 @@ pub async fn report(store: &Store, query: &ReportQuery, rules: &FeedbackConfig) 
             })
         })
         .collect();
-    let lowest_notes = store
-        .lowest_rated_notes(&scope, rules.lowest_notes.max(0))
-        .await?
-        .into_iter()
-        .map(|n: NoteRecord| Note {
-            tick_id: n.tick_id,
-            persona_id: n.persona_id,
-            persona: n.persona,
-            archetype: n.archetype,
-            module: n.module,
-            rating: n.rating,
-            notes: n.notes,
-            evidence_calls: n.evidence_calls,
-            evidence_errors: n.evidence_errors,
-            created_at: n.created_at,
-        })
-        .collect();
-    let series = store
-        .daily_ratings(&scope)
-        .await?
-        .into_iter()
-        .map(|d: DailyRating| DayPoint {
-            module: d.module,
-            day: d.day,
-            average: d.average,
-            count: d.count,
-        })
-        .collect();
+    let lowest_notes = store.lowest_rated_notes(&scope, rules.lowest_notes.max(0)).await?;
+    let series = store.daily_ratings(&scope).await?;
     Ok(FeedbackReport {
         window: Window {
             since: query.since,

@@ -85,6 +85,55 @@ async fn no_secret_in_any_log_line_at_trace_level() {
     let failed = failing.run(&request, &|_| {}).await.unwrap();
     assert_eq!(failed.status, TickStatus::Failed);
 
+    // The sidecar: the admin token as bearer and through the dashboard's sign-in form,
+    // a wrong one, and user JWTs (valid and forged).
+    let app = common::app::spawn_app(Backend::Sqlite).await;
+    let user_jwt = common::app::user_token(uuid::Uuid::new_v4(), uuid::Uuid::new_v4(), &["admin"]);
+    let (status, _) = app
+        .call("GET", "/api/v1/admin/personas", common::app::Auth::Admin, None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = app
+        .call(
+            "POST",
+            "/api/init-personas",
+            common::app::Auth::Bearer(user_jwt.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let forged = format!("{}x", &user_jwt[..user_jwt.len() - 1]);
+    let (status, _) = app
+        .call("GET", "/api/personas", common::app::Auth::Bearer(forged), None)
+        .await;
+    assert_eq!(status, 401);
+    let signed_in = app
+        .client
+        .post(format!("{}/login", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", common::app::ADMIN_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    let session = signed_in.headers()["set-cookie"].to_str().unwrap().to_string();
+    let session = session
+        .split(';')
+        .next()
+        .unwrap()
+        .split('=')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let dashboard = app
+        .client
+        .get(format!("{}/", app.base))
+        .header("cookie", format!("persona_runner_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dashboard.status(), 200);
+    app.stop().await;
+
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
     assert!(
         logs.len() > 10_000,
@@ -104,6 +153,10 @@ async fn no_secret_in_any_log_line_at_trace_level() {
         ("wrong derived password", wrong_password.expose()),
         ("LLM API key", LLM_KEY),
         ("bearer token", TOKEN_PREFIX),
+        ("admin token", common::app::ADMIN_TOKEN),
+        ("JWT secret", common::app::JWT_SECRET),
+        ("user JWT", user_jwt.as_str()),
+        ("dashboard session", session.as_str()),
     ] {
         if let Some(at) = logs.find(secret) {
             let line = logs[..at].rfind('\n').map_or(0, |i| i + 1);

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::Admin;
-use super::error::{ApiError, ErrorBody, FieldError, ValidJson, ValidQuery, param};
+use super::error::{ApiError, ErrorBody, ValidJson, ValidQuery, param};
 use crate::feedback::{FeedbackReport, ReportQuery};
 use crate::persona::Persona;
 use crate::profile::Profile;
@@ -127,17 +127,7 @@ pub async fn upsert_persona(
 ) -> Result<Response, ApiError> {
     let config = state.config();
     let rules = crate::catalog::Rules::from(&config.catalog);
-    let spec = crate::catalog::validate_persona(&body, &rules).map_err(|problems| {
-        ApiError::fields(
-            problems
-                .into_iter()
-                .map(|p| FieldError {
-                    field: p.path,
-                    message: p.message,
-                })
-                .collect(),
-        )
-    })?;
+    let spec = crate::catalog::validate_persona(&body, &rules).map_err(ApiError::from_problems)?;
     let (persona, outcome) = state
         .store()
         .upsert_persona(admin.tenant, &spec, &config.catalog.default_time_zone)
@@ -455,18 +445,48 @@ async fn persona_filter(state: &ApiState, tenant: Uuid, value: Option<&str>) -> 
     }
 }
 
-/// `since` and `until` of a listing, each optional.
-type OptionalWindow = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+/// The paging and window parameters every listing shares.
+struct Page {
+    limit: i64,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    after: Option<PageCursor>,
+}
 
-fn optional_window(since: Option<&str>, until: Option<&str>) -> Result<OptionalWindow, ApiError> {
-    let now = crate::time::now();
-    let parse = |name: &str, value: Option<&str>| {
-        value
-            .filter(|v| !v.is_empty())
-            .map(|v| crate::time::parse_instant(v, now).map_err(|m| ApiError::field(name, m)))
-            .transpose()
-    };
-    Ok((parse("since", since)?, parse("until", until)?))
+impl Page {
+    fn parse(
+        limit_param: &Option<String>,
+        since: &Option<String>,
+        until: &Option<String>,
+        cursor: &Option<String>,
+    ) -> Result<Self, ApiError> {
+        let now = crate::time::now();
+        let instant = |name: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .filter(|v| !v.is_empty())
+                .map(|v| crate::time::parse_instant(v, now).map_err(|m| ApiError::field(name, m)))
+                .transpose()
+        };
+        Ok(Self {
+            limit: limit(limit_param.as_deref())?,
+            since: instant("since", since)?,
+            until: instant("until", until)?,
+            after: decode_cursor(cursor.as_deref())?,
+        })
+    }
+
+    /// The cursor of the page after `items`, when this page was full.
+    fn next_cursor<T>(&self, items: &[T], key: impl Fn(&T) -> (DateTime<Utc>, Uuid)) -> Option<String> {
+        (items.len() as i64 == self.limit)
+            .then(|| {
+                items.last().map(|item| {
+                    let (at, id) = key(item);
+                    encode_cursor(at, id)
+                })
+            })
+            .flatten()
+    }
 }
 
 /// List ticks, newest first, with filters and cursor pagination.
@@ -483,20 +503,17 @@ pub async fn list_ticks(
     admin: Admin,
     ValidQuery(query): ValidQuery<TickQuery>,
 ) -> Result<Json<TickPage>, ApiError> {
-    let limit = limit(query.limit.as_deref())?;
-    let (since, until) = optional_window(query.since.as_deref(), query.until.as_deref())?;
+    let page = Page::parse(&query.limit, &query.since, &query.until, &query.cursor)?;
     let filter = TickFilter {
         persona_id: persona_filter(&state, admin.tenant, query.persona.as_deref()).await?,
         status: param::<TickStatus>("status", query.status.as_deref())?.map(|s| s.as_str().to_string()),
         trigger: param::<TickTrigger>("trigger", query.trigger.as_deref())?.map(|t| t.as_str().to_string()),
-        since,
-        until,
-        after: decode_cursor(query.cursor.as_deref())?,
+        since: page.since,
+        until: page.until,
+        after: page.after,
     };
-    let items = state.store().list_ticks(admin.tenant, &filter, limit).await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|t| encode_cursor(t.started_at, t.id)))
-        .flatten();
+    let items = state.store().list_ticks(admin.tenant, &filter, page.limit).await?;
+    let next_cursor = page.next_cursor(&items, |t| (t.started_at, t.id));
     Ok(Json(TickPage { items, next_cursor }))
 }
 
@@ -541,21 +558,18 @@ pub async fn list_actions(
     admin: Admin,
     ValidQuery(query): ValidQuery<ActionQuery>,
 ) -> Result<Json<ActionPage>, ApiError> {
-    let limit = limit(query.limit.as_deref())?;
-    let (since, until) = optional_window(query.since.as_deref(), query.until.as_deref())?;
+    let page = Page::parse(&query.limit, &query.since, &query.until, &query.cursor)?;
     let filter = ActionFilter {
         persona_id: persona_filter(&state, admin.tenant, query.persona.as_deref()).await?,
         tick_id: param::<Uuid>("tick", query.tick.as_deref())?,
         module: query.module.filter(|m| !m.is_empty()),
         result: param::<ActionResult>("result", query.result.as_deref())?.map(|r| r.as_str().to_string()),
-        since,
-        until,
-        after: decode_cursor(query.cursor.as_deref())?,
+        since: page.since,
+        until: page.until,
+        after: page.after,
     };
-    let items = state.store().list_actions(admin.tenant, &filter, limit).await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|a| encode_cursor(a.created_at, a.id)))
-        .flatten();
+    let items = state.store().list_actions(admin.tenant, &filter, page.limit).await?;
+    let next_cursor = page.next_cursor(&items, |a| (a.created_at, a.id));
     Ok(Json(ActionPage { items, next_cursor }))
 }
 

@@ -61,6 +61,19 @@ impl ApiError {
         }])
     }
 
+    /// 400 for the problems of a persona definition (catalog validation).
+    pub fn from_problems(problems: Vec<crate::catalog::Problem>) -> Self {
+        Self::fields(
+            problems
+                .into_iter()
+                .map(|p| FieldError {
+                    field: p.path,
+                    message: p.message,
+                })
+                .collect(),
+        )
+    }
+
     /// 400 listing every bad field.
     pub fn fields(details: Vec<FieldError>) -> Self {
         let summary = match details.as_slice() {

@@ -151,17 +151,7 @@ pub async fn update_persona(
             object.insert("email".into(), Value::String("profile-only@persona.invalid".into()));
         }
     }
-    let spec = crate::catalog::validate_persona(&merged, &rules).map_err(|problems| {
-        ApiError::fields(
-            problems
-                .into_iter()
-                .map(|p| FieldError {
-                    field: p.path,
-                    message: p.message,
-                })
-                .collect(),
-        )
-    })?;
+    let spec = crate::catalog::validate_persona(&merged, &rules).map_err(ApiError::from_problems)?;
     let time_zone = spec.time_zone.clone().unwrap_or_else(|| persona.time_zone.clone());
     state
         .store()

@@ -183,17 +183,6 @@ impl Store {
         }))
     }
 
-    /// One tick of `tenant` as listed.
-    pub async fn tick_record(&self, tenant: Uuid, id: Uuid) -> Result<Option<TickRecord>> {
-        Ok(with_pool!(self, pool => {
-            sqlx::query_as(select_tick_record!("WHERE t.tenant_id = $1 AND t.id = $2"))
-                .bind(tenant)
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-        }))
-    }
-
     /// Audited calls of `tenant` matching `filter`, newest first, at most `limit`.
     pub async fn list_actions(&self, tenant: Uuid, filter: &ActionFilter, limit: i64) -> Result<Vec<ActionListing>> {
         let (after_at, after_id) = filter.after.map(|c| (c.at, c.id)).unzip();

@@ -57,8 +57,8 @@ pub struct RatingGroup {
     pub mean_latency_ms: Option<f64>,
 }
 
-/// One day of one module's ratings (UTC days).
-#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+/// One day of one module's ratings (UTC days, `YYYY-MM-DD`): the dashboard's chart.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct DailyRating {
     pub module: String,
     pub day: String,
@@ -67,7 +67,7 @@ pub struct DailyRating {
 }
 
 /// One rating with its note, who gave it and the module's evidence in that tick.
-#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct NoteRecord {
     pub tick_id: Uuid,
     pub persona_id: Uuid,

@@ -76,6 +76,26 @@ macro_rules! bind_spec {
 
 pub(super) use bind_spec;
 
+/// The persona insert: `$1` id, `$2` user id, `$3..$25` as [`bind_spec!`] binds them,
+/// `$26` the time, `$27` the tenant; `$tail` may add a conflict clause.
+macro_rules! insert_persona {
+    ($tail:literal) => {
+        concat!(
+            "INSERT INTO personas (
+                id, user_id, archetype, system_prompt, module_mix, tick_cadence,
+                time_zone, locale, paused, name, description, flow, role_index,
+                primary_authority, decision_focus, primary_dashboard, key_metrics,
+                detail_level, headline_type, hero_chart_type, context_factors,
+                required_data_sources, actions, default_profile, page_templates,
+                created_at, updated_at, tenant_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
+                     $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $26, $27)",
+            $tail
+        )
+    };
+}
+pub(super) use insert_persona;
+
 #[derive(sqlx::FromRow)]
 struct PersonaRow {
     id: Uuid,
@@ -292,18 +312,7 @@ impl Store {
                 None => {
                     let id = Uuid::new_v4();
                     bind_spec!(
-                        sqlx::query(
-                            "INSERT INTO personas (
-                                id, user_id, archetype, system_prompt, module_mix, tick_cadence,
-                                time_zone, locale, paused, name, description, flow, role_index,
-                                primary_authority, decision_focus, primary_dashboard, key_metrics,
-                                detail_level, headline_type, hero_chart_type, context_factors,
-                                required_data_sources, actions, default_profile, page_templates,
-                                created_at, updated_at, tenant_id)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                                     $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
-                                     $26, $27)",
-                        )
+                        sqlx::query(insert_persona!(""))
                         .bind(id)
                         .bind(user_id),
                         spec,

@@ -533,19 +533,7 @@ impl Store {
         let at = now();
         let inserted = with_pool!(self, pool => {
             super::personas::bind_spec!(
-                sqlx::query(
-                    "INSERT INTO personas (
-                        id, user_id, archetype, system_prompt, module_mix, tick_cadence,
-                        time_zone, locale, paused, name, description, flow, role_index,
-                        primary_authority, decision_focus, primary_dashboard, key_metrics,
-                        detail_level, headline_type, hero_chart_type, context_factors,
-                        required_data_sources, actions, default_profile, page_templates,
-                        created_at, updated_at, tenant_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                             $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26,
-                             $26, $27)
-                     ON CONFLICT (tenant_id, name) DO NOTHING",
-                )
+                sqlx::query(super::personas::insert_persona!(" ON CONFLICT (tenant_id, name) DO NOTHING"))
                 .bind(Uuid::new_v4())
                 .bind(Option::<Uuid>::None),
                 spec,
