@@ -1,6 +1,8 @@
 //! `persona-runner run`: the daemon. It owns the one shutdown tree:
-//! - a root cancellation token for the process;
-//! - a child token per task (scheduler, sidecar, sample gateway, watchdog);
+//! - a root cancellation token for the process, cancelled on TERM/INT, with a child token
+//!   per task that must stop dispatching at once (scheduler, watchdog);
+//! - one token for the HTTP servers (sidecar, sample gateway), cancelled once running
+//!   ticks have drained, so they still reach the product and health stays observable;
 //! - awaiting every task before returning.
 //!
 //! It wires the scheduler to the store and the tick engine, serves the sidecar (`api`:
@@ -289,8 +291,9 @@ fn lock_sqlite(store: &Store) -> Result<Option<SqliteLock>, DaemonError> {
 
 /// Seeds the catalogs when asked (`catalog.sync`) or when the store is empty.
 async fn seed_catalogs(store: &Store, config: &Config, first_start: bool) -> Result<(), DaemonError> {
-    let empty = store.row_counts(DEFAULT_TENANT).await?.personas == 0;
-    if !(config.catalog.sync || (first_start && empty)) {
+    // Counting is only needed on a first start without `catalog.sync`.
+    let seed = config.catalog.sync || (first_start && store.row_counts(DEFAULT_TENANT).await?.personas == 0);
+    if !seed {
         return Ok(());
     }
     let rules = crate::catalog::Rules::from(&config.catalog);
@@ -369,7 +372,9 @@ pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<
         cut: cut.clone(),
         commands: None,
     });
-    let sidecar = start_sidecar(&config, env, &store, launcher, shutdown.child_token()).await?;
+    // The sidecar stays up while one-off ticks drain (health, metrics), then stops.
+    let http_stop = CancellationToken::new();
+    let sidecar = start_sidecar(&config, env, &store, launcher, http_stop.clone()).await?;
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("serving the sidecar"),
@@ -388,6 +393,7 @@ pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<
     shutdown.cancel();
     notify(&[sd_notify::NotifyState::Stopping]);
     drain(&tasks, &cut, config.runner.shutdown_grace.0).await;
+    http_stop.cancel();
     let _ = sidecar.await;
     store.close().await;
     Ok(())
@@ -405,9 +411,12 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
 
     let tasks = TaskTracker::new();
     let cut = CancellationToken::new();
+    // The HTTP servers (sample product, sidecar) outlive the drain: running ticks still
+    // reach the product, and health and metrics stay observable until the end.
+    let http_stop = CancellationToken::new();
 
     // The sample product, when this is a first run on the defaults.
-    if config.serves_sample_gateway() {
+    let gateway_task = if config.serves_sample_gateway() {
         let seed = crate::auth::SeedSecret::resolve(&config, env)?;
         let gateway = crate::gateway::Gateway::new(crate::gateway::GatewayOptions {
             seed: seed.secret,
@@ -424,13 +433,17 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
                 source,
             })?;
         tracing::info!(%addr, "serving the bundled sample gateway (sample_gateway.enabled)");
-        let stop = shutdown.child_token();
-        tasks.spawn(async move {
+        let stop = http_stop.clone();
+        // Not in `tasks`: those are the ticks the drain waits for, and this server must
+        // outlive them.
+        Some(tokio::spawn(async move {
             let _ = axum::serve(listener, gateway.router())
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await;
-        });
-    }
+        }))
+    } else {
+        None
+    };
 
     let engine = Arc::new(TickEngine::new(store.clone(), config.clone(), env)?);
     tracing::info!(driver = engine.driver_name(), "tick engine ready");
@@ -453,7 +466,7 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
             cut: cut.clone(),
             commands: Some(commands.clone()),
         }),
-        shutdown.child_token(),
+        http_stop.clone(),
     )
     .await?;
 
@@ -508,10 +521,21 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
         sd_notify::NotifyState::Status("draining running ticks"),
     ]);
     tracing::info!("shutting down: no new ticks; running ticks get runner.shutdown_grace");
+    let stopping = Instant::now();
     let _ = scheduler_task.await;
     // One-off ticks started through the API get the same grace, then are cut.
-    drain(&tasks, &cut, config.runner.shutdown_grace.0).await;
+    // They share the scheduler's deadline: one grace in all, not one after the other.
+    drain(
+        &tasks,
+        &cut,
+        config.runner.shutdown_grace.0.saturating_sub(stopping.elapsed()),
+    )
+    .await;
+    http_stop.cancel();
     let _ = sidecar_task.await;
+    if let Some(gateway) = gateway_task {
+        let _ = gateway.await;
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -9,20 +9,42 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use uuid::Uuid;
 
 use crate::config::FeedbackConfig;
 use crate::store::{DailyRating, Grouping, NoteRecord, RatingGroup, RatingScope, Store, StoreError};
 
-/// What to report on.
-#[derive(Clone, Debug)]
-pub struct ReportQuery {
-    pub tenant: Uuid,
-    pub since: DateTime<Utc>,
-    pub until: DateTime<Utc>,
-    pub module: Option<String>,
-    pub persona_id: Option<Uuid>,
-    pub archetype: Option<String>,
+/// The window `[since, until)` of a report from its parameters as people write them
+/// (a span back like `7d`, RFC 3339, or a date; see [`crate::time::parse_instant`]).
+/// `until` defaults to a second past `now`, so ratings stamped this instant count;
+/// `since` to `default_span` before `until`. A bad value is named.
+pub fn window(
+    since: Option<&str>,
+    until: Option<&str>,
+    default_span: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<Window, BadParameter> {
+    let parse = |name: &'static str, value: Option<&str>| {
+        value
+            .filter(|v| !v.is_empty())
+            .map(|v| crate::time::parse_instant(v, now).map_err(|message| BadParameter { name, message }))
+            .transpose()
+    };
+    let until = parse("until", until)?.unwrap_or_else(|| crate::time::after(now, std::time::Duration::from_secs(1)));
+    let since = parse("since", since)?.unwrap_or_else(|| crate::time::before(until, default_span));
+    if since >= until {
+        return Err(BadParameter {
+            name: "since",
+            message: "must be before until".into(),
+        });
+    }
+    Ok(Window { since, until })
+}
+
+/// A window parameter that does not parse, named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadParameter {
+    pub name: &'static str,
+    pub message: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -122,22 +144,14 @@ pub fn compare(current: Vec<RatingGroup>, previous: &[RatingGroup], rules: &Feed
     reports
 }
 
-/// Builds the report for `query` with the thresholds of `rules`.
-pub async fn report(store: &Store, query: &ReportQuery, rules: &FeedbackConfig) -> Result<FeedbackReport, StoreError> {
-    let length = query.until - query.since;
-    let previous_since = query.since - length;
-    let scope = RatingScope {
-        tenant: query.tenant,
-        from: query.since,
-        until: query.until,
-        module: query.module.clone(),
-        persona_id: query.persona_id,
-        archetype: query.archetype.clone(),
-    };
-    let previous_scope = scope.with_window(previous_since, query.since);
+/// Builds the report over `scope` (and the window of the same length before it) with
+/// the thresholds of `rules`.
+pub async fn report(store: &Store, scope: &RatingScope, rules: &FeedbackConfig) -> Result<FeedbackReport, StoreError> {
+    let previous_since = scope.from - (scope.until - scope.from);
+    let previous_scope = scope.with_window(previous_since, scope.from);
     let mut sections = Vec::with_capacity(3);
     for grouping in [Grouping::Module, Grouping::Persona, Grouping::Archetype] {
-        let current = store.rating_groups(&scope, grouping).await?;
+        let current = store.rating_groups(scope, grouping).await?;
         let previous = store.rating_groups(&previous_scope, grouping).await?;
         sections.push(compare(current, &previous, rules));
     }
@@ -163,16 +177,16 @@ pub async fn report(store: &Store, query: &ReportQuery, rules: &FeedbackConfig) 
             })
         })
         .collect();
-    let lowest_notes = store.lowest_rated_notes(&scope, rules.lowest_notes.max(0)).await?;
-    let series = store.daily_ratings(&scope).await?;
+    let lowest_notes = store.lowest_rated_notes(scope, rules.lowest_notes.max(0)).await?;
+    let series = store.daily_ratings(scope).await?;
     Ok(FeedbackReport {
         window: Window {
-            since: query.since,
-            until: query.until,
+            since: scope.from,
+            until: scope.until,
         },
         previous_window: Window {
             since: previous_since,
-            until: query.since,
+            until: scope.from,
         },
         regression_drop: rules.regression_drop,
         regression_min_ratings: rules.regression_min_ratings,

@@ -19,14 +19,20 @@ pub fn install_crypto_provider() {
 /// A client for our outbound calls. Idle connection pooling is off: on loopback a pooled
 /// connection stalled ~40 ms per sequential call (delayed ACK), and our call rate is low.
 pub fn client(timeout: Duration) -> reqwest::Client {
-    install_crypto_provider();
-    reqwest::Client::builder()
+    builder(timeout.min(Duration::from_secs(10)))
         .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .pool_max_idle_per_host(0)
-        .user_agent(concat!("persona-runner/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("a reqwest client with static settings builds")
+}
+
+/// The settings every client of ours shares (TLS provider, no idle pooling, user agent),
+/// for a client that sets its own timeouts.
+pub fn builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_max_idle_per_host(0)
+        .user_agent(concat!("persona-runner/", env!("CARGO_PKG_VERSION")))
 }
 
 /// Whether a response status is worth another attempt: rate limited or server-side.
@@ -40,13 +46,33 @@ pub fn retryable_error(err: &reqwest::Error) -> bool {
 }
 
 /// A reqwest error's message without its URL (which may carry query secrets), for errors
-/// we show or store.
+/// we show or store. (reqwest already strips the URL's password.)
 pub fn describe(err: &reqwest::Error) -> String {
     let mut text = err.to_string();
     if let Some(url) = err.url() {
         text = text.replace(url.as_str(), "<url>");
     }
     text
+}
+
+/// A configured URL as errors and logs show it: without user info and query, where
+/// credentials may sit (`https://user:key@host/path?token=…` → `https://host/path?…`).
+pub fn display_url(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((url, _)) => (url, "?…"),
+        None => (url, ""),
+    };
+    let shown = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let host = rest[..authority_end]
+                .rsplit_once('@')
+                .map_or(&rest[..authority_end], |(_, host)| host);
+            format!("{scheme}://{host}{}", &rest[authority_end..])
+        }
+        None => url.to_string(),
+    };
+    format!("{shown}{query}")
 }
 
 /// `Retry-After` as seconds or an HTTP date.
@@ -155,6 +181,15 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configured_urls_are_shown_without_credentials() {
+        assert_eq!(
+            display_url("https://runner:k3y@auth.example/api/v1/auth/login?token=k3y&x=1"),
+            "https://auth.example/api/v1/auth/login?…"
+        );
+        assert_eq!(display_url("http://127.0.0.1:3071/mcp"), "http://127.0.0.1:3071/mcp");
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {

@@ -91,6 +91,12 @@ impl<'de> Deserialize<'de> for Cadence {
     }
 }
 
+/// Emails are stored lower-case and trimmed, so uniqueness per tenant is
+/// case-insensitive; every comparison goes through this.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
 /// Parses an IANA time zone name (`Europe/Berlin`), with a message that says what is
 /// expected.
 pub fn parse_time_zone(name: &str) -> Result<chrono_tz::Tz, String> {
@@ -232,7 +238,7 @@ pub struct Persona {
 impl Persona {
     /// Whether storing `spec` (with `time_zone` resolved) would change this persona.
     pub fn matches_spec(&self, spec: &PersonaSpec, time_zone: &str) -> bool {
-        self.email.as_deref() == Some(spec.email.trim().to_lowercase().as_str())
+        self.email.as_deref() == Some(normalize_email(&spec.email).as_str())
             && self.name == spec.name
             && self.archetype == spec.archetype
             && self.system_prompt == spec.system_prompt
@@ -256,6 +262,36 @@ impl Persona {
             && self.actions == spec.actions
             && self.default_profile == spec.default_profile
             && self.page_templates == spec.page_templates
+    }
+
+    /// The definition part of a stored persona (its email empty for a profile-only one).
+    pub fn to_spec(&self) -> PersonaSpec {
+        PersonaSpec {
+            name: self.name.clone(),
+            email: self.email.clone().unwrap_or_default(),
+            archetype: self.archetype.clone(),
+            system_prompt: self.system_prompt.clone(),
+            module_mix: self.module_mix.clone(),
+            tick_cadence: self.tick_cadence.clone(),
+            time_zone: Some(self.time_zone.clone()),
+            locale: self.locale.clone(),
+            paused: None,
+            description: self.description.clone(),
+            flow: self.flow,
+            role_index: self.role_index,
+            primary_authority: self.primary_authority.clone(),
+            decision_focus: self.decision_focus.clone(),
+            primary_dashboard: self.primary_dashboard.clone(),
+            key_metrics: self.key_metrics.clone(),
+            detail_level: self.detail_level,
+            headline_type: self.headline_type,
+            hero_chart_type: self.hero_chart_type.clone(),
+            context_factors: self.context_factors.clone(),
+            required_data_sources: self.required_data_sources.clone(),
+            actions: self.actions.clone(),
+            default_profile: self.default_profile.clone(),
+            page_templates: self.page_templates.clone(),
+        }
     }
 
     /// How logs and reports name the persona: its email, or its name without one.

@@ -13,21 +13,39 @@ pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-/// `at + span`, saturating at the latest representable time instead of panicking or
-/// wrapping (a configured duration can be absurdly long).
+/// The latest time we compute: 9999-12-31T23:59:59.999999Z. SQLite keeps timestamps as
+/// RFC 3339 text, which sorts chronologically only for four-digit years, so "never" must
+/// not go past it.
+pub fn latest() -> DateTime<Utc> {
+    chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|day| day.and_hms_micro_opt(23, 59, 59, 999_999))
+        .expect("a valid date")
+        .and_utc()
+}
+
+/// The earliest time we compute: 0001-01-01T00:00:00Z (four-digit years, as for [`latest`]).
+pub fn earliest() -> DateTime<Utc> {
+    chrono::NaiveDate::from_ymd_opt(1, 1, 1)
+        .expect("a valid date")
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc()
+}
+
+/// `at + span`, saturating at [`latest`] instead of panicking or wrapping (a configured
+/// duration can be absurdly long).
 pub fn after(at: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(span)
         .ok()
         .and_then(|span| at.checked_add_signed(span))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        .map_or_else(latest, |t| t.min(latest()))
 }
 
-/// `at - span`, saturating at the earliest representable time.
+/// `at - span`, saturating at [`earliest`].
 pub fn before(at: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(span)
         .ok()
         .and_then(|span| at.checked_sub_signed(span))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        .map_or_else(earliest, |t| t.max(earliest()))
 }
 
 /// A duration written the way operators write them in config files: `500ms`, `30s`,
@@ -152,8 +170,15 @@ mod tests {
         let at = now();
         assert_eq!(after(at, Duration::from_secs(60)), at + chrono::Duration::seconds(60));
         assert_eq!(before(at, Duration::from_secs(60)), at - chrono::Duration::seconds(60));
-        assert_eq!(after(at, Duration::MAX), DateTime::<Utc>::MAX_UTC);
-        assert_eq!(before(at, Duration::MAX), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(after(at, Duration::MAX), latest());
+        assert_eq!(before(at, Duration::MAX), earliest());
+        // Still four-digit years, so SQLite's text timestamps keep sorting.
+        assert!(after(at, Duration::MAX).to_rfc3339().starts_with("9999-12-31T23:59:59"));
+        assert!(
+            before(at, Duration::MAX)
+                .to_rfc3339()
+                .starts_with("0001-01-01T00:00:00")
+        );
     }
 
     #[test]

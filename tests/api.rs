@@ -967,7 +967,7 @@ async fn tenants_cannot_see_or_change_each_others_data(backend: Backend) {
     assert_eq!(status, 409);
     let (status, _) = app.call("GET", "/api/my-persona", Auth::Bearer(impostor), None).await;
     assert_eq!(status, 404, "tenant A's profile is not visible under tenant B");
-    let (_, description) = app
+    let (status, description) = app
         .call(
             "GET",
             &format!("/api/personas/{cfo_a}"),
@@ -975,6 +975,7 @@ async fn tenants_cannot_see_or_change_each_others_data(backend: Backend) {
             None,
         )
         .await;
+    assert_eq!((status, description["name"].as_str()), (200, Some("CFO")));
     assert_ne!(description["description"], "taken over");
 
     // Admin API: the tenant header scopes personas and feedback.

@@ -90,12 +90,21 @@ impl Daemon {
     }
 
     /// A metric's value, summed over its label sets matching `filter`.
+    /// The sum of the samples of `name` whose line contains `filter`; NaN when none.
     fn metric(&self, name: &str, filter: &str) -> f64 {
         let (_, text) = self.get("/metrics").unwrap();
-        text.lines()
+        let values: Vec<f64> = text
+            .lines()
             .filter(|l| l.starts_with(name) && l.contains(filter))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .collect();
+        // Absent is not zero: NaN fails every comparison, so a family that is never
+        // exported cannot satisfy `== 0.0`.
+        if values.is_empty() {
+            f64::NAN
+        } else {
+            values.iter().sum()
+        }
     }
 
     fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
@@ -261,6 +270,7 @@ paused = true
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP 401"));
     let out = via(None);
+    assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PERSONA_RUNNER_ADMIN_TOKEN"));
 }
 
@@ -372,6 +382,10 @@ async fn a_tick_running_at_shutdown_is_cut_after_the_grace_and_recorded() {
     assert_eq!(llm.requests().len(), 2, "the model hangs on its second turn");
 
     daemon.signal("TERM");
+    // While the tick drains, the sidecar still answers (health, metrics).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let health = client.get(daemon.url("/health")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200, "the sidecar outlives the drain");
     let status = tokio::task::spawn_blocking(move || {
         let status = daemon.wait_exit(Duration::from_secs(20));
         (status, daemon)

@@ -109,6 +109,12 @@ async fn three_replicas_run_every_slot_exactly_once() {
         }
     }
     let personas = store.schedulable_personas().await.unwrap();
+    assert_eq!(personas.len(), PERSONAS, "every persona is counted");
+    assert!(
+        slots.len() >= 20,
+        "the window holds the slots of about a minute: {}",
+        slots.len()
+    );
     let expected = slots.len() * personas.len();
     let duplicates: usize = ok_per_slot.values().filter(|n| **n > 1).map(|n| n - 1).sum();
     let missed = personas

@@ -390,6 +390,32 @@ async fn failed_ticks_retry_with_backoff_within_their_slot() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failed_interval_tick_is_retried_although_reloads_replan_it() {
+    let clock = Clock::starting_at(utc("2026-05-06T12:00:00Z"));
+    let daily = Persona {
+        last_active_at: Some(utc("2026-05-05T11:00:00Z")),
+        ..persona(1, "daily")
+    };
+    let fake = Fake::new(clock, vec![daily], Duration::from_secs(1));
+    // Due 24 h after the last activity; its first attempt fails.
+    let slot = utc("2026-05-06T11:00:00Z");
+    fake.failing.lock().unwrap().insert((Uuid::from_u128(1), slot), 1);
+    // Reloads (every 2 s) come before the retry (after 10 s) and see the failed tick's
+    // fresh last_active_at.
+    let settings = Settings {
+        reload_every: Duration::from_secs(2),
+        ..settings()
+    };
+    run_for(fake.clone(), settings, clock, Duration::from_secs(120)).await;
+    let runs = fake.runs();
+    assert_eq!(
+        runs.iter().map(|r| (r.slot, r.ok)).collect::<Vec<_>>(),
+        [(Some(slot), false), (Some(slot), true)]
+    );
+    assert_eq!(runs[1].started - runs[0].finished, chrono::Duration::seconds(10));
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_kill_switch_holds_dispatch_and_signals_tick_everyone() {
     let clock = Clock::starting_at(utc("2026-05-06T12:00:00Z"));
     let mut paused_one = persona(2, "0 0 1 1 *");

@@ -30,8 +30,9 @@ impl Write for Capture {
 
 const ANNA: &str = "persona.anna@mana.test";
 const LLM_KEY: &str = "sk-trace-test-key-0815-secret";
-/// Every token the sample gateway issues starts with this (base64url of its JWT header).
-const TOKEN_PREFIX: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+/// Every token the sample gateway issues starts with this: base64url of its JWT header
+/// `{"typ":"JWT","alg":"HS256"}` (as jsonwebtoken writes it).
+const TOKEN_PREFIX: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_in_any_log_line_at_trace_level() {

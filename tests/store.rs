@@ -112,7 +112,7 @@ async fn upsert_is_idempotent_and_updates_edits(backend: Backend) {
     assert_eq!(outcome, UpsertOutcome::Updated);
     assert_eq!(updated.id, created.id);
     assert!(updated.system_prompt.ends_with("joggt morgens."));
-    assert!(updated.updated_at >= created.updated_at);
+    assert!(updated.updated_at > created.updated_at, "an edit bumps updated_at");
 
     let counts = store.row_counts(DEFAULT_TENANT).await.unwrap();
     assert_eq!((counts.users, counts.persona_users, counts.personas), (1, 1, 1));
@@ -129,6 +129,17 @@ async fn upsert_keeps_an_operator_pause_unless_the_spec_says(backend: Backend) {
     let (persona, outcome) = store.upsert_persona(DEFAULT_TENANT, &unspecified, "UTC").await.unwrap();
     assert_eq!(outcome, UpsertOutcome::Unchanged);
     assert!(persona.paused);
+    // An operator's pause (not the catalog's) survives a spec that does not say either.
+    store.set_paused(DEFAULT_TENANT, persona.id, false).await.unwrap();
+    store.set_paused(DEFAULT_TENANT, persona.id, true).await.unwrap();
+    let (persona, _) = store.upsert_persona(DEFAULT_TENANT, &unspecified, "UTC").await.unwrap();
+    assert!(persona.paused, "kept");
+    // A spec that says so wins.
+    let mut resumed = unspecified.clone();
+    resumed.paused = Some(false);
+    let (persona, outcome) = store.upsert_persona(DEFAULT_TENANT, &resumed, "UTC").await.unwrap();
+    assert_eq!(outcome, UpsertOutcome::Updated);
+    assert!(!persona.paused);
 }
 
 async fn upsert_refuses_human_accounts_and_taken_names(backend: Backend) {
@@ -172,6 +183,13 @@ async fn email_is_unique_per_tenant_case_insensitively(backend: Backend) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
+    // Per tenant: another tenant may have the same email.
+    let other = uuid::Uuid::new_v4();
+    store.ensure_tenant(other).await.unwrap();
+    store
+        .create_user(other, "qa@mana.test", "QA elsewhere", UserKind::Human)
+        .await
+        .unwrap();
 }
 
 async fn lookups_by_id_and_email(backend: Backend) {
@@ -322,6 +340,21 @@ async fn finishing_derives_counters_and_marks_activity(backend: Backend) {
     );
     let counts = store.row_counts(DEFAULT_TENANT).await.unwrap();
     assert_eq!(counts.actions, 5);
+    // The stored counters were derived from the audited rows.
+    let stored = &store
+        .list_ticks(DEFAULT_TENANT, &persona_runner::store::TickFilter::default(), 1)
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (
+            stored.tool_calls,
+            stored.calls_ok,
+            stored.calls_error,
+            stored.calls_deduped,
+            stored.calls_denied
+        ),
+        (5, 2, 1, 1, 1)
+    );
 }
 
 async fn action_seq_is_unique_per_tick(backend: Backend) {
@@ -403,10 +436,12 @@ async fn cleanup_removes_persona_users_with_everything_and_never_humans(backend:
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     let (persona, user) = seeded(&store).await;
-    store
-        .ensure_user_profile(DEFAULT_TENANT, user, Some(persona))
-        .await
-        .unwrap();
+    let profile = store.get_profile(DEFAULT_TENANT, user).await.unwrap();
+    assert_eq!(
+        profile.and_then(|p| p.persona_id),
+        Some(persona),
+        "the upsert gave the persona user its profile"
+    );
     let tick = store.claim_tick(&new_tick(persona)).await.unwrap();
     store
         .record_action(&action(tick.id, persona, 0, ActionResult::Ok))
@@ -440,10 +475,7 @@ async fn cleanup_removes_persona_users_with_everything_and_never_humans(backend:
         .create_user(DEFAULT_TENANT, "qa.lead@mana.test", "QA Lead", UserKind::Human)
         .await
         .unwrap();
-    store
-        .ensure_user_profile(DEFAULT_TENANT, human, Some(persona))
-        .await
-        .unwrap();
+    store.assign_persona(DEFAULT_TENANT, human, persona).await.unwrap();
 
     let before = store.row_counts(DEFAULT_TENANT).await.unwrap();
     assert_eq!(

@@ -233,6 +233,7 @@ async fn an_invalid_repair_records_no_rating(backend: Backend) {
     assert_eq!(summary.rating_status, Some(RatingStatus::Invalid));
     assert!(summary.ratings.is_empty(), "never a made-up rating");
     assert_eq!(store.row_counts(DEFAULT_TENANT).await.unwrap().feedback, 0);
+    assert_eq!(llm.requests().len(), 4, "play, play, rating, one repair");
 }
 
 both_backends! {
@@ -364,11 +365,15 @@ async fn a_rejected_token_means_one_fresh_login() {
     let persona = seed_anna(&store).await;
     let engine = TickEngine::new(store.clone(), Arc::new(gateway.config()), &gateway.env()).unwrap();
     assert_eq!(run_tick(&engine, &persona).await.status, TickStatus::Ok);
+    assert_eq!(gateway.gateway.logins(), 1);
+    assert_eq!(run_tick(&engine, &persona).await.status, TickStatus::Ok);
+    assert_eq!(gateway.gateway.logins(), 1, "the cached token serves the next tick");
     // The product rotates its keys: the cached token is now refused.
     gateway.gateway.rotate_signing_key();
     let summary = run_tick(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
     assert!(summary.calls_ok > 0);
+    assert_eq!(gateway.gateway.logins(), 2, "exactly one fresh login");
 }
 
 #[tokio::test]
@@ -423,6 +428,13 @@ async fn a_tick_past_its_timeout_is_cut_and_recorded() {
     assert_eq!(summary.status, TickStatus::Timeout);
     assert!(summary.error.unwrap().contains("tick.tick_timeout"));
     assert_eq!(summary.calls_ok, 1, "the call made before the cut is kept");
+    let stored = store.get_tick(summary.tick_id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.status,
+        TickStatus::Timeout,
+        "recorded in the store, not only reported"
+    );
+    assert!(stored.finished_at.is_some());
 }
 
 #[tokio::test]

@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::Admin;
-use super::error::{ApiError, ErrorBody, ValidJson, ValidQuery, param};
-use crate::feedback::{FeedbackReport, ReportQuery};
+use super::error::{ApiError, ErrorBody, ValidJson, ValidQuery, instant, param};
+use crate::feedback::FeedbackReport;
 use crate::persona::Persona;
 use crate::profile::Profile;
 use crate::store::{
@@ -35,32 +35,6 @@ pub(super) async fn find(state: &ApiState, tenant: Uuid, id: &str) -> Result<Per
         .find_persona(tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no persona `{id}` in this tenant")))
-}
-
-fn now_plus_a_second() -> DateTime<Utc> {
-    crate::time::after(crate::time::now(), std::time::Duration::from_secs(1))
-}
-
-/// The window of a report or listing: `since`/`until` as spans back (`7d`), RFC 3339
-/// or dates; `since` defaults to `default_span` before `until`, `until` to now.
-pub(super) fn window(
-    since: Option<&str>,
-    until: Option<&str>,
-    default_span: std::time::Duration,
-) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
-    let now = crate::time::now();
-    let parse = |name: &str, value: Option<&str>| {
-        value
-            .filter(|v| !v.is_empty())
-            .map(|v| crate::time::parse_instant(v, now).map_err(|m| ApiError::field(name, m)))
-            .transpose()
-    };
-    let until = parse("until", until)?.unwrap_or_else(now_plus_a_second);
-    let since = parse("since", since)?.unwrap_or_else(|| crate::time::before(until, default_span));
-    if since >= until {
-        return Err(ApiError::field("since", "must be before until"));
-    }
-    Ok((since, until))
 }
 
 fn limit(value: Option<&str>) -> Result<i64, ApiError> {
@@ -132,13 +106,6 @@ pub async fn upsert_persona(
         .store()
         .upsert_persona(admin.tenant, &spec, &config.catalog.default_time_zone)
         .await?;
-    // As catalog seeding does: the persona user gets its profile-store profile now.
-    if let Some(user) = persona.user_id {
-        state
-            .store()
-            .ensure_user_profile(admin.tenant, user, Some(persona.id))
-            .await?;
-    }
     let status = if outcome == UpsertOutcome::Created {
         StatusCode::CREATED
     } else {
@@ -208,7 +175,7 @@ pub async fn get_persona(
     let scope = RatingScope {
         tenant: admin.tenant,
         from: DateTime::<Utc>::UNIX_EPOCH,
-        until: now_plus_a_second(),
+        until: crate::time::after(crate::time::now(), std::time::Duration::from_secs(1)),
         module: None,
         persona_id: Some(persona.id),
         archetype: None,
@@ -461,17 +428,10 @@ impl Page {
         cursor: &Option<String>,
     ) -> Result<Self, ApiError> {
         let now = crate::time::now();
-        let instant = |name: &str, value: &Option<String>| {
-            value
-                .as_deref()
-                .filter(|v| !v.is_empty())
-                .map(|v| crate::time::parse_instant(v, now).map_err(|m| ApiError::field(name, m)))
-                .transpose()
-        };
         Ok(Self {
             limit: limit(limit_param.as_deref())?,
-            since: instant("since", since)?,
-            until: instant("until", until)?,
+            since: instant("since", since.as_deref(), now)?,
+            until: instant("until", until.as_deref(), now)?,
             after: decode_cursor(cursor.as_deref())?,
         })
     }
@@ -602,16 +562,20 @@ pub async fn feedback(
     ValidQuery(query): ValidQuery<FeedbackQuery>,
 ) -> Result<Json<FeedbackReport>, ApiError> {
     let rules = &state.config().feedback;
-    let (since, until) = window(query.since.as_deref(), query.until.as_deref(), rules.window.0)?;
-    let report_query = ReportQuery {
+    let window = crate::feedback::window(
+        query.since.as_deref(),
+        query.until.as_deref(),
+        rules.window.0,
+        crate::time::now(),
+    )
+    .map_err(|bad| ApiError::field(bad.name, bad.message))?;
+    let scope = RatingScope {
         tenant: admin.tenant,
-        since,
-        until,
+        from: window.since,
+        until: window.until,
         module: query.module.filter(|m| !m.is_empty()),
         persona_id: persona_filter(&state, admin.tenant, query.persona.as_deref()).await?,
         archetype: query.archetype.filter(|a| !a.is_empty()),
     };
-    Ok(Json(
-        crate::feedback::report(state.store(), &report_query, rules).await?,
-    ))
+    Ok(Json(crate::feedback::report(state.store(), &scope, rules).await?))
 }

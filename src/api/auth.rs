@@ -3,7 +3,6 @@
 //! audience, expiry and algorithm checked; tenant and user taken from the claims).
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
@@ -301,9 +300,4 @@ impl JwtVerifier {
             is_admin: has_role,
         })
     }
-}
-
-/// Builds the verifier of a running config (shared by every request).
-pub fn verifier(config: &JwtConfig, secret: Option<&Secret>) -> Option<Arc<JwtVerifier>> {
-    JwtVerifier::new(config, secret).map(Arc::new)
 }

@@ -16,9 +16,9 @@ use serde::Deserialize;
 
 use super::ApiState;
 use super::auth::{SESSION_COOKIE, is_admin, session_value};
-use crate::feedback::{FeedbackReport, GroupReport, ReportQuery};
+use crate::feedback::{FeedbackReport, GroupReport};
 use crate::persona::DEFAULT_TENANT;
-use crate::store::PersonaSummary;
+use crate::store::{PersonaSummary, RatingScope};
 
 /// Escapes text for HTML element content and quoted attributes.
 fn esc(text: &str) -> String {
@@ -225,17 +225,18 @@ pub async fn logout() -> Response {
 
 async fn render(state: &ApiState, days: i64) -> Result<String, crate::store::StoreError> {
     let now = crate::time::now();
-    let until = crate::time::after(now, std::time::Duration::from_secs(1));
-    let since = crate::time::before(until, std::time::Duration::from_secs(days as u64 * 86_400));
-    let query = ReportQuery {
+    let span = std::time::Duration::from_secs(days as u64 * 86_400);
+    let window = crate::feedback::window(None, None, span, now).expect("a window without parameters is valid");
+    let (since, until) = (window.since, window.until);
+    let scope = RatingScope {
         tenant: DEFAULT_TENANT,
-        since,
+        from: since,
         until,
         module: None,
         persona_id: None,
         archetype: None,
     };
-    let report = crate::feedback::report(state.store(), &query, &state.config().feedback).await?;
+    let report = crate::feedback::report(state.store(), &scope, &state.config().feedback).await?;
     let week_ago = crate::time::before(now, std::time::Duration::from_secs(7 * 86_400));
     let personas = state.store().persona_summaries(DEFAULT_TENANT, week_ago).await?;
 

@@ -7,6 +7,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -202,6 +203,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> 
                 ApiError::field(field, message.to_string())
             })
     }
+}
+
+/// Parses an optional time parameter (a span back from `now`, RFC 3339, or a date),
+/// naming it on failure.
+pub fn instant(name: &str, value: Option<&str>, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .filter(|v| !v.is_empty())
+        .map(|v| crate::time::parse_instant(v, now).map_err(|m| ApiError::field(name, m)))
+        .transpose()
 }
 
 /// Parses an optional query parameter, naming it on failure.

@@ -66,7 +66,7 @@ impl ApiState {
         jwt_secret: Option<Secret>,
         launcher: Option<Arc<dyn TickLauncher>>,
     ) -> Self {
-        let jwt = auth::verifier(&config.api.jwt, jwt_secret.as_ref());
+        let jwt = JwtVerifier::new(&config.api.jwt, jwt_secret.as_ref()).map(Arc::new);
         Self(Arc::new(Inner {
             store,
             config,
@@ -208,15 +208,11 @@ async fn openapi_json() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], openapi_text().to_string()).into_response()
 }
 
-/// The OpenAPI document of every route (built once).
-pub fn openapi() -> &'static utoipa::openapi::OpenApi {
-    static DOC: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
-    DOC.get_or_init(|| build().1)
-}
-
-fn openapi_text() -> &'static str {
+/// The OpenAPI document of every route, as served (rendered once, from the same table
+/// the router is built from).
+pub fn openapi_text() -> &'static str {
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TEXT.get_or_init(|| openapi().to_pretty_json().unwrap_or_default())
+    TEXT.get_or_init(|| build().1.to_pretty_json().unwrap_or_default())
 }
 
 /// The router of the whole sidecar.

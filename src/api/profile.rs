@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::ApiState;
 use super::auth::{ProfileAdmin, User};
 use super::error::{ApiError, ErrorBody, FieldError, ValidJson, ValidQuery, param};
-use crate::persona::{Flow, Persona, PersonaSpec};
+use crate::persona::{Flow, Persona};
 use crate::profile::{Alignment, Interaction, InteractionType, NewInteraction, Profile, ProfileError, Sentiment};
 
 const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
@@ -128,66 +128,14 @@ pub async fn update_persona(
     ValidJson(patch): ValidJson<serde_json::Map<String, Value>>,
 ) -> Result<Json<Persona>, ApiError> {
     let persona = persona_in_tenant(&state, user.tenant, &id).await?;
-    if patch.contains_key("email") {
-        return Err(ApiError::field(
-            "email",
-            "the login identity cannot change here; create a persona with the new email instead",
-        ));
-    }
-    // The current definition with the patch laid over it, validated like a catalog entry.
-    let current = spec_of(&persona);
-    let mut merged = serde_json::to_value(&current)
-        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))?;
-    if let Some(object) = merged.as_object_mut() {
-        for (key, value) in patch {
-            object.insert(key, value);
-        }
-    }
-    let mut rules = crate::catalog::Rules::from(&state.config().catalog);
-    if persona.email.is_none() {
-        // A profile-only persona has no email; check the rest.
-        rules.allowed_email_domains = vec!["invalid".into()];
-        if let Some(object) = merged.as_object_mut() {
-            object.insert("email".into(), Value::String("profile-only@persona.invalid".into()));
-        }
-    }
-    let spec = crate::catalog::validate_persona(&merged, &rules).map_err(ApiError::from_problems)?;
+    let rules = crate::catalog::Rules::from(&state.config().catalog);
+    let spec = crate::catalog::validate_edit(&persona.to_spec(), patch, &rules).map_err(ApiError::from_problems)?;
     let time_zone = spec.time_zone.clone().unwrap_or_else(|| persona.time_zone.clone());
     state
         .store()
         .update_persona_definition(user.tenant, persona.id, &spec, &time_zone)
         .await?;
     Ok(Json(persona_in_tenant(&state, user.tenant, &id).await?))
-}
-
-/// The definition part of a stored persona.
-fn spec_of(persona: &Persona) -> PersonaSpec {
-    PersonaSpec {
-        name: persona.name.clone(),
-        email: persona.email.clone().unwrap_or_default(),
-        archetype: persona.archetype.clone(),
-        system_prompt: persona.system_prompt.clone(),
-        module_mix: persona.module_mix.clone(),
-        tick_cadence: persona.tick_cadence.clone(),
-        time_zone: Some(persona.time_zone.clone()),
-        locale: persona.locale.clone(),
-        paused: None,
-        description: persona.description.clone(),
-        flow: persona.flow,
-        role_index: persona.role_index,
-        primary_authority: persona.primary_authority.clone(),
-        decision_focus: persona.decision_focus.clone(),
-        primary_dashboard: persona.primary_dashboard.clone(),
-        key_metrics: persona.key_metrics.clone(),
-        detail_level: persona.detail_level,
-        headline_type: persona.headline_type,
-        hero_chart_type: persona.hero_chart_type.clone(),
-        context_factors: persona.context_factors.clone(),
-        required_data_sources: persona.required_data_sources.clone(),
-        actions: persona.actions.clone(),
-        default_profile: persona.default_profile.clone(),
-        page_templates: persona.page_templates.clone(),
-    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]

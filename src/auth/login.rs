@@ -160,7 +160,7 @@ impl Authenticator {
             .await
             .map_err(|err| AuthError::Unreachable {
                 email: email.into(),
-                url: url.clone(),
+                url: crate::http::display_url(url),
                 reason: crate::http::describe(&err),
             })?;
         let status = response.status();
@@ -175,14 +175,14 @@ impl Authenticator {
             };
             return Err(AuthError::Rejected {
                 email: email.into(),
-                url: url.clone(),
+                url: crate::http::display_url(url),
                 status: status.as_u16(),
                 hint,
             });
         }
         let body: Value = response.json().await.map_err(|err| AuthError::Unreachable {
             email: email.into(),
-            url: url.clone(),
+            url: crate::http::display_url(url),
             reason: format!("the response is not JSON: {}", crate::http::describe(&err)),
         })?;
         let token = body
@@ -232,7 +232,7 @@ impl Authenticator {
         if !response.status().is_success() {
             return Err(fail(format!(
                 "{} answered HTTP {}",
-                lookup.url,
+                crate::http::display_url(&lookup.url),
                 response.status().as_u16()
             )));
         }
@@ -243,7 +243,9 @@ impl Authenticator {
         pick(&body, lookup).ok_or_else(|| {
             fail(format!(
                 "no value at `{}` in the items at `{}` of {}",
-                lookup.value, lookup.items, lookup.url
+                lookup.value,
+                lookup.items,
+                crate::http::display_url(&lookup.url)
             ))
         })
     }

@@ -155,6 +155,41 @@ pub fn validate_persona(persona: &Value, rules: &Rules) -> Result<PersonaSpec, V
     }
 }
 
+/// Validates an edit of a stored persona: `patch` (camelCase fields) laid over `current`,
+/// checked like a catalog entry. The email is the login identity and cannot change in an
+/// edit; a profile-only persona has none, so everything but the identity is checked.
+pub fn validate_edit(
+    current: &PersonaSpec,
+    patch: serde_json::Map<String, Value>,
+    rules: &Rules,
+) -> Result<PersonaSpec, Vec<Problem>> {
+    let file = Path::new("(request body)");
+    if patch.contains_key("email") {
+        return Err(vec![problem(
+            file,
+            "email",
+            "the login identity cannot change here; create a persona with the new email instead",
+        )]);
+    }
+    let mut merged = serde_json::to_value(current).expect("a persona definition serializes");
+    if let Some(object) = merged.as_object_mut() {
+        object.extend(patch);
+    }
+    if !current.email.is_empty() {
+        return validate_persona(&merged, rules);
+    }
+    // No login identity to check: stand one in that passes, and leave it out again.
+    merged["email"] = Value::String("no-login@persona.invalid".into());
+    let rules = Rules {
+        allowed_email_domains: vec!["invalid".into()],
+        min_prompt_chars: rules.min_prompt_chars,
+    };
+    validate_persona(&merged, &rules).map(|spec| PersonaSpec {
+        email: String::new(),
+        ..spec
+    })
+}
+
 /// The 12 role personas of the profile store (S&OP and Financial flows), built in: what
 /// `POST /api/init-personas` gives a tenant.
 pub fn role_personas() -> Vec<PersonaSpec> {
@@ -243,7 +278,7 @@ fn check_persona(file: &Path, at: &str, persona: &Value, rules: &Rules, seen: &m
         match check_email(email, &rules.allowed_email_domains) {
             Err(message) => problems.push(problem(file, &path, message)),
             Ok(()) => {
-                let key = email.trim().to_lowercase();
+                let key = crate::persona::normalize_email(email);
                 if let Some(first) = seen.emails.get(&key) {
                     problems.push(problem(
                         file,
@@ -383,20 +418,18 @@ pub async fn seed(
     let mut report = SeedReport::default();
     for catalog in catalogs {
         for spec in &catalog.personas {
-            let (persona, outcome) = store
-                .upsert_persona(tenant, spec, default_time_zone)
-                .await
-                .map_err(|err| match err {
-                    StoreError::Conflict(message) => CatalogError::Invalid(vec![problem(
-                        &catalog.file,
-                        format!("persona `{}`", spec.email),
-                        message,
-                    )]),
-                    other => CatalogError::Store(other),
-                })?;
-            if let Some(user_id) = persona.user_id {
-                store.ensure_user_profile(tenant, user_id, Some(persona.id)).await?;
-            }
+            let (_, outcome) =
+                store
+                    .upsert_persona(tenant, spec, default_time_zone)
+                    .await
+                    .map_err(|err| match err {
+                        StoreError::Conflict(message) => CatalogError::Invalid(vec![problem(
+                            &catalog.file,
+                            format!("persona `{}`", spec.email),
+                            message,
+                        )]),
+                        other => CatalogError::Store(other),
+                    })?;
             match outcome {
                 UpsertOutcome::Created => report.created += 1,
                 UpsertOutcome::Updated => report.updated += 1,
@@ -420,7 +453,7 @@ pub struct CleanupOutcome {
 pub async fn cleanup(store: &Store, tenant: Uuid, catalogs: &[Catalog]) -> Result<CleanupOutcome, CatalogError> {
     let listed: std::collections::HashSet<String> = catalogs
         .iter()
-        .flat_map(|c| c.personas.iter().map(|p| p.email.trim().to_lowercase()))
+        .flat_map(|c| c.personas.iter().map(|p| crate::persona::normalize_email(&p.email)))
         .collect();
     let unlisted = store
         .list_personas(tenant)

@@ -3,8 +3,9 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use persona_runner::feedback::{FeedbackReport, GroupReport, ReportQuery};
+use persona_runner::feedback::{FeedbackReport, GroupReport};
 use persona_runner::persona::DEFAULT_TENANT;
+use persona_runner::store::RatingScope;
 
 use super::{App, Outcome};
 
@@ -41,17 +42,14 @@ pub struct FeedbackArgs {
 }
 
 pub async fn run(args: FeedbackArgs, app: &App) -> Result<Outcome> {
-    let now = persona_runner::time::now();
-    let parse = |flag: &str, value: &Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-        value
-            .as_deref()
-            .map(|v| persona_runner::time::parse_instant(v, now).map_err(|m| anyhow::anyhow!("--{flag}: {m}")))
-            .transpose()
-    };
-    let until = parse("until", &args.until)?.unwrap_or(now);
     let rules = &app.config().feedback;
-    let since = parse("since", &args.since)?.unwrap_or_else(|| persona_runner::time::before(until, rules.window.0));
-    anyhow::ensure!(since < until, "--since must be before --until");
+    let window = persona_runner::feedback::window(
+        args.since.as_deref(),
+        args.until.as_deref(),
+        rules.window.0,
+        persona_runner::time::now(),
+    )
+    .map_err(|bad| anyhow::anyhow!("--{}: {}", bad.name, bad.message))?;
 
     let store = app.store().await?;
     let persona_id = match &args.persona {
@@ -68,15 +66,15 @@ pub async fn run(args: FeedbackArgs, app: &App) -> Result<Outcome> {
                 .id,
         ),
     };
-    let query = ReportQuery {
+    let scope = RatingScope {
         tenant: DEFAULT_TENANT,
-        since,
-        until,
+        from: window.since,
+        until: window.until,
         module: args.module.clone(),
         persona_id,
         archetype: args.archetype.clone(),
     };
-    let report = persona_runner::feedback::report(&store, &query, rules)
+    let report = persona_runner::feedback::report(&store, &scope, rules)
         .await
         .context("building the feedback report")?;
     store.close().await;

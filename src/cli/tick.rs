@@ -7,8 +7,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use comfy_table::Table;
 use persona_runner::persona::DEFAULT_TENANT;
+use persona_runner::persona::Persona;
 use persona_runner::store::{TickStatus, TickTrigger};
-use persona_runner::tick::{TickEngine, TickEvent, TickRequest, TickSummary, runnable};
+use persona_runner::tick::{TickEngine, TickEvent, TickRequest, TickSummary};
 
 use super::{App, Outcome};
 
@@ -35,7 +36,8 @@ pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
     }
     let store = app.store().await?;
     let personas = if args.all {
-        runnable(store.list_personas(DEFAULT_TENANT).await?)
+        let personas = store.list_personas(DEFAULT_TENANT).await?;
+        personas.into_iter().filter(Persona::is_runnable).collect()
     } else {
         let mut found = Vec::new();
         for id in &args.personas {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::time::HumanDuration;
-pub use secret::{Secret, SecretOrigin};
+pub use secret::{Secret, SecretOrigin, redact};
 
 /// A snapshot of the process environment. Config loading reads only this, so tests can
 /// pass their own without touching the real (process-global) environment.
@@ -137,28 +137,33 @@ impl DatabaseUrl {
         self.0.split_once("://").map_or("", |(scheme, _)| scheme)
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with any password replaced by `***`: in the user info, and in a
+    /// `password=` query parameter (both may be present).
     pub fn redacted(&self) -> String {
         let Some((scheme, rest)) = self.0.split_once("://") else {
             return self.0.clone();
         };
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        match authority.rsplit_once('@') {
-            Some((userinfo, host)) => match userinfo.split_once(':') {
-                Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-                None => self.0.clone(),
+        let (location, query) = rest.split_at(rest.find('?').unwrap_or(rest.len()));
+        // The last `@` before the query ends the user info, so a password holding `/`
+        // or `@` is masked whole.
+        let location = match location.rfind('@') {
+            Some(at) => match location[..at].split_once(':') {
+                Some((user, _password)) => format!("{user}:***{}", &location[at..]),
+                None => location.to_string(),
             },
-            None => {
-                // A password may also travel as a query parameter.
-                if let Some(start) = self.0.find("password=") {
-                    let end = self.0[start..].find('&').map_or(self.0.len(), |i| start + i);
-                    format!("{}password=***{}", &self.0[..start], &self.0[end..])
-                } else {
-                    self.0.clone()
+            None => location.to_string(),
+        };
+        let query: Vec<String> = query
+            .split('&')
+            .map(|part| {
+                let (lead, pair) = part.split_at(usize::from(part.starts_with('?')));
+                match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{lead}{key}=***"),
+                    _ => part.to_string(),
                 }
-            }
-        }
+            })
+            .collect();
+        format!("{scheme}://{location}{}", query.join("&"))
     }
 }
 
@@ -256,7 +261,7 @@ pub enum McpTransport {
     Stdio,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct McpConfig {
     pub transport: McpTransport,
@@ -287,6 +292,41 @@ pub struct McpConfig {
     pub tool_calls_per_minute: u32,
     /// Tool calls per minute of one persona (0 = unlimited).
     pub tool_calls_per_minute_per_persona: u32,
+}
+
+/// Values of `mcp.headers` and `mcp.env` as shown: a literal header value or an
+/// environment value may be a gateway key, so only `{placeholder}` templates are shown.
+fn masked(map: &std::collections::BTreeMap<String, String>) -> std::collections::BTreeMap<&str, &str> {
+    map.iter()
+        .map(|(key, value)| {
+            let template = value.contains('{');
+            (key.as_str(), if template { value.as_str() } else { "[redacted]" })
+        })
+        .collect()
+}
+
+impl fmt::Debug for McpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("McpConfig")
+            .field("transport", &self.transport)
+            .field("url", &self.url)
+            .field("headers", &masked(&self.headers))
+            .field("command", &self.command)
+            .field("env", &masked(&self.env))
+            .field("working_dir", &self.working_dir)
+            .field("allow", &self.allow)
+            .field("deny", &self.deny)
+            .field("allow_destructive", &self.allow_destructive)
+            .field("call_timeout", &self.call_timeout)
+            .field("module_separator", &self.module_separator)
+            .field("modules", &self.modules)
+            .field("tool_calls_per_minute", &self.tool_calls_per_minute)
+            .field(
+                "tool_calls_per_minute_per_persona",
+                &self.tool_calls_per_minute_per_persona,
+            )
+            .finish()
+    }
 }
 
 impl Default for McpConfig {
@@ -551,7 +591,8 @@ impl Default for JwtConfig {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FeedbackConfig {
-    /// Window of reports that name none (`feedback`, the dashboard, the API).
+    /// Window of reports that name none (`feedback`, the admin API; the dashboard uses
+    /// `?days=`).
     pub window: HumanDuration,
     /// A module (persona, archetype) regressed when its average fell by at least this
     /// much against the previous window of the same length…
@@ -1011,7 +1052,14 @@ impl Config {
 
     /// The effective config as TOML, secrets (the database URL's password) masked.
     pub fn to_redacted_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|err| format!("# cannot render config: {err}\n"))
+        let mut shown = self.clone();
+        for map in [&mut shown.mcp.headers, &mut shown.mcp.env] {
+            *map = masked(map)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|err| format!("# cannot render config: {err}\n"))
     }
 }
 
@@ -1113,9 +1161,20 @@ mod tests {
         assert_eq!(url.redacted(), "postgres://runner:***@db:5432/persona?sslmode=require");
         let query = DatabaseUrl::new("postgres://db/persona?user=r&password=s3cr3t&x=1");
         assert_eq!(query.redacted(), "postgres://db/persona?user=r&password=***&x=1");
-        let config = parse("[database]\nurl = \"postgres://runner:s3cr3t@db/p\"\n", &[]).unwrap();
+        let both = DatabaseUrl::new("postgres://runner@db/persona?password=s3cr3t");
+        assert_eq!(both.redacted(), "postgres://runner@db/persona?password=***");
+        let slash = DatabaseUrl::new("postgres://runner:pa/ss@db/persona");
+        assert_eq!(slash.redacted(), "postgres://runner:***@db/persona");
+        let config = parse(
+            "[database]\nurl = \"postgres://runner:s3cr3t@db/p\"\n\
+             [mcp.headers]\nX-Api-Key = \"s3cr3t-header\"\nX-Mana-Space = \"{space_id}\"\n\
+             [mcp.env]\nGATEWAY_KEY = \"s3cr3t-env\"\n",
+            &[],
+        )
+        .unwrap();
         for rendered in [format!("{config:?}"), config.to_redacted_toml()] {
             assert!(!rendered.contains("s3cr3t"), "{rendered}");
+            assert!(rendered.contains("{space_id}"), "templates stay readable: {rendered}");
         }
     }
 

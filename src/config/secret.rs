@@ -35,6 +35,16 @@ impl fmt::Display for Secret {
     }
 }
 
+/// `text` with every secret of `secrets` replaced by `[redacted]`. Values shorter than
+/// four characters are left alone: replacing them would mangle ordinary text.
+pub fn redact(text: &str, secrets: &[impl AsRef<str>]) -> String {
+    let mut clean = text.to_string();
+    for secret in secrets.iter().map(AsRef::as_ref).filter(|s| s.len() >= 4) {
+        clean = clean.replace(secret, "[redacted]");
+    }
+    clean
+}
+
 /// Where a secret came from, for `config check` and error messages (never the value).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretOrigin {

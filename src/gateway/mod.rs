@@ -24,9 +24,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, KeyInit, Mac};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, Implementation, ListToolsResult, PaginatedRequestParams,
     ServerCapabilities, ServerConfig, Tool,
@@ -75,9 +72,15 @@ struct Inner {
     tools: Vec<Tool>,
     validators: HashMap<String, jsonschema::Validator>,
     data: Mutex<HashMap<String, tools::UserData>>,
-    calls: Mutex<Vec<CallRecord>>,
+    /// The latest [`CALL_LOG`] calls (tests read them; a long-running daemon must not
+    /// grow with them).
+    calls: Mutex<std::collections::VecDeque<CallRecord>>,
+    logins: std::sync::atomic::AtomicU64,
     signing_key: Mutex<[u8; 32]>,
 }
+
+/// How many executed calls the gateway remembers.
+const CALL_LOG: usize = 10_000;
 
 /// The verified identity of an HTTP request, handed to the MCP handler.
 #[derive(Clone, Debug)]
@@ -122,15 +125,21 @@ impl Gateway {
                 tools,
                 validators,
                 data: Mutex::new(HashMap::new()),
-                calls: Mutex::new(Vec::new()),
+                calls: Mutex::new(std::collections::VecDeque::new()),
+                logins: std::sync::atomic::AtomicU64::new(0),
                 signing_key: Mutex::new(random_key()),
             }),
         }
     }
 
-    /// The tool calls executed so far.
+    /// The tool calls executed so far (the latest 10,000).
     pub fn calls(&self) -> Vec<CallRecord> {
-        self.inner.calls.lock().expect("calls lock").clone()
+        self.inner.calls.lock().expect("calls lock").iter().cloned().collect()
+    }
+
+    /// Successful logins so far.
+    pub fn logins(&self) -> u64 {
+        self.inner.logins.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Invalidates every issued token (as a product does on key rotation).
@@ -138,34 +147,28 @@ impl Gateway {
         *self.inner.signing_key.lock().expect("key lock") = random_key();
     }
 
-    fn sign(&self, data: &str) -> Vec<u8> {
-        let key = *self.inner.signing_key.lock().expect("key lock");
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).expect("any key length");
-        mac.update(data.as_bytes());
-        mac.finalize().into_bytes().to_vec()
-    }
-
     /// Issues an HS256 JWT for `user_id`.
     pub fn issue_token(&self, user_id: &str, email: &str) -> String {
+        let key = *self.inner.signing_key.lock().expect("key lock");
         let now = chrono::Utc::now().timestamp();
-        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let claims = json!({"sub": user_id, "email": email, "iat": now, "exp": now + self.inner.options.token_ttl.as_secs() as i64});
-        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
-        let signature = URL_SAFE_NO_PAD.encode(self.sign(&format!("{header}.{payload}")));
-        format!("{header}.{payload}.{signature}")
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&key),
+        )
+        .expect("HS256 signing with a static key cannot fail")
     }
 
     /// The user id of a valid, unexpired token.
     fn verify_token(&self, token: &str) -> Option<String> {
-        let mut parts = token.split('.');
-        let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
-        let expected = self.sign(&format!("{header}.{payload}"));
-        let given = URL_SAFE_NO_PAD.decode(signature).ok()?;
-        if !constant_time_eq(&expected, &given) {
-            return None;
-        }
-        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-        (claims["exp"].as_i64()? > chrono::Utc::now().timestamp()).then(|| claims["sub"].as_str().map(String::from))?
+        let key = *self.inner.signing_key.lock().expect("key lock");
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data =
+            jsonwebtoken::decode::<Value>(token, &jsonwebtoken::DecodingKey::from_secret(&key), &validation).ok()?;
+        data.claims["sub"].as_str().map(String::from)
     }
 
     /// The HTTP side: login, organization list, and the MCP endpoint at `/mcp`.
@@ -209,11 +212,17 @@ impl Gateway {
     }
 
     fn execute(&self, user: &str, tool: &str, arguments: Value) -> Result<Value, String> {
-        self.inner.calls.lock().expect("calls lock").push(CallRecord {
-            user: user.into(),
-            tool: tool.into(),
-            arguments: arguments.clone(),
-        });
+        {
+            let mut calls = self.inner.calls.lock().expect("calls lock");
+            if calls.len() == CALL_LOG {
+                calls.pop_front();
+            }
+            calls.push_back(CallRecord {
+                user: user.into(),
+                tool: tool.into(),
+                arguments: arguments.clone(),
+            });
+        }
         let mut data = self.inner.data.lock().expect("data lock");
         tools::run(data.entry(user.to_string()).or_default(), tool, &arguments)
     }
@@ -271,6 +280,7 @@ async fn login(State(gateway): State<Gateway>, body: Option<Json<Value>>) -> Res
         return unauthorized("wrong email or password");
     }
     let user_id = user_id_of(email);
+    gateway.inner.logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Json(json!({"token": gateway.issue_token(&user_id, email), "user": {"id": user_id, "email": email}}))
         .into_response()
 }

@@ -36,13 +36,7 @@ pub enum LlmError {
 impl LlmError {
     /// The same error with `secret` removed from its message.
     fn redact(self, secret: &str) -> Self {
-        let clean = |text: String| {
-            if secret.len() >= 4 {
-                text.replace(secret, "[redacted]")
-            } else {
-                text
-            }
-        };
+        let clean = |text: String| crate::config::redact(&text, &[secret]);
         match self {
             Self::Api(text) => Self::Api(clean(text)),
             Self::Transport(text) => Self::Transport(clean(text)),

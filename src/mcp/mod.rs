@@ -68,10 +68,7 @@ pub enum McpError {
 /// have their own timeout.
 fn session_http() -> &'static reqwest::Client {
     static CLIENT: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
-        crate::http::install_crypto_provider();
-        reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .connect_timeout(Duration::from_secs(10))
+        crate::http::builder(Duration::from_secs(10))
             .build()
             .expect("a reqwest client with static settings builds")
     });
@@ -131,11 +128,20 @@ pub fn render_header(
 impl McpSession {
     /// Opens a session and lists every page of tools.
     pub async fn open(config: &McpConfig, credentials: &Credentials) -> Result<Self, McpError> {
+        Self::open_with(config, &ToolPolicy::new(config), credentials).await
+    }
+
+    /// [`McpSession::open`] with a policy already built from `config` (the tick engine
+    /// keeps one, so its globs are not compiled again per session).
+    pub async fn open_with(
+        config: &McpConfig,
+        policy: &ToolPolicy,
+        credentials: &Credentials,
+    ) -> Result<Self, McpError> {
         let service = match config.transport {
             McpTransport::Http => Self::open_http(config, credentials).await?,
             McpTransport::Stdio => Self::open_stdio(config).await?,
         };
-        let policy = ToolPolicy::new(config);
         let listed = service.list_all_tools().await.map_err(|err| {
             let debug = format!("{err:?}");
             if is_unauthorized(&debug) {
@@ -204,9 +210,11 @@ impl McpSession {
             if is_unauthorized(&debug) {
                 McpError::Unauthorized
             } else {
+                // rmcp's message may quote the URL: show it as every configured URL is shown.
+                let shown = crate::http::display_url(&config.url);
                 McpError::Connect {
-                    target: config.url.clone(),
-                    reason: err.to_string(),
+                    reason: err.to_string().replace(config.url.as_str(), &shown),
+                    target: shown,
                 }
             }
         })

@@ -388,9 +388,11 @@ pub async fn refresh_alignment(store: &Store, tenant: Uuid, user: Uuid) -> Resul
         .list_interactions(tenant, user, since, None, ALIGNMENT_SAMPLE)
         .await?;
     let observed = Observed::from_interactions(&interactions);
-    let personas = store.list_personas(tenant).await?;
-    let assigned = profile.persona_id.and_then(|id| personas.iter().find(|p| p.id == id));
-    let (parts, current) = match assigned {
+    let assigned = match profile.persona_id {
+        Some(id) => store.get_persona(tenant, id).await?,
+        None => None,
+    };
+    let (parts, current) = match &assigned {
         Some(persona) => {
             let parts = components(persona, &observed, &profile.learned);
             let current = score(&observed, &parts);
@@ -399,16 +401,19 @@ pub async fn refresh_alignment(store: &Store, tenant: Uuid, user: Uuid) -> Resul
         None => (Vec::new(), None),
     };
     let flagged = current.is_some_and(|s| s < REASSESS_BELOW);
-    let suggestion = if flagged {
-        personas
-            .iter()
-            .filter(|p| Some(p.id) != profile.persona_id)
-            .filter_map(|p| score(&observed, &components(p, &observed, &profile.learned)).map(|s| (p, s)))
-            .filter(|(_, s)| *s > current.unwrap_or(0.0))
-            .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.name.cmp(&a.0.name)))
+    // Every tick rescores its persona user: the tenant's other personas are read only
+    // when a suggestion is needed.
+    let candidates = if flagged {
+        store.list_personas(tenant).await?
     } else {
-        None
+        Vec::new()
     };
+    let suggestion = candidates
+        .iter()
+        .filter(|p| Some(p.id) != profile.persona_id)
+        .filter_map(|p| score(&observed, &components(p, &observed, &profile.learned)).map(|s| (p, s)))
+        .filter(|(_, s)| *s > current.unwrap_or(0.0))
+        .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.name.cmp(&a.0.name)));
     let status = if flagged {
         ProfileStatus::PendingReassessment
     } else {

@@ -331,9 +331,10 @@ async fn reload<T: Ticker>(ticker: &T, settings: &Settings, entries: &mut HashMa
         }
         match entries.get_mut(&persona.id) {
             Some(entry) => {
-                // A running entry keeps its slot; otherwise adopt the stored plan (another
-                // replica may have moved it on).
-                if !entry.running && entry.slot != planned {
+                // A running entry keeps its slot, and so does one waiting to retry it: a
+                // failed interval tick stamped `last_active_at`, which moves the plan on.
+                // Otherwise adopt the stored plan (another replica may have moved it on).
+                if !entry.running && entry.failures == 0 && entry.slot != planned {
                     entry.slot = planned;
                     entry.due = planned.map(|slot| due_of(&persona, slot, settings));
                     entry.failures = 0;

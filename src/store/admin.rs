@@ -221,7 +221,7 @@ impl Store {
         Ok(with_pool!(self, pool => {
             sqlx::query_scalar("SELECT kind FROM users WHERE tenant_id = $1 AND email = $2")
                 .bind(tenant)
-                .bind(super::personas::normalize_email(email))
+                .bind(crate::persona::normalize_email(email))
                 .fetch_optional(pool)
                 .await?
         }))

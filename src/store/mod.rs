@@ -32,8 +32,8 @@ pub use feedback::{DailyRating, Grouping, NoteRecord, RatingGroup, RatingScope};
 pub use personas::{CleanupReport, UpsertOutcome};
 pub use profiles::PersonaStats;
 pub use ticks::{
-    ActionRecord, ActionResult, FeedbackRecord, ModuleRatings, NewAction, NewFeedback, NewTick, RatedNote,
-    RatingStatus, SlotClaim, Tick, TickFinish, TickStatus, TickTrigger,
+    ActionRecord, ActionResult, FeedbackRecord, NewAction, NewFeedback, NewTick, RatingStatus, SlotClaim, Tick,
+    TickFinish, TickStatus, TickTrigger,
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

@@ -7,7 +7,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{Result, Store, StoreError, begin_write, with_pool};
-use crate::persona::{KeyMetric, ModuleMix, Persona, PersonaSpec};
+use crate::persona::{KeyMetric, ModuleMix, Persona, PersonaSpec, normalize_email};
 use crate::time::now;
 
 /// What an upsert did.
@@ -96,6 +96,20 @@ macro_rules! insert_persona {
 }
 pub(super) use insert_persona;
 
+/// `SET` list of the definition columns as [`bind_spec!`] binds them (`$3..$25`), and
+/// `updated_at = $26`.
+macro_rules! spec_set {
+    () => {
+        "archetype = $3, system_prompt = $4, module_mix = $5, tick_cadence = $6, time_zone = $7,
+         locale = $8, paused = $9, name = $10, description = $11, flow = $12, role_index = $13,
+         primary_authority = $14, decision_focus = $15, primary_dashboard = $16,
+         key_metrics = $17, detail_level = $18, headline_type = $19, hero_chart_type = $20,
+         context_factors = $21, required_data_sources = $22, actions = $23,
+         default_profile = $24, page_templates = $25, updated_at = $26"
+    };
+}
+pub(super) use spec_set;
+
 #[derive(sqlx::FromRow)]
 struct PersonaRow {
     id: Uuid,
@@ -182,11 +196,6 @@ impl TryFrom<PersonaRow> for Persona {
             updated_at: row.updated_at,
         })
     }
-}
-
-/// Emails are stored lower-case so uniqueness per tenant is case-insensitive.
-pub fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
 }
 
 impl Store {
@@ -284,19 +293,7 @@ impl Store {
                     } else {
                         let paused = spec.paused.unwrap_or(current.paused);
                         bind_spec!(
-                            sqlx::query(
-                                "UPDATE personas SET
-                                    user_id = $2, archetype = $3, system_prompt = $4, module_mix = $5,
-                                    tick_cadence = $6, time_zone = $7, locale = $8, paused = $9,
-                                    name = $10, description = $11, flow = $12, role_index = $13,
-                                    primary_authority = $14, decision_focus = $15,
-                                    primary_dashboard = $16, key_metrics = $17, detail_level = $18,
-                                    headline_type = $19, hero_chart_type = $20,
-                                    context_factors = $21, required_data_sources = $22,
-                                    actions = $23, default_profile = $24, page_templates = $25,
-                                    updated_at = $26
-                                 WHERE id = $1",
-                            )
+                            sqlx::query(concat!("UPDATE personas SET user_id = $2, ", spec_set!(), " WHERE id = $1"))
                             .bind(current.id)
                             .bind(user_id),
                             spec,
@@ -326,6 +323,20 @@ impl Store {
                     (id, UpsertOutcome::Created)
                 }
             };
+            // The persona user is a user of the profile store too: it gets its profile
+            // with the persona, once.
+            sqlx::query(
+                "INSERT INTO persona_user_profiles (id, tenant_id, user_id, persona_id, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $5)
+                 ON CONFLICT (user_id) DO NOTHING",
+            )
+            .bind(Uuid::new_v4())
+            .bind(tenant)
+            .bind(user_id)
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             (id, outcome)
         });
@@ -411,6 +422,19 @@ impl Store {
         kind: crate::persona::UserKind,
     ) -> Result<Uuid> {
         let id = Uuid::new_v4();
+        self.insert_user(tenant, id, email, name, kind).await?;
+        Ok(id)
+    }
+
+    /// Inserts the user `id`; `Conflict` when the id or the email is taken.
+    pub(super) async fn insert_user(
+        &self,
+        tenant: Uuid,
+        id: Uuid,
+        email: &str,
+        name: &str,
+        kind: crate::persona::UserKind,
+    ) -> Result<()> {
         with_pool!(self, pool => {
             sqlx::query(
                 "INSERT INTO users (id, tenant_id, email, name, kind, created_at)
@@ -425,7 +449,7 @@ impl Store {
             .execute(pool)
             .await?;
         });
-        Ok(id)
+        Ok(())
     }
 
     /// Deletes every `kind = persona` user of `tenant` with their personas, ticks, actions,

@@ -148,28 +148,6 @@ macro_rules! select_profile {
 const SELECT_PROFILE: &str = select_profile!("");
 
 impl Store {
-    /// Creates the profile of `user_id` assigned to `persona_id` unless it exists.
-    /// Returns whether it was created.
-    pub async fn ensure_user_profile(&self, tenant: Uuid, user_id: Uuid, persona_id: Option<Uuid>) -> Result<bool> {
-        let at = now();
-        let inserted = with_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO persona_user_profiles (id, tenant_id, user_id, persona_id, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $5)
-                 ON CONFLICT (user_id) DO NOTHING",
-            )
-            .bind(Uuid::new_v4())
-            .bind(tenant)
-            .bind(user_id)
-            .bind(persona_id)
-            .bind(at)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(inserted == 1)
-    }
-
     /// Makes sure `tenant` exists (tenants of the profile API come from verified tokens
     /// and are created on first use).
     pub async fn ensure_tenant(&self, tenant: Uuid) -> Result<()> {
@@ -198,7 +176,7 @@ impl Store {
             Some(owner) if owner == tenant => Ok(()),
             Some(_) => Err(StoreError::Conflict(format!("user {id} belongs to another tenant"))),
             None => self
-                .create_user_with_id(tenant, id, email, name)
+                .insert_user(tenant, id, email, name, crate::persona::UserKind::Human)
                 .await
                 .map_err(|err| match err {
                     StoreError::Conflict(_) => {
@@ -207,23 +185,6 @@ impl Store {
                     other => other,
                 }),
         }
-    }
-
-    async fn create_user_with_id(&self, tenant: Uuid, id: Uuid, email: &str, name: &str) -> Result<()> {
-        with_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO users (id, tenant_id, email, name, kind, created_at)
-                 VALUES ($1, $2, $3, $4, 'human', $5)",
-            )
-            .bind(id)
-            .bind(tenant)
-            .bind(super::personas::normalize_email(email))
-            .bind(name)
-            .bind(now())
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
     }
 
     pub async fn get_profile(&self, tenant: Uuid, user: Uuid) -> Result<Option<Profile>> {
@@ -489,19 +450,11 @@ impl Store {
                 return Err(StoreError::NotFound(format!("persona {id}")));
             };
             let updated = super::personas::bind_spec!(
-                sqlx::query(
-                    "UPDATE personas SET
-                        archetype = $3, system_prompt = $4, module_mix = $5,
-                        tick_cadence = $6, time_zone = $7, locale = $8, paused = $9,
-                        name = $10, description = $11, flow = $12, role_index = $13,
-                        primary_authority = $14, decision_focus = $15,
-                        primary_dashboard = $16, key_metrics = $17, detail_level = $18,
-                        headline_type = $19, hero_chart_type = $20,
-                        context_factors = $21, required_data_sources = $22,
-                        actions = $23, default_profile = $24, page_templates = $25,
-                        updated_at = $26
-                     WHERE id = $1 AND tenant_id = $2",
-                )
+                sqlx::query(concat!(
+                    "UPDATE personas SET ",
+                    super::personas::spec_set!(),
+                    " WHERE id = $1 AND tenant_id = $2"
+                ))
                 .bind(id)
                 .bind(tenant),
                 spec,

@@ -112,24 +112,6 @@ pub enum SlotClaim {
     Busy,
 }
 
-/// The ratings of one module over a window: a real average with its count.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow)]
-pub struct ModuleRatings {
-    pub module: String,
-    pub average: f64,
-    pub count: i64,
-}
-
-/// One rating with its note and who gave it (the QA report's lowest notes).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow)]
-pub struct RatedNote {
-    pub module: String,
-    pub rating: i32,
-    pub notes: Option<String>,
-    pub persona: String,
-    pub created_at: DateTime<Utc>,
-}
-
 /// One audited tool call.
 #[derive(Clone, Debug)]
 pub struct NewAction {
@@ -220,13 +202,17 @@ pub struct FeedbackRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// The columns of [`TickRow`].
+macro_rules! tick_columns {
+    () => {
+        "id, tenant_id, persona_id, trigger, scheduled_for, attempt, started_at,
+         finished_at, status, error, runner_id, lease_expires_at"
+    };
+}
+
 macro_rules! select_tick {
     ($tail:literal) => {
-        concat!(
-            "SELECT id, tenant_id, persona_id, trigger, scheduled_for, attempt, started_at,
-                    finished_at, status, error, runner_id, lease_expires_at FROM persona_ticks ",
-            $tail
-        )
+        concat!("SELECT ", tick_columns!(), " FROM persona_ticks ", $tail)
     };
 }
 
@@ -372,19 +358,30 @@ impl Store {
             return Err(StoreError::Constraint("a tick cannot finish as `running`".into()));
         }
         let finished_at = now();
-        let updated = with_pool!(self, pool => {
+        let row: Option<TickRow> = with_pool!(self, pool => {
             let mut tx = begin_write!(pool);
-            let updated = sqlx::query(
-                "UPDATE persona_ticks SET status = $2, error = $3, finished_at = $4,
+            // The counters come from one pass over the audited actions, in the same
+            // statement that finishes the tick; RETURNING saves reading it back.
+            let row: Option<TickRow> = sqlx::query_as(concat!(
+                "WITH counted AS (
+                    SELECT COUNT(*) AS total,
+                           COALESCE(SUM(CASE WHEN result = 'ok' THEN 1 ELSE 0 END), 0) AS ok,
+                           COALESCE(SUM(CASE WHEN result = 'error' THEN 1 ELSE 0 END), 0) AS error,
+                           COALESCE(SUM(CASE WHEN result = 'deduped' THEN 1 ELSE 0 END), 0) AS deduped,
+                           COALESCE(SUM(CASE WHEN result = 'denied' THEN 1 ELSE 0 END), 0) AS denied
+                    FROM persona_actions WHERE tick_id = $1)
+                 UPDATE persona_ticks SET status = $2, error = $3, finished_at = $4,
                     turns = $5, tokens_in = $6, tokens_out = $7, llm_model = $8, prompt_version = $9,
                     rating_status = $10, rating_raw = $11,
-                    tool_calls = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = $1),
-                    calls_ok = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = $1 AND a.result = 'ok'),
-                    calls_error = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = $1 AND a.result = 'error'),
-                    calls_deduped = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = $1 AND a.result = 'deduped'),
-                    calls_denied = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = $1 AND a.result = 'denied')
-                 WHERE id = $1 AND status = 'running'",
-            )
+                    tool_calls = (SELECT total FROM counted),
+                    calls_ok = (SELECT ok FROM counted),
+                    calls_error = (SELECT error FROM counted),
+                    calls_deduped = (SELECT deduped FROM counted),
+                    calls_denied = (SELECT denied FROM counted)
+                 WHERE id = $1 AND status = 'running'
+                 RETURNING ",
+                tick_columns!()
+            ))
             .bind(tick_id)
             .bind(finish.status.as_str())
             .bind(finish.error.as_deref())
@@ -396,28 +393,20 @@ impl Store {
             .bind(finish.prompt_version.as_deref())
             .bind(finish.rating_status.map(RatingStatus::as_str))
             .bind(finish.rating_raw.as_deref())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 1 {
-                sqlx::query(
-                    "UPDATE personas SET last_active_at = $2
-                     WHERE id = (SELECT persona_id FROM persona_ticks WHERE id = $1)",
-                )
-                .bind(tick_id)
-                .bind(finished_at)
-                .execute(&mut *tx)
-                .await?;
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = &row {
+                sqlx::query("UPDATE personas SET last_active_at = $2 WHERE id = $1")
+                    .bind(row.persona_id)
+                    .bind(finished_at)
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
-            updated
+            row
         });
-        if updated == 0 {
-            return Err(StoreError::Conflict(format!("tick {tick_id} is not running")));
-        }
-        self.get_tick(tick_id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("tick {tick_id}")))
+        row.ok_or_else(|| StoreError::Conflict(format!("tick {tick_id} is not running")))?
+            .try_into()
     }
 
     /// Claims the next attempt of a schedule slot, atomically across replicas: refused when
@@ -576,39 +565,6 @@ impl Store {
             .await?
         });
         Ok(row.map(|(output,)| output.unwrap_or_default()))
-    }
-
-    /// Per module since `since`: the average rating (a real average, never a count) and
-    /// how many ratings it rests on, lowest average first.
-    pub async fn module_ratings(&self, tenant: Uuid, since: DateTime<Utc>) -> Result<Vec<ModuleRatings>> {
-        Ok(with_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT module, CAST(AVG(rating) AS DOUBLE PRECISION) AS average, COUNT(*) AS count
-                 FROM persona_feedback WHERE tenant_id = $1 AND created_at >= $2
-                 GROUP BY module ORDER BY average, module",
-            )
-            .bind(tenant)
-            .bind(since)
-            .fetch_all(pool)
-            .await?
-        }))
-    }
-
-    /// The lowest-rated notes since `since`, worst and newest first.
-    pub async fn lowest_notes(&self, tenant: Uuid, since: DateTime<Utc>, limit: i64) -> Result<Vec<RatedNote>> {
-        Ok(with_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT f.module, f.rating, f.notes, p.name AS persona, f.created_at
-                 FROM persona_feedback f JOIN personas p ON p.id = f.persona_id
-                 WHERE f.tenant_id = $1 AND f.created_at >= $2 AND f.notes IS NOT NULL
-                 ORDER BY f.rating, f.created_at DESC LIMIT $3",
-            )
-            .bind(tenant)
-            .bind(since)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
-        }))
     }
 
     /// How many ticks the persona has had (seeds the offline driver's choices).

@@ -35,10 +35,9 @@ pub fn hash_text(tool: &str, text: &str) -> String {
 
 /// `text` with every secret replaced and cut to `max` characters.
 pub fn redact_truncate(text: &str, secrets: &[impl AsRef<str>], max: usize) -> String {
-    let mut clean = text.to_string();
-    for secret in secrets.iter().map(AsRef::as_ref).filter(|s| s.len() >= 4) {
-        clean = clean.replace(secret, "[redacted]");
-    }
+    // PostgreSQL refuses NUL in TEXT (SQLite stores it): drop it so a call is audited
+    // the same on both.
+    let clean = crate::config::redact(text, secrets).replace('\0', "");
     if clean.chars().count() > max {
         let cut: String = clean.chars().take(max).collect();
         format!("{cut}… [truncated]")
@@ -74,5 +73,12 @@ mod tests {
             "token [redacted] rejected"
         );
         assert_eq!(redact_truncate("abcdef", &[] as &[&str], 3), "abc… [truncated]");
+        // A cut through the secret would keep its prefix if truncation came first.
+        assert_eq!(
+            redact_truncate(text, &["eyJabc.def.ghi"], 10),
+            "token [red… [truncated]"
+        );
+        // NUL, which PostgreSQL refuses in text, is dropped.
+        assert_eq!(redact_truncate("a\0b", &[] as &[&str], 10), "ab");
     }
 }

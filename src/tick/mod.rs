@@ -147,6 +147,12 @@ struct ModuleStats {
 }
 
 impl ModuleStats {
+    /// "mean 120 ms", or "no timing" when no call was timed (prompt and notes).
+    fn latency_text(&self) -> String {
+        self.mean_latency()
+            .map_or("no timing".into(), |ms| format!("mean {ms:.0} ms"))
+    }
+
     fn mean_latency(&self) -> Option<f64> {
         (self.latency_count > 0).then(|| self.latency_total_ms as f64 / f64::from(self.latency_count))
     }
@@ -160,11 +166,14 @@ enum Arguments {
     Value(Value),
 }
 
+/// How much of an unusable rating answer is kept on the tick.
+const RATING_RAW_CHARS: usize = 20_000;
+
 /// The mutable state of one running tick. It lives outside the timed future, so what a
 /// tick did is still known when the timeout cuts it.
 struct TickState {
     session: Option<McpSession>,
-    /// Secrets to redact from any text we store or show: the current bearer token.
+    /// Secrets to redact from any text we store or show: every bearer token of the tick.
     redact: Vec<String>,
     offered: Vec<ToolInfo>,
     withheld: HashMap<String, &'static str>,
@@ -184,6 +193,16 @@ struct TickState {
 }
 
 impl TickState {
+    /// Adds the bearer token of `credentials` to what is redacted for the rest of the
+    /// tick (a token replaced by a fresh login is still kept out).
+    fn remember(&mut self, credentials: &Credentials) {
+        if let Some(token) = &credentials.token
+            && !self.redact.iter().any(|known| known == token.expose())
+        {
+            self.redact.push(token.expose().to_string());
+        }
+    }
+
     fn new() -> Self {
         Self {
             session: None,
@@ -322,9 +341,9 @@ impl TickEngine {
     ) -> Result<TickSummary, TickError> {
         let persona = &request.persona;
         let label = persona.label();
-        let Some(user_id) = persona.user_id else {
+        if persona.user_id.is_none() {
             return Err(TickError::NotRunnable(label));
-        };
+        }
         let lease = self.config.tick.lease.0;
         let started = Instant::now();
         events(TickEvent::Started {
@@ -332,10 +351,6 @@ impl TickEngine {
             tick: tick.id,
         });
         let _renewal = AbortOnDrop(self.spawn_lease_renewal(tick.id, lease));
-        self.store
-            .ensure_user_profile(persona.tenant_id, user_id, Some(persona.id))
-            .await?;
-
         let mut state = TickState::new();
         let timeout = self.config.tick.tick_timeout;
         let (status, error) = tokio::select! {
@@ -364,7 +379,7 @@ impl TickEngine {
                     tokens_in: state.tokens_in,
                     tokens_out: state.tokens_out,
                     llm_model: Some(self.driver_name().to_string()),
-                    prompt_version: Some(prompt::version()),
+                    prompt_version: Some(prompt::version().to_string()),
                     rating_status: state.rating_status,
                     rating_raw: state.rating_raw.clone(),
                 },
@@ -372,7 +387,7 @@ impl TickEngine {
             .await?;
         // The tick's calls were recorded as the persona user's interactions: rescore how
         // far the role-play drifts from the persona's definition.
-        if let Some(user_id) = persona.user_id
+        if let Some(user_id) = persona.user_id.filter(|_| state.seq > 0)
             && let Err(err) = crate::profile::refresh_alignment(&self.store, persona.tenant_id, user_id).await
         {
             tracing::warn!(%err, persona = %label, "refreshing the alignment score failed");
@@ -460,24 +475,23 @@ impl TickEngine {
     /// Logs in and opens the MCP session; one fresh login and one retry on a 401.
     async fn connect(&self, email: &str, state: &mut TickState) -> Result<(), TickError> {
         let credentials = self.auth.credentials(email).await?;
-        let session = match McpSession::open(&self.config.mcp, &credentials).await {
+        // Before the session opens: an error opening it may already echo the token.
+        state.remember(&credentials);
+        let session = match McpSession::open_with(&self.config.mcp, &self.policy, &credentials).await {
             Err(McpError::Unauthorized) if !state.reauthenticated => {
                 state.reauthenticated = true;
                 tracing::info!(email, "gateway refused the cached token; logging in again");
                 self.auth.invalidate(email);
                 let fresh = self.auth.credentials(email).await?;
-                let session = McpSession::open(&self.config.mcp, &fresh).await?;
-                state.redact = redactions(&fresh);
-                session
+                state.remember(&fresh);
+                McpSession::open_with(&self.config.mcp, &self.policy, &fresh).await?
             }
-            other => {
-                state.redact = redactions(&credentials);
-                other?
-            }
+            other => other?,
         };
         let policy = &self.policy;
         state.offered.clear();
         state.withheld.clear();
+        state.validators.clear();
         for tool in session.tools() {
             match policy.check(tool) {
                 Ok(()) => {
@@ -604,10 +618,12 @@ impl TickEngine {
             .iter()
             .map(|module| {
                 let stats = &state.modules[module];
-                let latency = stats
-                    .mean_latency()
-                    .map_or("no timing".into(), |ms| format!("mean {ms:.0} ms"));
-                format!("- {module}: {} calls, {} failed, {latency}", stats.calls, stats.errors)
+                format!(
+                    "- {module}: {} calls, {} failed, {}",
+                    stats.calls,
+                    stats.errors,
+                    stats.latency_text()
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -659,7 +675,11 @@ impl TickEngine {
             }
         }
         state.rating_status = Some(RatingStatus::Invalid);
-        state.rating_raw = Some(answers.join("\n\n--- repair answer ---\n\n"));
+        state.rating_raw = Some(audit::redact_truncate(
+            &answers.join("\n\n--- repair answer ---\n\n"),
+            &state.redact,
+            RATING_RAW_CHARS,
+        ));
         Ok(())
     }
 
@@ -678,7 +698,7 @@ impl TickEngine {
                     persona_id: ctx.persona.id,
                     module: rating.module.clone(),
                     rating: rating.rating,
-                    notes: (!rating.note.is_empty()).then(|| rating.note.clone()),
+                    notes: (!rating.note.is_empty()).then(|| audit::redact_truncate(&rating.note, &state.redact, 2000)),
                     evidence_calls: stats.calls as i32,
                     evidence_errors: stats.errors as i32,
                     evidence_mean_latency_ms: stats.mean_latency(),
@@ -769,9 +789,7 @@ impl TickEngine {
                 // Rejecting a deliberate edge case is correct behaviour, not a failure.
                 let calls = stats.calls - stats.chaos_calls;
                 let errors = stats.errors - stats.chaos_errors;
-                let latency = stats
-                    .mean_latency()
-                    .map_or("no timing".into(), |ms| format!("mean {ms:.0} ms"));
+                let latency = stats.latency_text();
                 rating::Rating {
                     module: module.clone(),
                     rating: offline::rating_from_evidence(calls, errors, stats.mean_latency()),
@@ -807,8 +825,9 @@ impl TickEngine {
         let seq = state.seq;
         state.seq += 1;
 
-        let policy_module = self.policy.module_of(tool);
-        let known = state.offered.iter().find(|t| t.name == tool).cloned();
+        // Offered tools know their module; only an unknown name needs the policy's rule.
+        let offered_module = state.offered.iter().find(|t| t.name == tool).map(|t| t.module.clone());
+        let offered = offered_module.is_some();
 
         // Parse the arguments first: the hash needs them.
         let parsed: Result<Value, String> = match &arguments {
@@ -829,7 +848,7 @@ impl TickEngine {
             persona_id: ctx.persona.id,
             seq,
             tool_name: tool.to_string(),
-            module: known.as_ref().map_or(policy_module, |t| t.module.clone()),
+            module: offered_module.unwrap_or_else(|| self.policy.module_of(tool)),
             input_hash: hash.clone(),
             result: ActionResult::Denied,
             error_message: None,
@@ -844,11 +863,11 @@ impl TickEngine {
                     Some("not sent: the tick's tool-call budget (tick.max_tool_calls) is used up".into());
                 break 'answer "Error: you have used up your actions for now; this call was not executed.".to_string();
             }
-            let Some(_) = known else {
+            if !offered {
                 let reason = state.withheld.get(tool).copied().unwrap_or("no such tool");
                 record.error_message = Some(format!("not sent: {reason}"));
                 break 'answer format!("Error: the tool `{tool}` is not available to you ({reason}).");
-            };
+            }
             state.calls_made += 1;
             let value = match parsed {
                 Ok(Value::Object(map)) => Value::Object(map),
@@ -933,6 +952,7 @@ impl TickEngine {
                     old.close().await;
                 }
                 if let Err(err) = self.connect(email, state).await {
+                    let err = audit::redact_truncate(&err.to_string(), &state.redact, 500);
                     tracing::warn!(%err, "reconnecting after a 401 failed");
                 }
                 if let Some(session) = &state.session {
@@ -998,7 +1018,8 @@ impl TickEngine {
                     element_id: Some(tool.to_string()),
                     element_type: Some("tool".into()),
                     metadata: json!({"action_id": tool, "module": record.module, "result": record.result, "chaos": chaos}),
-                    duration_seconds: record.latency_ms.map(|ms| ms / 1000),
+                    // The gateway's latency is not the persona's decision time.
+                    duration_seconds: None,
                     feedback_sentiment: None,
                     feedback_comment: None,
                 },
@@ -1026,10 +1047,6 @@ struct CallContext<'a> {
     events: &'a (dyn Fn(TickEvent) + Send + Sync),
 }
 
-fn redactions(credentials: &Credentials) -> Vec<String> {
-    credentials.token.iter().map(|t| t.expose().to_string()).collect()
-}
-
 fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -1039,11 +1056,6 @@ fn kind(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
-}
-
-/// The personas `tick --all` runs: runnable (a login identity, not paused).
-pub fn runnable(personas: Vec<Persona>) -> Vec<Persona> {
-    personas.into_iter().filter(Persona::is_runnable).collect()
 }
 
 impl std::fmt::Debug for TickEngine {

@@ -12,9 +12,12 @@ const ROLEPLAY: &str = include_str!("../../prompts/roleplay.md");
 const RATING: &str = include_str!("../../prompts/rating.md");
 
 /// A short hash of the templates, stored on every tick as its prompt version.
-pub fn version() -> String {
-    let digest = Sha256::digest(format!("{ROLEPLAY}\u{0}{RATING}").as_bytes());
-    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+pub fn version() -> &'static str {
+    static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let digest = Sha256::digest(format!("{ROLEPLAY}\u{0}{RATING}").as_bytes());
+        digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    });
+    &VERSION
 }
 
 /// Replaces `{{name}}` placeholders.

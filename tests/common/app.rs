@@ -160,7 +160,10 @@ impl TestApp {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("the sidecar stops within 10 s")
+                .expect("the sidecar stops cleanly");
         }
     }
 
