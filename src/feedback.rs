@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::config::FeedbackConfig;
-use crate::store::{DailyRating, Grouping, NoteRecord, RatingGroup, RatingScope, Store, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::store::{DailyRating, NoteRecord, RatingCell, RatingScope, Store, StoreError};
 
 /// The window `[since, until)` of a report from its parameters as people write them
 /// (a span back like `7d`, RFC 3339, or a date; see [`crate::time::parse_instant`]).
@@ -70,11 +72,17 @@ pub struct GroupReport {
     /// Failed calls / calls behind the ratings (`null` without calls).
     pub error_rate: Option<f64>,
     pub mean_latency_ms: Option<f64>,
+    /// The simulator versions that gave these ratings.
+    pub simulators: Vec<String>,
+    /// The previous window's average on the simulators both windows share (`null` when
+    /// they share none: ratings of different simulators are not compared).
     pub previous_average: Option<f64>,
     pub previous_count: i64,
-    /// `average - previous_average` (`null` without ratings in the previous window).
+    /// The change on the shared simulators (`null` without them).
     pub change: Option<f64>,
     pub regression: bool,
+    /// The simulators differ from the previous window's.
+    pub simulator_changed: bool,
 }
 
 /// A group flagged as a regression, for a quick list.
@@ -89,6 +97,34 @@ pub struct Regression {
     pub change: f64,
     pub count: i64,
     pub previous_count: i64,
+}
+
+/// What one simulator version rated, and how lenient it is: its own ratings against the
+/// ratings the evidence alone gives (a model that rates everything 5 shows up here).
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SimulatorReport {
+    pub simulator: String,
+    pub ratings: i64,
+    pub average: f64,
+    /// Ratings that had evidence (calls that reached the product) to compare with.
+    pub evidence_rated: i64,
+    /// The average rating the evidence alone gives.
+    pub evidence_average: Option<f64>,
+    /// Own average minus evidence average on the same ratings (`> 0`: lenient).
+    pub leniency: Option<f64>,
+    pub first_day: String,
+    pub last_day: String,
+}
+
+/// A day on which a new simulator version started rating.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SimulatorChange {
+    /// UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    pub from: Vec<String>,
+    pub to: String,
+    /// In words, for the report and the chart.
+    pub note: String,
 }
 
 /// The whole report. Groups are ordered weakest first (lowest average, then label).
@@ -106,37 +142,159 @@ pub struct FeedbackReport {
     pub regressions: Vec<Regression>,
     pub lowest_notes: Vec<NoteRecord>,
     pub series: Vec<DailyRating>,
+    pub simulators: Vec<SimulatorReport>,
+    /// When the simulator changed (over both windows): ratings across a change are not
+    /// compared.
+    pub simulator_changes: Vec<SimulatorChange>,
 }
 
-/// Joins a window's groups with the previous window's and flags regressions.
-pub fn compare(current: Vec<RatingGroup>, previous: &[RatingGroup], rules: &FeedbackConfig) -> Vec<GroupReport> {
+/// What ratings are grouped by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grouping {
+    Module,
+    Persona,
+    Archetype,
+}
+
+impl Grouping {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Module => "module",
+            Self::Persona => "persona",
+            Self::Archetype => "archetype",
+        }
+    }
+
+    /// The key and label of a cell in this grouping.
+    fn of(self, cell: &RatingCell) -> (String, String) {
+        match self {
+            Self::Module => (cell.module.clone(), cell.module.clone()),
+            Self::Persona => (cell.persona_id.to_string(), cell.persona.clone()),
+            Self::Archetype => (cell.archetype.clone(), cell.archetype.clone()),
+        }
+    }
+}
+
+/// Sums of ratings and their evidence.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Tally {
+    count: i64,
+    sum: i64,
+    distribution: [i64; 5],
+    calls: i64,
+    errors: i64,
+    latency_sum: f64,
+    latency_calls: i64,
+    evidence_sum: i64,
+    evidence_rated: i64,
+    evidenced_sum: i64,
+}
+
+impl Tally {
+    fn add(&mut self, cell: &RatingCell) {
+        self.count += cell.ratings;
+        self.sum += cell.rating_sum;
+        for (slot, n) in self
+            .distribution
+            .iter_mut()
+            .zip([cell.r1, cell.r2, cell.r3, cell.r4, cell.r5])
+        {
+            *slot += n;
+        }
+        self.calls += cell.evidence_calls;
+        self.errors += cell.evidence_errors;
+        self.latency_sum += cell.latency_sum;
+        self.latency_calls += cell.latency_calls;
+        self.evidence_sum += cell.evidence_rating_sum;
+        self.evidence_rated += cell.evidence_rated;
+        self.evidenced_sum += cell.evidenced_rating_sum;
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        self.count += other.count;
+        self.sum += other.sum;
+        for (slot, n) in self.distribution.iter_mut().zip(other.distribution) {
+            *slot += n;
+        }
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.latency_sum += other.latency_sum;
+        self.latency_calls += other.latency_calls;
+        self.evidence_sum += other.evidence_sum;
+        self.evidence_rated += other.evidence_rated;
+        self.evidenced_sum += other.evidenced_sum;
+    }
+
+    fn average(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum as f64 / self.count as f64
+        }
+    }
+}
+
+/// Per group: the tally over all simulators, and per simulator.
+type Grouped = BTreeMap<String, (String, Tally, BTreeMap<String, Tally>)>;
+
+fn group(cells: &[RatingCell], grouping: Grouping) -> Grouped {
+    let mut groups: Grouped = BTreeMap::new();
+    for cell in cells {
+        let (key, label) = grouping.of(cell);
+        let entry = groups
+            .entry(key)
+            .or_insert_with(|| (label, Tally::default(), BTreeMap::new()));
+        entry.1.add(cell);
+        entry.2.entry(cell.simulator.clone()).or_default().add(cell);
+    }
+    groups
+}
+
+/// Joins a window's groups with the previous window's: averages and regressions compare
+/// only the simulators both windows share.
+fn compare(current: &Grouped, previous: &Grouped, rules: &FeedbackConfig) -> Vec<GroupReport> {
     let mut reports: Vec<GroupReport> = current
-        .into_iter()
-        .map(|group| {
-            let before = previous.iter().find(|p| p.key == group.key);
-            let previous_average = before.map(|p| p.average);
-            let previous_count = before.map_or(0, |p| p.count);
-            let change = previous_average.map(|p| group.average - p);
+        .iter()
+        .map(|(key, (label, total, by_simulator))| {
+            let before = previous.get(key);
+            let mut now_shared = Tally::default();
+            let mut before_shared = Tally::default();
+            let mut changed = false;
+            if let Some((_, _, before_by_simulator)) = before {
+                for (simulator, tally) in by_simulator {
+                    match before_by_simulator.get(simulator) {
+                        Some(old) => {
+                            now_shared.merge(tally);
+                            before_shared.merge(old);
+                        }
+                        None => changed = true,
+                    }
+                }
+                changed |= before_by_simulator.keys().any(|s| !by_simulator.contains_key(s));
+            }
+            let shared = before_shared.count > 0;
+            let change = shared.then(|| now_shared.average() - before_shared.average());
             // A small epsilon keeps a drop of exactly `regression_drop` (e.g. 4.0 → 3.5)
             // a regression despite binary floating point.
             let regression = change.is_some_and(|c| -c >= rules.regression_drop - 1e-9)
-                && group.count >= rules.regression_min_ratings
-                && previous_count >= rules.regression_min_ratings;
+                && now_shared.count >= rules.regression_min_ratings
+                && before_shared.count >= rules.regression_min_ratings;
             GroupReport {
-                error_rate: (group.evidence_calls > 0)
-                    .then(|| group.evidence_errors as f64 / group.evidence_calls as f64),
-                key: group.key,
-                label: group.label,
-                count: group.count,
-                average: group.average,
-                distribution: group.distribution.to_vec(),
-                evidence_calls: group.evidence_calls,
-                evidence_errors: group.evidence_errors,
-                mean_latency_ms: group.mean_latency_ms,
-                previous_average,
-                previous_count,
+                key: key.clone(),
+                label: label.clone(),
+                count: total.count,
+                average: total.average(),
+                distribution: total.distribution.to_vec(),
+                evidence_calls: total.calls,
+                evidence_errors: total.errors,
+                error_rate: (total.calls > 0).then(|| total.errors as f64 / total.calls as f64),
+                mean_latency_ms: (total.latency_calls > 0).then(|| total.latency_sum / total.latency_calls as f64),
+                simulators: by_simulator.keys().cloned().collect(),
+                previous_average: shared.then(|| before_shared.average()),
+                previous_count: before_shared.count,
                 change,
                 regression,
+                simulator_changed: changed,
             }
         })
         .collect();
@@ -144,41 +302,167 @@ pub fn compare(current: Vec<RatingGroup>, previous: &[RatingGroup], rules: &Feed
     reports
 }
 
+/// Per simulator: its ratings and its leniency, over `cells`.
+fn simulators(cells: &[RatingCell]) -> Vec<SimulatorReport> {
+    let mut by: BTreeMap<&str, (Tally, String, String)> = BTreeMap::new();
+    for cell in cells {
+        let entry = by
+            .entry(cell.simulator.as_str())
+            .or_insert_with(|| (Tally::default(), cell.day.clone(), cell.day.clone()));
+        entry.0.add(cell);
+        entry.1 = entry.1.clone().min(cell.day.clone());
+        entry.2 = entry.2.clone().max(cell.day.clone());
+    }
+    by.into_iter()
+        .map(|(simulator, (tally, first_day, last_day))| {
+            let rated = tally.evidence_rated as f64;
+            let evidence_average = (tally.evidence_rated > 0).then(|| tally.evidence_sum as f64 / rated);
+            SimulatorReport {
+                simulator: simulator.to_string(),
+                ratings: tally.count,
+                average: tally.average(),
+                evidence_rated: tally.evidence_rated,
+                evidence_average,
+                leniency: evidence_average.map(|evidence| tally.evidenced_sum as f64 / rated - evidence),
+                first_day,
+                last_day,
+            }
+        })
+        .collect()
+}
+
+/// How two simulator versions differ, in words ("model changed from A to B").
+pub fn describe_change(from: &[String], to: &str) -> String {
+    let parts = |s: &str| -> Vec<String> { s.split(" · ").map(str::to_string).collect() };
+    let new = parts(to);
+    let single = match from {
+        [one] => Some(parts(one)),
+        _ => None,
+    };
+    match single {
+        Some(old) if old.len() == new.len() && old.len() > 1 => {
+            let differing: Vec<String> = old
+                .iter()
+                .zip(&new)
+                .filter(|(a, b)| a != b)
+                .map(|(a, b)| {
+                    let (kind, a_value) = a.split_once(' ').unwrap_or(("simulator", a));
+                    let b_value = b.split_once(' ').map_or(b.as_str(), |(_, v)| v);
+                    let kind = match kind {
+                        "llm" => "model",
+                        "prompt" => "prompt template",
+                        "t" => "temperature",
+                        other => other,
+                    };
+                    format!("{kind} changed from {a_value} to {b_value}")
+                })
+                .collect();
+            differing.join(", ")
+        }
+        _ => format!(
+            "simulator changed from {} to {to}",
+            if from.is_empty() {
+                "none".to_string()
+            } else {
+                from.join(" + ")
+            }
+        ),
+    }
+}
+
+/// The days on which a simulator version rated for the first time (after the first
+/// rated day of both windows).
+fn simulator_changes(cells: &[RatingCell]) -> Vec<SimulatorChange> {
+    let mut days: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for cell in cells {
+        days.entry(cell.day.as_str())
+            .or_default()
+            .insert(cell.simulator.as_str());
+    }
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    let mut last_day: Option<BTreeSet<&str>> = None;
+    let mut changes = Vec::new();
+    for (day, simulators) in days {
+        if let Some(previous) = &last_day {
+            for simulator in simulators.iter().filter(|s| !seen.contains(*s)) {
+                let from: Vec<String> = previous.iter().map(|s| s.to_string()).collect();
+                changes.push(SimulatorChange {
+                    day: day.to_string(),
+                    note: format!(
+                        "{} on {day}; ratings before and after are not compared",
+                        describe_change(&from, simulator)
+                    ),
+                    from,
+                    to: simulator.to_string(),
+                });
+            }
+        }
+        seen.extend(simulators.iter().copied());
+        last_day = Some(simulators);
+    }
+    changes
+}
+
+/// Per module and UTC day: the average rating and its count, by module then day.
+fn series(cells: &[RatingCell]) -> Vec<DailyRating> {
+    let mut by: BTreeMap<(&str, &str), Tally> = BTreeMap::new();
+    for cell in cells {
+        by.entry((cell.module.as_str(), cell.day.as_str()))
+            .or_default()
+            .add(cell);
+    }
+    by.into_iter()
+        .map(|((module, day), tally)| DailyRating {
+            module: module.to_string(),
+            day: day.to_string(),
+            average: tally.average(),
+            count: tally.count,
+        })
+        .collect()
+}
+
+/// The groups of one grouping over `scope`, without a comparison (a persona's detail).
+pub async fn groups(
+    store: &Store,
+    scope: &RatingScope,
+    grouping: Grouping,
+    rules: &FeedbackConfig,
+) -> Result<Vec<GroupReport>, StoreError> {
+    let cells = store.rating_cells(scope).await?;
+    Ok(compare(&group(&cells, grouping), &Grouped::new(), rules))
+}
+
 /// Builds the report over `scope` (and the window of the same length before it) with
-/// the thresholds of `rules`.
+/// the thresholds of `rules`. Two reads of cells (whole days from the roll-ups), one of
+/// the lowest notes: its cost does not grow with the number of ratings.
 pub async fn report(store: &Store, scope: &RatingScope, rules: &FeedbackConfig) -> Result<FeedbackReport, StoreError> {
     let previous_since = scope.from - (scope.until - scope.from);
     let previous_scope = scope.with_window(previous_since, scope.from);
+    let current = store.rating_cells(scope).await?;
+    let previous = store.rating_cells(&previous_scope).await?;
     let mut sections = Vec::with_capacity(3);
+    let mut regressions = Vec::new();
     for grouping in [Grouping::Module, Grouping::Persona, Grouping::Archetype] {
-        let current = store.rating_groups(scope, grouping).await?;
-        let previous = store.rating_groups(&previous_scope, grouping).await?;
-        sections.push(compare(current, &previous, rules));
+        let reports = compare(&group(&current, grouping), &group(&previous, grouping), rules);
+        regressions.extend(reports.iter().filter(|g| g.regression).map(|g| Regression {
+            grouping: grouping.name().to_string(),
+            key: g.key.clone(),
+            label: g.label.clone(),
+            average: g.average,
+            previous_average: g.previous_average.unwrap_or_default(),
+            change: g.change.unwrap_or_default(),
+            count: g.count,
+            previous_count: g.previous_count,
+        }));
+        sections.push(reports);
     }
     let archetypes = sections.pop().unwrap_or_default();
     let personas = sections.pop().unwrap_or_default();
     let modules = sections.pop().unwrap_or_default();
-
-    let ratings: i64 = modules.iter().map(|m| m.count).sum();
-    let average =
-        (ratings > 0).then(|| modules.iter().map(|m| m.average * m.count as f64).sum::<f64>() / ratings as f64);
-    let regressions = [("module", &modules), ("persona", &personas), ("archetype", &archetypes)]
-        .into_iter()
-        .flat_map(|(grouping, groups)| {
-            groups.iter().filter(|g| g.regression).map(move |g| Regression {
-                grouping: grouping.to_string(),
-                key: g.key.clone(),
-                label: g.label.clone(),
-                average: g.average,
-                previous_average: g.previous_average.unwrap_or_default(),
-                change: g.change.unwrap_or_default(),
-                count: g.count,
-                previous_count: g.previous_count,
-            })
-        })
-        .collect();
+    let mut all = Tally::default();
+    current.iter().for_each(|cell| all.add(cell));
     let lowest_notes = store.lowest_rated_notes(scope, rules.lowest_notes.max(0)).await?;
-    let series = store.daily_ratings(scope).await?;
+    let both: Vec<RatingCell> = previous.iter().chain(&current).cloned().collect();
     Ok(FeedbackReport {
         window: Window {
             since: scope.from,
@@ -190,14 +474,16 @@ pub async fn report(store: &Store, scope: &RatingScope, rules: &FeedbackConfig) 
         },
         regression_drop: rules.regression_drop,
         regression_min_ratings: rules.regression_min_ratings,
-        ratings,
-        average,
+        ratings: all.count,
+        average: (all.count > 0).then(|| all.average()),
         modules,
         personas,
         archetypes,
         regressions,
         lowest_notes,
-        series,
+        series: series(&current),
+        simulators: simulators(&current),
+        simulator_changes: simulator_changes(&both),
     })
 }
 
@@ -247,27 +533,51 @@ pub fn to_csv(report: &FeedbackReport) -> String {
 mod tests {
     use super::*;
 
-    fn group(key: &str, count: i64, average: f64) -> RatingGroup {
-        RatingGroup {
-            key: key.into(),
-            label: key.into(),
-            count,
-            average,
-            distribution: [0; 5],
+    fn cell(module: &str, day: &str, simulator: &str, ratings: i64, average: f64) -> RatingCell {
+        RatingCell {
+            day: day.into(),
+            module: module.into(),
+            persona_id: uuid::Uuid::nil(),
+            persona: "p".into(),
+            archetype: "a".into(),
+            simulator: simulator.into(),
+            ratings,
+            rating_sum: (average * ratings as f64).round() as i64,
+            r1: 0,
+            r2: 0,
+            r3: 0,
+            r4: 0,
+            r5: 0,
             evidence_calls: 10,
             evidence_errors: 2,
-            mean_latency_ms: None,
+            latency_sum: 0.0,
+            latency_calls: 0,
+            evidence_rating_sum: 0,
+            evidence_rated: 0,
+            evidenced_rating_sum: 0,
         }
     }
 
     #[test]
     fn a_drop_of_the_threshold_on_enough_ratings_is_a_regression() {
         let rules = FeedbackConfig::default(); // drop 0.5, at least 5 ratings each
-        let current = vec![group("todo", 6, 3.5), group("journal", 4, 1.0), group("habits", 9, 3.6)];
-        let previous = vec![group("todo", 5, 4.0), group("journal", 9, 4.0), group("habits", 9, 4.0)];
-        let report = compare(current, &previous, &rules);
+        let current = [
+            cell("todo", "2026-01-08", "s", 6, 3.5),
+            cell("journal", "2026-01-08", "s", 4, 1.0),
+            cell("habits", "2026-01-08", "s", 10, 3.6),
+        ];
+        let previous = [
+            cell("todo", "2026-01-01", "s", 6, 4.0),
+            cell("journal", "2026-01-01", "s", 9, 4.0),
+            cell("habits", "2026-01-01", "s", 10, 4.0),
+        ];
+        let report = compare(
+            &group(&current, Grouping::Module),
+            &group(&previous, Grouping::Module),
+            &rules,
+        );
         let by_key = |k: &str| report.iter().find(|g| g.key == k).unwrap();
-        assert!(by_key("todo").regression, "4.0 → 3.5 on 5 and 6 ratings");
+        assert!(by_key("todo").regression, "4.0 → 3.5 on 6 and 6 ratings");
         assert!(!by_key("journal").regression, "4 ratings are too few to call it");
         assert!(!by_key("habits").regression, "a drop of 0.4 is under the threshold");
         assert_eq!(by_key("todo").error_rate, Some(0.2));
@@ -275,10 +585,59 @@ mod tests {
     }
 
     #[test]
+    fn ratings_of_another_simulator_are_not_compared() {
+        let rules = FeedbackConfig::default();
+        let a = "llm model-a · prompt 111 · t 0.7";
+        let b = "llm model-b · prompt 111 · t 0.7";
+        let previous = [cell("todo", "2026-01-01", a, 10, 4.5)];
+        let current = [cell("todo", "2026-01-08", b, 10, 2.0)];
+        let report = compare(
+            &group(&current, Grouping::Module),
+            &group(&previous, Grouping::Module),
+            &rules,
+        );
+        assert!(!report[0].regression, "a model switch is not a product regression");
+        assert!(report[0].simulator_changed);
+        assert_eq!(report[0].previous_average, None);
+        let both: Vec<RatingCell> = previous.iter().chain(&current).cloned().collect();
+        let changes = simulator_changes(&both);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(
+            changes[0].note,
+            "model changed from model-a to model-b on 2026-01-08; ratings before and after are not compared"
+        );
+        // A shared simulator still is compared, even beside a new one.
+        let current = [
+            cell("todo", "2026-01-08", b, 10, 2.0),
+            cell("todo", "2026-01-08", a, 10, 3.5),
+        ];
+        let report = compare(
+            &group(&current, Grouping::Module),
+            &group(&previous, Grouping::Module),
+            &rules,
+        );
+        assert!(report[0].regression, "4.5 → 3.5 on the shared simulator");
+        assert_eq!(report[0].change, Some(-1.0));
+    }
+
+    #[test]
+    fn leniency_compares_own_ratings_with_the_evidence() {
+        let mut generous = cell("todo", "2026-01-08", "s", 4, 5.0);
+        generous.evidence_rated = 4;
+        generous.evidence_rating_sum = 8; // the evidence says 2
+        generous.evidenced_rating_sum = 20;
+        let report = simulators(&[generous]);
+        assert_eq!(report[0].evidence_average, Some(2.0));
+        assert_eq!(report[0].leniency, Some(3.0));
+    }
+
+    #[test]
     fn csv_quotes_fields_that_need_it() {
         let rules = FeedbackConfig::default();
-        let mut g = group("a,b", 1, 2.0);
-        g.label = "say \"hi\"".into();
+        let mut c = cell("a,b", "2026-01-08", "s", 1, 2.0);
+        c.module = "a,b".into();
+        let mut modules = compare(&group(&[c], Grouping::Module), &Grouped::new(), &rules);
+        modules[0].label = "say \"hi\"".into();
         let report = FeedbackReport {
             window: Window {
                 since: Utc::now(),
@@ -292,12 +651,14 @@ mod tests {
             regression_min_ratings: 5,
             ratings: 1,
             average: Some(2.0),
-            modules: compare(vec![g], &[], &rules),
+            modules,
             personas: vec![],
             archetypes: vec![],
             regressions: vec![],
             lowest_notes: vec![],
             series: vec![],
+            simulators: vec![],
+            simulator_changes: vec![],
         };
         let csv = to_csv(&report);
         assert!(

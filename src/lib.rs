@@ -21,6 +21,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod persona;
 pub mod profile;
+pub mod retention;
 pub mod scheduler;
 pub mod store;
 pub mod tick;

@@ -25,6 +25,10 @@ pub struct Metrics {
     scheduler_lag: Histogram,
     personas_due: Gauge,
     personas_running: Gauge,
+    personas_scheduled: Gauge,
+    store_writable: Gauge,
+    store_batch: Histogram,
+    scheduler_reload: Histogram,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -85,6 +89,31 @@ impl Metrics {
             "Ticks running in this process",
             personas_running.clone(),
         );
+        let personas_scheduled = Gauge::default();
+        registry.register(
+            "personas_scheduled",
+            "Personas the scheduler keeps a plan for",
+            personas_scheduled.clone(),
+        );
+        let store_writable = Gauge::default();
+        store_writable.set(1);
+        registry.register(
+            "store_writable",
+            "1 while the store takes writes, 0 during an outage (no tick is claimed then)",
+            store_writable.clone(),
+        );
+        let store_batch = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "store_batch_writes",
+            "Audit writes committed together by the store's writer",
+            store_batch.clone(),
+        );
+        let scheduler_reload = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register(
+            "scheduler_reload_seconds",
+            "Time to load what changed in the personas since the last reload",
+            scheduler_reload.clone(),
+        );
         Self {
             registry,
             ticks,
@@ -97,6 +126,10 @@ impl Metrics {
             scheduler_lag,
             personas_due,
             personas_running,
+            personas_scheduled,
+            store_writable,
+            store_batch,
+            scheduler_reload,
         }
     }
 
@@ -145,6 +178,22 @@ impl Metrics {
     pub fn load(&self, due: usize, running: usize) {
         self.personas_due.set(due as i64);
         self.personas_running.set(running as i64);
+    }
+
+    pub fn scheduled(&self, personas: usize) {
+        self.personas_scheduled.set(personas as i64);
+    }
+
+    pub fn store_writable(&self, writable: bool) {
+        self.store_writable.set(i64::from(writable));
+    }
+
+    pub fn store_batch(&self, writes: usize) {
+        self.store_batch.observe(writes as f64);
+    }
+
+    pub fn scheduler_reload(&self, took: Duration) {
+        self.scheduler_reload.observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition of everything.

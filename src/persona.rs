@@ -191,6 +191,10 @@ pub struct PersonaSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<Object>)]
     pub page_templates: Vec<serde_json::Value>,
+    /// The product (a `[targets.NAME]` of the config) this persona uses; absent: the
+    /// default target. A persona whose target is not configured is never ticked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// A persona as stored: its definition plus identity and runtime state.
@@ -231,6 +235,8 @@ pub struct Persona {
     pub default_profile: Option<serde_json::Value>,
     #[schema(value_type = Vec<Object>)]
     pub page_templates: Vec<serde_json::Value>,
+    /// The target (product) the persona uses; `null`: the default target.
+    pub target: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -262,6 +268,7 @@ impl Persona {
             && self.actions == spec.actions
             && self.default_profile == spec.default_profile
             && self.page_templates == spec.page_templates
+            && self.target == spec.target
     }
 
     /// The definition part of a stored persona (its email empty for a profile-only one).
@@ -291,6 +298,7 @@ impl Persona {
             actions: self.actions.clone(),
             default_profile: self.default_profile.clone(),
             page_templates: self.page_templates.clone(),
+            target: self.target.clone(),
         }
     }
 

@@ -259,6 +259,7 @@ async fn a_one_off_tick_runs_and_its_calls_are_listed_page_by_page(backend: Back
             attempt: 1,
             runner_id: "test".into(),
             lease: Duration::from_secs(60),
+            target: None,
         })
         .await
         .unwrap();
@@ -370,6 +371,7 @@ async fn rate(app: &TestApp, persona: Uuid, ratings: &[Rating<'_>]) {
             attempt: 1,
             runner_id: "test".into(),
             lease: Duration::from_secs(60),
+            target: None,
         })
         .await
         .unwrap();
@@ -385,6 +387,9 @@ async fn rate(app: &TestApp, persona: Uuid, ratings: &[Rating<'_>]) {
                 evidence_calls: *calls,
                 evidence_errors: *errors,
                 evidence_mean_latency_ms: *latency,
+                evidence_rating: None,
+                simulator: "offline".into(),
+                recorded_at: None,
             })
             .await
             .unwrap();

@@ -152,7 +152,7 @@ fn migrate_reports_the_schema_version() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("1 of 1 migrations applied (1 new)"),
+        text(&out.stdout).contains("2 of 2 migrations applied (2 new)"),
         "{}",
         text(&out.stdout)
     );

@@ -38,7 +38,6 @@ async fn seed(app: &TestApp, days: i64) -> Vec<Uuid> {
         assert_eq!(status, 201, "{body}");
         personas.push(Uuid::parse_str(body["persona"]["id"].as_str().unwrap()).unwrap());
     }
-    let mut ticks = Vec::new();
     for day in 0..days {
         for (index, persona) in personas.iter().enumerate() {
             let tick = app
@@ -51,6 +50,7 @@ async fn seed(app: &TestApp, days: i64) -> Vec<Uuid> {
                     attempt: 1,
                     runner_id: "test".into(),
                     lease: Duration::from_secs(60),
+                    target: None,
                 })
                 .await
                 .unwrap();
@@ -84,6 +84,14 @@ async fn seed(app: &TestApp, days: i64) -> Vec<Uuid> {
                         evidence_calls: 3,
                         evidence_errors: i32::from(rating <= 2),
                         evidence_mean_latency_ms: Some(120.0),
+                        evidence_rating: None,
+                        simulator: "offline".into(),
+                        // Spread over the window: `days_ago` days back.
+                        recorded_at: Some(
+                            persona_runner::time::now()
+                                - chrono::Duration::days(days - 1 - day)
+                                - chrono::Duration::minutes(5),
+                        ),
                     })
                     .await
                     .unwrap();
@@ -92,27 +100,9 @@ async fn seed(app: &TestApp, days: i64) -> Vec<Uuid> {
                 .finish_tick(tick.id, &TickFinish::status(TickStatus::Ok, None))
                 .await
                 .unwrap();
-            ticks.push((tick.id, days - 1 - day));
         }
     }
-    backdate(app, &ticks).await;
     personas
-}
-
-/// Moves each tick's ratings `days_ago` days back (fixture only: the product always
-/// stamps ratings with the current time).
-async fn backdate(app: &TestApp, ticks: &[(Uuid, i64)]) {
-    let pool = sqlx::SqlitePool::connect(app.db.url()).await.unwrap();
-    for (tick, days_ago) in ticks {
-        let at = persona_runner::time::now() - chrono::Duration::days(*days_ago) - chrono::Duration::minutes(5);
-        sqlx::query("UPDATE persona_feedback SET created_at = $1 WHERE tick_id = $2")
-            .bind(at)
-            .bind(tick)
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
-    pool.close().await;
 }
 
 fn chromium() -> PathBuf {

@@ -91,7 +91,7 @@ async fn credentials_are_cached_and_a_rejected_token_surfaces_as_unauthorized() 
 
     gateway.gateway.rotate_signing_key();
     let err = McpSession::open(&gateway.config().mcp, &first).await.err().unwrap();
-    assert!(matches!(err, McpError::Unauthorized), "{err}");
+    assert!(matches!(err, McpError::Unauthorized { .. }), "{err}");
     auth.invalidate(ANNA);
     let fresh = auth.credentials(ANNA).await.unwrap();
     McpSession::open(&gateway.config().mcp, &fresh)
@@ -170,6 +170,7 @@ async fn the_same_tools_over_stdio() {
         user_id: None,
         values: Default::default(),
         refresh_at: chrono::Utc::now() + chrono::Duration::hours(1),
+        password: None,
     };
     let session = McpSession::open(&config.mcp, &credentials).await.unwrap();
     assert_eq!(session.tools().len(), 18);

@@ -108,7 +108,7 @@ async fn three_replicas_run_every_slot_exactly_once() {
             lags.push((tick.started_at - slot).num_milliseconds());
         }
     }
-    let personas = store.schedulable_personas().await.unwrap();
+    let personas = store.runnable_ids().await.unwrap();
     assert_eq!(personas.len(), PERSONAS, "every persona is counted");
     assert!(
         slots.len() >= 20,
@@ -119,7 +119,7 @@ async fn three_replicas_run_every_slot_exactly_once() {
     let duplicates: usize = ok_per_slot.values().filter(|n| **n > 1).map(|n| n - 1).sum();
     let missed = personas
         .iter()
-        .flat_map(|p| slots.iter().map(move |s| (p.id, *s)))
+        .flat_map(|p| slots.iter().map(move |s| (*p, *s)))
         .filter(|key| !ok_per_slot.contains_key(key))
         .count();
     let failed = ticks.iter().filter(|t| t.status != TickStatus::Ok).count();

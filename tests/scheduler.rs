@@ -1,14 +1,16 @@
-//! The scheduler loop in paused (virtual) time against an in-memory ticker: cadences,
+//! The scheduler loop in paused (virtual) time against an in-memory host: cadences,
 //! DST in Europe/Berlin, jitter, catch-up, retries, no overlap, the pool, the kill switch,
-//! draining at shutdown.
+//! panics, busy slots, paused personas, draining at shutdown.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use persona_runner::persona::{Cadence, DEFAULT_TENANT, Persona};
-use persona_runner::scheduler::{self, CatchUp, Clock, Command, RunOutcome, Settings, Ticker};
+use persona_runner::persona::DEFAULT_TENANT;
+use persona_runner::scheduler::{self, CatchUp, Clock, Command, Host, RunOutcome, Settings, Status};
+use persona_runner::store::{ScheduleRow, TickTrigger};
+use persona_runner::tick::TickPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -17,46 +19,22 @@ fn utc(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
 }
 
-fn persona(n: u128, cadence: &str) -> Persona {
-    let now = utc("2026-01-01T00:00:00Z");
-    Persona {
+fn persona(n: u128, cadence: &str) -> ScheduleRow {
+    ScheduleRow {
         id: Uuid::from_u128(n),
         tenant_id: DEFAULT_TENANT,
-        user_id: Some(Uuid::from_u128(1000 + n)),
-        email: Some(format!("p{n}@mana.test")),
-        name: format!("P{n}"),
-        archetype: "solo-dev".into(),
-        system_prompt: String::new(),
-        module_mix: Default::default(),
-        tick_cadence: cadence.parse::<Cadence>().unwrap(),
+        tick_cadence: cadence.into(),
         time_zone: "UTC".into(),
-        locale: None,
         paused: false,
         last_active_at: None,
         next_due_at: None,
-        description: None,
-        flow: None,
-        role_index: None,
-        primary_authority: None,
-        decision_focus: None,
-        primary_dashboard: None,
-        key_metrics: vec![],
-        detail_level: None,
-        headline_type: None,
-        hero_chart_type: None,
-        context_factors: vec![],
-        required_data_sources: vec![],
-        actions: vec![],
-        default_profile: None,
-        page_templates: vec![],
-        created_at: now,
-        updated_at: now,
+        target: None,
+        changed_at: utc("2026-01-01T00:00:00Z"),
     }
 }
 
 fn settings() -> Settings {
     Settings {
-        concurrency: 4,
         jitter: Duration::ZERO,
         paused: false,
         catch_up: CatchUp::One,
@@ -65,7 +43,7 @@ fn settings() -> Settings {
         retry_backoff: Duration::from_secs(10),
         reload_every: Duration::from_secs(3600),
         sweep_every: Duration::from_secs(3600),
-        recheck_after: Duration::from_secs(1),
+        busy_recheck: Duration::from_secs(90),
         shutdown_grace: Duration::from_secs(10),
         heartbeat_every: Duration::from_secs(3600),
     }
@@ -80,27 +58,36 @@ struct Run {
     ok: bool,
 }
 
-/// Personas in memory; each tick sleeps `duration` of virtual time.
+/// Personas in memory, as the store keeps them; each tick sleeps `duration` of virtual time.
 struct Fake {
     clock: Clock,
-    personas: Mutex<Vec<Persona>>,
+    personas: Mutex<Vec<ScheduleRow>>,
     runs: Mutex<Vec<Run>>,
     duration: Duration,
     /// Slots whose first `n` attempts fail.
     failing: Mutex<HashMap<(Uuid, DateTime<Utc>), u32>>,
+    /// Personas whose next `n` ticks panic.
+    panicking: Mutex<HashMap<Uuid, u32>>,
+    /// Personas another runner is running until this time (claims say `Busy`).
+    busy_until: Mutex<HashMap<Uuid, DateTime<Utc>>>,
+    /// Claims asked for, per persona (also the refused ones).
+    claims: Mutex<HashMap<Uuid, u32>>,
     in_flight: Mutex<HashSet<Uuid>>,
     overlaps: Mutex<u32>,
     concurrent: Mutex<(usize, usize)>,
 }
 
 impl Fake {
-    fn new(clock: Clock, personas: Vec<Persona>, duration: Duration) -> Arc<Self> {
+    fn new(clock: Clock, personas: Vec<ScheduleRow>, duration: Duration) -> Arc<Self> {
         Arc::new(Self {
             clock,
             personas: Mutex::new(personas),
             runs: Mutex::new(Vec::new()),
             duration,
             failing: Mutex::new(HashMap::new()),
+            panicking: Mutex::new(HashMap::new()),
+            busy_until: Mutex::new(HashMap::new()),
+            claims: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashSet::new()),
             overlaps: Mutex::new(0),
             concurrent: Mutex::new((0, 0)),
@@ -119,8 +106,59 @@ impl Fake {
             .collect()
     }
 
-    async fn tick(&self, persona: Persona, slot: Option<DateTime<Utc>>, cut: CancellationToken) -> RunOutcome {
-        if !self.in_flight.lock().unwrap().insert(persona.id) {
+    fn claims(&self, persona: u128) -> u32 {
+        self.claims
+            .lock()
+            .unwrap()
+            .get(&Uuid::from_u128(persona))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Changes a persona as an API call would (its `changed_at` moves).
+    fn edit(&self, persona: u128, change: impl FnOnce(&mut ScheduleRow)) {
+        let now = self.clock.now();
+        let mut personas = self.personas.lock().unwrap();
+        let row = personas.iter_mut().find(|p| p.id == Uuid::from_u128(persona)).unwrap();
+        change(row);
+        row.changed_at = now;
+    }
+
+    async fn tick(&self, persona: Uuid, slot: Option<DateTime<Utc>>, cut: CancellationToken) -> RunOutcome {
+        *self.claims.lock().unwrap().entry(persona).or_default() += 1;
+        let row = self.personas.lock().unwrap().iter().find(|p| p.id == persona).cloned();
+        let Some(row) = row else { return RunOutcome::Settled };
+        if row.paused {
+            return RunOutcome::Settled;
+        }
+        if self
+            .busy_until
+            .lock()
+            .unwrap()
+            .get(&persona)
+            .is_some_and(|until| *until > self.clock.now())
+        {
+            return RunOutcome::Busy;
+        }
+        let panics = match self.panicking.lock().unwrap().get_mut(&persona) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
+        if panics {
+            let finished = self.clock.now();
+            self.runs.lock().unwrap().push(Run {
+                persona,
+                slot,
+                started: finished,
+                finished,
+                ok: false,
+            });
+            panic!("injected panic in a tick");
+        }
+        if !self.in_flight.lock().unwrap().insert(persona) {
             *self.overlaps.lock().unwrap() += 1;
         }
         {
@@ -135,7 +173,7 @@ impl Fake {
         };
         let failing = slot.is_some_and(|slot| {
             let mut failing = self.failing.lock().unwrap();
-            match failing.get_mut(&(persona.id, slot)) {
+            match failing.get_mut(&(persona, slot)) {
                 Some(n) if *n > 0 => {
                     *n -= 1;
                     true
@@ -146,55 +184,100 @@ impl Fake {
         let ok = !cut_short && !failing;
         let finished = self.clock.now();
         self.runs.lock().unwrap().push(Run {
-            persona: persona.id,
+            persona,
             slot,
             started,
             finished,
             ok,
         });
         // The tick engine stamps last_active_at when a tick finishes.
-        if let Some(p) = self.personas.lock().unwrap().iter_mut().find(|p| p.id == persona.id) {
+        if let Some(p) = self.personas.lock().unwrap().iter_mut().find(|p| p.id == persona) {
             p.last_active_at = Some(finished);
+            p.changed_at = finished;
         }
-        self.in_flight.lock().unwrap().remove(&persona.id);
+        self.in_flight.lock().unwrap().remove(&persona);
         self.concurrent.lock().unwrap().0 -= 1;
         RunOutcome::Ran { ok }
     }
 }
 
-impl Ticker for Fake {
-    async fn personas(&self) -> Result<Vec<Persona>, String> {
-        Ok(self.personas.lock().unwrap().clone())
+impl Host for Fake {
+    async fn load(&self, since: Option<DateTime<Utc>>, limit: usize) -> Result<Vec<ScheduleRow>, String> {
+        let mut rows: Vec<ScheduleRow> = self
+            .personas
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| since.is_none_or(|since| p.changed_at >= since))
+            .cloned()
+            .collect();
+        rows.sort_by_key(|p| (p.changed_at, p.id));
+        rows.truncate(limit);
+        Ok(rows)
     }
-    async fn set_next_due(&self, persona: Uuid, at: DateTime<Utc>) {
-        if let Some(p) = self.personas.lock().unwrap().iter_mut().find(|p| p.id == persona) {
-            p.next_due_at = Some(at);
+    async fn ids(&self) -> Result<Vec<Uuid>, String> {
+        Ok(self.personas.lock().unwrap().iter().map(|p| p.id).collect())
+    }
+    fn runs_target(&self, target: Option<&str>) -> bool {
+        target.is_none()
+    }
+    async fn save_plans(&self, plans: Vec<(Uuid, DateTime<Utc>)>) {
+        let now = self.clock.now();
+        let mut personas = self.personas.lock().unwrap();
+        for (id, at) in plans {
+            if let Some(p) = personas.iter_mut().find(|p| p.id == id) {
+                p.next_due_at = Some(at);
+                p.changed_at = now;
+            }
         }
     }
-    async fn run_slot(&self, persona: Persona, slot: DateTime<Utc>, cut: CancellationToken) -> RunOutcome {
+    async fn run_slot(&self, persona: Uuid, slot: DateTime<Utc>, cut: CancellationToken) -> RunOutcome {
         self.tick(persona, Some(slot), cut).await
     }
-    async fn run_now(&self, persona: Persona, cut: CancellationToken) -> RunOutcome {
+    async fn run_now(&self, persona: Uuid, _trigger: TickTrigger, cut: CancellationToken) -> RunOutcome {
         self.tick(persona, None, cut).await
     }
     async fn sweep(&self, _now: DateTime<Utc>) {}
 }
 
-/// Runs the scheduler for `length` of virtual time, then shuts it down.
-async fn run_for(fake: Arc<Fake>, settings: Settings, clock: Clock, length: Duration) -> mpsc::Sender<Command> {
+/// Starts the scheduler with a pool of `concurrency`.
+fn start(
+    fake: Arc<Fake>,
+    settings: Settings,
+    concurrency: usize,
+    clock: Clock,
+) -> (mpsc::Sender<Command>, CancellationToken, tokio::task::JoinHandle<()>) {
     let (commands, receiver) = mpsc::channel(8);
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(scheduler::run(fake, settings, clock, receiver, shutdown.clone(), || {}));
+    let wiring = scheduler::Wiring {
+        host: fake,
+        pool: TickPool::new(concurrency),
+        settings,
+        clock,
+        commands: receiver,
+        shutdown: shutdown.clone(),
+        status: Arc::new(Status::default()),
+    };
+    let task = tokio::spawn(scheduler::run(wiring, || {}));
+    (commands, shutdown, task)
+}
+
+/// Runs the scheduler for `length` of virtual time, then shuts it down.
+async fn run_for(fake: Arc<Fake>, settings: Settings, clock: Clock, length: Duration) {
+    run_with(fake, settings, 4, clock, length).await;
+}
+
+async fn run_with(fake: Arc<Fake>, settings: Settings, concurrency: usize, clock: Clock, length: Duration) {
+    let (_commands, shutdown, task) = start(fake, settings, concurrency, clock);
     tokio::time::sleep(length).await;
     shutdown.cancel();
     task.await.unwrap();
-    commands
 }
 
 #[tokio::test(start_paused = true)]
 async fn cron_slots_follow_berlin_across_both_dst_changes() {
     // 02:30 Berlin: skipped on 2026-03-29 (runs at 03:00 = 01:00 UTC), doubled on 2026-10-25.
-    let berlin = || Persona {
+    let berlin = || ScheduleRow {
         time_zone: "Europe/Berlin".into(),
         ..persona(1, "30 2 * * *")
     };
@@ -223,7 +306,7 @@ async fn cron_slots_follow_berlin_across_both_dst_changes() {
 #[tokio::test(start_paused = true)]
 async fn interval_cadences_follow_the_last_activity() {
     let clock = Clock::starting_at(utc("2026-05-06T10:00:00Z")); // a Wednesday
-    let weekdays = Persona {
+    let weekdays = ScheduleRow {
         time_zone: "Europe/Berlin".into(),
         ..persona(3, "weekdays")
     };
@@ -258,14 +341,13 @@ async fn interval_cadences_follow_the_last_activity() {
 #[tokio::test(start_paused = true)]
 async fn jitter_spreads_personas_sharing_a_slot() {
     let clock = Clock::starting_at(utc("2026-05-06T09:59:00Z"));
-    let personas: Vec<Persona> = (1..=20).map(|n| persona(n, "0 10 * * *")).collect();
+    let personas: Vec<ScheduleRow> = (1..=20).map(|n| persona(n, "0 10 * * *")).collect();
     let fake = Fake::new(clock, personas, Duration::from_secs(1));
     let settings = Settings {
         jitter: Duration::from_secs(300),
-        concurrency: 20,
         ..settings()
     };
-    run_for(fake.clone(), settings, clock, Duration::from_secs(600)).await;
+    run_with(fake.clone(), settings, 20, clock, Duration::from_secs(600)).await;
     let starts: Vec<DateTime<Utc>> = fake.runs().iter().map(|r| r.started).collect();
     assert_eq!(starts.len(), 20);
     let slot = utc("2026-05-06T10:00:00Z");
@@ -344,18 +426,9 @@ async fn a_persona_never_overlaps_itself_and_late_slots_coalesce() {
 #[tokio::test(start_paused = true)]
 async fn the_pool_bounds_concurrent_ticks() {
     let clock = Clock::starting_at(utc("2026-05-06T11:59:59Z"));
-    let personas: Vec<Persona> = (1..=10).map(|n| persona(n, "0 12 * * *")).collect();
+    let personas: Vec<ScheduleRow> = (1..=10).map(|n| persona(n, "0 12 * * *")).collect();
     let fake = Fake::new(clock, personas, Duration::from_secs(10));
-    run_for(
-        fake.clone(),
-        Settings {
-            concurrency: 3,
-            ..settings()
-        },
-        clock,
-        Duration::from_secs(120),
-    )
-    .await;
+    run_with(fake.clone(), settings(), 3, clock, Duration::from_secs(120)).await;
     assert_eq!(fake.runs().len(), 10);
     assert_eq!(fake.concurrent.lock().unwrap().1, 3);
 }
@@ -392,7 +465,7 @@ async fn failed_ticks_retry_with_backoff_within_their_slot() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_interval_tick_is_retried_although_reloads_replan_it() {
     let clock = Clock::starting_at(utc("2026-05-06T12:00:00Z"));
-    let daily = Persona {
+    let daily = ScheduleRow {
         last_active_at: Some(utc("2026-05-05T11:00:00Z")),
         ..persona(1, "daily")
     };
@@ -421,25 +494,21 @@ async fn the_kill_switch_holds_dispatch_and_signals_tick_everyone() {
     let mut paused_one = persona(2, "0 0 1 1 *");
     paused_one.paused = true;
     let fake = Fake::new(clock, vec![persona(1, "0 0 1 1 *"), paused_one], Duration::from_secs(1));
-    let (commands, receiver) = mpsc::channel(8);
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(scheduler::run(
+    let (commands, shutdown, task) = start(
         fake.clone(),
         Settings {
             paused: true,
             ..settings()
         },
+        4,
         clock,
-        receiver,
-        shutdown.clone(),
-        || {},
-    ));
+    );
     tokio::time::sleep(Duration::from_secs(10)).await;
-    commands.send(Command::TickAllNow).await.unwrap();
+    commands.send(Command::TickAllNow(TickTrigger::Signal)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(fake.runs().is_empty(), "runner.paused holds everything");
     commands.send(Command::Reload(Box::new(settings()))).await.unwrap();
-    commands.send(Command::TickAllNow).await.unwrap();
+    commands.send(Command::TickAllNow(TickTrigger::Signal)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let runs = fake.runs();
     assert_eq!(runs.len(), 1, "only the unpaused persona: {runs:?}");
@@ -456,17 +525,8 @@ async fn shutdown_drains_then_cuts_after_the_grace() {
         vec![persona(1, "0 12 * * *"), persona(2, "0 12 * * *")],
         Duration::from_secs(30),
     );
-    let (_commands, receiver) = mpsc::channel(8);
-    let shutdown = CancellationToken::new();
     let started = tokio::time::Instant::now();
-    let task = tokio::spawn(scheduler::run(
-        fake.clone(),
-        settings(),
-        clock,
-        receiver,
-        shutdown.clone(),
-        || {},
-    ));
+    let (_commands, shutdown, task) = start(fake.clone(), settings(), 4, clock);
     tokio::time::sleep(Duration::from_secs(5)).await;
     shutdown.cancel();
     task.await.unwrap();
@@ -494,5 +554,130 @@ async fn reloads_do_not_postpone_a_persona_that_never_ran() {
     assert_eq!(
         starts[0],
         utc("2026-05-06T10:00:00Z") + chrono::Duration::from_std(offset).unwrap()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn catch_up_none_runs_every_slot_within_its_jitter_despite_reloads() {
+    // A 5-minute cron for an hour, the default 60 s jitter and 15 s reloads: a reload
+    // between a slot and slot + jitter must not count the slot as missed.
+    let clock = Clock::starting_at(utc("2026-05-06T12:00:30Z"));
+    let personas: Vec<ScheduleRow> = (1..=20).map(|n| persona(n, "*/5 * * * *")).collect();
+    let fake = Fake::new(clock, personas, Duration::from_secs(2));
+    let settings = Settings {
+        catch_up: CatchUp::None,
+        jitter: Duration::from_secs(60),
+        reload_every: Duration::from_secs(15),
+        ..settings()
+    };
+    // Until 13:01:40: the 13:00 slot plus the largest jitter and the tick's length.
+    run_with(fake.clone(), settings, 20, clock, Duration::from_secs(3670)).await;
+    for n in 1..=20 {
+        let slots: Vec<_> = fake
+            .runs()
+            .iter()
+            .filter(|r| r.persona == Uuid::from_u128(n))
+            .map(|r| r.slot.unwrap())
+            .collect();
+        // 12:05 … 13:00: twelve slots in the hour after 12:00:30.
+        assert_eq!(slots.len(), 12, "persona {n}: {slots:?}");
+        assert_eq!(slots[0], utc("2026-05-06T12:05:00Z"));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn jitter_at_least_the_period_does_not_starve_a_persona() {
+    let clock = Clock::starting_at(utc("2026-05-06T12:00:00Z"));
+    let fake = Fake::new(clock, vec![persona(7, "*/2 * * * *")], Duration::from_secs(1));
+    let settings = Settings {
+        jitter: Duration::from_secs(600),
+        ..settings()
+    };
+    run_for(fake.clone(), settings, clock, Duration::from_secs(1200)).await;
+    let runs = fake.runs();
+    assert!(runs.len() >= 9, "a slot every 2 minutes for 20 minutes: {}", runs.len());
+    for run in &runs {
+        let late = run.started - run.slot.unwrap();
+        assert!(
+            late < chrono::Duration::seconds(60),
+            "jitter capped at half the period: {late}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tick_that_panics_is_a_failed_attempt_and_the_persona_keeps_its_schedule() {
+    let clock = Clock::starting_at(utc("2026-05-06T11:59:59Z"));
+    let fake = Fake::new(clock, vec![persona(1, "0 * * * *")], Duration::from_secs(1));
+    fake.panicking.lock().unwrap().insert(Uuid::from_u128(1), 3);
+    run_for(fake.clone(), settings(), clock, Duration::from_secs(3 * 3600)).await;
+    let runs = fake.runs();
+    let slots: Vec<_> = runs.iter().map(|r| (r.slot.unwrap(), r.ok)).collect();
+    let noon = utc("2026-05-06T12:00:00Z");
+    // Three panicking attempts use up the 12:00 slot; 13:00 and 14:00 run.
+    assert_eq!(
+        slots,
+        [
+            (noon, false),
+            (noon, false),
+            (noon, false),
+            (utc("2026-05-06T13:00:00Z"), true),
+            (utc("2026-05-06T14:00:00Z"), true)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_persona_is_never_claimed() {
+    let clock = Clock::starting_at(utc("2026-05-06T12:00:00Z"));
+    let fake = Fake::new(
+        clock,
+        vec![persona(1, "*/10 * * * * *"), persona(2, "*/10 * * * * *")],
+        Duration::from_secs(1),
+    );
+    let settings = Settings {
+        reload_every: Duration::from_secs(15),
+        ..settings()
+    };
+    let (_commands, shutdown, task) = start(fake.clone(), settings, 4, clock);
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    fake.edit(2, |p| p.paused = true);
+    // The next load (within 15 s) sees the pause.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let claims_when_seen = fake.claims(2);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(fake.claims(2), claims_when_seen, "no claim after the pause was loaded");
+    assert!(fake.claims(1) >= 60, "the other persona goes on: {}", fake.claims(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_busy_elsewhere_is_claimed_again_once_the_lease_could_have_expired() {
+    // Another runner claimed the 12:00 slot and died: claims say `Busy` until its lease
+    // is swept (2 minutes later here).
+    let clock = Clock::starting_at(utc("2026-05-06T11:59:59Z"));
+    let fake = Fake::new(clock, vec![persona(1, "0 * * * *")], Duration::from_secs(1));
+    fake.busy_until
+        .lock()
+        .unwrap()
+        .insert(Uuid::from_u128(1), utc("2026-05-06T12:02:00Z"));
+    run_for(fake.clone(), settings(), clock, Duration::from_secs(600)).await;
+    let runs = fake.runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        runs[0].slot,
+        Some(utc("2026-05-06T12:00:00Z")),
+        "the same slot, claimed again"
+    );
+    assert_eq!(
+        runs[0].started,
+        utc("2026-05-06T12:03:00Z"),
+        "after busy_recheck (90 s) twice"
+    );
+    assert_eq!(
+        fake.claims(1),
+        3,
+        "two busy answers, then the run; no claim every 500 ms"
     );
 }

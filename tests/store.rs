@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{Backend, TestDb};
 use persona_runner::persona::{Cadence, DEFAULT_TENANT, PersonaSpec, UserKind};
 use persona_runner::store::{
-    ActionResult, NewAction, NewFeedback, NewTick, Store, StoreError, TickFinish, TickStatus, TickTrigger,
+    ActionKind, ActionResult, NewAction, NewFeedback, NewTick, Store, StoreError, TickFinish, TickStatus, TickTrigger,
     UpsertOutcome,
 };
 use uuid::Uuid;
@@ -37,6 +37,7 @@ fn new_tick(persona_id: Uuid) -> NewTick {
         attempt: 1,
         runner_id: "test-runner".into(),
         lease: Duration::from_secs(60),
+        target: None,
     }
 }
 
@@ -46,11 +47,13 @@ fn action(tick_id: Uuid, persona_id: Uuid, seq: i32, result: ActionResult) -> Ne
         tick_id,
         persona_id,
         seq,
+        kind: ActionKind::Call,
         tool_name: "todo.create".into(),
         module: "todo".into(),
         input_hash: "a".repeat(64),
         result,
         error_message: None,
+        arguments: Some("{}".into()),
         output: Some("{\"id\": 1}".into()),
         chaos: false,
         latency_ms: Some(12),
@@ -68,6 +71,9 @@ fn feedback(tick_id: Uuid, persona_id: Uuid, module: &str, rating: i32) -> NewFe
         evidence_calls: 2,
         evidence_errors: 0,
         evidence_mean_latency_ms: Some(12.5),
+        evidence_rating: Some(5),
+        simulator: "offline".into(),
+        recorded_at: None,
     }
 }
 
@@ -489,6 +495,22 @@ async fn cleanup_removes_persona_users_with_everything_and_never_humans(backend:
         (1, 1, 1, 2, 1)
     );
 
+    // A running tick would go on calling the product with nowhere to record it.
+    let refused = store.delete_persona_users(DEFAULT_TENANT).await.unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::Conflict(m) if m.contains("persona.anna@mana.test")),
+        "{refused}"
+    );
+    assert_eq!(
+        store.row_counts(DEFAULT_TENANT).await.unwrap(),
+        before,
+        "nothing deleted"
+    );
+    store
+        .finish_tick(tick.id, &TickFinish::status(TickStatus::Ok, None))
+        .await
+        .unwrap();
+
     let report = store.delete_persona_users(DEFAULT_TENANT).await.unwrap();
     assert_eq!((report.users_deleted, report.personas_deleted), (1, 1));
     let after = store.row_counts(DEFAULT_TENANT).await.unwrap();
@@ -634,7 +656,7 @@ mod slots {
             SlotClaim::Claimed(_)
         ));
         store.set_next_due(persona, Some(slot)).await.unwrap();
-        let listed = store.schedulable_personas().await.unwrap();
+        let listed = store.schedule_rows(None, 100).await.unwrap();
         assert_eq!(listed[0].next_due_at, Some(slot));
     }
 

@@ -201,7 +201,10 @@ async fn a_scripted_role_play_is_audited_deduped_and_rated(backend: Backend) {
     // Ratings with their evidence; the tick record.
     let feedback = store.tick_feedback(summary.tick_id).await.unwrap();
     let todo = feedback.iter().find(|f| f.module == "todo").unwrap();
-    assert_eq!((todo.rating, todo.evidence_calls, todo.evidence_errors), (4, 3, 1));
+    // The evidence is what reached the product: the one todo.create (the repeat was not
+    // sent, the malformed todo.list never left the runner).
+    assert_eq!((todo.rating, todo.evidence_calls, todo.evidence_errors), (4, 1, 0));
+    assert_eq!(todo.evidence_rating, Some(5), "what the evidence alone gives");
     assert_eq!(feedback.iter().find(|f| f.module == "mood").unwrap().rating, 5);
     assert_eq!(
         summary.tokens_in,

@@ -16,12 +16,12 @@ use uuid::Uuid;
 use super::ApiState;
 use super::auth::Admin;
 use super::error::{ApiError, ErrorBody, ValidJson, ValidQuery, instant, param};
-use crate::feedback::FeedbackReport;
+use crate::feedback::{FeedbackReport, Grouping};
 use crate::persona::Persona;
 use crate::profile::Profile;
 use crate::store::{
-    ActionFilter, ActionListing, ActionRecord, ActionResult, Grouping, PageCursor, PersonaSummary, RatingScope,
-    TickFilter, TickRecord, TickStatus, TickTrigger, UpsertOutcome,
+    ActionFilter, ActionListing, ActionRecord, ActionResult, PageCursor, PersonaSummary, RatingScope, TickFilter,
+    TickRecord, TickStatus, TickTrigger, UpsertOutcome,
 };
 use crate::tick::TickError;
 
@@ -180,12 +180,11 @@ pub async fn get_persona(
         persona_id: Some(persona.id),
         archetype: None,
     };
-    let feedback = store
-        .rating_groups(&scope, Grouping::Module)
+    let feedback = crate::feedback::groups(store, &scope, Grouping::Module, &state.config().feedback)
         .await?
         .into_iter()
         .map(|g| ModuleFeedback {
-            error_rate: (g.evidence_calls > 0).then(|| g.evidence_errors as f64 / g.evidence_calls as f64),
+            error_rate: g.error_rate,
             module: g.key,
             average: g.average,
             count: g.count,
@@ -319,10 +318,10 @@ pub struct TickStarted {
     ))]
 pub async fn tick(State(state): State<ApiState>, admin: Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
     let persona = find(&state, admin.tenant, &id).await?;
-    let launcher = state
-        .launcher()
+    let ticks = state
+        .ticks()
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "this server runs no tick engine"))?;
-    let tick_id = launcher.launch(persona).await.map_err(|err| match err {
+    let tick_id = ticks.start(persona).await.map_err(|err| match err {
         TickError::AlreadyRunning(who) => {
             ApiError::new(StatusCode::CONFLICT, format!("{who} already has a running tick"))
         }
@@ -361,11 +360,11 @@ pub struct TicksStarted {
         (status = 503, description = "no admin token configured, or the scheduler is stopping", body = ErrorBody),
     ))]
 pub async fn tick_all(State(state): State<ApiState>, _admin: Admin) -> Result<Response, ApiError> {
-    let launcher = state
-        .launcher()
+    let ticks = state
+        .ticks()
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "this server runs no tick engine"))?;
-    let status = launcher
-        .launch_all()
+    let status = ticks
+        .start_all()
         .await
         .map_err(|message| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message))?;
     Ok((StatusCode::ACCEPTED, Json(TicksStarted { status })).into_response())

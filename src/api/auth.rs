@@ -80,7 +80,7 @@ impl FromRequestParts<ApiState> for Admin {
                 "admin routes are disabled: no admin token configured (set PERSONA_RUNNER_ADMIN_TOKEN or api.admin_token_file)",
             ));
         };
-        if !is_admin(&parts.headers, &parts.method, token) {
+        if !is_admin(&parts.headers, &parts.method, &token) {
             return Err(ApiError::unauthorized(
                 "missing or wrong admin token (Authorization: Bearer <admin token>)",
             ));

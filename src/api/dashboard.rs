@@ -140,7 +140,7 @@ pub async fn page(
             ),
         );
     };
-    if !is_admin(&headers, &method, token) {
+    if !is_admin(&headers, &method, &token) {
         return html(StatusCode::OK, login_form(None));
     }
     let days = query
@@ -189,7 +189,7 @@ pub async fn login(State(state): State<ApiState>, Form(form): Form<LoginForm>) -
     }
     let cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200",
-        session_value(token)
+        session_value(&token)
     );
     // A same-origin refresh rather than a redirect: the strict cookie then travels with
     // the next request even when the form was posted from elsewhere.

@@ -34,24 +34,42 @@ use crate::persona::Persona;
 use crate::store::Store;
 use crate::tick::TickError;
 
-/// A boxed future, for the object-safe [`TickLauncher`].
+/// A boxed future, for the object-safe [`TickControl`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Starts one-off ticks for the API: the daemon hands over its running tick engine,
-/// `serve` an engine of its own.
-pub trait TickLauncher: Send + Sync + 'static {
-    /// Claims a tick for `persona` and runs it in the background; the tick's id.
-    fn launch(&self, persona: Persona) -> BoxFuture<'_, Result<Uuid, TickError>>;
+/// Starts one-off ticks for the API, in the process's one tick pool: `run` hands over its
+/// engine and scheduler, `serve` an engine of its own.
+pub trait TickControl: Send + Sync + 'static {
+    /// Claims a tick for `persona` and runs it in the pool; the tick's id.
+    fn start(&self, persona: Persona) -> BoxFuture<'_, Result<Uuid, TickError>>;
     /// Ticks every runnable persona now (as SIGUSR1 does); what was started.
-    fn launch_all(&self) -> BoxFuture<'_, Result<String, String>>;
+    fn start_all(&self) -> BoxFuture<'_, Result<String, String>>;
+}
+
+/// What a SIGHUP may change: the config and the secrets it names.
+pub struct Settings {
+    pub config: Arc<Config>,
+    admin_token: Option<Secret>,
+    jwt: Option<Arc<JwtVerifier>>,
+}
+
+impl Settings {
+    pub fn new(config: Arc<Config>, admin_token: Option<Secret>, jwt_secret: Option<Secret>) -> Self {
+        let jwt = JwtVerifier::new(&config.api.jwt, jwt_secret.as_ref()).map(Arc::new);
+        Self {
+            config,
+            admin_token,
+            jwt,
+        }
+    }
 }
 
 struct Inner {
     store: Store,
-    config: Arc<Config>,
-    admin_token: Option<Secret>,
-    jwt: Option<Arc<JwtVerifier>>,
-    launcher: Option<Arc<dyn TickLauncher>>,
+    settings: std::sync::RwLock<Arc<Settings>>,
+    ticks: Option<Arc<dyn TickControl>>,
+    scheduler: Option<Arc<crate::scheduler::Status>>,
+    candidates: crate::profile::Candidates,
 }
 
 /// Shared state of every handler.
@@ -61,39 +79,50 @@ pub struct ApiState(Arc<Inner>);
 impl ApiState {
     pub fn new(
         store: Store,
-        config: Arc<Config>,
-        admin_token: Option<Secret>,
-        jwt_secret: Option<Secret>,
-        launcher: Option<Arc<dyn TickLauncher>>,
+        settings: Settings,
+        ticks: Option<Arc<dyn TickControl>>,
+        scheduler: Option<Arc<crate::scheduler::Status>>,
     ) -> Self {
-        let jwt = JwtVerifier::new(&config.api.jwt, jwt_secret.as_ref()).map(Arc::new);
         Self(Arc::new(Inner {
             store,
-            config,
-            admin_token,
-            jwt,
-            launcher,
+            settings: std::sync::RwLock::new(Arc::new(settings)),
+            ticks,
+            scheduler,
+            candidates: crate::profile::Candidates::default(),
         }))
+    }
+
+    fn candidates(&self) -> &crate::profile::Candidates {
+        &self.0.candidates
     }
 
     pub fn store(&self) -> &Store {
         &self.0.store
     }
 
-    pub fn config(&self) -> &Config {
-        &self.0.config
+    fn settings(&self) -> Arc<Settings> {
+        self.0.settings.read().expect("settings lock").clone()
     }
 
-    fn admin_token(&self) -> Option<&Secret> {
-        self.0.admin_token.as_ref()
+    pub fn config(&self) -> Arc<Config> {
+        self.settings().config.clone()
     }
 
-    fn jwt(&self) -> Option<&JwtVerifier> {
-        self.0.jwt.as_deref()
+    /// New settings (SIGHUP). The listen address and the body limit stay until a restart.
+    pub fn reload(&self, settings: Settings) {
+        *self.0.settings.write().expect("settings lock") = Arc::new(settings);
     }
 
-    fn launcher(&self) -> Option<&Arc<dyn TickLauncher>> {
-        self.0.launcher.as_ref()
+    fn admin_token(&self) -> Option<Secret> {
+        self.settings().admin_token.clone()
+    }
+
+    fn jwt(&self) -> Option<Arc<JwtVerifier>> {
+        self.settings().jwt.clone()
+    }
+
+    fn ticks(&self) -> Option<&Arc<dyn TickControl>> {
+        self.0.ticks.as_ref()
     }
 }
 
@@ -152,41 +181,60 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the store is reachable and migrated.
+/// Readiness: the truth about whether ticks can be recorded. The store takes writes and
+/// is migrated, and the scheduler (in `run`) has loaded the personas.
 #[utoipa::path(get, path = "/ready", tag = "ops", responses(
     (status = 200, description = "ready", body = Readiness),
     (status = 503, description = "not ready, with the reason", body = Readiness),
 ))]
 async fn ready(State(state): State<ApiState>) -> Response {
-    let (status, readiness) = match state.store().migration_status().await {
-        Ok((applied, known)) if applied == known => (
-            StatusCode::OK,
-            Readiness {
-                ready: true,
-                migrations: Some(applied),
-                reason: None,
-            },
-        ),
-        Ok((applied, known)) => (
+    let not_ready = |migrations: Option<i64>, reason: String| {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Readiness {
+            Json(Readiness {
                 ready: false,
-                migrations: Some(applied),
-                reason: Some(format!(
-                    "{applied} of {known} migrations applied: run `persona-runner migrate`"
-                )),
-            },
-        ),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Readiness {
-                ready: false,
-                migrations: None,
-                reason: Some(format!("the store is not reachable: {err}")),
-            },
-        ),
+                migrations,
+                reason: Some(reason),
+            }),
+        )
+            .into_response()
     };
-    (status, Json(readiness)).into_response()
+    if let Some((outage, since)) = state.store().health().outage() {
+        return not_ready(
+            None,
+            format!("the store is not taking writes since {since}: {outage}; no tick is claimed until it recovers"),
+        );
+    }
+    let applied = match state.store().migration_status().await {
+        Ok((applied, known)) if applied == known => applied,
+        Ok((applied, known)) => {
+            return not_ready(
+                Some(applied),
+                format!("{applied} of {known} migrations applied: run `persona-runner migrate`"),
+            );
+        }
+        Err(err) => {
+            let reason = match err.outage() {
+                Some(outage) => outage.to_string(),
+                None => format!("the store is not reachable: {err}"),
+            };
+            return not_ready(None, reason);
+        }
+    };
+    if let Some(scheduler) = &state.0.scheduler
+        && !scheduler.loaded()
+    {
+        return not_ready(Some(applied), "the scheduler has not loaded the personas yet".into());
+    }
+    (
+        StatusCode::OK,
+        Json(Readiness {
+            ready: true,
+            migrations: Some(applied),
+            reason: None,
+        }),
+    )
+        .into_response()
 }
 
 /// Prometheus metrics (OpenMetrics text).

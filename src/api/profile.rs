@@ -309,7 +309,7 @@ pub async fn list_interactions(
         (status = 503, description = "no JWT key configured", body = ErrorBody),
     ))]
 pub async fn alignment(State(state): State<ApiState>, user: User) -> Result<Json<Alignment>, ApiError> {
-    crate::profile::refresh_alignment(state.store(), user.tenant, user.user_id)
+    crate::profile::refresh_alignment(state.store(), user.tenant, user.user_id, state.candidates())
         .await
         .map(Json)
         .map_err(|err| match err {

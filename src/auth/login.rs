@@ -56,6 +56,15 @@ pub struct Credentials {
     pub values: BTreeMap<String, String>,
     /// When to log in again (the token's `exp` minus the refresh margin).
     pub refresh_at: DateTime<Utc>,
+    /// The derived password it logged in with (kept to redact it wherever it appears).
+    pub password: Option<Secret>,
+}
+
+impl Credentials {
+    /// Every secret value these credentials hold, for the redactor.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.token.iter().chain(self.password.iter()).map(Secret::expose)
+    }
 }
 
 /// Logs personas in and caches their credentials.
@@ -111,20 +120,31 @@ impl Authenticator {
         self.cache.lock().expect("auth cache lock").remove(email);
     }
 
+    /// Drops cached credentials that are due for refresh anyway (the cache is bounded by
+    /// the personas that logged in recently, not by all that ever did).
+    pub fn prune(&self) {
+        let now = Utc::now();
+        self.cache
+            .lock()
+            .expect("auth cache lock")
+            .retain(|_, credentials| credentials.refresh_at > now);
+    }
+
     async fn log_in(&self, email: &str) -> Result<Credentials, AuthError> {
         let mut values = BTreeMap::from([("email".to_string(), email.to_string())]);
         let far_future = Utc::now() + chrono::Duration::days(3650);
-        let (token, user_id, refresh_at) = match self.config.mode {
-            AuthMode::None => (None, None, far_future),
-            AuthMode::Static => (self.static_token.clone(), None, far_future),
+        let (token, user_id, refresh_at, password) = match self.config.mode {
+            AuthMode::None => (None, None, far_future, None),
+            AuthMode::Static => (self.static_token.clone(), None, far_future, None),
             AuthMode::Login => {
-                let (token, user_id) = self.post_login(email).await?;
+                let (token, user_id, password) = self.post_login(email).await?;
                 let expires = jwt_expiry(token.expose())
                     .unwrap_or_else(|| crate::time::after(Utc::now(), self.config.token_ttl.0));
                 (
                     Some(token),
                     user_id,
                     crate::time::before(expires, self.config.refresh_margin.0),
+                    Some(password),
                 )
             }
         };
@@ -143,10 +163,11 @@ impl Authenticator {
             user_id,
             values,
             refresh_at,
+            password,
         })
     }
 
-    async fn post_login(&self, email: &str) -> Result<(Secret, Option<String>), AuthError> {
+    async fn post_login(&self, email: &str) -> Result<(Secret, Option<String>, Secret), AuthError> {
         let seed = self.seed.as_ref().expect("login mode resolves the seed secret");
         let password = derive_password(&seed.secret, email);
         let url = &self.config.login_url;
@@ -207,7 +228,7 @@ impl Authenticator {
                 })?,
             )
         };
-        Ok((Secret::new(token), user_id))
+        Ok((Secret::new(token), user_id, password))
     }
 
     async fn lookup(

@@ -64,7 +64,11 @@ pub struct Config {
     pub feedback: FeedbackConfig,
     pub sample_gateway: SampleGatewayConfig,
     pub catalog: CatalogConfig,
+    pub retention: RetentionConfig,
     pub log: LogConfig,
+    /// Named products besides the default one (the top-level `[auth]` and `[mcp]`): each
+    /// with its own `auth` and `mcp` sections, which inherit every key they do not set.
+    pub targets: std::collections::BTreeMap<String, TargetConfig>,
 }
 
 impl Default for Config {
@@ -82,7 +86,9 @@ impl Default for Config {
             feedback: FeedbackConfig::default(),
             sample_gateway: SampleGatewayConfig::default(),
             catalog: CatalogConfig::default(),
+            retention: RetentionConfig::default(),
             log: LogConfig::default(),
+            targets: Default::default(),
         }
     }
 }
@@ -455,6 +461,8 @@ pub struct TickConfig {
     pub max_output_chars: usize,
     /// Earlier actions summarized in the prompt's "story so far".
     pub story_actions: usize,
+    /// Longest transcript kept per tick, in characters (0 keeps none).
+    pub transcript_chars: usize,
 }
 
 impl Default for TickConfig {
@@ -468,6 +476,7 @@ impl Default for TickConfig {
             lease: HumanDuration::from_secs(120),
             max_output_chars: 4000,
             story_actions: 10,
+            transcript_chars: 100_000,
         }
     }
 }
@@ -641,6 +650,12 @@ impl Default for SampleGatewayConfig {
 }
 
 impl Config {
+    /// Whether personas of `target` can be ticked with this config (`None` is the default
+    /// target; a named one needs its `[targets.NAME]` section).
+    pub fn runs_target(&self, target: Option<&str>) -> bool {
+        target.is_none_or(|name| self.targets.contains_key(name))
+    }
+
     /// Whether `run` serves the sample gateway itself.
     pub fn serves_sample_gateway(&self) -> bool {
         match self.sample_gateway.enabled {
@@ -731,6 +746,43 @@ impl Default for CatalogConfig {
             default_time_zone: "UTC".into(),
         }
     }
+}
+
+/// How long the record is kept. Old rows are deleted in small batches by the daemon;
+/// daily rating roll-ups stay, so the QA report keeps its history.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Audited calls.
+    pub actions: HumanDuration,
+    /// Profile-store interactions.
+    pub interactions: HumanDuration,
+    /// Ticks (with their ratings, transcripts and remaining calls).
+    pub ticks: HumanDuration,
+    /// How often old rows are deleted.
+    pub every: HumanDuration,
+    /// Rows deleted per statement (small batches keep writers unblocked).
+    pub batch: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            actions: HumanDuration::from_secs(90 * 86_400),
+            interactions: HumanDuration::from_secs(90 * 86_400),
+            ticks: HumanDuration::from_secs(180 * 86_400),
+            every: HumanDuration::from_secs(3600),
+            batch: 1000,
+        }
+    }
+}
+
+/// A named product: its own login and MCP gateway.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TargetConfig {
+    pub auth: AuthConfig,
+    pub mcp: McpConfig,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -49,17 +49,34 @@ pub enum CallOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum McpError {
     #[error("the MCP gateway rejected the persona's credentials (HTTP 401)")]
-    Unauthorized,
+    Unauthorized {},
     #[error("cannot open an MCP session with {target}: {reason}")]
     Connect { target: String, reason: String },
     #[error("listing the gateway's tools failed: {0}")]
     ListTools(String),
     #[error("tool call `{tool}` timed out after {timeout:?}")]
     Timeout { tool: String, timeout: Duration },
-    #[error("tool call `{tool}` failed in transport: {reason}")]
+    #[error("the MCP session closed during tool call `{tool}`: {reason}")]
     Transport { tool: String, reason: String },
     #[error("header `{header}`: {reason}")]
     Header { header: String, reason: String },
+    #[error("no MCP session is open")]
+    NoSession,
+}
+
+impl McpError {
+    /// Whether the session is gone: the tick cannot go on (no further call is sent).
+    pub fn ends_session(&self) -> bool {
+        matches!(
+            self,
+            Self::Transport { .. } | Self::NoSession | Self::Unauthorized { .. }
+        )
+    }
+
+    /// Whether a failed call reached the product (it may have run, or hung there).
+    pub fn reached_product(&self) -> bool {
+        matches!(self, Self::Timeout { .. } | Self::Transport { .. })
+    }
 }
 
 /// The HTTP client of every MCP session, built once (TLS setup is not per tick). No idle
@@ -145,7 +162,7 @@ impl McpSession {
         let listed = service.list_all_tools().await.map_err(|err| {
             let debug = format!("{err:?}");
             if is_unauthorized(&debug) {
-                McpError::Unauthorized
+                McpError::Unauthorized {}
             } else {
                 McpError::ListTools(err.to_string())
             }
@@ -208,7 +225,7 @@ impl McpSession {
         client_config().serve(transport).await.map_err(|err| {
             let debug = format!("{err:?}");
             if is_unauthorized(&debug) {
-                McpError::Unauthorized
+                McpError::Unauthorized {}
             } else {
                 // rmcp's message may quote the URL: show it as every configured URL is shown.
                 let shown = crate::http::display_url(&config.url);
@@ -250,6 +267,11 @@ impl McpSession {
             target,
             reason: err.to_string(),
         })
+    }
+
+    /// The protocol version the gateway agreed to.
+    pub fn protocol_version(&self) -> Option<String> {
+        self.service.peer_info().map(|info| info.protocol_version.to_string())
     }
 
     /// Every tool the gateway listed (before the policy).
@@ -309,7 +331,7 @@ impl McpSession {
             Err(err) => {
                 let debug = format!("{err:?}");
                 if is_unauthorized(&debug) {
-                    Err(McpError::Unauthorized)
+                    Err(McpError::Unauthorized {})
                 } else {
                     Err(McpError::Transport {
                         tool: name.into(),

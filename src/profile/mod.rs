@@ -7,7 +7,8 @@
 //!
 //! # The alignment formula
 //!
-//! Over the user's interactions of the last [`ALIGNMENT_WINDOW_DAYS`] days, up to four
+//! Over the user's interactions of the last [`ALIGNMENT_WINDOW_DAYS`] UTC days (today and
+//! the 29 before; kept as per-day evidence rows, so a rescore never reads history), up to four
 //! components are scored 0–100, each only when the persona defines it and the user's
 //! interactions give evidence for it:
 //!
@@ -40,8 +41,6 @@ pub const ALIGNMENT_WINDOW_DAYS: i64 = 30;
 pub const MIN_INTERACTIONS: usize = 5;
 /// Below this the reassessment flag is set.
 pub const REASSESS_BELOW: f64 = 60.0;
-/// At most this many recent interactions feed one score.
-const ALIGNMENT_SAMPLE: i64 = 2000;
 
 text_enum! {
     /// The interaction types of the profile store.
@@ -226,32 +225,48 @@ pub struct Observed {
 }
 
 impl Observed {
-    pub fn from_interactions(interactions: &[Interaction]) -> Self {
-        let mut observed = Self {
-            interactions: interactions.len(),
-            ..Self::default()
-        };
-        for interaction in interactions {
-            let metadata = &interaction.metadata;
-            if let Some(module) = module_of(metadata) {
-                *observed.modules.entry(module).or_default() += 1.0;
+    /// The evidence of one interaction.
+    pub fn of(kind: InteractionType, metadata: &Value) -> Self {
+        let mut observed = Self::default();
+        observed.add(kind, metadata);
+        observed
+    }
+
+    /// Adds one interaction to the evidence.
+    pub fn add(&mut self, kind: InteractionType, metadata: &Value) {
+        self.interactions += 1;
+        if let Some(module) = module_of(metadata) {
+            *self.modules.entry(module).or_default() += 1.0;
+        }
+        match kind {
+            InteractionType::MetricFocused => {
+                if let Some(metric) = text_field(metadata, &["metric_id", "metric_name", "metric"]) {
+                    *self.metrics.entry(metric.to_string()).or_default() += 1.0;
+                }
             }
-            match interaction.interaction_type {
-                InteractionType::MetricFocused => {
-                    if let Some(metric) = text_field(metadata, &["metric_id", "metric_name", "metric"]) {
-                        *observed.metrics.entry(metric.to_string()).or_default() += 1.0;
-                    }
+            InteractionType::ActionTaken => {
+                if let Some(action) = text_field(metadata, &["action_id", "action"]) {
+                    *self.actions.entry(action.to_string()).or_default() += 1.0;
                 }
-                InteractionType::ActionTaken => {
-                    if let Some(action) = text_field(metadata, &["action_id", "action"]) {
-                        *observed.actions.entry(action.to_string()).or_default() += 1.0;
-                    }
-                }
-                InteractionType::DetailExpanded | InteractionType::HeadlineViewed => observed.detail_signals += 1,
-                _ => {}
+            }
+            InteractionType::DetailExpanded | InteractionType::HeadlineViewed => self.detail_signals += 1,
+            _ => {}
+        }
+    }
+
+    /// Adds another day's (or interaction's) evidence to this one.
+    pub fn merge(&mut self, other: &Observed) {
+        self.interactions += other.interactions;
+        self.detail_signals += other.detail_signals;
+        for (into, from) in [
+            (&mut self.modules, &other.modules),
+            (&mut self.metrics, &other.metrics),
+            (&mut self.actions, &other.actions),
+        ] {
+            for (key, count) in from {
+                *into.entry(key.clone()).or_default() += count;
             }
         }
-        observed
     }
 }
 
@@ -279,8 +294,32 @@ fn intersection(expected: &BTreeMap<String, f64>, observed: &BTreeMap<String, f6
     )
 }
 
+/// What the alignment formula reads of a persona's definition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shape {
+    pub id: Uuid,
+    pub name: String,
+    pub module_mix: crate::persona::ModuleMix,
+    pub key_metrics: Vec<crate::persona::KeyMetric>,
+    pub actions: Vec<String>,
+    pub detail_level: Option<DetailLevel>,
+}
+
+impl From<&Persona> for Shape {
+    fn from(persona: &Persona) -> Self {
+        Self {
+            id: persona.id,
+            name: persona.name.clone(),
+            module_mix: persona.module_mix.clone(),
+            key_metrics: persona.key_metrics.clone(),
+            actions: persona.actions.clone(),
+            detail_level: persona.detail_level,
+        }
+    }
+}
+
 /// The scored components of `persona` against the evidence (see the module docs).
-pub fn components(persona: &Persona, observed: &Observed, learned: &Learned) -> Vec<Component> {
+pub fn components(persona: &Shape, observed: &Observed, learned: &Learned) -> Vec<Component> {
     let mut parts = Vec::new();
     let mut push = |name: &str, weight: f64, score: Option<f64>| {
         if let Some(score) = score {
@@ -370,56 +409,165 @@ pub enum ProfileError {
 
 /// Records an interaction and moves the user's learned preferences with it.
 pub async fn record(store: &Store, interaction: &NewInteraction) -> Result<Interaction, StoreError> {
-    store.record_interaction(interaction, learn).await
+    let delta = Observed::of(interaction.interaction_type, &interaction.metadata);
+    let mut recorded = store
+        .record_interactions(
+            interaction.tenant_id,
+            interaction.user_id,
+            std::slice::from_ref(interaction),
+            learn,
+            &delta,
+        )
+        .await?;
+    recorded
+        .pop()
+        .ok_or_else(|| StoreError::NotFound("the recorded interaction".into()))
 }
 
-/// Recomputes and stores the alignment of `user` in `tenant` from their recent
-/// interactions, with a suggestion when it falls below [`REASSESS_BELOW`].
-pub async fn refresh_alignment(store: &Store, tenant: Uuid, user: Uuid) -> Result<Alignment, ProfileError> {
+/// Records the calls of a finished tick as `action_taken` interactions of the persona's
+/// user (one transaction for the whole tick). Calls the runner never sent are not
+/// actions of the persona and are left out.
+pub async fn record_tick(store: &Store, persona: &Persona, tick_id: Uuid) -> Result<usize, StoreError> {
+    let Some(user_id) = persona.user_id else {
+        return Ok(0);
+    };
+    let calls = store.recorded_calls(tick_id).await?;
+    let interactions: Vec<NewInteraction> = calls
+        .iter()
+        .filter(|call| call.kind == "call" && call.result != "not_sent")
+        .map(|call| NewInteraction {
+            tenant_id: persona.tenant_id,
+            user_id,
+            persona_id: Some(persona.id),
+            tick_id: Some(tick_id),
+            interaction_type: InteractionType::ActionTaken,
+            page_type: Some("mcp".into()),
+            page_id: None,
+            element_id: Some(call.tool_name.clone()),
+            element_type: Some("tool".into()),
+            metadata: serde_json::json!({
+                "action_id": call.tool_name, "module": call.module, "result": call.result, "chaos": call.chaos
+            }),
+            // The gateway's latency is not the persona's decision time.
+            duration_seconds: None,
+            feedback_sentiment: None,
+            feedback_comment: None,
+        })
+        .collect();
+    let mut delta = Observed::default();
+    for interaction in &interactions {
+        delta.add(interaction.interaction_type, &interaction.metadata);
+    }
+    store
+        .record_interactions(persona.tenant_id, user_id, &interactions, learn, &delta)
+        .await?;
+    Ok(interactions.len())
+}
+
+/// The first UTC day of the alignment window (`YYYY-MM-DD`): today and the 29 days before.
+fn window_start(now: DateTime<Utc>) -> String {
+    (now - chrono::Duration::days(ALIGNMENT_WINDOW_DAYS - 1))
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+/// The personas a flagged user may be pointed to, per tenant, read from the store at most
+/// every few minutes: a flagged tick must not list a large tenant's personas each time.
+#[derive(Debug, Default)]
+pub struct Candidates {
+    cache: std::sync::Mutex<BTreeMap<Uuid, CachedShapes>>,
+}
+
+/// A tenant's candidates and when they were read.
+type CachedShapes = (std::time::Instant, std::sync::Arc<Vec<Shape>>);
+
+/// How long a tenant's candidates are reused.
+const CANDIDATES_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+/// Tenants whose candidates are kept at once (the oldest entry goes first).
+const CANDIDATES_TENANTS: usize = 64;
+/// Personas considered for a suggestion, role personas first.
+pub const MAX_CANDIDATES: usize = 5000;
+
+impl Candidates {
+    async fn of(&self, store: &Store, tenant: Uuid) -> Result<std::sync::Arc<Vec<Shape>>, StoreError> {
+        if let Some((at, shapes)) = self.cache.lock().expect("candidates lock").get(&tenant)
+            && at.elapsed() < CANDIDATES_TTL
+        {
+            return Ok(shapes.clone());
+        }
+        let mut personas = store.list_personas(tenant).await?;
+        // Role personas (profile-only or with a flow) are the ones meant for assignment.
+        personas.sort_by_key(|p| (p.flow.is_none(), p.user_id.is_some(), p.name.clone()));
+        personas.truncate(MAX_CANDIDATES);
+        let shapes = std::sync::Arc::new(personas.iter().map(Shape::from).collect::<Vec<_>>());
+        let mut cache = self.cache.lock().expect("candidates lock");
+        if cache.len() >= CANDIDATES_TENANTS
+            && let Some(oldest) = cache.iter().min_by_key(|(_, (at, _))| *at).map(|(id, _)| *id)
+        {
+            cache.remove(&oldest);
+        }
+        cache.insert(tenant, (std::time::Instant::now(), shapes.clone()));
+        Ok(shapes)
+    }
+}
+
+/// Recomputes and stores the alignment of `user` in `tenant` from its evidence of the
+/// last 30 days (at most 30 small rows), with a suggestion when it falls below
+/// [`REASSESS_BELOW`]. A suggestion is looked for when the flag is newly raised (or none
+/// was found yet), among `candidates`.
+pub async fn refresh_alignment(
+    store: &Store,
+    tenant: Uuid,
+    user: Uuid,
+    candidates: &Candidates,
+) -> Result<Alignment, ProfileError> {
     let profile = store
         .get_profile(tenant, user)
         .await?
         .ok_or(ProfileError::NoProfile(user))?;
-    let since = crate::time::before(
-        crate::time::now(),
-        std::time::Duration::from_secs(ALIGNMENT_WINDOW_DAYS as u64 * 86_400),
-    );
-    let interactions = store
-        .list_interactions(tenant, user, since, None, ALIGNMENT_SAMPLE)
+    let observed = store
+        .alignment_evidence(user, &window_start(crate::time::now()))
         .await?;
-    let observed = Observed::from_interactions(&interactions);
     let assigned = match profile.persona_id {
-        Some(id) => store.get_persona(tenant, id).await?,
+        Some(id) => store.get_persona(tenant, id).await?.map(|p| Shape::from(&p)),
         None => None,
     };
     let (parts, current) = match &assigned {
-        Some(persona) => {
-            let parts = components(persona, &observed, &profile.learned);
+        Some(shape) => {
+            let parts = components(shape, &observed, &profile.learned);
             let current = score(&observed, &parts);
             (parts, current)
         }
         None => (Vec::new(), None),
     };
     let flagged = current.is_some_and(|s| s < REASSESS_BELOW);
-    // Every tick rescores its persona user: the tenant's other personas are read only
-    // when a suggestion is needed.
-    let candidates = if flagged {
-        store.list_personas(tenant).await?
+    let keep_suggestion =
+        flagged && profile.status == ProfileStatus::PendingReassessment && profile.suggested_persona_id.is_some();
+    let suggestion: Option<(Uuid, String, f64)> = if keep_suggestion {
+        let id = profile.suggested_persona_id.expect("checked");
+        store.get_persona(tenant, id).await?.map(|p| {
+            let shape = Shape::from(&p);
+            let score = score(&observed, &components(&shape, &observed, &profile.learned)).unwrap_or(0.0);
+            (p.id, p.name, score)
+        })
+    } else if flagged {
+        let shapes = candidates.of(store, tenant).await?;
+        shapes
+            .iter()
+            .filter(|p| Some(p.id) != profile.persona_id)
+            .filter_map(|p| score(&observed, &components(p, &observed, &profile.learned)).map(|s| (p, s)))
+            .filter(|(_, s)| *s > current.unwrap_or(0.0))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.name.cmp(&a.0.name)))
+            .map(|(p, s)| (p.id, p.name.clone(), s))
     } else {
-        Vec::new()
+        None
     };
-    let suggestion = candidates
-        .iter()
-        .filter(|p| Some(p.id) != profile.persona_id)
-        .filter_map(|p| score(&observed, &components(p, &observed, &profile.learned)).map(|s| (p, s)))
-        .filter(|(_, s)| *s > current.unwrap_or(0.0))
-        .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.name.cmp(&a.0.name)));
     let status = if flagged {
         ProfileStatus::PendingReassessment
     } else {
         ProfileStatus::Active
     };
-    let suggested_id = suggestion.map(|(p, _)| p.id);
+    let suggested_id = suggestion.as_ref().map(|(id, _, _)| *id);
     store
         .set_alignment(tenant, user, current, flagged, suggested_id, status)
         .await?;
@@ -430,8 +578,8 @@ pub async fn refresh_alignment(store: &Store, tenant: Uuid, user: Uuid) -> Resul
         interactions_considered: observed.interactions,
         reassessment_recommended: flagged,
         suggested_persona_id: suggested_id,
-        suggested_persona_name: suggestion.map(|(p, _)| p.name.clone()),
-        suggested_score: suggestion.map(|(_, s)| s),
+        suggested_persona_name: suggestion.as_ref().map(|(_, name, _)| name.clone()),
+        suggested_score: suggestion.map(|(_, _, s)| s),
         status,
         formula: FORMULA,
     })

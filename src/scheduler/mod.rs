@@ -1,4 +1,4 @@
-//! The daemon's scheduler: which persona is due when, and running due ticks in a bounded
+//! The daemon's scheduler: which persona is due when, and starting due ticks in the tick
 //! pool without overlap.
 //!
 //! Why our own loop rather than tokio-cron-scheduler (CRATES.md): that crate computes a
@@ -10,49 +10,62 @@
 //! - a slot is claimed atomically in the store, so each runs once across replicas;
 //! - a persona never has two ticks in flight.
 //!
-//! The loop talks to the world through [`Ticker`] and keeps time with [`Clock`], which
-//! follows tokio's clock. Tests drive it in paused (virtual) time with an in-memory
-//! ticker; the daemon plugs in the store and the tick engine.
+//! It scales with what happens, not with how many personas exist: each persona is a small
+//! [`Entry`] (its cadence interned, never its prompt), due times sit in a priority queue
+//! (a wake looks at what is due, not at everyone), a loader task off the dispatch path
+//! reads only the personas whose `changed_at` moved since the last load, and new plans are
+//! written in batches. A paused persona has no due time at all. While the store takes no
+//! writes, nothing is claimed; the store is probed with backoff until it does.
+//!
+//! The loop talks to the world through [`Host`] and keeps time with [`Clock`]. Tests drive
+//! it in paused (virtual) time with an in-memory host; the daemon plugs in the store and
+//! the tick engine.
 
 pub mod schedule;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use chrono_tz::Tz;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::persona::Persona;
-pub use schedule::CatchUp;
+use crate::store::{ScheduleRow, TickTrigger};
+use crate::tick::TickPool;
+pub use schedule::{CatchUp, Rule};
 
-/// Wall-clock time that follows tokio's clock from an origin, so paused tests move
-/// both together.
+/// Wall-clock time for the scheduler: the system clock, or (in tests) a clock that follows
+/// tokio's virtual time from an origin, so paused tests move both together.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
-    origin_wall: DateTime<Utc>,
-    origin: tokio::time::Instant,
+    virtual_origin: Option<(DateTime<Utc>, tokio::time::Instant)>,
 }
 
 impl Clock {
+    /// The system's wall clock: a step (NTP, an operator) is seen at the next wake.
     pub fn system() -> Self {
-        Self::starting_at(crate::time::now())
+        Self { virtual_origin: None }
     }
 
+    /// A clock starting at `wall` that advances with tokio's (possibly paused) time.
     pub fn starting_at(wall: DateTime<Utc>) -> Self {
         Self {
-            origin_wall: wall,
-            origin: tokio::time::Instant::now(),
+            virtual_origin: Some((wall, tokio::time::Instant::now())),
         }
     }
 
     /// Now, at the precision the stores keep (microseconds).
     pub fn now(&self) -> DateTime<Utc> {
         use chrono::SubsecRound;
-        crate::time::after(self.origin_wall, self.origin.elapsed()).trunc_subsecs(6)
+        match self.virtual_origin {
+            Some((wall, origin)) => crate::time::after(wall, origin.elapsed()).trunc_subsecs(6),
+            None => crate::time::now(),
+        }
     }
 
     /// The tokio instant of a wall-clock time (now, if it is past).
@@ -67,49 +80,75 @@ impl Clock {
 pub enum RunOutcome {
     /// This runner ran it; `ok` says whether the tick succeeded.
     Ran { ok: bool },
-    /// Not run here: done or running elsewhere, out of attempts, or paused.
-    NotRun,
+    /// Someone else is running this persona right now: look again once its lease could
+    /// have expired and been swept.
+    Busy,
+    /// Nothing to do for this slot: it succeeded elsewhere, used up its attempts, or the
+    /// persona is paused. Go on to the next slot.
+    Settled,
 }
 
 /// What the scheduler needs from the world.
-pub trait Ticker: Send + Sync + 'static {
-    /// The personas to schedule (with their stored next slot).
-    fn personas(&self) -> impl Future<Output = Result<Vec<Persona>, String>> + Send;
-    /// Keeps a persona's next slot.
-    fn set_next_due(&self, persona: Uuid, at: DateTime<Utc>) -> impl Future<Output = ()> + Send;
+pub trait Host: Send + Sync + 'static {
+    /// Personas whose schedule changed at or after `since` (all without it), oldest change
+    /// first, at most `limit`.
+    fn load(
+        &self,
+        since: Option<DateTime<Utc>>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ScheduleRow>, String>> + Send;
+    /// The ids of every schedulable persona (the others are dropped).
+    fn ids(&self) -> impl Future<Output = Result<Vec<Uuid>, String>> + Send;
+    /// Whether personas of `target` run here (`None`: the default target).
+    fn runs_target(&self, target: Option<&str>) -> bool;
+    /// Keeps the next slots of personas (in one batch).
+    fn save_plans(&self, plans: Vec<(Uuid, DateTime<Utc>)>) -> impl Future<Output = ()> + Send;
     /// Claims and runs the persona's tick for `slot`; `cut` ends it early at shutdown.
     fn run_slot(
         &self,
-        persona: Persona,
+        persona: Uuid,
         slot: DateTime<Utc>,
         cut: CancellationToken,
     ) -> impl Future<Output = RunOutcome> + Send;
-    /// Runs a one-off tick now (SIGUSR1, the admin API).
-    fn run_now(&self, persona: Persona, cut: CancellationToken) -> impl Future<Output = RunOutcome> + Send;
+    /// Runs a one-off tick now (SIGUSR1, tick-all from the API).
+    fn run_now(
+        &self,
+        persona: Uuid,
+        trigger: TickTrigger,
+        cut: CancellationToken,
+    ) -> impl Future<Output = RunOutcome> + Send;
     /// Marks ticks of dead runners (expired leases) abandoned.
     fn sweep(&self, now: DateTime<Utc>) -> impl Future<Output = ()> + Send;
+    /// Whether the store takes writes (nothing is claimed while it does not).
+    fn writable(&self) -> bool {
+        true
+    }
+    /// A small write that tells whether the store takes writes again.
+    fn probe(&self) -> impl Future<Output = bool> + Send {
+        async { true }
+    }
     /// Observes the lag between a slot's due time and its start.
     fn observe_lag(&self, _lag: Duration) {}
-    /// Observes how many personas are due and running after each pass.
+    /// Observes how many personas are due (waiting for the pool) and running.
     fn observe_load(&self, _due: usize, _running: usize) {}
 }
 
 /// The scheduler's settings (`[runner]`), replaced on reload.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub concurrency: usize,
     pub jitter: Duration,
     pub paused: bool,
     pub catch_up: CatchUp,
     pub starting_deadline: Duration,
     pub max_attempts: u32,
     pub retry_backoff: Duration,
-    /// How often personas are reloaded (new, deleted, paused, other replicas' progress).
+    /// How often changed personas are loaded (new, deleted, paused, other replicas' progress).
     pub reload_every: Duration,
     /// How often expired leases are swept.
     pub sweep_every: Duration,
-    /// After a slot was not ours to run, how soon to look again.
-    pub recheck_after: Duration,
+    /// After finding another runner's tick on a persona, how soon to look again: by then
+    /// a dead runner's lease has expired and been swept (lease + sweep).
+    pub busy_recheck: Duration,
     pub shutdown_grace: Duration,
     /// The loop wakes at least this often (it feeds the systemd watchdog).
     pub heartbeat_every: Duration,
@@ -118,15 +157,42 @@ pub struct Settings {
 /// Commands to a running scheduler.
 #[derive(Debug)]
 pub enum Command {
-    /// Tick every runnable persona now (SIGUSR1).
-    TickAllNow,
+    /// Tick every runnable persona now (SIGUSR1, or the API), recorded with this trigger.
+    TickAllNow(TickTrigger),
     /// New settings; personas are reloaded too (SIGHUP).
     Reload(Box<Settings>),
 }
 
+/// What the scheduler tells the rest of the process (readiness, metrics).
+#[derive(Debug, Default)]
+pub struct Status {
+    loaded: AtomicBool,
+    scheduled: AtomicUsize,
+}
+
+impl Status {
+    /// Whether the first full load of personas is done.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// Personas with a plan.
+    pub fn scheduled(&self) -> usize {
+        self.scheduled.load(Ordering::Relaxed)
+    }
+}
+
+/// One persona as the scheduler keeps it: how and when it is due, never its definition.
 #[derive(Debug)]
 struct Entry {
-    persona: Persona,
+    rule: Arc<(Rule, Duration)>,
+    zone: Tz,
+    paused: bool,
+    /// Its target runs here.
+    runnable: bool,
+    last_active_at: Option<DateTime<Utc>>,
+    next_due_at: Option<DateTime<Utc>>,
+    changed_at: DateTime<Utc>,
     /// The slot being served (also the claim key), if one is planned.
     slot: Option<DateTime<Utc>>,
     /// When to try next: the slot plus jitter, a retry, or a recheck.
@@ -134,137 +200,573 @@ struct Entry {
     /// Failed attempts of the current slot in this runner.
     failures: u32,
     running: bool,
-    /// A one-off tick was asked for.
-    now_requested: bool,
+    /// The key this entry has in the queue, if any.
+    queued: Option<DateTime<Utc>>,
 }
 
+impl Entry {
+    fn rule(&self) -> &Rule {
+        &self.rule.0
+    }
+
+    fn period(&self) -> Duration {
+        self.rule.1
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
 enum Job {
     Slot(DateTime<Utc>),
-    Now,
+    Now(TickTrigger),
+}
+
+/// What the loader found.
+enum Loaded {
+    /// Changed personas (a page of them).
+    Rows(Vec<ScheduleRow>),
+    /// The first full load is complete.
+    FirstLoadDone,
+    /// Every current id: the others were deleted.
+    Ids(Vec<Uuid>),
+}
+
+/// Rows per page of a load.
+const LOAD_PAGE: usize = 5000;
+/// Changes are read again from this far before the newest one seen: replicas' clocks
+/// differ a little, and a change stamped slightly in the past must not be missed.
+const LOOKBACK: Duration = Duration::from_secs(60);
+/// Every this many loads, the full id list is read to drop deleted personas.
+const IDS_EVERY: u32 = 20;
+
+/// Reads what changed, every `reload_every` or when told to, off the dispatch path.
+async fn loader<T: Host>(
+    host: Arc<T>,
+    out: mpsc::Sender<Loaded>,
+    mut every: watch::Receiver<Duration>,
+    now: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    let mut newest: Option<DateTime<Utc>> = None;
+    let mut first = true;
+    let mut loads: u32 = 0;
+    let mut failing = false;
+    loop {
+        let started = tokio::time::Instant::now();
+        let since = newest.map(|at| crate::time::before(at, LOOKBACK));
+        let mut cursor = since;
+        let mut result = Ok(());
+        loop {
+            match host.load(cursor, LOAD_PAGE).await {
+                Ok(rows) => {
+                    let full = rows.len() == LOAD_PAGE;
+                    if let Some(last) = rows.last() {
+                        newest = newest.max(Some(last.changed_at));
+                        // Rows sharing the last timestamp may continue on the next page:
+                        // start there again (the loop skips what it already knows).
+                        cursor = Some(last.changed_at);
+                    }
+                    if !rows.is_empty() && out.send(Loaded::Rows(rows)).await.is_err() {
+                        return;
+                    }
+                    if !full {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            }
+        }
+        loads += 1;
+        if result.is_ok() && (first || loads.is_multiple_of(IDS_EVERY)) {
+            match host.ids().await {
+                Ok(ids) if !first => {
+                    if out.send(Loaded::Ids(ids)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => result = Err(err),
+            }
+        }
+        match result {
+            Ok(()) => {
+                crate::metrics::global().scheduler_reload(started.elapsed());
+                if failing {
+                    tracing::info!("loading personas works again");
+                    failing = false;
+                }
+                if first {
+                    first = false;
+                    if out.send(Loaded::FirstLoadDone).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(err) => {
+                // One line per outage, not one per attempt.
+                if !failing {
+                    tracing::warn!(%err, "loading personas failed; keeping the current plan and trying again");
+                    failing = true;
+                }
+            }
+        }
+        let wait = *every.borrow_and_update();
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+            () = now.notified() => {}
+            changed = every.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+struct Scheduler<T: Host> {
+    host: Arc<T>,
+    pool: Arc<TickPool>,
+    settings: Settings,
+    clock: Clock,
+    entries: HashMap<Uuid, Entry>,
+    /// Due times, earliest first: a wake looks only at what is due.
+    queue: BTreeSet<(DateTime<Utc>, Uuid)>,
+    rules: HashMap<String, Arc<(Rule, Duration)>>,
+    /// One-off ticks asked for (tick-all), in order.
+    now_requested: VecDeque<(Uuid, TickTrigger)>,
+    running: JoinSet<(Uuid, Job, RunOutcome)>,
+    jobs: HashMap<tokio::task::Id, (Uuid, Job)>,
+    unsaved: Vec<(Uuid, DateTime<Utc>)>,
+    status: Arc<Status>,
+}
+
+/// What a scheduler runs with.
+pub struct Wiring<T: Host> {
+    pub host: Arc<T>,
+    /// The process's tick pool (shared with one-off ticks).
+    pub pool: Arc<TickPool>,
+    pub settings: Settings,
+    pub clock: Clock,
+    pub commands: mpsc::Receiver<Command>,
+    pub shutdown: CancellationToken,
+    pub status: Arc<Status>,
 }
 
 /// Runs until `shutdown`: then no new ticks start, running ones get the grace period,
-/// then they are cut (and recorded by the ticker), and the loop returns.
-pub async fn run<T: Ticker>(
-    ticker: Arc<T>,
-    mut settings: Settings,
-    clock: Clock,
-    mut commands: mpsc::Receiver<Command>,
-    shutdown: CancellationToken,
-    heartbeat: impl Fn() + Send,
-) {
-    let cut = CancellationToken::new();
-    let mut entries: HashMap<Uuid, Entry> = HashMap::new();
-    let mut running: JoinSet<(Uuid, Option<DateTime<Utc>>, RunOutcome)> = JoinSet::new();
-    let mut next_reload = clock.now();
-    let mut next_sweep = clock.now();
+/// then they are cut (and recorded by the host), and the loop returns. `heartbeat` is
+/// called on every wake (the watchdog checks it).
+pub async fn run<T: Host>(wiring: Wiring<T>, heartbeat: impl Fn() + Send) {
+    let Wiring {
+        host,
+        pool,
+        settings,
+        clock,
+        mut commands,
+        shutdown,
+        status,
+    } = wiring;
+    let (loaded_in, mut loaded) = mpsc::channel(4);
+    let (every_in, every) = watch::channel(settings.reload_every);
+    let reload_now = Arc::new(tokio::sync::Notify::new());
+    let loader_stop = shutdown.child_token();
+    let loader_task = tokio::spawn(loader(
+        host.clone(),
+        loaded_in,
+        every,
+        reload_now.clone(),
+        loader_stop.clone(),
+    ));
+    let mut scheduler = Scheduler {
+        host,
+        pool,
+        settings,
+        clock,
+        entries: HashMap::new(),
+        queue: BTreeSet::new(),
+        rules: HashMap::new(),
+        now_requested: VecDeque::new(),
+        running: JoinSet::new(),
+        jobs: HashMap::new(),
+        unsaved: Vec::new(),
+        status,
+    };
+    let mut next_sweep = scheduler.clock.now();
+    let mut next_probe = scheduler.clock.now();
+    let mut probe_delay = Duration::from_secs(1);
+    let mut last_wake = (scheduler.clock.now(), tokio::time::Instant::now());
     loop {
         heartbeat();
-        let now = clock.now();
-        if now >= next_sweep {
-            ticker.sweep(now).await;
-            next_sweep = crate::time::after(now, settings.sweep_every);
+        let now = scheduler.clock.now();
+        // A wall-clock step (NTP, an operator) moves every due time at once: say so.
+        let (last_wall, last_mono) = last_wake;
+        let drift = (now - last_wall).num_milliseconds() - last_mono.elapsed().as_millis() as i64;
+        if drift.abs() > 2000 {
+            tracing::warn!(
+                step_ms = drift,
+                "the wall clock stepped; due times are measured against the new time"
+            );
         }
-        if now >= next_reload {
-            reload(&*ticker, &settings, &mut entries, now).await;
-            next_reload = crate::time::after(now, settings.reload_every);
-        }
+        last_wake = (now, tokio::time::Instant::now());
 
-        // Dispatch what is due, earliest first, while the pool has room.
-        if !settings.paused {
-            let mut due: Vec<(DateTime<Utc>, Uuid)> = entries
-                .iter()
-                .filter(|(_, e)| !e.running)
-                .filter_map(|(id, e)| {
-                    if e.now_requested {
-                        Some((DateTime::<Utc>::MIN_UTC, *id))
-                    } else {
-                        e.due.filter(|d| *d <= now).map(|d| (d, *id))
-                    }
-                })
-                .collect();
-            due.sort();
-            for (due_at, id) in due {
-                if running.len() >= settings.concurrency {
-                    break;
-                }
-                let entry = entries.get_mut(&id).expect("listed");
-                let (job, persona) = if entry.now_requested {
-                    entry.now_requested = false;
-                    (Job::Now, entry.persona.clone())
-                } else {
-                    ticker.observe_lag((now - due_at).to_std().unwrap_or_default());
-                    (
-                        Job::Slot(entry.slot.expect("a due entry has a slot")),
-                        entry.persona.clone(),
-                    )
-                };
-                entry.running = true;
-                let (ticker, cut) = (ticker.clone(), cut.clone());
-                running.spawn(async move {
-                    match job {
-                        Job::Slot(slot) => (id, Some(slot), ticker.run_slot(persona, slot, cut).await),
-                        Job::Now => (id, None, ticker.run_now(persona, cut).await),
-                    }
-                });
+        let writable = scheduler.host.writable();
+        if !writable && now >= next_probe {
+            if scheduler.host.probe().await {
+                probe_delay = Duration::from_secs(1);
+            } else {
+                probe_delay = (probe_delay * 2).min(Duration::from_secs(30));
             }
+            next_probe = crate::time::after(now, probe_delay);
         }
-        let due_count = entries
-            .values()
-            .filter(|e| !e.running && e.due.is_some_and(|d| d <= now))
-            .count();
-        ticker.observe_load(due_count, running.len());
+        if writable && now >= next_sweep {
+            scheduler.host.sweep(now).await;
+            next_sweep = crate::time::after(now, scheduler.settings.sweep_every);
+        }
+        if scheduler.host.writable() && !scheduler.settings.paused {
+            scheduler.dispatch(now);
+        }
+        scheduler.save_plans();
+        let waiting = scheduler.queue.range(..(now, Uuid::max())).count() + scheduler.now_requested.len();
+        scheduler.host.observe_load(waiting, scheduler.running.len());
 
-        // Sleep until the next due time, a completion, a command, or shutdown. The
+        // Sleep until the next due time, a completion, a load, a command, or shutdown. The
         // heartbeat must keep beating, so never sleep longer than `heartbeat_every`.
-        let beat = crate::time::after(now, settings.heartbeat_every);
-        let mut wake = [next_reload, next_sweep, beat].into_iter().min().expect("non-empty");
-        if !settings.paused
-            && running.len() < settings.concurrency
-            && let Some(earliest) = entries.values().filter(|e| !e.running).filter_map(|e| e.due).min()
+        let mut wake = crate::time::after(now, scheduler.settings.heartbeat_every).min(next_sweep);
+        if !scheduler.host.writable() {
+            wake = wake.min(next_probe);
+        } else if !scheduler.settings.paused
+            && scheduler.pool.available() > 0
+            && let Some((due, _)) = scheduler.queue.first()
         {
-            wake = wake.min(earliest);
+            wake = wake.min(*due);
         }
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep_until(clock.instant_at(wake)) => {}
-            Some(done) = running.join_next(), if !running.is_empty() => {
-                if let Ok((id, slot, outcome)) = done {
-                    complete(&*ticker, &settings, &mut entries, id, slot, outcome, clock.now()).await;
-                }
+            () = tokio::time::sleep_until(scheduler.clock.instant_at(wake)) => {}
+            Some(done) = scheduler.running.join_next_with_id(), if !scheduler.running.is_empty() => {
+                scheduler.finished(done);
             }
+            Some(found) = loaded.recv() => scheduler.loaded(found),
             Some(command) = commands.recv() => match command {
-                Command::TickAllNow => {
-                    for entry in entries.values_mut() {
-                        entry.now_requested = !entry.persona.paused && !settings.paused;
-                    }
-                }
+                Command::TickAllNow(trigger) => scheduler.tick_all(trigger),
                 Command::Reload(new) => {
-                    settings = *new;
-                    next_reload = clock.now();
+                    let _ = every_in.send(new.reload_every);
+                    scheduler.settings = *new;
+                    scheduler.replan_all();
+                    reload_now.notify_one();
                 }
             },
         }
     }
+    loader_stop.cancel();
+    let _ = loader_task.await;
+    scheduler.save_plans();
+    scheduler.drain().await;
+}
 
-    // Drain: no new ticks; running ones get the grace period, then they are cut.
-    if !running.is_empty() {
-        tracing::info!(running = running.len(), grace = ?settings.shutdown_grace, "draining running ticks");
-        let drained = tokio::time::timeout(settings.shutdown_grace, async {
-            while let Some(done) = running.join_next().await {
-                if let Ok((id, slot, outcome)) = done {
-                    complete(&*ticker, &settings, &mut entries, id, slot, outcome, clock.now()).await;
+impl<T: Host> Scheduler<T> {
+    /// Starts what is due, one-off requests first, while the pool has room.
+    fn dispatch(&mut self, now: DateTime<Utc>) {
+        while let Some(&(id, trigger)) = self.now_requested.front() {
+            let Some(entry) = self.entries.get(&id) else {
+                self.now_requested.pop_front();
+                continue;
+            };
+            if entry.running {
+                self.now_requested.pop_front();
+                continue;
+            }
+            let Some(permit) = self.pool.try_permit() else { return };
+            self.now_requested.pop_front();
+            self.start(id, Job::Now(trigger), permit);
+        }
+        while let Some(&(due, id)) = self.queue.first() {
+            if due > now {
+                break;
+            }
+            let slot = self.entries.get(&id).and_then(|e| e.slot);
+            let Some(slot) = slot else {
+                self.unqueue(id);
+                continue;
+            };
+            let Some(permit) = self.pool.try_permit() else { break };
+            self.unqueue(id);
+            self.host.observe_lag((now - due).to_std().unwrap_or_default());
+            self.start(id, Job::Slot(slot), permit);
+        }
+    }
+
+    fn start(&mut self, id: Uuid, job: Job, permit: tokio::sync::OwnedSemaphorePermit) {
+        self.unqueue(id);
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        entry.running = true;
+        let (host, cut) = (self.host.clone(), self.pool.cut());
+        let handle = self.running.spawn(async move {
+            let _permit = permit;
+            let outcome = match job {
+                Job::Slot(slot) => host.run_slot(id, slot, cut).await,
+                Job::Now(trigger) => host.run_now(id, trigger, cut).await,
+            };
+            (id, job, outcome)
+        });
+        self.jobs.insert(handle.id(), (id, job));
+    }
+
+    /// A run ended, or its task panicked (then it counts as a failed run: the persona
+    /// keeps its schedule).
+    fn finished(&mut self, done: Result<(tokio::task::Id, (Uuid, Job, RunOutcome)), tokio::task::JoinError>) {
+        let (task, id, job, outcome) = match done {
+            Ok((task, (id, job, outcome))) => (task, id, job, outcome),
+            Err(err) => {
+                let Some(&(id, job)) = self.jobs.get(&err.id()) else {
+                    return;
+                };
+                tracing::error!(persona = %id, %err, "a tick task panicked; the persona keeps its schedule");
+                (err.id(), id, job, RunOutcome::Ran { ok: false })
+            }
+        };
+        self.jobs.remove(&task);
+        self.complete(id, job, outcome, self.clock.now());
+    }
+
+    fn complete(&mut self, id: Uuid, job: Job, outcome: RunOutcome, now: DateTime<Utc>) {
+        let settings = self.settings.clone();
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        entry.running = false;
+        let Job::Slot(slot) = job else {
+            // A one-off tick: the schedule is unchanged (its due time, if one passed while
+            // it ran, is served now).
+            self.requeue(id);
+            return;
+        };
+        let following = schedule::next_slot(entry.rule(), entry.zone, slot, Some(now));
+        match outcome {
+            RunOutcome::Ran { ok: false } => {
+                entry.failures += 1;
+                let backoff = settings
+                    .retry_backoff
+                    .saturating_mul(2u32.saturating_pow(entry.failures - 1));
+                let retry_at = crate::time::after(now, backoff);
+                if entry.failures < settings.max_attempts && following.is_none_or(|next| retry_at < next) {
+                    tracing::info!(persona = %id, attempt = entry.failures + 1, ?backoff, "retrying the slot");
+                    entry.due = Some(retry_at);
+                    self.requeue(id);
+                    return;
                 }
+                tracing::warn!(persona = %id, %slot, "slot failed; waiting for the next one");
+                self.advance(id, following, now);
+            }
+            RunOutcome::Ran { ok: true } | RunOutcome::Settled => self.advance(id, following, now),
+            RunOutcome::Busy => {
+                // Another runner's tick: look again once a dead runner's lease has
+                // expired and been swept, so an abandoned slot is claimed again.
+                entry.due = Some(crate::time::after(now, settings.busy_recheck));
+                self.requeue(id);
+            }
+        }
+    }
+
+    /// Moves a persona on to the slot after the one it served.
+    fn advance(&mut self, id: Uuid, following: Option<DateTime<Utc>>, now: DateTime<Utc>) {
+        let settings = &self.settings;
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        entry.failures = 0;
+        let next = following.and_then(|next| resolve(entry, next, now, settings));
+        entry.slot = next;
+        entry.due = next
+            .filter(|_| entry.runnable && !entry.paused)
+            .map(|slot| due_of(id, entry, slot, settings));
+        if let Some(next) = next
+            && entry.next_due_at != Some(next)
+        {
+            entry.next_due_at = Some(next);
+            self.unsaved.push((id, next));
+        }
+        self.requeue(id);
+    }
+
+    /// Puts a persona's due time in the queue (in place of its old one).
+    fn requeue(&mut self, id: Uuid) {
+        self.unqueue(id);
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        if let Some(due) = entry.due
+            && !entry.running
+        {
+            self.queue.insert((due, id));
+            entry.queued = Some(due);
+        }
+    }
+
+    /// Takes a persona out of the queue.
+    fn unqueue(&mut self, id: Uuid) {
+        if let Some(due) = self.entries.get_mut(&id).and_then(|e| e.queued.take()) {
+            self.queue.remove(&(due, id));
+        }
+    }
+
+    fn tick_all(&mut self, trigger: TickTrigger) {
+        if self.settings.paused {
+            return;
+        }
+        let mut ids: Vec<Uuid> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.runnable && !e.paused)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        self.now_requested.extend(ids.into_iter().map(|id| (id, trigger)));
+    }
+
+    fn rule_of(&mut self, cadence: &str) -> Option<Arc<(Rule, Duration)>> {
+        if let Some(rule) = self.rules.get(cadence) {
+            return Some(rule.clone());
+        }
+        let rule = Rule::of(&cadence.parse().ok()?)?;
+        let period = rule.period();
+        let interned = Arc::new((rule, period));
+        self.rules.insert(cadence.to_string(), interned.clone());
+        Some(interned)
+    }
+
+    fn loaded(&mut self, found: Loaded) {
+        let now = self.clock.now();
+        match found {
+            Loaded::Rows(rows) => {
+                for row in rows {
+                    self.apply(row, now);
+                }
+            }
+            Loaded::FirstLoadDone => {
+                self.status.loaded.store(true, Ordering::Release);
+                tracing::info!(personas = self.entries.len(), "scheduler loaded the personas");
+            }
+            Loaded::Ids(ids) => {
+                let keep: std::collections::HashSet<Uuid> = ids.into_iter().collect();
+                let gone: Vec<Uuid> = self
+                    .entries
+                    .iter()
+                    .filter(|(id, entry)| !entry.running && !keep.contains(*id))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in gone {
+                    self.unqueue(id);
+                    self.entries.remove(&id);
+                }
+            }
+        }
+        self.status.scheduled.store(self.entries.len(), Ordering::Relaxed);
+        crate::metrics::global().scheduled(self.entries.len());
+    }
+
+    /// Takes one changed persona: new, edited, paused or resumed, or moved on by another
+    /// replica.
+    fn apply(&mut self, row: ScheduleRow, now: DateTime<Utc>) {
+        // Already known: an older change, or the same one read again (loads overlap).
+        if self.entries.get(&row.id).is_some_and(|e| {
+            e.changed_at > row.changed_at
+                || (e.changed_at == row.changed_at
+                    && e.paused == row.paused
+                    && e.last_active_at == row.last_active_at
+                    && e.next_due_at == row.next_due_at)
+        }) {
+            return;
+        }
+        let Some(rule) = self.rule_of(&row.tick_cadence) else {
+            tracing::warn!(persona = %row.id, cadence = %row.tick_cadence, "a stored cadence does not parse; the persona is not scheduled");
+            return;
+        };
+        let zone = crate::persona::parse_time_zone(&row.time_zone).unwrap_or(chrono_tz::UTC);
+        let runnable = self.host.runs_target(row.target.as_deref());
+        let entry = self.entries.entry(row.id).or_insert_with(|| Entry {
+            rule: rule.clone(),
+            zone,
+            paused: row.paused,
+            runnable,
+            last_active_at: row.last_active_at,
+            next_due_at: row.next_due_at,
+            changed_at: row.changed_at,
+            slot: None,
+            due: None,
+            failures: 0,
+            running: false,
+            queued: None,
+        });
+        entry.rule = rule;
+        entry.zone = zone;
+        entry.paused = row.paused;
+        entry.runnable = runnable;
+        entry.last_active_at = row.last_active_at;
+        entry.next_due_at = row.next_due_at;
+        entry.changed_at = row.changed_at;
+        // A running entry keeps its slot, and so does one waiting to retry it (a failed
+        // interval tick stamped `last_active_at`, which moves the plan on).
+        if !entry.running && entry.failures == 0 {
+            self.replan(row.id, now);
+        }
+    }
+
+    /// Plans a persona afresh from what it is and what the store says.
+    fn replan(&mut self, id: Uuid, now: DateTime<Utc>) {
+        let settings = &self.settings;
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        let planned = plan(entry, settings, now);
+        entry.slot = planned;
+        entry.due = planned
+            .filter(|_| entry.runnable && !entry.paused)
+            .map(|slot| due_of(id, entry, slot, settings));
+        if let Some(slot) = planned
+            && entry.next_due_at != Some(slot)
+        {
+            entry.next_due_at = Some(slot);
+            self.unsaved.push((id, slot));
+        }
+        self.requeue(id);
+    }
+
+    fn replan_all(&mut self) {
+        let now = self.clock.now();
+        let ids: Vec<Uuid> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.running && e.failures == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.replan(id, now);
+        }
+    }
+
+    /// Writes new plans in one batch, off the dispatch path.
+    fn save_plans(&mut self) {
+        if self.unsaved.is_empty() {
+            return;
+        }
+        let plans = std::mem::take(&mut self.unsaved);
+        let host = self.host.clone();
+        tokio::spawn(async move { host.save_plans(plans).await });
+    }
+
+    /// No new ticks; running ones get the grace period, then they are cut.
+    async fn drain(&mut self) {
+        if self.running.is_empty() {
+            return;
+        }
+        tracing::info!(running = self.running.len(), grace = ?self.settings.shutdown_grace, "draining running ticks");
+        let grace = self.settings.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(done) = self.running.join_next_with_id().await {
+                self.finished(done);
             }
         })
         .await;
         if drained.is_err() {
             tracing::warn!(
-                running = running.len(),
+                running = self.running.len(),
                 "shutdown grace over: cutting the running ticks"
             );
-            cut.cancel();
-            while running.join_next().await.is_some() {}
+            self.pool.cut().cancel();
+            while let Some(done) = self.running.join_next_with_id().await {
+                self.finished(done);
+            }
         }
     }
 }
@@ -272,153 +774,39 @@ pub async fn run<T: Ticker>(
 /// The slot to serve for a persona. Interval cadences (`hourly`, `daily`, `weekdays`)
 /// follow the reference semantics: due a period after the last activity, whoever caused
 /// it. Cron cadences continue from the stored next slot.
-fn plan(persona: &Persona, settings: &Settings, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let zone = persona.zone();
-    match (&persona.tick_cadence, persona.next_due_at, persona.last_active_at) {
-        (crate::persona::Cadence::Cron(_), Some(stored), _) => resolve(persona, zone, stored, now, settings),
-        // Never active: keep the first slot planned for it, or it would move with every reload.
+fn plan(entry: &Entry, settings: &Settings, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match (entry.rule(), entry.next_due_at, entry.last_active_at) {
+        (Rule::Cron(_), Some(stored), _) => resolve(entry, stored, now, settings),
+        // Never active: keep the first slot planned for it, or it would move with every load.
         (_, Some(stored), None) => Some(stored),
-        _ => schedule::next_slot(&persona.tick_cadence, zone, now, persona.last_active_at),
+        _ => schedule::next_slot(entry.rule(), entry.zone, now, entry.last_active_at),
     }
 }
 
-/// A candidate slot as it stands at `now`. A future slot stays. A cron slot in the past
-/// means slots were missed (downtime, or a tick that ran long): they coalesce into one
-/// run of the latest missed slot, or are skipped per the catch-up policy. An interval
-/// slot in the past is simply due.
-fn resolve(
-    persona: &Persona,
-    zone: chrono_tz::Tz,
-    candidate: DateTime<Utc>,
-    now: DateTime<Utc>,
-    settings: &Settings,
-) -> Option<DateTime<Utc>> {
-    if candidate >= now {
+/// A candidate slot as it stands at `now`. A slot whose time has come within its jitter
+/// (plus a little slack for loads and lag) is current, not missed. A cron slot further in
+/// the past means slots were missed (downtime, or a tick that ran long): they coalesce
+/// into one run of the latest missed slot, or are skipped per the catch-up policy. An
+/// interval slot in the past is simply due.
+fn resolve(entry: &Entry, candidate: DateTime<Utc>, now: DateTime<Utc>, settings: &Settings) -> Option<DateTime<Utc>> {
+    let slack = settings.jitter.min(entry.period() / 2) + Duration::from_secs(60).min(entry.period() / 4);
+    if crate::time::after(candidate, slack) >= now {
         return Some(candidate);
     }
-    match schedule::latest_slot(&persona.tick_cadence, zone, now) {
-        Some(latest) => schedule::catch_up(
-            latest.max(candidate),
-            now,
-            settings.catch_up,
-            settings.starting_deadline,
-        )
-        .or_else(|| schedule::next_slot(&persona.tick_cadence, zone, now, None)),
+    match schedule::latest_slot(entry.rule(), entry.zone, now) {
+        Some(latest) => {
+            let latest = latest.max(candidate);
+            // The latest slot may itself still be current (it came due moments ago).
+            if crate::time::after(latest, slack) >= now {
+                return Some(latest);
+            }
+            schedule::catch_up(latest, now, settings.catch_up, settings.starting_deadline)
+                .or_else(|| schedule::next_slot(entry.rule(), entry.zone, now, None))
+        }
         None => Some(candidate),
     }
 }
 
-fn due_of(persona: &Persona, slot: DateTime<Utc>, settings: &Settings) -> DateTime<Utc> {
-    crate::time::after(slot, schedule::jitter(persona.id, settings.jitter))
-}
-
-async fn reload<T: Ticker>(ticker: &T, settings: &Settings, entries: &mut HashMap<Uuid, Entry>, now: DateTime<Utc>) {
-    let personas = match ticker.personas().await {
-        Ok(personas) => personas,
-        Err(err) => {
-            tracing::warn!(%err, "loading personas failed; keeping the previous plan");
-            return;
-        }
-    };
-    let mut seen = std::collections::HashSet::new();
-    for persona in personas {
-        seen.insert(persona.id);
-        let planned = plan(&persona, settings, now);
-        if planned != persona.next_due_at
-            && let Some(slot) = planned
-        {
-            ticker.set_next_due(persona.id, slot).await;
-        }
-        match entries.get_mut(&persona.id) {
-            Some(entry) => {
-                // A running entry keeps its slot, and so does one waiting to retry it: a
-                // failed interval tick stamped `last_active_at`, which moves the plan on.
-                // Otherwise adopt the stored plan (another replica may have moved it on).
-                if !entry.running && entry.failures == 0 && entry.slot != planned {
-                    entry.slot = planned;
-                    entry.due = planned.map(|slot| due_of(&persona, slot, settings));
-                    entry.failures = 0;
-                } else if !entry.running && entry.due.is_none() {
-                    entry.due = planned.map(|slot| due_of(&persona, slot, settings));
-                }
-                entry.persona = persona;
-            }
-            None => {
-                let due = planned.map(|slot| due_of(&persona, slot, settings));
-                entries.insert(
-                    persona.id,
-                    Entry {
-                        persona,
-                        slot: planned,
-                        due,
-                        failures: 0,
-                        running: false,
-                        now_requested: false,
-                    },
-                );
-            }
-        }
-    }
-    entries.retain(|id, entry| entry.running || seen.contains(id));
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn complete<T: Ticker>(
-    ticker: &T,
-    settings: &Settings,
-    entries: &mut HashMap<Uuid, Entry>,
-    id: Uuid,
-    slot: Option<DateTime<Utc>>,
-    outcome: RunOutcome,
-    now: DateTime<Utc>,
-) {
-    let Some(entry) = entries.get_mut(&id) else { return };
-    entry.running = false;
-    let Some(slot) = slot else {
-        // A one-off tick: the schedule is unchanged.
-        return;
-    };
-    let zone = entry.persona.zone();
-    let following = schedule::next_slot(&entry.persona.tick_cadence, zone, slot, Some(now));
-    match outcome {
-        RunOutcome::Ran { ok: false } => {
-            entry.failures += 1;
-            let backoff = settings
-                .retry_backoff
-                .saturating_mul(2u32.saturating_pow(entry.failures - 1));
-            let retry_at = crate::time::after(now, backoff);
-            if entry.failures < settings.max_attempts && following.is_none_or(|next| retry_at < next) {
-                tracing::info!(persona = %entry.persona.name, attempt = entry.failures + 1, ?backoff, "retrying the slot");
-                entry.due = Some(retry_at);
-                return;
-            }
-            tracing::warn!(persona = %entry.persona.name, %slot, "slot failed; waiting for the next one");
-            advance(ticker, settings, entry, following, now).await;
-        }
-        RunOutcome::Ran { ok: true } => advance(ticker, settings, entry, following, now).await,
-        RunOutcome::NotRun => {
-            // Someone else ran it, is running it, or it is settled: look again soon,
-            // after the next reload has read what the store says.
-            entry.due = Some(crate::time::after(now, settings.recheck_after));
-            entry.slot = Some(slot);
-        }
-    }
-}
-
-async fn advance<T: Ticker>(
-    ticker: &T,
-    settings: &Settings,
-    entry: &mut Entry,
-    following: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) {
-    entry.failures = 0;
-    let zone = entry.persona.zone();
-    let next = following.and_then(|next| resolve(&entry.persona, zone, next, now, settings));
-    entry.slot = next;
-    entry.due = next.map(|slot| due_of(&entry.persona, slot, settings));
-    if let Some(next) = next {
-        entry.persona.next_due_at = Some(next);
-        ticker.set_next_due(entry.persona.id, next).await;
-    }
+fn due_of(id: Uuid, entry: &Entry, slot: DateTime<Utc>, settings: &Settings) -> DateTime<Utc> {
+    crate::time::after(slot, schedule::jitter_within(id, settings.jitter, entry.period()))
 }

@@ -11,6 +11,58 @@ use uuid::Uuid;
 
 use crate::persona::Cadence;
 
+/// A cadence ready for computing slots: cron expressions parsed once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rule {
+    Hourly,
+    Daily,
+    Weekdays,
+    Cron(Box<croner::Cron>),
+}
+
+impl Rule {
+    /// The rule of a cadence (`None` for a cron expression that does not parse, which
+    /// validation keeps out of the store).
+    pub fn of(cadence: &Cadence) -> Option<Self> {
+        Some(match cadence {
+            Cadence::Hourly => Self::Hourly,
+            Cadence::Daily => Self::Daily,
+            Cadence::Weekdays => Self::Weekdays,
+            Cadence::Cron(expr) => Self::Cron(Box::new(expr.parse().ok()?)),
+        })
+    }
+
+    /// The shortest time between two slots: jitter must stay well below it, or a
+    /// persona's slot would drift past the next one.
+    pub fn period(&self) -> Duration {
+        match self {
+            Self::Hourly => Duration::from_secs(3600),
+            Self::Daily | Self::Weekdays => Duration::from_secs(86_400),
+            Self::Cron(cron) => {
+                // The smallest gap among the next few occurrences from a fixed instant.
+                let start = DateTime::<Utc>::from_timestamp(1_767_225_600, 0).expect("2026-01-01");
+                let mut gaps = Vec::new();
+                let mut at = start;
+                for _ in 0..8 {
+                    let Ok(next) = cron.find_next_occurrence(&at, false) else {
+                        break;
+                    };
+                    if at != start {
+                        gaps.push((next - at).to_std().unwrap_or_default());
+                    }
+                    at = next;
+                }
+                gaps.into_iter().min().unwrap_or(Duration::from_secs(86_400))
+            }
+        }
+    }
+}
+
+/// The jitter of a persona: its stable offset, within at most half its cadence's period.
+pub fn jitter_within(persona_id: Uuid, max: Duration, period: Duration) -> Duration {
+    jitter(persona_id, max.min(period / 2))
+}
+
 /// What to do with a slot that passed while nobody ran it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -37,20 +89,19 @@ pub fn jitter(persona_id: Uuid, max: Duration) -> Duration {
 /// `weekdays` ≥ 24 h and Mon–Fri in the persona's zone). A persona never active is due
 /// at `after`. `None` if a cron expression has no further occurrence.
 pub fn next_slot(
-    cadence: &Cadence,
+    rule: &Rule,
     zone: Tz,
     after: DateTime<Utc>,
     last_active: Option<DateTime<Utc>>,
 ) -> Option<DateTime<Utc>> {
-    match cadence {
-        Cadence::Cron(expr) => {
-            let cron: croner::Cron = expr.parse().ok()?;
+    match rule {
+        Rule::Cron(cron) => {
             let next = cron.find_next_occurrence(&after.with_timezone(&zone), false).ok()?;
             Some(next.with_timezone(&Utc))
         }
-        Cadence::Hourly => Some(last_active.map_or(after, |t| t + chrono::Duration::hours(1))),
-        Cadence::Daily => Some(last_active.map_or(after, |t| t + chrono::Duration::hours(24))),
-        Cadence::Weekdays => {
+        Rule::Hourly => Some(last_active.map_or(after, |t| t + chrono::Duration::hours(1))),
+        Rule::Daily => Some(last_active.map_or(after, |t| t + chrono::Duration::hours(24))),
+        Rule::Weekdays => {
             let due = last_active.map_or(after, |t| t + chrono::Duration::hours(24));
             Some(next_weekday_instant(due, zone))
         }
@@ -77,9 +128,8 @@ fn next_weekday_instant(at: DateTime<Utc>, zone: Tz) -> DateTime<Utc> {
 
 /// The latest cron slot at or before `now`: the one slot that stands for all missed ones.
 /// `None` for interval cadences.
-pub fn latest_slot(cadence: &Cadence, zone: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let Cadence::Cron(expr) = cadence else { return None };
-    let cron: croner::Cron = expr.parse().ok()?;
+pub fn latest_slot(rule: &Rule, zone: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let Rule::Cron(cron) = rule else { return None };
     let previous = cron.find_previous_occurrence(&now.with_timezone(&zone), true).ok()?;
     Some(previous.with_timezone(&Utc))
 }
@@ -111,11 +161,15 @@ mod tests {
         DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
     }
 
+    fn cron(expr: &str) -> Rule {
+        Rule::of(&Cadence::Cron(expr.into())).unwrap()
+    }
+
     const BERLIN: Tz = chrono_tz::Europe::Berlin;
 
     #[test]
     fn cron_runs_in_the_persona_zone() {
-        let cron = Cadence::Cron("0 9 * * *".into());
+        let cron = cron("0 9 * * *");
         // 09:00 Berlin is 08:00 UTC in winter and 07:00 UTC in summer.
         assert_eq!(
             next_slot(&cron, BERLIN, utc("2026-01-10T00:00:00Z"), None),
@@ -130,7 +184,7 @@ mod tests {
     #[test]
     fn a_slot_in_the_skipped_hour_runs_once_after_the_gap() {
         // 2026-03-29: Berlin jumps from 02:00 to 03:00 (01:00 UTC).
-        let cron = Cadence::Cron("30 2 * * *".into());
+        let cron = cron("30 2 * * *");
         let slot = next_slot(&cron, BERLIN, utc("2026-03-28T12:00:00Z"), None).unwrap();
         assert_eq!(
             slot,
@@ -148,7 +202,7 @@ mod tests {
     #[test]
     fn a_repeated_hour_runs_once() {
         // 2026-10-25: Berlin goes from 03:00 back to 02:00 (01:00 UTC); 02:30 happens twice.
-        let cron = Cadence::Cron("30 2 * * *".into());
+        let cron = cron("30 2 * * *");
         let first = next_slot(&cron, BERLIN, utc("2026-10-24T12:00:00Z"), None).unwrap();
         assert_eq!(first, utc("2026-10-25T00:30:00Z"));
         let second = next_slot(&cron, BERLIN, first, None).unwrap();
@@ -164,15 +218,15 @@ mod tests {
         let last = utc("2026-05-04T10:15:00Z");
         let now = utc("2026-05-04T10:20:00Z");
         assert_eq!(
-            next_slot(&Cadence::Hourly, BERLIN, now, Some(last)),
+            next_slot(&Rule::Hourly, BERLIN, now, Some(last)),
             Some(utc("2026-05-04T11:15:00Z"))
         );
         assert_eq!(
-            next_slot(&Cadence::Daily, BERLIN, now, Some(last)),
+            next_slot(&Rule::Daily, BERLIN, now, Some(last)),
             Some(utc("2026-05-05T10:15:00Z"))
         );
         assert_eq!(
-            next_slot(&Cadence::Daily, BERLIN, now, None),
+            next_slot(&Rule::Daily, BERLIN, now, None),
             Some(now),
             "never active: due now"
         );
@@ -182,21 +236,32 @@ mod tests {
     fn weekdays_wait_for_monday_in_the_persona_zone() {
         // Friday 2026-05-08 09:00 Berlin + 24 h = Saturday → Monday 00:00 Berlin (22:00 UTC Sunday).
         let friday = utc("2026-05-08T07:00:00Z");
-        let slot = next_slot(&Cadence::Weekdays, BERLIN, friday, Some(friday)).unwrap();
+        let slot = next_slot(&Rule::Weekdays, BERLIN, friday, Some(friday)).unwrap();
         assert_eq!(slot, utc("2026-05-10T22:00:00Z"));
         // Sunday 2026-05-10 23:30 UTC is already Monday 01:30 in Berlin: due as computed…
         let sunday_night = utc("2026-05-10T23:30:00Z");
         let last = sunday_night - chrono::Duration::hours(24);
         assert_eq!(
-            next_slot(&Cadence::Weekdays, BERLIN, sunday_night, Some(last)),
+            next_slot(&Rule::Weekdays, BERLIN, sunday_night, Some(last)),
             Some(sunday_night)
         );
         // …but still Sunday 16:30 in Los Angeles: Monday 00:00 there (07:00 UTC).
         let los_angeles = chrono_tz::America::Los_Angeles;
         assert_eq!(
-            next_slot(&Cadence::Weekdays, los_angeles, sunday_night, Some(last)),
+            next_slot(&Rule::Weekdays, los_angeles, sunday_night, Some(last)),
             Some(utc("2026-05-11T07:00:00Z"))
         );
+    }
+
+    #[test]
+    fn jitter_stays_below_half_the_period() {
+        let every_two_minutes = cron("*/2 * * * *");
+        assert_eq!(every_two_minutes.period(), Duration::from_secs(120));
+        assert_eq!(cron("0 9 * * MON-FRI").period(), Duration::from_secs(86_400));
+        for i in 0..50 {
+            let j = jitter_within(Uuid::from_u128(i), Duration::from_secs(600), every_two_minutes.period());
+            assert!(j < Duration::from_secs(60), "{j:?}");
+        }
     }
 
     #[test]
@@ -212,7 +277,7 @@ mod tests {
 
     #[test]
     fn the_latest_slot_stands_for_the_missed_ones() {
-        let hourly = Cadence::Cron("0 * * * *".into());
+        let hourly = cron("0 * * * *");
         assert_eq!(
             latest_slot(&hourly, BERLIN, utc("2026-05-04T12:20:00Z")),
             Some(utc("2026-05-04T12:00:00Z"))
@@ -221,7 +286,7 @@ mod tests {
             latest_slot(&hourly, BERLIN, utc("2026-05-04T12:00:00Z")),
             Some(utc("2026-05-04T12:00:00Z"))
         );
-        assert_eq!(latest_slot(&Cadence::Daily, BERLIN, utc("2026-05-04T12:00:00Z")), None);
+        assert_eq!(latest_slot(&Rule::Daily, BERLIN, utc("2026-05-04T12:00:00Z")), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Result, Store, StoreError, begin_write, with_pool};
+use super::{Result, Store, StoreError, begin_write, with_pool, with_writer};
 
 /// One line of the persona list.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
@@ -44,6 +44,12 @@ pub struct TickRecord {
     pub runner_id: String,
     pub llm_model: Option<String>,
     pub prompt_version: Option<String>,
+    /// Driver, model, prompt template hash and temperature: what produced the ratings.
+    pub simulator: Option<String>,
+    /// The MCP protocol version the gateway agreed to.
+    pub protocol_version: Option<String>,
+    /// The target (product) it ran against; `null`: the default target.
+    pub target: Option<String>,
     pub tokens_in: i64,
     pub tokens_out: i64,
     pub turns: i32,
@@ -52,6 +58,8 @@ pub struct TickRecord {
     pub calls_error: i32,
     pub calls_deduped: i32,
     pub calls_denied: i32,
+    pub calls_unknown: i32,
+    pub calls_not_sent: i32,
     pub rating_status: Option<String>,
 }
 
@@ -63,6 +71,8 @@ pub struct ActionListing {
     pub persona_id: Uuid,
     pub persona: String,
     pub seq: i32,
+    /// `call`, `elicitation` or `sampling`.
+    pub kind: String,
     pub tool_name: String,
     pub module: String,
     pub input_hash: String,
@@ -118,8 +128,9 @@ macro_rules! select_tick_record {
         concat!(
             "SELECT t.id, t.persona_id, p.name AS persona, t.trigger, t.scheduled_for, t.attempt,
                     t.started_at, t.finished_at, t.status, t.error, t.runner_id, t.llm_model,
-                    t.prompt_version, t.tokens_in, t.tokens_out, t.turns, t.tool_calls, t.calls_ok,
-                    t.calls_error, t.calls_deduped, t.calls_denied, t.rating_status
+                    t.prompt_version, t.simulator, t.protocol_version, t.target, t.tokens_in, t.tokens_out,
+                    t.turns, t.tool_calls, t.calls_ok, t.calls_error, t.calls_deduped, t.calls_denied,
+                    t.calls_unknown, t.calls_not_sent, t.rating_status
              FROM persona_ticks t JOIN personas p ON p.id = t.persona_id ",
             $tail
         )
@@ -188,7 +199,7 @@ impl Store {
         let (after_at, after_id) = filter.after.map(|c| (c.at, c.id)).unzip();
         Ok(with_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT a.id, a.tick_id, a.persona_id, p.name AS persona, a.seq, a.tool_name, a.module,
+                "SELECT a.id, a.tick_id, a.persona_id, p.name AS persona, a.seq, a.kind, a.tool_name, a.module,
                         a.input_hash, a.result, a.error_message, a.chaos, a.latency_ms, a.created_at
                  FROM persona_actions a JOIN personas p ON p.id = a.persona_id
                  WHERE a.tenant_id = $1
@@ -229,10 +240,11 @@ impl Store {
 
     /// Deletes the persona `id` of `tenant` with its ticks, actions, feedback, and its
     /// user with that user's profile and interactions. Refuses (`Conflict`, nothing
-    /// deleted) when the persona's user is not `kind = persona`; `NotFound` when there is
+    /// deleted) when the persona's user is not `kind = persona` or it has a running tick;
+    /// `NotFound` when there is
     /// no such persona in the tenant.
     pub async fn delete_persona(&self, tenant: Uuid, id: Uuid) -> Result<DeleteReport> {
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = begin_write!(pool);
             let found: Option<(Option<Uuid>, Option<String>, Option<String>)> = sqlx::query_as(
                 "SELECT p.user_id, u.kind, u.email FROM personas p LEFT JOIN users u ON u.id = p.user_id
@@ -249,6 +261,17 @@ impl Store {
                 return Err(StoreError::Conflict(format!(
                     "the user {} is a {kind} account, not a persona; it is never deleted here",
                     email.unwrap_or_default()
+                )));
+            }
+            // A running tick would go on calling the product with no row to record it in.
+            let running: Option<Uuid> =
+                sqlx::query_scalar("SELECT id FROM persona_ticks WHERE persona_id = $1 AND status = 'running'")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(tick) = running {
+                return Err(StoreError::Conflict(format!(
+                    "persona {id} has a running tick ({tick}); pause it and delete it once the tick has finished"
                 )));
             }
             let (ticks, actions, feedback, interactions): (i64, i64, i64, i64) = sqlx::query_as(

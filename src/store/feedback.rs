@@ -1,9 +1,10 @@
-//! Rating aggregates for QA: per module, persona or archetype over a window, with the
-//! 1–5 distribution and the evidence behind the ratings; the daily series of the
-//! dashboard's chart; the lowest-rated notes. Every average is a real average with its
-//! count (the reference system once reported a count as the average).
+//! Ratings for QA, read in cells: per UTC day, module, persona and simulator, the count,
+//! sum and 1–5 distribution with the evidence behind them. Whole days come from the daily
+//! roll-ups (kept beyond the raw rows' retention, updated with each rating), the partial
+//! days at a window's edges from the raw ratings, so a report costs the same at a thousand
+//! ratings as at a million. The domain (`crate::feedback`) groups the cells.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, NaiveTime, Utc};
 use uuid::Uuid;
 
 use super::{BackendKind, Result, Store, with_pool};
@@ -31,34 +32,38 @@ impl RatingScope {
     }
 }
 
-/// What ratings are grouped by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Grouping {
-    Module,
-    Persona,
-    Archetype,
-}
-
-/// The ratings of one group over a window.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RatingGroup {
-    /// Module name, archetype, or the persona's id.
-    pub key: String,
-    /// What to show: the module, archetype or persona name.
-    pub label: String,
-    pub count: i64,
-    pub average: f64,
-    /// How many ratings of 1, 2, 3, 4 and 5.
-    pub distribution: [i64; 5],
-    /// Tool calls behind these ratings, and how many failed.
+/// The ratings of one day, module, persona and simulator.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct RatingCell {
+    /// UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    pub module: String,
+    pub persona_id: Uuid,
+    pub persona: String,
+    pub archetype: String,
+    /// The simulator version that rated (`""` when unknown).
+    pub simulator: String,
+    pub ratings: i64,
+    pub rating_sum: i64,
+    pub r1: i64,
+    pub r2: i64,
+    pub r3: i64,
+    pub r4: i64,
+    pub r5: i64,
     pub evidence_calls: i64,
     pub evidence_errors: i64,
-    /// Mean latency of those calls, weighted by calls (`None` when none was timed).
-    pub mean_latency_ms: Option<f64>,
+    /// Σ mean latency × calls, and the calls that were timed.
+    pub latency_sum: f64,
+    pub latency_calls: i64,
+    /// Σ of the evidence-derived ratings, how many ratings had one, and Σ of those
+    /// ratings' own values (the difference of the two sums is the leniency).
+    pub evidence_rating_sum: i64,
+    pub evidence_rated: i64,
+    pub evidenced_rating_sum: i64,
 }
 
 /// One day of one module's ratings (UTC days, `YYYY-MM-DD`): the dashboard's chart.
-#[derive(Clone, Debug, PartialEq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct DailyRating {
     pub module: String,
     pub day: String,
@@ -78,188 +83,240 @@ pub struct NoteRecord {
     pub notes: Option<String>,
     pub evidence_calls: i32,
     pub evidence_errors: i32,
+    pub simulator: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
-struct GroupStats {
-    count: i64,
-    average: f64,
-    r1: i64,
-    r2: i64,
-    r3: i64,
-    r4: i64,
-    r5: i64,
-    calls: i64,
-    errors: i64,
-    latency: Option<f64>,
-}
+/// Adds one rating to its day's roll-up: `$1` tenant, `$2` day, `$3` module, `$4`
+/// persona, `$5` simulator, then the rating's contributions (see [`bind_rollup!`]).
+pub(super) const ROLLUP_UPSERT: &str =
+    "INSERT INTO persona_rating_daily (tenant_id, day, module, persona_id, simulator,
+        ratings, rating_sum, r1, r2, r3, r4, r5, evidence_calls, evidence_errors, latency_sum, latency_calls,
+        evidence_rating_sum, evidence_rated, evidenced_rating_sum)
+     VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+     ON CONFLICT (tenant_id, day, module, persona_id, simulator) DO UPDATE SET
+        ratings = persona_rating_daily.ratings + 1,
+        rating_sum = persona_rating_daily.rating_sum + excluded.rating_sum,
+        r1 = persona_rating_daily.r1 + excluded.r1,
+        r2 = persona_rating_daily.r2 + excluded.r2,
+        r3 = persona_rating_daily.r3 + excluded.r3,
+        r4 = persona_rating_daily.r4 + excluded.r4,
+        r5 = persona_rating_daily.r5 + excluded.r5,
+        evidence_calls = persona_rating_daily.evidence_calls + excluded.evidence_calls,
+        evidence_errors = persona_rating_daily.evidence_errors + excluded.evidence_errors,
+        latency_sum = persona_rating_daily.latency_sum + excluded.latency_sum,
+        latency_calls = persona_rating_daily.latency_calls + excluded.latency_calls,
+        evidence_rating_sum = persona_rating_daily.evidence_rating_sum + excluded.evidence_rating_sum,
+        evidence_rated = persona_rating_daily.evidence_rated + excluded.evidence_rated,
+        evidenced_rating_sum = persona_rating_daily.evidenced_rating_sum + excluded.evidenced_rating_sum";
 
-#[derive(sqlx::FromRow)]
-struct KeyedGroup {
-    key: String,
-    #[sqlx(flatten)]
-    stats: GroupStats,
+/// Binds [`ROLLUP_UPSERT`] for a `NewFeedback` stored at `$at`.
+macro_rules! bind_rollup {
+    ($query:expr, $feedback:expr, $at:expr) => {{
+        let rating = i64::from($feedback.rating);
+        let timed = $feedback.evidence_mean_latency_ms.is_some();
+        $query
+            .bind($feedback.tenant_id)
+            .bind($at.format("%Y-%m-%d").to_string())
+            .bind(&$feedback.module)
+            .bind($feedback.persona_id)
+            .bind(&$feedback.simulator)
+            .bind(rating)
+            .bind(i64::from(rating == 1))
+            .bind(i64::from(rating == 2))
+            .bind(i64::from(rating == 3))
+            .bind(i64::from(rating == 4))
+            .bind(i64::from(rating == 5))
+            .bind(i64::from($feedback.evidence_calls))
+            .bind(i64::from($feedback.evidence_errors))
+            .bind($feedback.evidence_mean_latency_ms.unwrap_or(0.0) * f64::from($feedback.evidence_calls))
+            .bind(if timed { i64::from($feedback.evidence_calls) } else { 0 })
+            .bind(i64::from($feedback.evidence_rating.unwrap_or(0)))
+            .bind(i64::from($feedback.evidence_rating.is_some()))
+            .bind(if $feedback.evidence_rating.is_some() { rating } else { 0 })
+    }};
 }
+pub(super) use bind_rollup;
 
-#[derive(sqlx::FromRow)]
-struct PersonaGroup {
-    persona_id: Uuid,
-    name: String,
-    #[sqlx(flatten)]
-    stats: GroupStats,
-}
-
-impl GroupStats {
-    fn into_group(self, key: String, label: String) -> RatingGroup {
-        RatingGroup {
-            key,
-            label,
-            count: self.count,
-            average: self.average,
-            distribution: [self.r1, self.r2, self.r3, self.r4, self.r5],
-            evidence_calls: self.calls,
-            evidence_errors: self.errors,
-            mean_latency_ms: self.latency,
-        }
-    }
-}
-
-/// The aggregate columns shared by every grouping, then the scope's `FROM … WHERE`.
-macro_rules! grouped {
-    ($keys:literal, $group_by:literal) => {
+/// The filters of a [`RatingScope`] after `$1` tenant and two window bounds (`$2`, `$3`).
+macro_rules! scope_filters {
+    ($table:literal) => {
         concat!(
-            "SELECT ",
-            $keys,
-            ", COUNT(*) AS count, CAST(AVG(f.rating) AS DOUBLE PRECISION) AS average,
-                SUM(CASE WHEN f.rating = 1 THEN 1 ELSE 0 END) AS r1,
-                SUM(CASE WHEN f.rating = 2 THEN 1 ELSE 0 END) AS r2,
-                SUM(CASE WHEN f.rating = 3 THEN 1 ELSE 0 END) AS r3,
-                SUM(CASE WHEN f.rating = 4 THEN 1 ELSE 0 END) AS r4,
-                SUM(CASE WHEN f.rating = 5 THEN 1 ELSE 0 END) AS r5,
-                CAST(SUM(f.evidence_calls) AS BIGINT) AS calls,
-                CAST(SUM(f.evidence_errors) AS BIGINT) AS errors,
-                CAST(SUM(f.evidence_mean_latency_ms * f.evidence_calls) AS DOUBLE PRECISION)
-                    / NULLIF(SUM(CASE WHEN f.evidence_mean_latency_ms IS NULL THEN 0 ELSE f.evidence_calls END), 0)
-                    AS latency ",
-            scope_sql!(),
-            " GROUP BY ",
-            $group_by
+            " AND ($4 IS NULL OR ",
+            $table,
+            ".module = $4) AND ($5 IS NULL OR ",
+            $table,
+            ".persona_id = $5) AND ($6 IS NULL OR p.archetype = $6)"
         )
     };
 }
 
-/// `FROM … WHERE` of a [`RatingScope`] bound as `$1..$6`.
-macro_rules! scope_sql {
-    () => {
-        "FROM persona_feedback f JOIN personas p ON p.id = f.persona_id
-         WHERE f.tenant_id = $1 AND f.created_at >= $2 AND f.created_at < $3
-           AND ($4 IS NULL OR f.module = $4)
-           AND ($5 IS NULL OR f.persona_id = $5)
-           AND ($6 IS NULL OR p.archetype = $6)"
+/// The aggregate columns of raw ratings, in [`RatingCell`] order after the keys.
+macro_rules! raw_cells {
+    ($day:literal) => {
+        concat!(
+            "SELECT ",
+            $day,
+            " AS day, f.module, f.persona_id, p.name AS persona, p.archetype,
+                COALESCE(f.simulator, '') AS simulator, COUNT(*) AS ratings,
+                CAST(SUM(f.rating) AS BIGINT) AS rating_sum,
+                CAST(SUM(CASE WHEN f.rating = 1 THEN 1 ELSE 0 END) AS BIGINT) AS r1,
+                CAST(SUM(CASE WHEN f.rating = 2 THEN 1 ELSE 0 END) AS BIGINT) AS r2,
+                CAST(SUM(CASE WHEN f.rating = 3 THEN 1 ELSE 0 END) AS BIGINT) AS r3,
+                CAST(SUM(CASE WHEN f.rating = 4 THEN 1 ELSE 0 END) AS BIGINT) AS r4,
+                CAST(SUM(CASE WHEN f.rating = 5 THEN 1 ELSE 0 END) AS BIGINT) AS r5,
+                CAST(SUM(f.evidence_calls) AS BIGINT) AS evidence_calls,
+                CAST(SUM(f.evidence_errors) AS BIGINT) AS evidence_errors,
+                CAST(COALESCE(SUM(f.evidence_mean_latency_ms * f.evidence_calls), 0) AS DOUBLE PRECISION) AS latency_sum,
+                CAST(SUM(CASE WHEN f.evidence_mean_latency_ms IS NULL THEN 0 ELSE f.evidence_calls END) AS BIGINT)
+                    AS latency_calls,
+                CAST(COALESCE(SUM(f.evidence_rating), 0) AS BIGINT) AS evidence_rating_sum,
+                CAST(SUM(CASE WHEN f.evidence_rating IS NULL THEN 0 ELSE 1 END) AS BIGINT) AS evidence_rated,
+                CAST(SUM(CASE WHEN f.evidence_rating IS NULL THEN 0 ELSE f.rating END) AS BIGINT) AS evidenced_rating_sum
+             FROM persona_feedback f JOIN personas p ON p.id = f.persona_id
+             WHERE f.tenant_id = $1 AND f.created_at >= $2 AND f.created_at < $3",
+            scope_filters!("f"),
+            " GROUP BY 1, f.module, f.persona_id, p.name, p.archetype, COALESCE(f.simulator, '')"
+        )
     };
 }
 
-macro_rules! bind_scope {
-    ($query:expr, $scope:expr) => {
-        $query
-            .bind($scope.tenant)
-            .bind($scope.from)
-            .bind($scope.until)
-            .bind($scope.module.as_deref())
-            .bind($scope.persona_id)
-            .bind($scope.archetype.as_deref())
-    };
+const ROLLUP_CELLS: &str = concat!(
+    "SELECT r.day, r.module, r.persona_id, p.name AS persona, p.archetype, r.simulator,
+        CAST(r.ratings AS BIGINT) AS ratings, CAST(r.rating_sum AS BIGINT) AS rating_sum,
+        CAST(r.r1 AS BIGINT) AS r1, CAST(r.r2 AS BIGINT) AS r2, CAST(r.r3 AS BIGINT) AS r3,
+        CAST(r.r4 AS BIGINT) AS r4, CAST(r.r5 AS BIGINT) AS r5,
+        CAST(r.evidence_calls AS BIGINT) AS evidence_calls, CAST(r.evidence_errors AS BIGINT) AS evidence_errors,
+        CAST(r.latency_sum AS DOUBLE PRECISION) AS latency_sum, CAST(r.latency_calls AS BIGINT) AS latency_calls,
+        CAST(r.evidence_rating_sum AS BIGINT) AS evidence_rating_sum,
+        CAST(r.evidence_rated AS BIGINT) AS evidence_rated,
+        CAST(r.evidenced_rating_sum AS BIGINT) AS evidenced_rating_sum
+     FROM persona_rating_daily r JOIN personas p ON p.id = r.persona_id
+     WHERE r.tenant_id = $1 AND r.day >= $2 AND r.day < $3",
+    scope_filters!("r")
+);
+
+/// Midnight (UTC) starting the day of `at`, or the next midnight when `at` is not one.
+fn midnight_at_or_after(at: DateTime<Utc>) -> DateTime<Utc> {
+    let start = at.date_naive().and_time(NaiveTime::MIN).and_utc();
+    if start == at { start } else { start + Duration::days(1) }
+}
+
+fn midnight_at_or_before(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.date_naive().and_time(NaiveTime::MIN).and_utc()
 }
 
 impl Store {
-    /// Ratings in `scope` grouped by `grouping`, by key.
-    pub async fn rating_groups(&self, scope: &RatingScope, grouping: Grouping) -> Result<Vec<RatingGroup>> {
-        let mut groups: Vec<RatingGroup> = match grouping {
-            Grouping::Module | Grouping::Archetype => {
-                let rows: Vec<KeyedGroup> = if grouping == Grouping::Module {
-                    with_pool!(self, pool => {
-                        bind_scope!(sqlx::query_as(grouped!("f.module AS key", "f.module")), scope)
-                            .fetch_all(pool)
-                            .await?
-                    })
-                } else {
-                    with_pool!(self, pool => {
-                        bind_scope!(sqlx::query_as(grouped!("p.archetype AS key", "p.archetype")), scope)
-                            .fetch_all(pool)
-                            .await?
-                    })
-                };
-                rows.into_iter()
-                    .map(|row| row.stats.into_group(row.key.clone(), row.key))
-                    .collect()
+    /// The ratings in `scope` as cells. Days that lie wholly inside the window are read
+    /// from the roll-ups; the partial days at its edges from the raw ratings.
+    pub async fn rating_cells(&self, scope: &RatingScope) -> Result<Vec<RatingCell>> {
+        let whole_from = midnight_at_or_after(scope.from);
+        let whole_until = midnight_at_or_before(scope.until);
+        let mut cells = Vec::new();
+        if whole_from < whole_until {
+            cells.extend(
+                self.rollup_cells(
+                    scope,
+                    &whole_from.format("%Y-%m-%d").to_string(),
+                    &whole_until.format("%Y-%m-%d").to_string(),
+                )
+                .await?,
+            );
+            if scope.from < whole_from {
+                cells.extend(self.raw_cells(scope, scope.from, whole_from).await?);
             }
-            Grouping::Persona => {
-                let rows: Vec<PersonaGroup> = with_pool!(self, pool => {
-                    bind_scope!(
-                        sqlx::query_as(grouped!("f.persona_id AS persona_id, p.name AS name", "f.persona_id, p.name")),
-                        scope
-                    )
-                    .fetch_all(pool)
-                    .await?
-                });
-                rows.into_iter()
-                    .map(|row| row.stats.into_group(row.persona_id.to_string(), row.name))
-                    .collect()
+            if whole_until < scope.until {
+                cells.extend(self.raw_cells(scope, whole_until, scope.until).await?);
             }
-        };
-        groups.sort_by(|a, b| a.label.cmp(&b.label).then_with(|| a.key.cmp(&b.key)));
-        Ok(groups)
+        } else {
+            cells.extend(self.raw_cells(scope, scope.from, scope.until).await?);
+        }
+        Ok(cells)
     }
 
-    /// Per module and UTC day: the average rating and its count, by module then day.
-    pub async fn daily_ratings(&self, scope: &RatingScope) -> Result<Vec<DailyRating>> {
+    async fn rollup_cells(&self, scope: &RatingScope, from_day: &str, until_day: &str) -> Result<Vec<RatingCell>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(ROLLUP_CELLS)
+                .bind(scope.tenant)
+                .bind(from_day)
+                .bind(until_day)
+                .bind(scope.module.as_deref())
+                .bind(scope.persona_id)
+                .bind(scope.archetype.as_deref())
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    async fn raw_cells(
+        &self,
+        scope: &RatingScope,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<RatingCell>> {
         // Timestamps are RFC 3339 text on SQLite, TIMESTAMPTZ on PostgreSQL.
-        Ok(match self.kind() {
-            BackendKind::Sqlite => with_pool!(self, pool => {
-                bind_scope!(
-                    sqlx::query_as(concat!(
-                        "SELECT f.module AS module, substr(f.created_at, 1, 10) AS day,
-                                CAST(AVG(f.rating) AS DOUBLE PRECISION) AS average, COUNT(*) AS count ",
-                        scope_sql!(),
-                        " GROUP BY f.module, day ORDER BY f.module, day"
-                    )),
-                    scope
-                )
+        let sql = match self.kind() {
+            BackendKind::Sqlite => raw_cells!("substr(f.created_at, 1, 10)"),
+            BackendKind::Postgres => raw_cells!("to_char(f.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+        };
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(scope.tenant)
+                .bind(from)
+                .bind(until)
+                .bind(scope.module.as_deref())
+                .bind(scope.persona_id)
+                .bind(scope.archetype.as_deref())
                 .fetch_all(pool)
                 .await?
-            }),
-            BackendKind::Postgres => with_pool!(self, pool => {
-                bind_scope!(
-                    sqlx::query_as(concat!(
-                        "SELECT f.module AS module, to_char(f.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
-                                CAST(AVG(f.rating) AS DOUBLE PRECISION) AS average, COUNT(*) AS count ",
-                        scope_sql!(),
-                        " GROUP BY f.module, day ORDER BY f.module, day"
-                    )),
-                    scope
-                )
-                .fetch_all(pool)
-                .await?
-            }),
-        })
+        }))
     }
 
     /// The lowest-rated notes in `scope`, worst and newest first.
     pub async fn lowest_rated_notes(&self, scope: &RatingScope, limit: i64) -> Result<Vec<NoteRecord>> {
         Ok(with_pool!(self, pool => {
-            bind_scope!(
-                sqlx::query_as(concat!(
-                    "SELECT f.tick_id, f.persona_id, p.name AS persona, p.archetype, f.module, f.rating,
-                            f.notes, f.evidence_calls, f.evidence_errors, f.created_at ",
-                    scope_sql!(),
-                    " AND f.notes IS NOT NULL ORDER BY f.rating, f.created_at DESC LIMIT $7"
-                )),
-                scope
-            )
+            sqlx::query_as(concat!(
+                "SELECT f.tick_id, f.persona_id, p.name AS persona, p.archetype, f.module, f.rating,
+                        f.notes, f.evidence_calls, f.evidence_errors, f.simulator, f.created_at
+                 FROM persona_feedback f JOIN personas p ON p.id = f.persona_id
+                 WHERE f.tenant_id = $1 AND f.created_at >= $2 AND f.created_at < $3",
+                scope_filters!("f"),
+                " AND f.notes IS NOT NULL ORDER BY f.rating, f.created_at DESC LIMIT $7"
+            ))
+            .bind(scope.tenant)
+            .bind(scope.from)
+            .bind(scope.until)
+            .bind(scope.module.as_deref())
+            .bind(scope.persona_id)
+            .bind(scope.archetype.as_deref())
             .bind(limit)
             .fetch_all(pool)
             .await?
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn whole_days_are_those_between_the_edges() {
+        assert_eq!(
+            midnight_at_or_after(utc("2026-03-01T10:00:00Z")),
+            utc("2026-03-02T00:00:00Z")
+        );
+        assert_eq!(
+            midnight_at_or_after(utc("2026-03-01T00:00:00Z")),
+            utc("2026-03-01T00:00:00Z")
+        );
+        assert_eq!(
+            midnight_at_or_before(utc("2026-03-08T10:00:00Z")),
+            utc("2026-03-08T00:00:00Z")
+        );
     }
 }

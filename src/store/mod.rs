@@ -12,10 +12,14 @@
 //! writer uses the same format.
 
 mod admin;
+mod audit;
 mod feedback;
+mod health;
 mod personas;
 mod profiles;
+mod retention;
 mod ticks;
+mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -28,13 +32,16 @@ use uuid::Uuid;
 use crate::config::{DatabaseConfig, Secret};
 
 pub use admin::{ActionFilter, ActionListing, DeleteReport, PageCursor, PersonaSummary, TickFilter, TickRecord};
-pub use feedback::{DailyRating, Grouping, NoteRecord, RatingGroup, RatingScope};
-pub use personas::{CleanupReport, UpsertOutcome};
-pub use profiles::PersonaStats;
-pub use ticks::{
-    ActionRecord, ActionResult, FeedbackRecord, NewAction, NewFeedback, NewTick, RatingStatus, SlotClaim, Tick,
-    TickFinish, TickStatus, TickTrigger,
+pub use audit::{
+    ActionKind, ActionRecord, ActionResult, Completion, EarlierCall, FeedbackRecord, NewAction, NewFeedback,
+    RecordedCall,
 };
+pub use feedback::{DailyRating, NoteRecord, RatingCell, RatingScope};
+pub use health::{Health, Outage};
+pub use personas::{CleanupReport, ScheduleRow, UpsertOutcome};
+pub use profiles::PersonaStats;
+pub use retention::Prunable;
+pub use ticks::{NewTick, RatingStatus, SlotClaim, Tick, TickFinish, TickStatus, TickTrigger, Transcript};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -65,6 +72,13 @@ pub enum StoreError {
     Constraint(String),
     #[error("a stored {table} row is not readable: {message}")]
     Corrupt { table: &'static str, message: String },
+    /// The store cannot take writes (or cannot be reached) right now: full, read-only,
+    /// unreachable, or failing I/O. Expected during an outage; the daemon waits it out.
+    #[error("{0}")]
+    Unavailable(Outage),
+    /// A batched write failed for a reason shared with the rest of its batch.
+    #[error("the write was not committed: {0}")]
+    NotCommitted(String),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
 }
@@ -72,6 +86,9 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         use sqlx::error::ErrorKind;
+        if let Some(outage) = Outage::of(&err) {
+            return Self::Unavailable(outage);
+        }
         if let Some(db) = err.as_database_error() {
             let message = db.message().to_string();
             match db.kind() {
@@ -86,6 +103,16 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    /// The outage behind this error, if it is one.
+    pub fn outage(&self) -> Option<&Outage> {
+        match self {
+            Self::Unavailable(outage) => Some(outage),
+            _ => None,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,22 +121,36 @@ pub enum BackendKind {
     Postgres,
 }
 
+/// The open pools. SQLite has one writer connection (every write, so writers never wait on
+/// each other's locks in SQLite's busy handler) and a few readers beside it (WAL lets them
+/// read while the writer commits). PostgreSQL has one pool for both.
 #[derive(Clone, Debug)]
 enum Backend {
-    Sqlite(SqlitePool),
+    Sqlite { read: SqlitePool, write: SqlitePool },
     Postgres(PgPool),
 }
 
-/// Runs `$body` with `$pool` bound to the open pool, whichever backend it is.
+/// Runs `$body` with `$pool` bound to the pool for reads, whichever backend it is.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.backend {
-            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Sqlite { read: $pool, .. } => $body,
             $crate::store::Backend::Postgres($pool) => $body,
         }
     };
 }
 pub(crate) use with_pool;
+
+/// Runs `$body` with `$pool` bound to the pool for writes (SQLite's single writer).
+macro_rules! with_writer {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite { write: $pool, .. } => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_writer;
 
 /// Opens a write transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`):
 /// a deferred transaction that reads then writes can fail with SQLITE_BUSY when another
@@ -157,6 +198,27 @@ pub struct RowCounts {
 pub struct Store {
     backend: Backend,
     url: String,
+    health: std::sync::Arc<Health>,
+    writer: writer::Writer,
+}
+
+/// SQLite readers beside the one writer: a few are enough (reads are short), and each one
+/// keeps its own page cache that every commit invalidates.
+const SQLITE_READERS: u32 = 4;
+
+/// Whether a connection may go back to the pool. A connection still inside a transaction
+/// (its COMMIT or ROLLBACK failed, e.g. on a full disk) would fail every later `BEGIN`: it
+/// is closed instead, and the pool opens a fresh one.
+fn reusable<C: sqlx::Connection>(
+    conn: &mut C,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send + '_>> {
+    Box::pin(async move {
+        if !conn.is_in_transaction() {
+            return Ok(true);
+        }
+        // A rollback queued by a dropped transaction may still be on its way: let it land.
+        Ok(conn.ping().await.is_ok() && !conn.is_in_transaction())
+    })
 }
 
 impl Store {
@@ -176,17 +238,28 @@ impl Store {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
-                    .busy_timeout(config.busy_timeout.0);
+                    .busy_timeout(config.busy_timeout.0)
+                    // 2 MiB of page cache per connection: enough for the hot indexes.
+                    .pragma("cache_size", "-2048");
                 if let Some(folder) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
                     create_folder(folder)?;
                 }
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(config.max_connections)
+                let write = SqlitePoolOptions::new()
+                    .max_connections(1)
                     .acquire_timeout(config.connect_timeout.0)
+                    .after_release(|conn, _| reusable(conn))
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(connect_err)?;
+                let read = SqlitePoolOptions::new()
+                    .max_connections(config.max_connections.clamp(1, SQLITE_READERS))
+                    .min_connections(0)
+                    .acquire_timeout(config.connect_timeout.0)
+                    .after_release(|conn, _| reusable(conn))
                     .connect_with(options)
                     .await
                     .map_err(connect_err)?;
-                Backend::Sqlite(pool)
+                Backend::Sqlite { read, write }
             }
             _ => {
                 let mut options = PgConnectOptions::from_str(config.url.expose()).map_err(connect_err)?;
@@ -196,13 +269,21 @@ impl Store {
                 let pool = PgPoolOptions::new()
                     .max_connections(config.max_connections)
                     .acquire_timeout(config.connect_timeout.0)
+                    .after_release(|conn, _| reusable(conn))
                     .connect_with(options)
                     .await
                     .map_err(connect_err)?;
                 Backend::Postgres(pool)
             }
         };
-        Ok(Self { backend, url: redacted })
+        let health = std::sync::Arc::new(Health::default());
+        let writer = writer::Writer::start(backend.clone(), health.clone());
+        Ok(Self {
+            backend,
+            url: redacted,
+            health,
+            writer,
+        })
     }
 
     /// Opens the store and, when `migrate_on_start`, applies pending migrations.
@@ -216,7 +297,7 @@ impl Store {
 
     pub fn kind(&self) -> BackendKind {
         match self.backend {
-            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Sqlite { .. } => BackendKind::Sqlite,
             Backend::Postgres(_) => BackendKind::Postgres,
         }
     }
@@ -224,9 +305,41 @@ impl Store {
     /// The SQLite database file (`None` on PostgreSQL).
     pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
         match &self.backend {
-            Backend::Sqlite(pool) => Some(pool.connect_options().get_filename().to_path_buf()),
+            Backend::Sqlite { write, .. } => Some(write.connect_options().get_filename().to_path_buf()),
             Backend::Postgres(_) => None,
         }
+    }
+
+    /// Whether writes succeed, as the latest write (or probe) found.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Records how a write went: an outage starts or ends here (one log line each).
+    pub(crate) fn observe<T>(&self, result: &Result<T>) {
+        self.health.observe(result);
+    }
+
+    /// A small write that proves the store takes writes (the runner's heartbeat row). Used
+    /// to notice the end of an outage without claiming a tick.
+    pub async fn probe_write(&self, runner_id: &str, started_at: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        let result: Result<()> = async {
+            with_writer!(self, pool => {
+                sqlx::query(
+                    "INSERT INTO runner_heartbeats (runner_id, started_at, seen_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (runner_id) DO UPDATE SET seen_at = excluded.seen_at",
+                )
+                .bind(runner_id)
+                .bind(started_at)
+                .bind(crate::time::now())
+                .execute(pool)
+                .await?;
+            });
+            Ok(())
+        }
+        .await;
+        self.observe(&result);
+        result
     }
 
     /// The database URL with any password masked.
@@ -238,16 +351,16 @@ impl Store {
     /// so replicas starting together migrate once.
     pub async fn migrate(&self) -> Result<()> {
         match &self.backend {
-            Backend::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+            Backend::Sqlite { write, .. } => SQLITE_MIGRATIONS.run(write).await?,
             Backend::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
         }
-        Ok(())
+        self.backfill_user_daily().await
     }
 
     /// `(applied, known)` migration counts: the store is current when they are equal.
     pub async fn migration_status(&self) -> Result<(i64, i64)> {
         let known = match self.backend {
-            Backend::Sqlite(_) => SQLITE_MIGRATIONS.iter().count(),
+            Backend::Sqlite { .. } => SQLITE_MIGRATIONS.iter().count(),
             Backend::Postgres(_) => POSTGRES_MIGRATIONS.iter().count(),
         } as i64;
         let applied: Result<i64, sqlx::Error> = with_pool!(self, pool => {
@@ -259,9 +372,15 @@ impl Store {
         Ok((applied.unwrap_or(0), known))
     }
 
-    /// Closes the pool, waiting for connections to be returned.
+    /// Closes the pools, waiting for connections to be returned.
     pub async fn close(&self) {
-        with_pool!(self, pool => pool.close().await)
+        match &self.backend {
+            Backend::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Backend::Postgres(pool) => pool.close().await,
+        }
     }
 
     pub async fn row_counts(&self, tenant: Uuid) -> Result<RowCounts> {

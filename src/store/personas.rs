@@ -6,9 +6,23 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Result, Store, StoreError, begin_write, with_pool};
+use super::{Result, Store, StoreError, begin_write, with_pool, with_writer};
 use crate::persona::{KeyMetric, ModuleMix, Persona, PersonaSpec, normalize_email};
 use crate::time::now;
+
+/// What the scheduler keeps of a persona: when and how often it is due, not its prompt.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct ScheduleRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub tick_cadence: String,
+    pub time_zone: String,
+    pub paused: bool,
+    pub last_active_at: Option<DateTime<Utc>>,
+    pub next_due_at: Option<DateTime<Utc>>,
+    pub target: Option<String>,
+    pub changed_at: DateTime<Utc>,
+}
 
 /// What an upsert did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -35,14 +49,14 @@ macro_rules! select_persona {
                     p.primary_authority, p.decision_focus, p.primary_dashboard, p.key_metrics,
                     p.detail_level, p.headline_type, p.hero_chart_type, p.context_factors,
                     p.required_data_sources, p.actions, p.default_profile, p.page_templates,
-                    p.created_at, p.updated_at
+                    p.target, p.created_at, p.updated_at
              FROM personas p LEFT JOIN users u ON u.id = p.user_id ",
             $($tail)?
         )
     };
 }
 
-/// Binds `$3..$25` of the persona insert/update statements (after id and user id). A
+/// Binds `$3..$26` of the persona insert/update statements (after id and user id). A
 /// macro rather than a generic function: it expands inside each `with_pool!` arm, where
 /// the backend is concrete.
 macro_rules! bind_spec {
@@ -71,13 +85,14 @@ macro_rules! bind_spec {
             .bind(Json(&$spec.actions))
             .bind($spec.default_profile.as_ref().map(Json))
             .bind(Json(&$spec.page_templates))
+            .bind($spec.target.as_deref())
     };
 }
 
 pub(super) use bind_spec;
 
-/// The persona insert: `$1` id, `$2` user id, `$3..$25` as [`bind_spec!`] binds them,
-/// `$26` the time, `$27` the tenant; `$tail` may add a conflict clause.
+/// The persona insert: `$1` id, `$2` user id, `$3..$26` as [`bind_spec!`] binds them,
+/// `$27` the time, `$28` the tenant; `$tail` may add a conflict clause.
 macro_rules! insert_persona {
     ($tail:literal) => {
         concat!(
@@ -86,18 +101,18 @@ macro_rules! insert_persona {
                 time_zone, locale, paused, name, description, flow, role_index,
                 primary_authority, decision_focus, primary_dashboard, key_metrics,
                 detail_level, headline_type, hero_chart_type, context_factors,
-                required_data_sources, actions, default_profile, page_templates,
-                created_at, updated_at, tenant_id)
+                required_data_sources, actions, default_profile, page_templates, target,
+                created_at, updated_at, changed_at, tenant_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                     $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $26, $27)",
+                     $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $27, $27, $28)",
             $tail
         )
     };
 }
 pub(super) use insert_persona;
 
-/// `SET` list of the definition columns as [`bind_spec!`] binds them (`$3..$25`), and
-/// `updated_at = $26`.
+/// `SET` list of the definition columns as [`bind_spec!`] binds them (`$3..$26`), and
+/// `updated_at = changed_at = $27`.
 macro_rules! spec_set {
     () => {
         "archetype = $3, system_prompt = $4, module_mix = $5, tick_cadence = $6, time_zone = $7,
@@ -105,7 +120,7 @@ macro_rules! spec_set {
          primary_authority = $14, decision_focus = $15, primary_dashboard = $16,
          key_metrics = $17, detail_level = $18, headline_type = $19, hero_chart_type = $20,
          context_factors = $21, required_data_sources = $22, actions = $23,
-         default_profile = $24, page_templates = $25, updated_at = $26"
+         default_profile = $24, page_templates = $25, target = $26, updated_at = $27, changed_at = $27"
     };
 }
 pub(super) use spec_set;
@@ -141,6 +156,7 @@ struct PersonaRow {
     actions: Json<Vec<String>>,
     default_profile: Option<Json<Value>>,
     page_templates: Json<Vec<Value>>,
+    target: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -192,10 +208,146 @@ impl TryFrom<PersonaRow> for Persona {
             actions: row.actions.0,
             default_profile: row.default_profile.map(|json| json.0),
             page_templates: row.page_templates.0,
+            target: row.target,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
     }
+}
+
+/// Upserts one spec inside the transaction `$tx` (see [`Store::upsert_personas`]):
+/// evaluates to `(persona id, outcome)`, or returns the error from the enclosing function.
+macro_rules! upsert_one {
+    ($tx:ident, $tenant:expr, $spec:expr, $default_time_zone:expr, $at:expr) => {{
+        let (tenant, spec, at) = ($tenant, $spec, $at);
+        let email = normalize_email(&spec.email);
+        let time_zone = spec.time_zone.clone().unwrap_or_else(|| $default_time_zone.to_string());
+        let tx = &mut $tx;
+        let user: Option<(Uuid, String, String)> =
+            sqlx::query_as("SELECT id, kind, name FROM users WHERE tenant_id = $1 AND email = $2")
+                .bind(tenant)
+                .bind(&email)
+                .fetch_optional(&mut **tx)
+                .await?;
+        let user_id = match user {
+            Some((_, kind, _)) if kind != "persona" => {
+                return Err(StoreError::Conflict(format!(
+                    "{email} belongs to a {kind} account; a persona needs its own email"
+                )));
+            }
+            Some((id, _, name)) => {
+                if name != spec.name {
+                    sqlx::query("UPDATE users SET name = $1 WHERE id = $2")
+                        .bind(&spec.name)
+                        .bind(id)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                id
+            }
+            None => {
+                let id = Uuid::new_v4();
+                sqlx::query(
+                    "INSERT INTO users (id, tenant_id, email, name, kind, created_at)
+                         VALUES ($1, $2, $3, $4, 'persona', $5)",
+                )
+                .bind(id)
+                .bind(tenant)
+                .bind(&email)
+                .bind(&spec.name)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+                id
+            }
+        };
+
+        let by_user: Option<PersonaRow> = sqlx::query_as(select_persona!("WHERE p.user_id = $1"))
+            .bind(user_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let existing = match by_user {
+            Some(row) => Some(row),
+            None => {
+                let by_name: Option<PersonaRow> =
+                    sqlx::query_as(select_persona!("WHERE p.tenant_id = $1 AND p.name = $2"))
+                        .bind(tenant)
+                        .bind(&spec.name)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                match by_name {
+                    Some(row) if row.user_id.is_some() => {
+                        return Err(StoreError::Conflict(format!(
+                            "the name `{}` is already used by the persona {}",
+                            spec.name,
+                            row.email.as_deref().unwrap_or("without email")
+                        )));
+                    }
+                    other => other,
+                }
+            }
+        };
+
+        let (id, outcome) = match existing {
+            Some(row) => {
+                let mut current = Persona::try_from(row)?;
+                // An adopted profile-only persona gains its login identity now.
+                if current.user_id.is_none() {
+                    current.email = None;
+                }
+                if current.matches_spec(spec, &time_zone) && current.user_id == Some(user_id) {
+                    (current.id, UpsertOutcome::Unchanged)
+                } else {
+                    let paused = spec.paused.unwrap_or(current.paused);
+                    bind_spec!(
+                        sqlx::query(concat!(
+                            "UPDATE personas SET user_id = $2, ",
+                            spec_set!(),
+                            " WHERE id = $1"
+                        ))
+                        .bind(current.id)
+                        .bind(user_id),
+                        spec,
+                        &time_zone,
+                        paused,
+                    )
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                    (current.id, UpsertOutcome::Updated)
+                }
+            }
+            None => {
+                let id = Uuid::new_v4();
+                bind_spec!(
+                    sqlx::query(insert_persona!("")).bind(id).bind(user_id),
+                    spec,
+                    &time_zone,
+                    spec.paused.unwrap_or(false),
+                )
+                .bind(at)
+                .bind(tenant)
+                .execute(&mut **tx)
+                .await?;
+                (id, UpsertOutcome::Created)
+            }
+        };
+        // The persona user is a user of the profile store too: it gets its profile
+        // with the persona, once.
+        sqlx::query(
+            "INSERT INTO persona_user_profiles (id, tenant_id, user_id, persona_id, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $5)
+                 ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(Uuid::new_v4())
+        .bind(tenant)
+        .bind(user_id)
+        .bind(id)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+        (id, outcome)
+    }};
 }
 
 impl Store {
@@ -211,141 +363,46 @@ impl Store {
         spec: &PersonaSpec,
         default_time_zone: &str,
     ) -> Result<(Persona, UpsertOutcome)> {
-        let email = normalize_email(&spec.email);
-        let time_zone = spec.time_zone.clone().unwrap_or_else(|| default_time_zone.to_string());
-        let at = now();
-        let outcome = with_pool!(self, pool => {
-            let mut tx = begin_write!(pool);
-            let user: Option<(Uuid, String, String)> =
-                sqlx::query_as("SELECT id, kind, name FROM users WHERE tenant_id = $1 AND email = $2")
-                    .bind(tenant)
-                    .bind(&email)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let user_id = match user {
-                Some((_, kind, _)) if kind != "persona" => {
-                    return Err(StoreError::Conflict(format!(
-                        "{email} belongs to a {kind} account; a persona needs its own email"
-                    )));
-                }
-                Some((id, _, name)) => {
-                    if name != spec.name {
-                        sqlx::query("UPDATE users SET name = $1 WHERE id = $2")
-                            .bind(&spec.name)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    id
-                }
-                None => {
-                    let id = Uuid::new_v4();
-                    sqlx::query(
-                        "INSERT INTO users (id, tenant_id, email, name, kind, created_at)
-                         VALUES ($1, $2, $3, $4, 'persona', $5)",
-                    )
-                    .bind(id)
-                    .bind(tenant)
-                    .bind(&email)
-                    .bind(&spec.name)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await?;
-                    id
-                }
-            };
-
-            let by_user: Option<PersonaRow> = sqlx::query_as(select_persona!("WHERE p.user_id = $1"))
-                .bind(user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let existing = match by_user {
-                Some(row) => Some(row),
-                None => {
-                    let by_name: Option<PersonaRow> =
-                        sqlx::query_as(select_persona!("WHERE p.tenant_id = $1 AND p.name = $2"))
-                            .bind(tenant)
-                            .bind(&spec.name)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    match by_name {
-                        Some(row) if row.user_id.is_some() => {
-                            return Err(StoreError::Conflict(format!(
-                                "the name `{}` is already used by the persona {}",
-                                spec.name,
-                                row.email.as_deref().unwrap_or("without email")
-                            )));
-                        }
-                        other => other,
-                    }
-                }
-            };
-
-            let (id, outcome) = match existing {
-                Some(row) => {
-                    let mut current = Persona::try_from(row)?;
-                    // An adopted profile-only persona gains its login identity now.
-                    if current.user_id.is_none() {
-                        current.email = None;
-                    }
-                    if current.matches_spec(spec, &time_zone) && current.user_id == Some(user_id) {
-                        (current.id, UpsertOutcome::Unchanged)
-                    } else {
-                        let paused = spec.paused.unwrap_or(current.paused);
-                        bind_spec!(
-                            sqlx::query(concat!("UPDATE personas SET user_id = $2, ", spec_set!(), " WHERE id = $1"))
-                            .bind(current.id)
-                            .bind(user_id),
-                            spec,
-                            &time_zone,
-                            paused,
-                        )
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await?;
-                        (current.id, UpsertOutcome::Updated)
-                    }
-                }
-                None => {
-                    let id = Uuid::new_v4();
-                    bind_spec!(
-                        sqlx::query(insert_persona!(""))
-                        .bind(id)
-                        .bind(user_id),
-                        spec,
-                        &time_zone,
-                        spec.paused.unwrap_or(false),
-                    )
-                    .bind(at)
-                    .bind(tenant)
-                    .execute(&mut *tx)
-                    .await?;
-                    (id, UpsertOutcome::Created)
-                }
-            };
-            // The persona user is a user of the profile store too: it gets its profile
-            // with the persona, once.
-            sqlx::query(
-                "INSERT INTO persona_user_profiles (id, tenant_id, user_id, persona_id, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $5)
-                 ON CONFLICT (user_id) DO NOTHING",
-            )
-            .bind(Uuid::new_v4())
-            .bind(tenant)
-            .bind(user_id)
-            .bind(id)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            (id, outcome)
-        });
-        let (id, outcome) = outcome;
+        let mut outcome = None;
+        self.upsert_personas(tenant, std::iter::once(spec), default_time_zone, |_, id, done| {
+            outcome = Some((id, done))
+        })
+        .await
+        .map_err(|(_, err)| err)?;
+        let (id, outcome) = outcome.ok_or_else(|| StoreError::NotFound("the upserted persona".into()))?;
         let persona = self
             .get_persona(tenant, id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("persona {id}")))?;
         Ok((persona, outcome))
+    }
+
+    /// Upserts every spec in one transaction: all of them, or (on the first error, with the
+    /// index of the spec that caused it) none. `each` hears what happened to every spec.
+    pub async fn upsert_personas<'a>(
+        &self,
+        tenant: Uuid,
+        specs: impl IntoIterator<Item = &'a PersonaSpec>,
+        default_time_zone: &str,
+        mut each: impl FnMut(usize, Uuid, UpsertOutcome),
+    ) -> std::result::Result<(), (Option<usize>, StoreError)> {
+        let at = now();
+        let mut index = None;
+        let result: Result<()> = async {
+            with_writer!(self, pool => {
+                let mut tx = begin_write!(pool);
+                for (i, spec) in specs.into_iter().enumerate() {
+                    index = Some(i);
+                    let (id, outcome) = upsert_one!(tx, tenant, spec, default_time_zone, at);
+                    each(i, id, outcome);
+                }
+                index = None;
+                tx.commit().await?;
+            });
+            Ok(())
+        }
+        .await;
+        result.map_err(|err| (index, err))
     }
 
     pub async fn get_persona(&self, tenant: Uuid, id: Uuid) -> Result<Option<Persona>> {
@@ -386,21 +443,57 @@ impl Store {
         rows.into_iter().map(Persona::try_from).collect()
     }
 
-    /// Every persona with a login identity, across tenants (the daemon schedules them all;
-    /// whether one is paused is decided when its slot is claimed).
-    pub async fn schedulable_personas(&self) -> Result<Vec<Persona>> {
+    /// Every persona with a login identity, across tenants, in full (for `tick --all`).
+    pub async fn runnable_personas(&self) -> Result<Vec<Persona>> {
         let rows: Vec<PersonaRow> = with_pool!(self, pool => {
-            sqlx::query_as(select_persona!("WHERE p.user_id IS NOT NULL ORDER BY p.tenant_id, p.name"))
+            sqlx::query_as(select_persona!("WHERE p.user_id IS NOT NULL AND NOT p.paused ORDER BY p.tenant_id, p.name"))
                 .fetch_all(pool)
                 .await?
         });
         rows.into_iter().map(Persona::try_from).collect()
     }
 
+    /// What the scheduler keeps of personas with a login identity, across tenants, whose
+    /// schedule-relevant state changed at or after `since` (all of them without `since`),
+    /// oldest change first, at most `limit`: page on with the last row's `changed_at`.
+    pub async fn schedule_rows(&self, since: Option<DateTime<Utc>>, limit: i64) -> Result<Vec<ScheduleRow>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, tenant_id, tick_cadence, time_zone, paused, last_active_at, next_due_at, target, changed_at
+                 FROM personas WHERE user_id IS NOT NULL AND ($1 IS NULL OR changed_at >= $1)
+                 ORDER BY changed_at, id LIMIT $2",
+            )
+            .bind(since)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The ids of every persona with a login identity (the scheduler drops the others).
+    pub async fn runnable_ids(&self) -> Result<Vec<Uuid>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar("SELECT id FROM personas WHERE user_id IS NOT NULL")
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// One persona by id, whatever its tenant (the scheduler runs what it planned).
+    pub async fn persona_by_id(&self, id: Uuid) -> Result<Option<Persona>> {
+        let row: Option<PersonaRow> = with_pool!(self, pool => {
+            sqlx::query_as(select_persona!("WHERE p.id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(Persona::try_from).transpose()
+    }
+
     /// Pauses or resumes a persona. `false` when there is no such persona in the tenant.
     pub async fn set_paused(&self, tenant: Uuid, id: Uuid, paused: bool) -> Result<bool> {
-        let updated = with_pool!(self, pool => {
-            sqlx::query("UPDATE personas SET paused = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2")
+        let updated = with_writer!(self, pool => {
+            sqlx::query("UPDATE personas SET paused = $3, updated_at = $4, changed_at = $4 WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant)
                 .bind(id)
                 .bind(paused)
@@ -435,7 +528,7 @@ impl Store {
         name: &str,
         kind: crate::persona::UserKind,
     ) -> Result<()> {
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             sqlx::query(
                 "INSERT INTO users (id, tenant_id, email, name, kind, created_at)
                  VALUES ($1, $2, $3, $4, $5, $6)",
@@ -454,10 +547,26 @@ impl Store {
 
     /// Deletes every `kind = persona` user of `tenant` with their personas, ticks, actions,
     /// feedback, profiles and interactions (by foreign-key cascade). Never touches a human
-    /// or system user, nor a profile-only persona without a user.
+    /// or system user, nor a profile-only persona without a user. `Conflict` (nothing
+    /// deleted) while any of them has a running tick.
     pub async fn delete_persona_users(&self, tenant: Uuid) -> Result<CleanupReport> {
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut tx = begin_write!(pool);
+            // A running tick would go on calling the product with no row to record it in.
+            let running: Vec<String> = sqlx::query_scalar(
+                "SELECT u.email FROM persona_ticks t JOIN personas p ON p.id = t.persona_id
+                   JOIN users u ON u.id = p.user_id
+                 WHERE t.status = 'running' AND p.tenant_id = $1 AND u.kind = 'persona' ORDER BY u.email",
+            )
+            .bind(tenant)
+            .fetch_all(&mut *tx)
+            .await?;
+            if !running.is_empty() {
+                return Err(StoreError::Conflict(format!(
+                    "these personas have a running tick: {}; stop the daemon (or wait) and clean up then",
+                    running.join(", ")
+                )));
+            }
             let personas = sqlx::query(
                 "DELETE FROM personas WHERE tenant_id = $1
                    AND user_id IN (SELECT id FROM users WHERE tenant_id = $1 AND kind = 'persona')",

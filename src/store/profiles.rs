@@ -9,9 +9,9 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{BackendKind, Result, Store, StoreError, begin_write, with_pool};
+use super::{BackendKind, Result, Store, StoreError, begin_write, with_pool, with_writer};
 use crate::persona::PersonaSpec;
-use crate::profile::{Interaction, Learned, NewInteraction, Profile, ProfileStatus};
+use crate::profile::{Interaction, Learned, NewInteraction, Observed, Profile, ProfileStatus};
 use crate::time::now;
 
 #[derive(sqlx::FromRow)]
@@ -117,6 +117,28 @@ impl TryFrom<InteractionRow> for Interaction {
     }
 }
 
+/// One user's evidence of one day, as stored.
+#[derive(sqlx::FromRow)]
+struct DailyRow {
+    interactions: i32,
+    detail_signals: i32,
+    modules: Json<BTreeMap<String, f64>>,
+    metrics: Json<BTreeMap<String, f64>>,
+    actions: Json<BTreeMap<String, f64>>,
+}
+
+impl From<DailyRow> for Observed {
+    fn from(row: DailyRow) -> Self {
+        Observed {
+            interactions: row.interactions.max(0) as usize,
+            detail_signals: row.detail_signals.max(0) as usize,
+            modules: row.modules.0,
+            metrics: row.metrics.0,
+            actions: row.actions.0,
+        }
+    }
+}
+
 /// Aggregates of the users assigned to one persona.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PersonaStats {
@@ -151,7 +173,7 @@ impl Store {
     /// Makes sure `tenant` exists (tenants of the profile API come from verified tokens
     /// and are created on first use).
     pub async fn ensure_tenant(&self, tenant: Uuid) -> Result<()> {
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
                 .bind(tenant)
                 .bind(tenant.to_string())
@@ -198,7 +220,7 @@ impl Store {
     /// reassessment state: a new assignment starts a new judgement.
     pub async fn assign_persona(&self, tenant: Uuid, user: Uuid, persona: Uuid) -> Result<Profile> {
         let at = now();
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             sqlx::query(
                 "INSERT INTO persona_user_profiles (id, tenant_id, user_id, persona_id, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $5)
@@ -220,62 +242,83 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("profile of user {user}")))
     }
 
-    /// Appends one interaction to the audit and, when the user has a profile, moves its
-    /// learned preferences with `learn` and bumps its counters, in one transaction.
-    pub async fn record_interaction(
+    /// Appends interactions of one user to the audit and, when the user has a profile,
+    /// moves its learned preferences with `learn` and bumps its counters; adds `delta` to
+    /// the user's evidence of `day` (what the alignment score reads). One transaction.
+    pub async fn record_interactions(
         &self,
-        new: &NewInteraction,
-        learn: impl FnOnce(&mut Learned, &NewInteraction),
-    ) -> Result<Interaction> {
-        let id = Uuid::new_v4();
+        tenant: Uuid,
+        user: Uuid,
+        interactions: &[NewInteraction],
+        learn: impl Fn(&mut Learned, &NewInteraction),
+        delta: &Observed,
+    ) -> Result<Vec<Interaction>> {
+        if interactions.is_empty() {
+            return Ok(Vec::new());
+        }
         let at = now();
+        let day = at.format("%Y-%m-%d").to_string();
+        let ids: Vec<Uuid> = interactions.iter().map(|_| Uuid::new_v4()).collect();
         // PostgreSQL locks the profile row; SQLite's BEGIN IMMEDIATE serializes writers.
         let select = match self.kind() {
             BackendKind::Sqlite => SELECT_PROFILE,
             BackendKind::Postgres => select_profile!(" FOR UPDATE"),
         };
-        with_pool!(self, pool => {
+        let daily_select = match self.kind() {
+            BackendKind::Sqlite => {
+                "SELECT interactions, detail_signals, modules, metrics, actions FROM persona_user_daily WHERE user_id = $1 AND day = $2"
+            }
+            BackendKind::Postgres => {
+                "SELECT interactions, detail_signals, modules, metrics, actions FROM persona_user_daily WHERE user_id = $1 AND day = $2 FOR UPDATE"
+            }
+        };
+        with_writer!(self, pool => {
             let mut tx = begin_write!(pool);
-            sqlx::query(
-                "INSERT INTO persona_interactions (id, tenant_id, user_id, persona_id, tick_id,
-                    interaction_type, page_type, page_id, element_id, element_type, metadata,
-                    duration_seconds, feedback_sentiment, feedback_comment, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-            )
-            .bind(id)
-            .bind(new.tenant_id)
-            .bind(new.user_id)
-            .bind(new.persona_id)
-            .bind(new.tick_id)
-            .bind(new.interaction_type.as_str())
-            .bind(new.page_type.as_deref())
-            .bind(new.page_id.as_deref())
-            .bind(new.element_id.as_deref())
-            .bind(new.element_type.as_deref())
-            .bind(Json(&new.metadata))
-            .bind(new.duration_seconds)
-            .bind(new.feedback_sentiment.map(|s| s.as_str()))
-            .bind(new.feedback_comment.as_deref())
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
+            // Many rows per statement (well under either backend's parameter limit).
+            for (chunk, chunk_ids) in interactions.chunks(500).zip(ids.chunks(500)) {
+                let mut insert = sqlx::QueryBuilder::new(
+                    "INSERT INTO persona_interactions (id, tenant_id, user_id, persona_id, tick_id,
+                        interaction_type, page_type, page_id, element_id, element_type, metadata,
+                        duration_seconds, feedback_sentiment, feedback_comment, created_at) ",
+                );
+                insert.push_values(chunk.iter().zip(chunk_ids), |mut row, (new, id)| {
+                    row.push_bind(*id)
+                        .push_bind(tenant)
+                        .push_bind(user)
+                        .push_bind(new.persona_id)
+                        .push_bind(new.tick_id)
+                        .push_bind(new.interaction_type.as_str())
+                        .push_bind(new.page_type.clone())
+                        .push_bind(new.page_id.clone())
+                        .push_bind(new.element_id.clone())
+                        .push_bind(new.element_type.clone())
+                        .push_bind(Json(new.metadata.clone()))
+                        .push_bind(new.duration_seconds)
+                        .push_bind(new.feedback_sentiment.map(|s| s.as_str()))
+                        .push_bind(new.feedback_comment.clone())
+                        .push_bind(at);
+                });
+                insert.build().execute(&mut *tx).await?;
+            }
             let row: Option<ProfileRow> = sqlx::query_as(select)
-                .bind(new.tenant_id)
-                .bind(new.user_id)
+                .bind(tenant)
+                .bind(user)
                 .fetch_optional(&mut *tx)
                 .await?;
             if let Some(row) = row {
                 let mut learned = Profile::try_from(row)?.learned;
-                learn(&mut learned, new);
+                for new in interactions {
+                    learn(&mut learned, new);
+                }
                 sqlx::query(
                     "UPDATE persona_user_profiles SET detail_preference = $3, external_data_usage = $4,
                         decision_speed = $5, collaboration_frequency = $6, metric_preferences = $7,
                         action_preferences = $8, data_source_preferences = $9, interaction_summary = $10,
-                        total_interactions = total_interactions + 1, last_interaction_at = $11, updated_at = $11
+                        total_interactions = total_interactions + $12, last_interaction_at = $11, updated_at = $11
                      WHERE tenant_id = $1 AND user_id = $2",
                 )
-                .bind(new.tenant_id)
-                .bind(new.user_id)
+                .bind(tenant)
+                .bind(user)
                 .bind(learned.detail_preference)
                 .bind(learned.external_data_usage)
                 .bind(learned.decision_speed)
@@ -285,27 +328,138 @@ impl Store {
                 .bind(Json(&learned.data_source_preferences))
                 .bind(Json(&learned.interaction_summary))
                 .bind(at)
+                .bind(interactions.len() as i32)
                 .execute(&mut *tx)
                 .await?;
             }
+            let existing: Option<DailyRow> = sqlx::query_as(daily_select)
+                .bind(user)
+                .bind(&day)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let mut evidence = existing.map(Observed::from).unwrap_or_default();
+            evidence.merge(delta);
+            sqlx::query(
+                "INSERT INTO persona_user_daily (user_id, day, tenant_id, interactions, detail_signals, modules, metrics, actions)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (user_id, day) DO UPDATE SET interactions = excluded.interactions,
+                    detail_signals = excluded.detail_signals, modules = excluded.modules,
+                    metrics = excluded.metrics, actions = excluded.actions",
+            )
+            .bind(user)
+            .bind(&day)
+            .bind(tenant)
+            .bind(evidence.interactions as i32)
+            .bind(evidence.detail_signals as i32)
+            .bind(Json(&evidence.modules))
+            .bind(Json(&evidence.metrics))
+            .bind(Json(&evidence.actions))
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
         });
-        Ok(Interaction {
-            id,
-            user_id: new.user_id,
-            persona_id: new.persona_id,
-            tick_id: new.tick_id,
-            interaction_type: new.interaction_type,
-            page_type: new.page_type.clone(),
-            page_id: new.page_id.clone(),
-            element_id: new.element_id.clone(),
-            element_type: new.element_type.clone(),
-            metadata: new.metadata.clone(),
-            duration_seconds: new.duration_seconds,
-            feedback_sentiment: new.feedback_sentiment,
-            feedback_comment: new.feedback_comment.clone(),
-            created_at: at,
-        })
+        Ok(interactions
+            .iter()
+            .zip(ids)
+            .map(|(new, id)| Interaction {
+                id,
+                user_id: user,
+                persona_id: new.persona_id,
+                tick_id: new.tick_id,
+                interaction_type: new.interaction_type,
+                page_type: new.page_type.clone(),
+                page_id: new.page_id.clone(),
+                element_id: new.element_id.clone(),
+                element_type: new.element_type.clone(),
+                metadata: new.metadata.clone(),
+                duration_seconds: new.duration_seconds,
+                feedback_sentiment: new.feedback_sentiment,
+                feedback_comment: new.feedback_comment.clone(),
+                created_at: at,
+            })
+            .collect())
+    }
+
+    /// Builds the per-day evidence rows from the interactions of the last 30 days when an
+    /// older store has interactions but no evidence rows yet (once, after the migration
+    /// that added them).
+    pub(super) async fn backfill_user_daily(&self) -> Result<()> {
+        use futures_util::TryStreamExt as _;
+        let since = crate::time::before(now(), std::time::Duration::from_secs(30 * 86_400));
+        let needed: bool = with_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT NOT EXISTS (SELECT 1 FROM persona_user_daily)
+                        AND EXISTS (SELECT 1 FROM persona_interactions WHERE created_at >= $1)",
+            )
+            .bind(since)
+            .fetch_one(pool)
+            .await?
+        });
+        if !needed {
+            return Ok(());
+        }
+        let mut days: std::collections::HashMap<(Uuid, String), (Uuid, Observed)> = Default::default();
+        with_pool!(self, pool => {
+            let mut rows = sqlx::query_as::<_, (Uuid, Uuid, String, Json<Value>, DateTime<Utc>)>(
+                "SELECT user_id, tenant_id, interaction_type, metadata, created_at
+                 FROM persona_interactions WHERE created_at >= $1",
+            )
+            .bind(since)
+            .fetch(pool);
+            while let Some((user, tenant, kind, metadata, at)) = rows.try_next().await? {
+                let Ok(kind) = kind.parse() else { continue };
+                days.entry((user, at.format("%Y-%m-%d").to_string()))
+                    .or_insert_with(|| (tenant, Observed::default()))
+                    .1
+                    .add(kind, &metadata.0);
+            }
+        });
+        let days: Vec<_> = days.into_iter().collect();
+        with_writer!(self, pool => {
+            for chunk in days.chunks(1000) {
+                let mut tx = begin_write!(pool);
+                for ((user, day), (tenant, evidence)) in chunk {
+                    sqlx::query(
+                        "INSERT INTO persona_user_daily (user_id, day, tenant_id, interactions, detail_signals,
+                            modules, metrics, actions)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, day) DO NOTHING",
+                    )
+                    .bind(user)
+                    .bind(day)
+                    .bind(tenant)
+                    .bind(evidence.interactions as i32)
+                    .bind(evidence.detail_signals as i32)
+                    .bind(Json(&evidence.modules))
+                    .bind(Json(&evidence.metrics))
+                    .bind(Json(&evidence.actions))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+            }
+        });
+        tracing::info!(rows = days.len(), "built the alignment evidence of the last 30 days");
+        Ok(())
+    }
+
+    /// The user's evidence for the alignment score from `from_day` (`YYYY-MM-DD`, UTC) on:
+    /// at most one small row per day, however many interactions there were.
+    pub async fn alignment_evidence(&self, user: Uuid, from_day: &str) -> Result<Observed> {
+        let rows: Vec<DailyRow> = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT interactions, detail_signals, modules, metrics, actions
+                 FROM persona_user_daily WHERE user_id = $1 AND day >= $2",
+            )
+            .bind(user)
+            .bind(from_day)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut total = Observed::default();
+        for row in rows {
+            total.merge(&Observed::from(row));
+        }
+        Ok(total)
     }
 
     /// The user's interactions since `since` (of `kind` when given), newest first.
@@ -368,7 +522,7 @@ impl Store {
         suggested: Option<Uuid>,
         status: ProfileStatus,
     ) -> Result<()> {
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             sqlx::query(
                 "UPDATE persona_user_profiles SET alignment_score = $3, reassessment_recommended = $4,
                     suggested_persona_id = $5, status = $6, updated_at = $7
@@ -439,7 +593,7 @@ impl Store {
         spec: &PersonaSpec,
         time_zone: &str,
     ) -> Result<()> {
-        let updated = with_pool!(self, pool => {
+        let updated = with_writer!(self, pool => {
             let mut tx = begin_write!(pool);
             let paused: Option<bool> = sqlx::query_scalar("SELECT paused FROM personas WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant)
@@ -484,7 +638,7 @@ impl Store {
     /// name. Returns whether it was added.
     pub async fn insert_role_persona(&self, tenant: Uuid, spec: &PersonaSpec, time_zone: &str) -> Result<bool> {
         let at = now();
-        let inserted = with_pool!(self, pool => {
+        let inserted = with_writer!(self, pool => {
             super::personas::bind_spec!(
                 sqlx::query(super::personas::insert_persona!(" ON CONFLICT (tenant_id, name) DO NOTHING"))
                 .bind(Uuid::new_v4())

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{Result, Store, StoreError, begin_write, with_pool};
+use super::{Result, Store, StoreError, begin_write, with_pool, with_writer};
 use crate::time::now;
 
 text_enum! {
@@ -13,22 +13,20 @@ text_enum! {
     pub enum TickTrigger { Schedule => "schedule", Signal => "signal", Cli => "cli", Api => "api" }
 }
 text_enum! {
+    /// How a tick ended (`skipped`: the spend cap was reached before it started, so no
+    /// LLM request was made).
     pub enum TickStatus {
         Running => "running",
         Ok => "ok",
         Failed => "failed",
         Timeout => "timeout",
         Abandoned => "abandoned",
+        Skipped => "skipped",
     }
 }
 text_enum! {
     /// Whether a tick's self-rating was usable.
     pub enum RatingStatus { Valid => "valid", Invalid => "invalid", Skipped => "skipped" }
-}
-
-text_enum! {
-    /// The outcome of one tool call as audited.
-    pub enum ActionResult { Ok => "ok", Error => "error", Deduped => "deduped", Denied => "denied" }
 }
 
 /// A tick to claim.
@@ -42,6 +40,8 @@ pub struct NewTick {
     pub attempt: i32,
     pub runner_id: String,
     pub lease: std::time::Duration,
+    /// The target (product) it runs against; `None` is the default target.
+    pub target: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -58,6 +58,7 @@ pub struct Tick {
     pub error: Option<String>,
     pub runner_id: String,
     pub lease_expires_at: DateTime<Utc>,
+    pub target: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -74,6 +75,7 @@ struct TickRow {
     error: Option<String>,
     runner_id: String,
     lease_expires_at: DateTime<Utc>,
+    target: Option<String>,
 }
 
 impl TryFrom<TickRow> for Tick {
@@ -96,6 +98,7 @@ impl TryFrom<TickRow> for Tick {
             error: row.error,
             runner_id: row.runner_id,
             lease_expires_at: row.lease_expires_at,
+            target: row.target,
         })
     }
 }
@@ -112,37 +115,6 @@ pub enum SlotClaim {
     Busy,
 }
 
-/// One audited tool call.
-#[derive(Clone, Debug)]
-pub struct NewAction {
-    pub tenant_id: Uuid,
-    pub tick_id: Uuid,
-    pub persona_id: Uuid,
-    pub seq: i32,
-    pub tool_name: String,
-    pub module: String,
-    pub input_hash: String,
-    pub result: ActionResult,
-    pub error_message: Option<String>,
-    pub output: Option<String>,
-    pub chaos: bool,
-    pub latency_ms: Option<i32>,
-}
-
-/// One rating of one module at the end of a tick, with that module's evidence.
-#[derive(Clone, Debug)]
-pub struct NewFeedback {
-    pub tenant_id: Uuid,
-    pub tick_id: Uuid,
-    pub persona_id: Uuid,
-    pub module: String,
-    pub rating: i32,
-    pub notes: Option<String>,
-    pub evidence_calls: i32,
-    pub evidence_errors: i32,
-    pub evidence_mean_latency_ms: Option<f64>,
-}
-
 /// How a tick ended.
 #[derive(Clone, Debug)]
 pub struct TickFinish {
@@ -154,9 +126,15 @@ pub struct TickFinish {
     pub llm_model: Option<String>,
     /// Hash of the prompt templates the tick used.
     pub prompt_version: Option<String>,
+    /// The simulator version: driver, model, prompt template hash, temperature.
+    pub simulator: Option<String>,
+    /// The MCP protocol version the gateway agreed to.
+    pub protocol_version: Option<String>,
     pub rating_status: Option<RatingStatus>,
     /// The model's raw rating answer, kept when it could not be used.
     pub rating_raw: Option<String>,
+    /// The conversation, as the model saw it (redacted, capped).
+    pub transcript: Option<Transcript>,
 }
 
 impl TickFinish {
@@ -170,70 +148,50 @@ impl TickFinish {
             tokens_out: 0,
             llm_model: None,
             prompt_version: None,
+            simulator: None,
+            protocol_version: None,
             rating_status: None,
             rating_raw: None,
+            transcript: None,
         }
     }
 }
 
-/// An audited call as read back.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct ActionRecord {
-    pub seq: i32,
-    pub tool_name: String,
-    pub module: String,
-    pub input_hash: String,
-    pub result: String,
-    pub error_message: Option<String>,
-    pub chaos: bool,
-    pub latency_ms: Option<i32>,
-    pub created_at: DateTime<Utc>,
+/// A tick's conversation: its entries (a JSON array), their size, and whether the cap cut
+/// it short.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Transcript {
+    #[schema(value_type = Vec<Object>)]
+    pub entries: serde_json::Value,
+    pub chars: i64,
+    pub truncated: bool,
 }
 
-/// A rating as read back.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct FeedbackRecord {
-    pub module: String,
-    pub rating: i32,
-    pub notes: Option<String>,
-    pub evidence_calls: i32,
-    pub evidence_errors: i32,
-    pub evidence_mean_latency_ms: Option<f64>,
-    pub created_at: DateTime<Utc>,
+/// The counters of every tick being finished, derived from its audited calls. A call
+/// still `pending` is made `unknown` first (it may have run).
+macro_rules! counters_set {
+    () => {
+        "tool_calls = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = persona_ticks.id AND a.kind = 'call'),
+         calls_ok = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = persona_ticks.id AND a.kind = 'call' AND a.result = 'ok'),
+         calls_error = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = persona_ticks.id AND a.kind = 'call' AND a.result = 'error'),
+         calls_deduped = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = persona_ticks.id AND a.kind = 'call' AND a.result = 'deduped'),
+         calls_denied = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = persona_ticks.id AND a.kind = 'call' AND a.result = 'denied'),
+         calls_unknown = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = persona_ticks.id AND a.kind = 'call' AND a.result = 'unknown'),
+         calls_not_sent = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = persona_ticks.id AND a.kind = 'call' AND a.result = 'not_sent')"
+    };
 }
 
 /// The columns of [`TickRow`].
 macro_rules! tick_columns {
     () => {
         "id, tenant_id, persona_id, trigger, scheduled_for, attempt, started_at,
-         finished_at, status, error, runner_id, lease_expires_at"
+         finished_at, status, error, runner_id, lease_expires_at, target"
     };
 }
 
 macro_rules! select_tick {
     ($tail:literal) => {
         concat!("SELECT ", tick_columns!(), " FROM persona_ticks ", $tail)
-    };
-}
-
-/// The columns of [`ActionRecord`] and [`FeedbackRecord`], for their queries.
-macro_rules! select_actions {
-    ($tail:literal) => {
-        concat!(
-            "SELECT seq, tool_name, module, input_hash, result, error_message, chaos, latency_ms, created_at
-             FROM persona_actions ",
-            $tail
-        )
-    };
-}
-
-macro_rules! select_feedback {
-    ($tail:literal) => {
-        concat!(
-            "SELECT module, rating, notes, evidence_calls, evidence_errors, evidence_mean_latency_ms, created_at
-             FROM persona_feedback ",
-            $tail
-        )
     };
 }
 
@@ -255,27 +213,33 @@ impl Store {
             error: None,
             runner_id: new.runner_id.clone(),
             lease_expires_at: crate::time::after(started_at, new.lease),
+            target: new.target.clone(),
         };
-        let inserted = with_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO persona_ticks (id, tenant_id, persona_id, trigger, scheduled_for,
-                    attempt, started_at, status, runner_id, lease_expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9)",
-            )
-            .bind(tick.id)
-            .bind(tick.tenant_id)
-            .bind(tick.persona_id)
-            .bind(tick.trigger.as_str())
-            .bind(tick.scheduled_for)
-            .bind(tick.attempt)
-            .bind(tick.started_at)
-            .bind(&tick.runner_id)
-            .bind(tick.lease_expires_at)
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
-        });
-        match inserted.map_err(StoreError::from) {
+        let inserted: Result<u64> = async {
+            Ok(with_writer!(self, pool => {
+                sqlx::query(
+                    "INSERT INTO persona_ticks (id, tenant_id, persona_id, trigger, scheduled_for,
+                        attempt, started_at, status, runner_id, lease_expires_at, target)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10)",
+                )
+                .bind(tick.id)
+                .bind(tick.tenant_id)
+                .bind(tick.persona_id)
+                .bind(tick.trigger.as_str())
+                .bind(tick.scheduled_for)
+                .bind(tick.attempt)
+                .bind(tick.started_at)
+                .bind(&tick.runner_id)
+                .bind(tick.lease_expires_at)
+                .bind(tick.target.as_deref())
+                .execute(pool)
+                .await?
+                .rows_affected()
+            }))
+        }
+        .await;
+        self.observe(&inserted);
+        match inserted {
             Ok(_) => Ok(tick),
             Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(format!(
                 "persona {} already has a running tick or this slot was claimed",
@@ -295,118 +259,112 @@ impl Store {
         row.map(Tick::try_from).transpose()
     }
 
-    /// Writes one audited call. Idempotent per `(tick, seq)`: a retried write of the same
-    /// call is ignored rather than duplicated.
-    pub async fn record_action(&self, action: &NewAction) -> Result<()> {
-        with_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO persona_actions (id, tenant_id, tick_id, persona_id, seq, tool_name,
-                    module, input_hash, result, error_message, output, chaos, latency_ms, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-                 ON CONFLICT (tick_id, seq) DO NOTHING",
-            )
-            .bind(Uuid::new_v4())
-            .bind(action.tenant_id)
-            .bind(action.tick_id)
-            .bind(action.persona_id)
-            .bind(action.seq)
-            .bind(&action.tool_name)
-            .bind(&action.module)
-            .bind(&action.input_hash)
-            .bind(action.result.as_str())
-            .bind(action.error_message.as_deref())
-            .bind(action.output.as_deref())
-            .bind(action.chaos)
-            .bind(action.latency_ms)
-            .bind(now())
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
-    }
-
-    /// Stores one rating. The database refuses ratings outside 1..=5 and a second rating
-    /// of the same module in the same tick.
-    pub async fn record_feedback(&self, feedback: &NewFeedback) -> Result<()> {
-        with_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO persona_feedback (id, tenant_id, tick_id, persona_id, module, rating,
-                    notes, evidence_calls, evidence_errors, evidence_mean_latency_ms, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(Uuid::new_v4())
-            .bind(feedback.tenant_id)
-            .bind(feedback.tick_id)
-            .bind(feedback.persona_id)
-            .bind(&feedback.module)
-            .bind(feedback.rating)
-            .bind(feedback.notes.as_deref())
-            .bind(feedback.evidence_calls)
-            .bind(feedback.evidence_errors)
-            .bind(feedback.evidence_mean_latency_ms)
-            .bind(now())
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
-    }
-
-    /// Ends a running tick and stamps the persona's `last_active_at`. Counters are derived
-    /// from the audited actions so they cannot disagree with them.
+    /// Ends a running tick: its `pending` calls become `unknown` (they may have run), its
+    /// counters are derived from its audited calls, the persona's `last_active_at` is
+    /// stamped, the tokens are added to the day's spend, and the transcript is kept, all
+    /// in one transaction. `Conflict` when the tick is not running any more (its lease
+    /// expired and another runner declared it abandoned).
     pub async fn finish_tick(&self, tick_id: Uuid, finish: &TickFinish) -> Result<Tick> {
         if finish.status == TickStatus::Running {
             return Err(StoreError::Constraint("a tick cannot finish as `running`".into()));
         }
         let finished_at = now();
-        let row: Option<TickRow> = with_pool!(self, pool => {
-            let mut tx = begin_write!(pool);
-            // The counters come from one pass over the audited actions, in the same
-            // statement that finishes the tick; RETURNING saves reading it back.
-            let row: Option<TickRow> = sqlx::query_as(concat!(
-                "WITH counted AS (
-                    SELECT COUNT(*) AS total,
-                           COALESCE(SUM(CASE WHEN result = 'ok' THEN 1 ELSE 0 END), 0) AS ok,
-                           COALESCE(SUM(CASE WHEN result = 'error' THEN 1 ELSE 0 END), 0) AS error,
-                           COALESCE(SUM(CASE WHEN result = 'deduped' THEN 1 ELSE 0 END), 0) AS deduped,
-                           COALESCE(SUM(CASE WHEN result = 'denied' THEN 1 ELSE 0 END), 0) AS denied
-                    FROM persona_actions WHERE tick_id = $1)
-                 UPDATE persona_ticks SET status = $2, error = $3, finished_at = $4,
-                    turns = $5, tokens_in = $6, tokens_out = $7, llm_model = $8, prompt_version = $9,
-                    rating_status = $10, rating_raw = $11,
-                    tool_calls = (SELECT total FROM counted),
-                    calls_ok = (SELECT ok FROM counted),
-                    calls_error = (SELECT error FROM counted),
-                    calls_deduped = (SELECT deduped FROM counted),
-                    calls_denied = (SELECT denied FROM counted)
-                 WHERE id = $1 AND status = 'running'
-                 RETURNING ",
-                tick_columns!()
-            ))
-            .bind(tick_id)
-            .bind(finish.status.as_str())
-            .bind(finish.error.as_deref())
-            .bind(finished_at)
-            .bind(finish.turns)
-            .bind(finish.tokens_in)
-            .bind(finish.tokens_out)
-            .bind(finish.llm_model.as_deref())
-            .bind(finish.prompt_version.as_deref())
-            .bind(finish.rating_status.map(RatingStatus::as_str))
-            .bind(finish.rating_raw.as_deref())
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = &row {
-                sqlx::query("UPDATE personas SET last_active_at = $2 WHERE id = $1")
-                    .bind(row.persona_id)
-                    .bind(finished_at)
+        let day = finished_at.format("%Y-%m-%d").to_string();
+        let row: Result<Option<TickRow>> = async {
+            Ok(with_writer!(self, pool => {
+                let mut tx = begin_write!(pool);
+                sqlx::query("UPDATE persona_actions SET result = 'unknown' WHERE tick_id = $1 AND result = 'pending'")
+                    .bind(tick_id)
                     .execute(&mut *tx)
                     .await?;
-            }
-            tx.commit().await?;
-            row
-        });
-        row.ok_or_else(|| StoreError::Conflict(format!("tick {tick_id} is not running")))?
+                let row: Option<TickRow> = sqlx::query_as(concat!(
+                    "UPDATE persona_ticks SET status = $2, error = $3, finished_at = $4,
+                        turns = $5, tokens_in = $6, tokens_out = $7, llm_model = $8, prompt_version = $9,
+                        rating_status = $10, rating_raw = $11, simulator = $12, protocol_version = $13, ",
+                    counters_set!(),
+                    " WHERE id = $1 AND status = 'running' RETURNING ",
+                    tick_columns!()
+                ))
+                .bind(tick_id)
+                .bind(finish.status.as_str())
+                .bind(finish.error.as_deref())
+                .bind(finished_at)
+                .bind(finish.turns)
+                .bind(finish.tokens_in)
+                .bind(finish.tokens_out)
+                .bind(finish.llm_model.as_deref())
+                .bind(finish.prompt_version.as_deref())
+                .bind(finish.rating_status.map(RatingStatus::as_str))
+                .bind(finish.rating_raw.as_deref())
+                .bind(finish.simulator.as_deref())
+                .bind(finish.protocol_version.as_deref())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(row) = &row {
+                    sqlx::query("UPDATE personas SET last_active_at = $2, changed_at = $2 WHERE id = $1")
+                        .bind(row.persona_id)
+                        .bind(finished_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    if finish.tokens_in + finish.tokens_out > 0 {
+                        for sql in [
+                            "INSERT INTO persona_spend_daily (persona_id, day, tokens_in, tokens_out) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (persona_id, day) DO UPDATE SET
+                                tokens_in = persona_spend_daily.tokens_in + excluded.tokens_in,
+                                tokens_out = persona_spend_daily.tokens_out + excluded.tokens_out",
+                            "INSERT INTO spend_daily (day, tokens_in, tokens_out)
+                             SELECT $2, $3, $4 WHERE $1 IS NOT NULL
+                             ON CONFLICT (day) DO UPDATE SET
+                                tokens_in = spend_daily.tokens_in + excluded.tokens_in,
+                                tokens_out = spend_daily.tokens_out + excluded.tokens_out",
+                        ] {
+                            sqlx::query(sql)
+                                .bind(row.persona_id)
+                                .bind(&day)
+                                .bind(finish.tokens_in)
+                                .bind(finish.tokens_out)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                    if let Some(transcript) = &finish.transcript {
+                        sqlx::query(
+                            "INSERT INTO persona_transcripts (tick_id, tenant_id, entries, chars, truncated, created_at)
+                             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tick_id) DO NOTHING",
+                        )
+                        .bind(tick_id)
+                        .bind(row.tenant_id)
+                        .bind(sqlx::types::Json(&transcript.entries))
+                        .bind(transcript.chars)
+                        .bind(transcript.truncated)
+                        .bind(finished_at)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                tx.commit().await?;
+                row
+            }))
+        }
+        .await;
+        self.observe(&row);
+        row?.ok_or_else(|| StoreError::Conflict(format!("tick {tick_id} is not running")))?
             .try_into()
+    }
+
+    /// The transcript of a tick, if it kept one.
+    pub async fn tick_transcript(&self, tick_id: Uuid) -> Result<Option<Transcript>> {
+        let row: Option<(sqlx::types::Json<serde_json::Value>, i64, bool)> = with_pool!(self, pool => {
+            sqlx::query_as("SELECT entries, CAST(chars AS BIGINT), truncated FROM persona_transcripts WHERE tick_id = $1")
+                .bind(tick_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(|(entries, chars, truncated)| Transcript {
+            entries: entries.0,
+            chars,
+            truncated,
+        }))
     }
 
     /// Claims the next attempt of a schedule slot, atomically across replicas: refused when
@@ -420,30 +378,35 @@ impl Store {
         let started_at = now();
         let lease_expires_at = crate::time::after(started_at, new.lease);
         let id = Uuid::new_v4();
-        let attempt: std::result::Result<Option<i32>, sqlx::Error> = with_pool!(self, pool => {
-            sqlx::query_scalar(
-                "INSERT INTO persona_ticks (id, tenant_id, persona_id, trigger, scheduled_for, attempt,
-                    started_at, status, runner_id, lease_expires_at)
-                 SELECT $1, $2, $3, $4, $5, COALESCE(MAX(t.attempt), 0) + 1, $6, 'running', $7, $8
-                 FROM persona_ticks t WHERE t.persona_id = $3 AND t.scheduled_for = $5
-                 HAVING COALESCE(SUM(CASE WHEN t.status IN ('running', 'ok') THEN 1 ELSE 0 END), 0) = 0
-                    AND COUNT(*) < $9
-                    AND NOT (SELECT p.paused FROM personas p WHERE p.id = $3)
-                 RETURNING attempt",
-            )
-            .bind(id)
-            .bind(new.tenant_id)
-            .bind(new.persona_id)
-            .bind(new.trigger.as_str())
-            .bind(slot)
-            .bind(started_at)
-            .bind(&new.runner_id)
-            .bind(lease_expires_at)
-            .bind(max_attempts)
-            .fetch_optional(pool)
-            .await
-        });
-        match attempt.map_err(StoreError::from) {
+        let attempt: Result<Option<i32>> = async {
+            Ok(with_writer!(self, pool => {
+                sqlx::query_scalar(
+                    "INSERT INTO persona_ticks (id, tenant_id, persona_id, trigger, scheduled_for, attempt,
+                        started_at, status, runner_id, lease_expires_at, target)
+                     SELECT $1, $2, $3, $4, $5, COALESCE(MAX(t.attempt), 0) + 1, $6, 'running', $7, $8, $10
+                     FROM persona_ticks t WHERE t.persona_id = $3 AND t.scheduled_for = $5
+                     HAVING COALESCE(SUM(CASE WHEN t.status IN ('running', 'ok') THEN 1 ELSE 0 END), 0) = 0
+                        AND COUNT(*) < $9
+                        AND NOT (SELECT p.paused FROM personas p WHERE p.id = $3)
+                     RETURNING attempt",
+                )
+                .bind(id)
+                .bind(new.tenant_id)
+                .bind(new.persona_id)
+                .bind(new.trigger.as_str())
+                .bind(slot)
+                .bind(started_at)
+                .bind(&new.runner_id)
+                .bind(lease_expires_at)
+                .bind(max_attempts)
+                .bind(new.target.as_deref())
+                .fetch_optional(pool)
+                .await?
+            }))
+        }
+        .await;
+        self.observe(&attempt);
+        match attempt {
             Ok(Some(attempt)) => Ok(SlotClaim::Claimed(Tick {
                 id,
                 tenant_id: new.tenant_id,
@@ -457,6 +420,7 @@ impl Store {
                 error: None,
                 runner_id: new.runner_id.clone(),
                 lease_expires_at,
+                target: new.target.clone(),
             })),
             Ok(None) => Ok(SlotClaim::Settled),
             Err(StoreError::Conflict(_)) => Ok(SlotClaim::Busy),
@@ -466,14 +430,36 @@ impl Store {
 
     /// Keeps the persona's next slot, so a restart (or another replica) knows it.
     pub async fn set_next_due(&self, persona_id: Uuid, at: Option<DateTime<Utc>>) -> Result<()> {
-        with_pool!(self, pool => {
-            sqlx::query("UPDATE personas SET next_due_at = $2 WHERE id = $1")
-                .bind(persona_id)
-                .bind(at)
-                .execute(pool)
-                .await?;
-        });
-        Ok(())
+        self.set_next_due_many(&[(persona_id, at)]).await
+    }
+
+    /// Keeps the next slots of many personas in one transaction (planning 100,000 personas
+    /// is one commit, not 100,000).
+    pub async fn set_next_due_many(&self, plans: &[(Uuid, Option<DateTime<Utc>>)]) -> Result<()> {
+        if plans.is_empty() {
+            return Ok(());
+        }
+        let at = now();
+        let result: Result<()> = async {
+            with_writer!(self, pool => {
+                for chunk in plans.chunks(1000) {
+                    let mut tx = begin_write!(pool);
+                    for (persona_id, due) in chunk {
+                        sqlx::query("UPDATE personas SET next_due_at = $2, changed_at = $3 WHERE id = $1")
+                            .bind(persona_id)
+                            .bind(due)
+                            .bind(at)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                }
+            });
+            Ok(())
+        }
+        .await;
+        self.observe(&result);
+        result
     }
 
     /// Scheduled ticks whose slot lies in `[from, to]`, by slot.
@@ -489,82 +475,21 @@ impl Store {
     }
 
     /// Extends the lease of a running tick. `false` when it is no longer running (it
-    /// finished, or was abandoned meanwhile).
+    /// finished, or another runner declared it abandoned meanwhile).
     pub async fn renew_lease(&self, tick_id: Uuid, until: DateTime<Utc>) -> Result<bool> {
-        let updated = with_pool!(self, pool => {
-            sqlx::query("UPDATE persona_ticks SET lease_expires_at = $2 WHERE id = $1 AND status = 'running'")
-                .bind(tick_id)
-                .bind(until)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(updated == 1)
-    }
-
-    /// The audited calls of a tick, in order.
-    pub async fn tick_actions(&self, tick_id: Uuid) -> Result<Vec<ActionRecord>> {
-        Ok(with_pool!(self, pool => {
-            sqlx::query_as(select_actions!("WHERE tick_id = $1 ORDER BY seq"))
-            .bind(tick_id)
-            .fetch_all(pool)
-            .await?
-        }))
-    }
-
-    /// The ratings of a tick, by module.
-    pub async fn tick_feedback(&self, tick_id: Uuid) -> Result<Vec<FeedbackRecord>> {
-        Ok(with_pool!(self, pool => {
-            sqlx::query_as(select_feedback!("WHERE tick_id = $1 ORDER BY module"))
-            .bind(tick_id)
-            .fetch_all(pool)
-            .await?
-        }))
-    }
-
-    /// The persona's latest calls, newest first (for the prompt's story so far).
-    pub async fn recent_actions(&self, persona_id: Uuid, limit: i64) -> Result<Vec<ActionRecord>> {
-        Ok(with_pool!(self, pool => {
-            sqlx::query_as(select_actions!("WHERE persona_id = $1 ORDER BY created_at DESC, seq DESC LIMIT $2"))
-            .bind(persona_id)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
-        }))
-    }
-
-    /// The persona's latest ratings, newest first.
-    pub async fn recent_feedback(&self, persona_id: Uuid, limit: i64) -> Result<Vec<FeedbackRecord>> {
-        Ok(with_pool!(self, pool => {
-            sqlx::query_as(select_feedback!("WHERE persona_id = $1 ORDER BY created_at DESC LIMIT $2"))
-            .bind(persona_id)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
-        }))
-    }
-
-    /// The output of the persona's latest successful call with `input_hash` since
-    /// `since`, for deduplication across ticks.
-    pub async fn recent_output(
-        &self,
-        persona_id: Uuid,
-        input_hash: &str,
-        since: DateTime<Utc>,
-    ) -> Result<Option<String>> {
-        let row: Option<(Option<String>,)> = with_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT output FROM persona_actions
-                 WHERE persona_id = $1 AND input_hash = $2 AND created_at >= $3 AND result = 'ok'
-                 ORDER BY created_at DESC LIMIT 1",
-            )
-            .bind(persona_id)
-            .bind(input_hash)
-            .bind(since)
-            .fetch_optional(pool)
-            .await?
-        });
-        Ok(row.map(|(output,)| output.unwrap_or_default()))
+        let updated: Result<u64> = async {
+            Ok(with_writer!(self, pool => {
+                sqlx::query("UPDATE persona_ticks SET lease_expires_at = $2 WHERE id = $1 AND status = 'running'")
+                    .bind(tick_id)
+                    .bind(until)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }))
+        }
+        .await;
+        self.observe(&updated);
+        Ok(updated? == 1)
     }
 
     /// How many ticks the persona has had (seeds the offline driver's choices).
@@ -578,18 +503,42 @@ impl Store {
     }
 
     /// Marks running ticks whose lease expired before `at` as `abandoned` (their runner
-    /// died), freeing their personas. Returns how many were abandoned.
+    /// died): their `pending` calls become `unknown`, their counters are derived, and their
+    /// personas are marked changed so every replica plans them again. Returns how many
+    /// were abandoned.
     pub async fn abandon_expired_ticks(&self, at: DateTime<Utc>) -> Result<u64> {
-        Ok(with_pool!(self, pool => {
-            sqlx::query(
-                "UPDATE persona_ticks SET status = 'abandoned', finished_at = $1,
-                    error = 'lease expired: the runner stopped renewing it (crashed or cut off)'
-                 WHERE status = 'running' AND lease_expires_at < $1",
-            )
-            .bind(at)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        }))
+        let result: Result<u64> = async {
+            Ok(with_writer!(self, pool => {
+                let mut tx = begin_write!(pool);
+                sqlx::query(
+                    "UPDATE persona_actions SET result = 'unknown' WHERE result = 'pending' AND tick_id IN
+                        (SELECT id FROM persona_ticks WHERE status = 'running' AND lease_expires_at < $1)",
+                )
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+                let personas: Vec<Uuid> = sqlx::query_scalar(concat!(
+                    "UPDATE persona_ticks SET status = 'abandoned', finished_at = $1,
+                        error = 'lease expired: the runner stopped renewing it (crashed or cut off)', ",
+                    counters_set!(),
+                    " WHERE status = 'running' AND lease_expires_at < $1 RETURNING persona_id"
+                ))
+                .bind(at)
+                .fetch_all(&mut *tx)
+                .await?;
+                for persona in &personas {
+                    sqlx::query("UPDATE personas SET changed_at = $2 WHERE id = $1")
+                        .bind(persona)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                personas.len() as u64
+            }))
+        }
+        .await;
+        self.observe(&result);
+        result
     }
 }

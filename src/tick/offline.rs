@@ -96,35 +96,113 @@ fn number_bounds(schema: &Value, integer: bool) -> (f64, f64) {
     (low, high.max(low))
 }
 
-/// A value valid for `schema` (as far as types, required, enums, bounds, lengths and
-/// formats go; patterns are not synthesized).
-pub fn generate(schema: &Value, rng: &mut fastrand::Rng, depth: usize) -> Value {
-    if let Some(value) = schema.get("const") {
-        return value.clone();
+/// How deep nested objects and arrays are built; past it, only what is required.
+const OPTIONAL_DEPTH: usize = 3;
+/// How deep a schema may nest (through `$ref`s) before the driver gives up on it.
+const MAX_DEPTH: usize = 24;
+
+/// Arguments valid for a tool's input schema (as far as types, required, enums, bounds,
+/// lengths and formats go; patterns are not synthesized). Local `$ref`s (`#/$defs/…`,
+/// `#/definitions/…`) are followed and `allOf` parts merged, as the official SDKs write
+/// nested models. `Err` says why no value could be built (an external or missing
+/// `$ref`, a schema that requires itself without end).
+pub fn generate(schema: &Value, rng: &mut fastrand::Rng) -> Result<Value, String> {
+    value_for(schema, schema, rng, 0)
+}
+
+/// The schema a local `$ref` points to.
+fn resolve<'a>(root: &'a Value, reference: &str) -> Result<&'a Value, String> {
+    let pointer = reference
+        .strip_prefix('#')
+        .ok_or_else(|| format!("`$ref` {reference} is not local to the schema"))?;
+    let pointer = pointer.replace("%25", "%").replace("~1", "/").replace("~0", "~");
+    root.pointer(&pointer)
+        .ok_or_else(|| format!("`$ref` {reference} points to nothing in the schema"))
+}
+
+/// `schema` with its `$ref` followed and its `allOf` parts merged into one object schema.
+fn flatten(root: &Value, schema: &Value, depth: usize) -> Result<Value, String> {
+    if depth > MAX_DEPTH {
+        return Err("the schema nests deeper than the driver follows (a `$ref` that requires itself?)".into());
     }
-    if let Some(value) = schema.get("enum").and_then(Value::as_array).and_then(|e| pick(rng, e)) {
-        return value.clone();
-    }
-    for key in ["oneOf", "anyOf"] {
-        if let Some(options) = schema.get(key).and_then(Value::as_array)
-            && let Some(option) = pick(rng, options)
-        {
-            return generate(option, rng, depth);
+    let mut merged = match schema.get("$ref").and_then(Value::as_str) {
+        Some(reference) => {
+            let mut target = flatten(root, resolve(root, reference)?, depth + 1)?;
+            // Siblings of `$ref` (2020-12) refine the target.
+            if let (Some(target), Some(own)) = (target.as_object_mut(), schema.as_object()) {
+                for (key, value) in own.iter().filter(|(key, _)| *key != "$ref") {
+                    target.insert(key.clone(), value.clone());
+                }
+            }
+            target
+        }
+        None => schema.clone(),
+    };
+    let parts = merged
+        .as_object_mut()
+        .and_then(|object| object.remove("allOf"))
+        .and_then(|parts| parts.as_array().cloned());
+    for part in parts.unwrap_or_default() {
+        let part = flatten(root, &part, depth + 1)?;
+        let (Some(into), Some(from)) = (merged.as_object_mut(), part.as_object()) else {
+            continue;
+        };
+        for (key, value) in from {
+            match (key.as_str(), into.get_mut(key)) {
+                ("properties", Some(Value::Object(properties))) => {
+                    if let Value::Object(more) = value {
+                        properties.extend(more.clone());
+                    }
+                }
+                ("required", Some(Value::Array(required))) => {
+                    if let Value::Array(more) = value {
+                        required.extend(
+                            more.iter()
+                                .filter(|r| !required.contains(r))
+                                .cloned()
+                                .collect::<Vec<_>>(),
+                        );
+                    }
+                }
+                (_, Some(_)) => {}
+                (_, None) => {
+                    into.insert(key.clone(), value.clone());
+                }
+            }
         }
     }
-    if let Some(first) = schema
-        .get("allOf")
-        .and_then(Value::as_array)
-        .and_then(|all| all.first())
-    {
-        return generate(first, rng, depth);
+    Ok(merged)
+}
+
+fn value_for(root: &Value, schema: &Value, rng: &mut fastrand::Rng, depth: usize) -> Result<Value, String> {
+    let schema = &flatten(root, schema, depth)?;
+    if let Some(value) = schema.get("const") {
+        return Ok(value.clone());
+    }
+    if let Some(value) = schema.get("enum").and_then(Value::as_array).and_then(|e| pick(rng, e)) {
+        return Ok(value.clone());
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(options) = schema.get(key).and_then(Value::as_array).filter(|o| !o.is_empty()) {
+            // Prefer an option that is not `null` (an optional model is still a model).
+            let non_null: Vec<&Value> = options
+                .iter()
+                .filter(|o| o.get("type").and_then(Value::as_str) != Some("null"))
+                .collect();
+            let option = if non_null.is_empty() {
+                &options[rng.usize(..options.len())]
+            } else {
+                non_null[rng.usize(..non_null.len())]
+            };
+            return value_for(root, option, rng, depth + 1);
+        }
     }
     let inferred = if schema.get("properties").is_some() {
         Some("object")
     } else {
         None
     };
-    match schema_type(schema).or(inferred) {
+    Ok(match schema_type(schema).or(inferred) {
         Some("string") => string(schema, rng),
         Some("integer") => {
             let (low, high) = number_bounds(schema, true);
@@ -142,9 +220,17 @@ pub fn generate(schema: &Value, rng: &mut fastrand::Rng, depth: usize) -> Value 
         Some("array") => {
             let min = schema.get("minItems").and_then(Value::as_u64).unwrap_or(0) as usize;
             let max = schema.get("maxItems").and_then(Value::as_u64).unwrap_or(3).min(3) as usize;
-            let count = if depth > 3 { min } else { rng.usize(min..=max.max(min)) };
+            let count = if depth > OPTIONAL_DEPTH {
+                min
+            } else {
+                rng.usize(min..=max.max(min))
+            };
             let items = schema.get("items").cloned().unwrap_or(json!({"type": "string"}));
-            Value::Array((0..count).map(|_| generate(&items, rng, depth + 1)).collect())
+            Value::Array(
+                (0..count)
+                    .map(|_| value_for(root, &items, rng, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            )
         }
         Some("object") => {
             let required: Vec<&str> = schema
@@ -156,15 +242,15 @@ pub fn generate(schema: &Value, rng: &mut fastrand::Rng, depth: usize) -> Value 
             if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
                 for (name, property) in properties {
                     // Optional fields half the time, and less deep down.
-                    if required.contains(&name.as_str()) || (depth < 3 && rng.bool()) {
-                        object.insert(name.clone(), generate(property, rng, depth + 1));
+                    if required.contains(&name.as_str()) || (depth < OPTIONAL_DEPTH && rng.bool()) {
+                        object.insert(name.clone(), value_for(root, property, rng, depth + 1)?);
                     }
                 }
             }
             Value::Object(object)
         }
         _ => json!(text(rng, 3, 20)),
-    }
+    })
 }
 
 /// An edge case: the valid `arguments` with one field replaced by something a robust
@@ -257,10 +343,10 @@ pub fn collect_ids(output: &str, known: &mut Vec<i64>) {
 }
 
 /// A rating from evidence: success rate of the ordinary (non-chaos) calls, lowered by
-/// one for a mean latency over a second.
-pub fn rating_from_evidence(calls: u32, errors: u32, mean_latency_ms: Option<f64>) -> i32 {
+/// one for a mean latency over a second. No calls, no rating: nothing is invented.
+pub fn rating_from_evidence(calls: u32, errors: u32, mean_latency_ms: Option<f64>) -> Option<i32> {
     if calls == 0 {
-        return 3;
+        return None;
     }
     let success = f64::from(calls - errors.min(calls)) / f64::from(calls);
     let base = match success {
@@ -271,7 +357,7 @@ pub fn rating_from_evidence(calls: u32, errors: u32, mean_latency_ms: Option<f64
         _ => 1,
     };
     let slow = mean_latency_ms.is_some_and(|ms| ms > 1000.0);
-    (base - i32::from(slow)).max(1)
+    Some((base - i32::from(slow)).max(1))
 }
 
 #[cfg(test)]
@@ -313,7 +399,7 @@ mod tests {
                 .build(&strict)
                 .unwrap();
             for seed in 0..200 {
-                let value = generate(&schema, &mut fastrand::Rng::with_seed(seed), 0);
+                let value = generate(&schema, &mut fastrand::Rng::with_seed(seed)).unwrap();
                 let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
                 assert!(errors.is_empty(), "seed {seed}: {value} → {errors:?}");
             }
@@ -323,9 +409,9 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_arguments() {
         let schema = &schemas()[0];
-        let a = generate(schema, &mut fastrand::Rng::with_seed(7), 0);
-        let b = generate(schema, &mut fastrand::Rng::with_seed(7), 0);
-        let c = generate(schema, &mut fastrand::Rng::with_seed(8), 0);
+        let a = generate(schema, &mut fastrand::Rng::with_seed(7)).unwrap();
+        let b = generate(schema, &mut fastrand::Rng::with_seed(7)).unwrap();
+        let c = generate(schema, &mut fastrand::Rng::with_seed(8)).unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -337,7 +423,7 @@ mod tests {
         let mut invalid = 0;
         for seed in 0..100 {
             let mut rng = fastrand::Rng::with_seed(seed);
-            let valid = generate(schema, &mut rng, 0);
+            let valid = generate(schema, &mut rng).unwrap();
             if !validator.is_valid(&chaos(&valid, schema, &mut rng)) {
                 invalid += 1;
             }
@@ -361,10 +447,63 @@ mod tests {
     }
 
     #[test]
+    fn references_and_all_of_are_followed_as_the_python_sdk_writes_them() {
+        // pydantic's shape: a nested model under $defs, an optional one as anyOf [$ref, null].
+        let schema = json!({
+            "type": "object",
+            "$defs": {
+                "Address": {"type": "object", "properties": {
+                    "city": {"type": "string", "minLength": 2},
+                    "zip": {"type": "string", "maxLength": 5}
+                }, "required": ["city", "zip"], "additionalProperties": false},
+                "Person": {"allOf": [
+                    {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+                    {"properties": {"home": {"$ref": "#/$defs/Address"}}, "required": ["home"]}
+                ]}
+            },
+            "properties": {
+                "owner": {"$ref": "#/$defs/Person"},
+                "billing": {"anyOf": [{"$ref": "#/$defs/Address"}, {"type": "null"}], "default": null},
+                "tags": {"type": "array", "items": {"$ref": "#/$defs/Address"}}
+            },
+            "required": ["owner", "billing"]
+        });
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        for seed in 0..100 {
+            let value = generate(&schema, &mut fastrand::Rng::with_seed(seed)).unwrap();
+            let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "seed {seed}: {value} → {errors:?}");
+            assert!(value["owner"]["home"]["city"].is_string(), "{value}");
+        }
+    }
+
+    #[test]
+    fn schemas_that_cannot_be_built_say_why() {
+        let external =
+            json!({"type": "object", "properties": {"a": {"$ref": "https://example.test/a.json"}}, "required": ["a"]});
+        let err = generate(&external, &mut fastrand::Rng::with_seed(1)).unwrap_err();
+        assert!(err.contains("not local"), "{err}");
+        let missing = json!({"type": "object", "properties": {"a": {"$ref": "#/$defs/Nope"}}, "required": ["a"]});
+        assert!(
+            generate(&missing, &mut fastrand::Rng::with_seed(1))
+                .unwrap_err()
+                .contains("points to nothing")
+        );
+        let endless = json!({"$defs": {"Node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/Node"}}, "required": ["next"]}},
+            "$ref": "#/$defs/Node"});
+        assert!(
+            generate(&endless, &mut fastrand::Rng::with_seed(1))
+                .unwrap_err()
+                .contains("deeper")
+        );
+    }
+
+    #[test]
     fn evidence_ratings() {
-        assert_eq!(rating_from_evidence(10, 0, Some(20.0)), 5);
-        assert_eq!(rating_from_evidence(10, 0, Some(1500.0)), 4);
-        assert_eq!(rating_from_evidence(4, 1, None), 3);
-        assert_eq!(rating_from_evidence(4, 4, None), 1);
+        assert_eq!(rating_from_evidence(10, 0, Some(20.0)), Some(5));
+        assert_eq!(rating_from_evidence(10, 0, Some(1500.0)), Some(4));
+        assert_eq!(rating_from_evidence(4, 1, None), Some(3));
+        assert_eq!(rating_from_evidence(4, 4, None), Some(1));
+        assert_eq!(rating_from_evidence(0, 0, None), None, "no evidence, no rating");
     }
 }

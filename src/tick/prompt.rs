@@ -86,6 +86,20 @@ pub fn system_prompt(persona: &Persona, now: DateTime<Utc>, story: &str) -> Stri
     )
 }
 
+/// The persona-specific part of the system prompt, for the transcript (the template is
+/// named by its hash, so it is not stored again with every tick).
+pub fn persona_part(persona: &Persona, now: DateTime<Utc>, story: &str) -> serde_json::Value {
+    let local = now.with_timezone(&persona.zone());
+    serde_json::json!({
+        "template": version(),
+        "persona_prompt": persona.system_prompt.trim(),
+        "local_time": local.format("%A %Y-%m-%d %H:%M").to_string(),
+        "time_zone": persona.time_zone,
+        "preferred_modules": preferred_modules(persona),
+        "story_so_far": story,
+    })
+}
+
 /// The end-of-tick rating request.
 pub fn rating_prompt(modules: &[String], evidence: &str) -> String {
     render(

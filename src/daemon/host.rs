@@ -1,0 +1,281 @@
+//! The daemon's side of the scheduler and of the API's one-off ticks: [`StoreHost`] is
+//! the scheduler's [`Host`] (the store's schedule rows and atomic slot claims, the tick
+//! engine), and [`Control`] starts one-off ticks for the API in the same tick pool.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{RwLock, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::api::{BoxFuture, TickControl};
+use crate::config::Config;
+use crate::persona::Persona;
+use crate::scheduler::{Command, Host, RunOutcome};
+use crate::store::{ScheduleRow, SlotClaim, Store, TickStatus, TickTrigger};
+use crate::tick::{TickEngine, TickError, TickEvent, TickPool, TickRequest};
+
+/// The scheduler's view of the world: the store and the tick engine (replaced on SIGHUP).
+pub struct StoreHost {
+    pub(super) store: Store,
+    pub(super) engine: RwLock<Arc<TickEngine>>,
+    pub(super) config: std::sync::RwLock<Arc<Config>>,
+    pub(super) max_attempts: AtomicU64,
+    pub(super) started_at: DateTime<Utc>,
+}
+
+impl StoreHost {
+    pub fn new(store: Store, engine: Arc<TickEngine>, config: Arc<Config>) -> Self {
+        Self {
+            store,
+            max_attempts: AtomicU64::new(u64::from(config.runner.max_attempts)),
+            engine: RwLock::new(engine),
+            config: std::sync::RwLock::new(config),
+            started_at: crate::time::now(),
+        }
+    }
+
+    pub async fn engine(&self) -> Arc<TickEngine> {
+        self.engine.read().await.clone()
+    }
+
+    /// Runs a claimed tick to its end (the engine records every way it can end).
+    pub async fn run_claimed(
+        &self,
+        engine: Arc<TickEngine>,
+        tick: crate::store::Tick,
+        request: TickRequest,
+        cut: CancellationToken,
+    ) -> RunOutcome {
+        match engine.run_claimed(tick, &request, &record_metrics, &cut).await {
+            Ok(summary) => RunOutcome::Ran {
+                ok: summary.status == TickStatus::Ok,
+            },
+            // Another runner declared it abandoned: it may run the persona now.
+            Err(TickError::LeaseLost(reason)) => {
+                tracing::warn!(persona = %request.persona.label(), %reason, "a tick lost its lease");
+                RunOutcome::Busy
+            }
+            Err(err) => {
+                tracing::error!(persona = %request.persona.label(), %err, "tick could not be recorded");
+                RunOutcome::Ran { ok: false }
+            }
+        }
+    }
+}
+
+/// Counts what a tick reports in the process's metrics.
+pub fn record_metrics(event: TickEvent) {
+    let metrics = crate::metrics::global();
+    match event {
+        TickEvent::Tool {
+            module,
+            result,
+            latency_ms,
+            ..
+        } => metrics.tool_call(
+            result.as_str(),
+            &module,
+            latency_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+        ),
+        TickEvent::Finished { summary } => metrics.tick_finished(
+            summary.status.as_str(),
+            summary.trigger.as_str(),
+            Duration::from_millis(summary.duration_ms as u64),
+            summary.tokens_in,
+            summary.tokens_out,
+        ),
+        TickEvent::Started { .. } | TickEvent::Turn { .. } => {}
+    }
+}
+
+impl Host for StoreHost {
+    async fn load(&self, since: Option<DateTime<Utc>>, limit: usize) -> Result<Vec<ScheduleRow>, String> {
+        self.store
+            .schedule_rows(since, limit as i64)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn ids(&self) -> Result<Vec<Uuid>, String> {
+        self.store.runnable_ids().await.map_err(|e| e.to_string())
+    }
+
+    fn runs_target(&self, target: Option<&str>) -> bool {
+        let config = self.config.read().expect("config lock").clone();
+        config.runs_target(target)
+    }
+
+    async fn save_plans(&self, plans: Vec<(Uuid, DateTime<Utc>)>) {
+        let plans: Vec<(Uuid, Option<DateTime<Utc>>)> = plans.into_iter().map(|(id, at)| (id, Some(at))).collect();
+        if let Err(err) = self.store.set_next_due_many(&plans).await {
+            tracing::warn!(%err, personas = plans.len(), "keeping the next slots failed");
+        }
+    }
+
+    async fn run_slot(&self, persona: Uuid, slot: DateTime<Utc>, cut: CancellationToken) -> RunOutcome {
+        let persona = match self.store.persona_by_id(persona).await {
+            Ok(Some(persona)) => persona,
+            // Deleted meanwhile: nothing to run (the next load drops it).
+            Ok(None) => return RunOutcome::Settled,
+            Err(err) => {
+                tracing::warn!(%err, "loading a due persona failed");
+                return RunOutcome::Busy;
+            }
+        };
+        let engine = self.engine().await;
+        let request = TickRequest {
+            persona,
+            trigger: TickTrigger::Schedule,
+            scheduled_for: Some(slot),
+            attempt: 1,
+        };
+        let max_attempts = self.max_attempts.load(Ordering::Relaxed) as i32;
+        match self.store.claim_slot(&engine.new_tick(&request), max_attempts).await {
+            Ok(SlotClaim::Claimed(tick)) => self.run_claimed(engine, tick, request, cut).await,
+            Ok(SlotClaim::Settled) => RunOutcome::Settled,
+            Ok(SlotClaim::Busy) => RunOutcome::Busy,
+            Err(err) => {
+                if err.outage().is_none() {
+                    tracing::warn!(%err, "claiming a slot failed");
+                }
+                RunOutcome::Busy
+            }
+        }
+    }
+
+    async fn run_now(&self, persona: Uuid, trigger: TickTrigger, cut: CancellationToken) -> RunOutcome {
+        let Ok(Some(persona)) = self.store.persona_by_id(persona).await else {
+            return RunOutcome::Settled;
+        };
+        let engine = self.engine().await;
+        let request = TickRequest {
+            persona,
+            trigger,
+            scheduled_for: None,
+            attempt: 1,
+        };
+        match engine.claim(&request).await {
+            Ok(tick) => self.run_claimed(engine, tick, request, cut).await,
+            Err(TickError::AlreadyRunning(_)) => RunOutcome::Busy,
+            Err(_) => RunOutcome::Settled,
+        }
+    }
+
+    async fn sweep(&self, now: DateTime<Utc>) {
+        match self.store.abandon_expired_ticks(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                abandoned = n,
+                "ticks of a stopped runner expired and were marked abandoned"
+            ),
+            Err(err) => {
+                if err.outage().is_none() {
+                    tracing::warn!(%err, "sweeping expired leases failed");
+                }
+            }
+        }
+        self.engine().await.prune();
+    }
+
+    fn writable(&self) -> bool {
+        self.store.health().is_writable()
+    }
+
+    async fn probe(&self) -> bool {
+        let runner = self.engine().await.runner_id().to_string();
+        self.store.probe_write(&runner, self.started_at).await.is_ok()
+    }
+
+    fn observe_lag(&self, lag: Duration) {
+        crate::metrics::global().scheduler_lag(lag);
+    }
+
+    fn observe_load(&self, due: usize, running: usize) {
+        crate::metrics::global().load(due, running);
+    }
+}
+
+/// Starts one-off ticks for the API in the process's tick pool. With a scheduler (`run`),
+/// "tick everyone" goes through it as SIGUSR1 does; without one (`serve`) each runnable
+/// persona is claimed here, one pool place at a time.
+pub struct Control {
+    pub(super) host: Arc<StoreHost>,
+    pub(super) pool: Arc<TickPool>,
+    pub(super) commands: Option<mpsc::Sender<Command>>,
+}
+
+impl Control {
+    /// Claims now (so the caller gets the tick id or a conflict at once), then runs the
+    /// tick when the pool has room, its lease kept alive meanwhile.
+    async fn start_one(&self, persona: Persona, trigger: TickTrigger) -> Result<Uuid, TickError> {
+        let engine = self.host.engine().await;
+        let request = TickRequest {
+            persona,
+            trigger,
+            scheduled_for: None,
+            attempt: 1,
+        };
+        let tick = engine.claim(&request).await?;
+        let tick_id = tick.id;
+        let (host, pool) = (self.host.clone(), self.pool.clone());
+        self.pool.spawn(async move {
+            let lease = engine.hold_lease(tick.id);
+            let _permit = pool.permit().await;
+            drop(lease);
+            host.run_claimed(engine, tick, request, pool.cut()).await;
+        });
+        Ok(tick_id)
+    }
+}
+
+impl TickControl for Control {
+    fn start(&self, persona: Persona) -> BoxFuture<'_, Result<Uuid, TickError>> {
+        Box::pin(self.start_one(persona, TickTrigger::Api))
+    }
+
+    fn start_all(&self) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            if let Some(commands) = &self.commands {
+                return match commands.send(Command::TickAllNow(TickTrigger::Api)).await {
+                    Ok(()) => Ok("every runnable persona is being ticked".to_string()),
+                    Err(_) => Err("the scheduler is stopping".to_string()),
+                };
+            }
+            let ids = self.host.store.runnable_ids().await.map_err(|e| e.to_string())?;
+            let count = ids.len();
+            let (host, pool) = (self.host.clone(), self.pool.clone());
+            // One persona at a time, as the pool frees places: memory stays flat.
+            self.pool.spawn(async move {
+                for id in ids {
+                    let permit = pool.permit().await;
+                    let Ok(Some(persona)) = host.store.persona_by_id(id).await else {
+                        continue;
+                    };
+                    if !persona.is_runnable() || !host.runs_target(persona.target.as_deref()) {
+                        continue;
+                    }
+                    let engine = host.engine().await;
+                    let request = TickRequest {
+                        persona,
+                        trigger: TickTrigger::Api,
+                        scheduled_for: None,
+                        attempt: 1,
+                    };
+                    let Ok(tick) = engine.claim(&request).await else {
+                        continue;
+                    };
+                    let (host, cut) = (host.clone(), pool.cut());
+                    pool.spawn(async move {
+                        let _permit = permit;
+                        host.run_claimed(engine, tick, request, cut).await;
+                    });
+                }
+            });
+            Ok(format!("{count} personas are being ticked"))
+        })
+    }
+}

@@ -1,0 +1,497 @@
+//! `persona-runner run`: the daemon. It owns the one shutdown tree:
+//! - a root cancellation token for the process, cancelled on TERM/INT, with a child token
+//!   per task that must stop dispatching at once (scheduler, watchdog);
+//! - one token for the HTTP servers (sidecar, sample gateway), cancelled once running
+//!   ticks have drained, so they still reach the product and health stays observable;
+//! - awaiting every task before returning.
+//!
+//! It wires the scheduler to the store and the tick engine, serves the sidecar (`api`:
+//! health, metrics, admin and profile APIs, dashboard, one-off ticks), handles signals
+//! (TERM/INT drain, HUP reload, USR1 tick everyone), and speaks systemd's notify
+//! protocol. `serve` runs the sidecar alone.
+
+mod host;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use host::{Control, StoreHost, record_metrics};
+
+use crate::config::{self, Config, Env};
+use crate::persona::DEFAULT_TENANT;
+use crate::scheduler::{self, Command, Settings};
+use crate::store::{Store, TickTrigger};
+use crate::tick::{TickEngine, TickError, TickPool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(
+        "another persona-runner daemon already runs on the SQLite database {0}: SQLite supports one \
+         daemon; stop the other one, or use PostgreSQL (database.url = postgres://…) for replicas"
+    )]
+    SqliteInUse(String),
+    #[error("cannot open the SQLite daemon lock {path}: {source}")]
+    LockFile { path: String, source: std::io::Error },
+    #[error("cannot serve {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Tick(#[from] TickError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Seed(#[from] crate::auth::SeedSecretError),
+}
+
+/// Where the daemon's config comes from, to reload it on SIGHUP.
+#[derive(Clone, Debug)]
+pub struct ConfigOrigin {
+    pub explicit: Option<PathBuf>,
+    pub env: Env,
+}
+
+impl ConfigOrigin {
+    fn load(&self) -> Result<Config, config::ConfigError> {
+        config::load(self.explicit.as_deref(), &self.env).map(|loaded| loaded.config)
+    }
+}
+
+pub fn settings(config: &Config) -> Settings {
+    let runner = &config.runner;
+    Settings {
+        jitter: runner.jitter.0,
+        paused: runner.paused,
+        catch_up: runner.catch_up,
+        starting_deadline: runner.starting_deadline.0,
+        max_attempts: runner.max_attempts,
+        retry_backoff: runner.retry_backoff.0,
+        reload_every: runner.reload_every.0,
+        sweep_every: runner.sweep_every.0,
+        busy_recheck: config.tick.lease.0.saturating_add(runner.sweep_every.0),
+        shutdown_grace: runner.shutdown_grace.0,
+        heartbeat_every: Duration::from_secs(2),
+    }
+}
+
+/// systemd notifications; no-ops outside systemd (no `NOTIFY_SOCKET`).
+fn notify(states: &[sd_notify::NotifyState]) {
+    if let Err(err) = sd_notify::notify(states) {
+        tracing::debug!(%err, "sd_notify failed");
+    }
+}
+
+/// Holds the SQLite single-daemon lock for as long as it lives.
+struct SqliteLock(#[allow(dead_code)] std::fs::File);
+
+fn lock_sqlite(store: &Store) -> Result<Option<SqliteLock>, DaemonError> {
+    let Some(file) = store.sqlite_file() else {
+        return Ok(None);
+    };
+    let path = PathBuf::from(format!("{}.daemon-lock", file.display()));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| DaemonError::LockFile {
+            path: path.display().to_string(),
+            source,
+        })?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(SqliteLock(lock))),
+        Err(_) => Err(DaemonError::SqliteInUse(file.display().to_string())),
+    }
+}
+
+/// Seeds the catalogs when asked (`catalog.sync`) or when the store is empty.
+async fn seed_catalogs(store: &Store, config: &Config, first_start: bool) -> Result<(), DaemonError> {
+    // Counting is only needed on a first start without `catalog.sync`.
+    let seed = config.catalog.sync || (first_start && store.row_counts(DEFAULT_TENANT).await?.personas == 0);
+    if !seed {
+        return Ok(());
+    }
+    let rules = crate::catalog::Rules::from(&config.catalog);
+    let catalogs = crate::catalog::load(&config.catalog.files, &rules)?;
+    let report = crate::catalog::seed(store, DEFAULT_TENANT, &catalogs, &config.catalog.default_time_zone).await?;
+    tracing::info!(
+        created = report.created,
+        updated = report.updated,
+        unchanged = report.unchanged,
+        "catalogs seeded"
+    );
+    Ok(())
+}
+
+/// The sidecar's settings from a config (SIGHUP builds them again).
+fn sidecar_settings(config: &Arc<Config>, env: &Env) -> Result<crate::api::Settings, DaemonError> {
+    Ok(crate::api::Settings::new(
+        config.clone(),
+        config.admin_token(env)?,
+        config.jwt_secret(env)?,
+    ))
+}
+
+/// Binds `api.listen` and serves the sidecar until `stop`.
+async fn start_sidecar(
+    config: &Config,
+    state: crate::api::ApiState,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
+    let addr = config.api.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            what: "the sidecar",
+            addr,
+            source,
+        })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %local, "sidecar listening (/, /api/v1/admin, /api, /api/openapi.json, /health, /ready, /metrics)");
+    Ok(tokio::spawn(async move {
+        if let Err(err) = crate::api::serve(listener, state, stop).await {
+            tracing::error!(%err, "the sidecar stopped serving");
+        }
+    }))
+}
+
+/// Waits for TERM or INT (or `shutdown`).
+async fn terminated(shutdown: &CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            () = shutdown.cancelled() => {}
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        },
+        _ => shutdown.cancelled().await,
+    }
+}
+
+/// A file size limit (RLIMIT_FSIZE) would kill the process with SIGXFSZ on the write that
+/// crosses it; with a handler installed, the write fails with EFBIG instead and the store
+/// reports a full database, which the daemon waits out.
+fn survive_file_size_limits() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::from_raw(25)) {
+        Ok(mut xfsz) => {
+            tokio::spawn(async move { while xfsz.recv().await.is_some() {} });
+        }
+        Err(err) => tracing::debug!(%err, "cannot handle SIGXFSZ"),
+    }
+}
+
+/// `persona-runner serve`: the sidecar alone (APIs, dashboard, one-off ticks), without
+/// the scheduler, until SIGTERM/SIGINT (or `shutdown`); running one-off ticks get
+/// `runner.shutdown_grace`.
+pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    survive_file_size_limits();
+    let config = Arc::new(origin.load()?);
+    let env = &origin.env;
+    let password = config.database_password(env)?;
+    let store = Store::open(&config.database, password.as_ref()).await?;
+    let engine = Arc::new(TickEngine::new(store.clone(), config.clone(), env)?);
+    let host = Arc::new(StoreHost::new(store.clone(), engine, config.clone()));
+    let pool = TickPool::new(config.runner.concurrency);
+    let control = Arc::new(Control {
+        host,
+        pool: pool.clone(),
+        commands: None,
+    });
+    let state = crate::api::ApiState::new(store.clone(), sidecar_settings(&config, env)?, Some(control), None);
+    // The sidecar stays up while one-off ticks drain (health, metrics), then stops.
+    let http_stop = CancellationToken::new();
+    let sidecar = start_sidecar(&config, state, http_stop.clone()).await?;
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("serving the sidecar"),
+    ]);
+    terminated(&shutdown).await;
+    shutdown.cancel();
+    notify(&[sd_notify::NotifyState::Stopping]);
+    pool.drain(config.runner.shutdown_grace.0).await;
+    http_stop.cancel();
+    let _ = sidecar.await;
+    store.close().await;
+    Ok(())
+}
+
+/// Serves the bundled sample product when this is a first run on the defaults.
+async fn start_sample_gateway(
+    config: &Config,
+    env: &Env,
+    stop: CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, DaemonError> {
+    if !config.serves_sample_gateway() {
+        return Ok(None);
+    }
+    let seed = crate::auth::SeedSecret::resolve(config, env)?;
+    let gateway = crate::gateway::Gateway::new(crate::gateway::GatewayOptions {
+        seed: seed.secret,
+        token_ttl: Duration::from_secs(900),
+        page_size: 8,
+        require_space_header: false,
+    });
+    let addr = config.sample_gateway.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            what: "the sample gateway",
+            addr,
+            source,
+        })?;
+    tracing::info!(%addr, "serving the bundled sample gateway (sample_gateway.enabled)");
+    Ok(Some(tokio::spawn(async move {
+        let _ = axum::serve(listener, gateway.router())
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    })))
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (or `shutdown`), then drains and returns.
+pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    survive_file_size_limits();
+    let config = Arc::new(origin.load()?);
+    let env = &origin.env;
+    let password = config.database_password(env)?;
+    let store = Store::open(&config.database, password.as_ref()).await?;
+    let _sqlite_lock = lock_sqlite(&store)?;
+    notify(&[sd_notify::NotifyState::Status("seeding catalogs")]);
+    seed_catalogs(&store, &config, true).await?;
+
+    // The HTTP servers (sample product, sidecar) outlive the drain: running ticks still
+    // reach the product, and health and metrics stay observable until the end.
+    let http_stop = CancellationToken::new();
+    let gateway_task = start_sample_gateway(&config, env, http_stop.clone()).await?;
+
+    let engine = Arc::new(TickEngine::new(store.clone(), config.clone(), env)?);
+    tracing::info!(
+        driver = engine.driver_name(),
+        simulator = engine.simulator(),
+        "tick engine ready"
+    );
+    let host = Arc::new(StoreHost::new(store.clone(), engine, config.clone()));
+    let pool = TickPool::new(config.runner.concurrency);
+    let status = Arc::new(scheduler::Status::default());
+    let (commands, receiver) = mpsc::channel(16);
+
+    // The sidecar: health, readiness, metrics, the admin and profile APIs, the dashboard.
+    let control = Arc::new(Control {
+        host: host.clone(),
+        pool: pool.clone(),
+        commands: Some(commands.clone()),
+    });
+    let api = crate::api::ApiState::new(
+        store.clone(),
+        sidecar_settings(&config, env)?,
+        Some(control),
+        Some(status.clone()),
+    );
+    let sidecar_task = start_sidecar(&config, api.clone(), http_stop.clone()).await?;
+
+    // The scheduler, with a heartbeat the watchdog checks.
+    let started = Instant::now();
+    let beat = Arc::new(AtomicU64::new(0));
+    let scheduler_stop = shutdown.child_token();
+    let scheduler_task = {
+        let (host, pool, beat, status) = (host.clone(), pool.clone(), beat.clone(), status.clone());
+        let settings = settings(&config);
+        tokio::spawn(async move {
+            let wiring = scheduler::Wiring {
+                host,
+                pool,
+                settings,
+                clock: scheduler::Clock::system(),
+                commands: receiver,
+                shutdown: scheduler_stop,
+                status,
+            };
+            scheduler::run(wiring, move || {
+                beat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            })
+            .await;
+        })
+    };
+    let watchdog_task = sd_notify::watchdog_enabled().map(|interval| {
+        let (beat, stop) = (beat.clone(), shutdown.child_token());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(interval / 2);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                // Ping only while the scheduler loop is alive.
+                let last = Duration::from_millis(beat.load(Ordering::Relaxed));
+                if started.elapsed().saturating_sub(last) < interval {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        })
+    });
+    let maintenance_task = {
+        let (store, config, stop) = (store.clone(), config.clone(), shutdown.child_token());
+        tokio::spawn(async move { crate::retention::run(store, config.retention.clone(), stop).await })
+    };
+
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("scheduling personas"),
+    ]);
+    tracing::info!("persona-runner daemon running");
+
+    let reload = Reload {
+        origin: &origin,
+        store: &store,
+        host: &host,
+        pool: &pool,
+        api: &api,
+        commands: &commands,
+    };
+    signals(&reload, &commands, &shutdown).await;
+
+    notify(&[
+        sd_notify::NotifyState::Stopping,
+        sd_notify::NotifyState::Status("draining running ticks"),
+    ]);
+    tracing::info!("shutting down: no new ticks; running ticks get runner.shutdown_grace");
+    let stopping = Instant::now();
+    let _ = scheduler_task.await;
+    // One-off ticks started through the API get what is left of the same grace, then
+    // are cut: one grace in all, not one after the other.
+    let grace = reload.current_config().runner.shutdown_grace.0;
+    pool.drain(grace.saturating_sub(stopping.elapsed())).await;
+    if let Some(watchdog) = watchdog_task {
+        let _ = watchdog.await;
+    }
+    let _ = maintenance_task.await;
+    http_stop.cancel();
+    let _ = sidecar_task.await;
+    if let Some(gateway) = gateway_task {
+        let _ = gateway.await;
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Handles signals until TERM/INT (or the token) asks to stop.
+async fn signals(reload: &Reload<'_>, commands: &mpsc::Sender<Command>, shutdown: &CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with the shutdown token only");
+        shutdown.cancelled().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = term.recv() => { tracing::info!("SIGTERM"); break }
+            _ = int.recv() => { tracing::info!("SIGINT"); break }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: ticking every runnable persona now");
+                let _ = commands.send(Command::TickAllNow(TickTrigger::Signal)).await;
+            }
+            _ = hup.recv() => reload.apply().await,
+        }
+    }
+    shutdown.cancel();
+}
+
+/// What SIGHUP reloads: the config, the tick engine, the scheduler's settings, the pool's
+/// size, the sidecar's settings and secrets, and (with `catalog.sync`) the catalogs.
+struct Reload<'a> {
+    origin: &'a ConfigOrigin,
+    store: &'a Store,
+    host: &'a Arc<StoreHost>,
+    pool: &'a Arc<TickPool>,
+    api: &'a crate::api::ApiState,
+    commands: &'a mpsc::Sender<Command>,
+}
+
+impl Reload<'_> {
+    fn current_config(&self) -> Arc<Config> {
+        self.host.config.read().expect("config lock").clone()
+    }
+
+    async fn apply(&self) {
+        let mut states = vec![sd_notify::NotifyState::Reloading];
+        if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+            states.push(now);
+        }
+        notify(&states);
+        match self.try_apply().await {
+            Ok(restart) if restart.is_empty() => tracing::info!("SIGHUP: config reloaded"),
+            Ok(restart) => tracing::warn!(
+                keys = %restart.join(", "),
+                "SIGHUP: config reloaded; these changed keys take effect only after a restart"
+            ),
+            Err(err) => tracing::error!(%err, "SIGHUP: the new config cannot be used; keeping the running one"),
+        }
+        notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    /// Applies the new config everywhere, or nothing when any part of it is unusable.
+    /// The keys that changed but need a restart.
+    async fn try_apply(&self) -> Result<Vec<&'static str>, DaemonError> {
+        let env = &self.origin.env;
+        let config = Arc::new(self.origin.load()?);
+        let engine = TickEngine::new(self.store.clone(), config.clone(), env)?;
+        let sidecar = sidecar_settings(&config, env)?;
+        let old = self.current_config();
+        *self.host.engine.write().await = Arc::new(engine);
+        *self.host.config.write().expect("config lock") = config.clone();
+        self.host
+            .max_attempts
+            .store(u64::from(config.runner.max_attempts), Ordering::Relaxed);
+        self.pool.resize(config.runner.concurrency);
+        let _ = self.commands.send(Command::Reload(Box::new(settings(&config)))).await;
+        self.api.reload(sidecar);
+        if let Err(err) = seed_catalogs(self.store, &config, false).await {
+            tracing::error!(%err, "SIGHUP: catalog sync failed; personas unchanged");
+        }
+        Ok(restart_keys(&old, &config))
+    }
+}
+
+/// Keys whose change needs a restart: the database, the listeners, the request body
+/// limit (built into the router), logging.
+fn restart_keys(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if old.database.url != new.database.url || old.database.max_connections != new.database.max_connections {
+        keys.push("database.*");
+    }
+    if old.api.listen != new.api.listen {
+        keys.push("api.listen");
+    }
+    if old.api.max_body_bytes != new.api.max_body_bytes {
+        keys.push("api.max_body_bytes");
+    }
+    if old.sample_gateway.listen != new.sample_gateway.listen
+        || old.sample_gateway.enabled != new.sample_gateway.enabled
+    {
+        keys.push("sample_gateway.*");
+    }
+    if old.log.level != new.log.level || old.log.format != new.log.format {
+        keys.push("log.*");
+    }
+    keys
+}

@@ -1,0 +1,268 @@
+//! What a tick records as it goes: one row per tool call (written `pending` before the
+//! call is sent, completed when the answer arrives) and one rating per module. Both go
+//! through the store's [`writer`](super::writer), which commits whatever is queued in one
+//! transaction; a caller returns only once its row is committed.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::writer::Op;
+use super::{Result, Store, with_pool};
+
+text_enum! {
+    /// The outcome of one audited call.
+    ///
+    /// `pending` is written before the call is sent and completed when the answer
+    /// arrives; a tick that dies in between leaves `unknown` (the call may have run).
+    /// `not_sent`: the runner could not build the call (never sent, never held against
+    /// the product).
+    pub enum ActionResult {
+        Pending => "pending",
+        Ok => "ok",
+        Error => "error",
+        Deduped => "deduped",
+        Denied => "denied",
+        Unknown => "unknown",
+        NotSent => "not_sent",
+    }
+}
+
+text_enum! {
+    /// What an audited row is: a tool call of the persona, or a request of the server
+    /// that the persona answered.
+    pub enum ActionKind { Call => "call", Elicitation => "elicitation", Sampling => "sampling" }
+}
+
+/// One audited row, as first written.
+#[derive(Clone, Debug)]
+pub struct NewAction {
+    pub tenant_id: Uuid,
+    pub tick_id: Uuid,
+    pub persona_id: Uuid,
+    pub seq: i32,
+    pub kind: ActionKind,
+    pub tool_name: String,
+    pub module: String,
+    pub input_hash: String,
+    pub result: ActionResult,
+    pub error_message: Option<String>,
+    /// Canonical JSON of the arguments (redacted and capped).
+    pub arguments: Option<String>,
+    pub output: Option<String>,
+    pub chaos: bool,
+    pub latency_ms: Option<i32>,
+}
+
+/// How a `pending` call ended.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub tick_id: Uuid,
+    pub seq: i32,
+    pub result: ActionResult,
+    pub error_message: Option<String>,
+    pub output: Option<String>,
+    pub latency_ms: Option<i32>,
+}
+
+/// One rating of one module at the end of a tick, with that module's evidence.
+#[derive(Clone, Debug)]
+pub struct NewFeedback {
+    pub tenant_id: Uuid,
+    pub tick_id: Uuid,
+    pub persona_id: Uuid,
+    pub module: String,
+    pub rating: i32,
+    pub notes: Option<String>,
+    pub evidence_calls: i32,
+    pub evidence_errors: i32,
+    pub evidence_mean_latency_ms: Option<f64>,
+    /// The rating the evidence alone gives (the offline driver's rule), to show leniency.
+    pub evidence_rating: Option<i32>,
+    /// The simulator version that rated (driver, model, prompt, temperature).
+    pub simulator: String,
+    /// When it was given: now, unless an import or a fixture says otherwise.
+    pub recorded_at: Option<DateTime<Utc>>,
+}
+
+/// An audited call as read back.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct ActionRecord {
+    pub seq: i32,
+    /// `call`, `elicitation` or `sampling`.
+    pub kind: String,
+    pub tool_name: String,
+    pub module: String,
+    pub input_hash: String,
+    /// `pending`, `ok`, `error`, `deduped`, `denied`, `unknown` or `not_sent`.
+    pub result: String,
+    pub error_message: Option<String>,
+    pub chaos: bool,
+    pub latency_ms: Option<i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A call as replay sends it again: what was sent and what came back.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct RecordedCall {
+    pub seq: i32,
+    pub kind: String,
+    pub tool_name: String,
+    pub module: String,
+    pub result: String,
+    pub arguments: Option<String>,
+    pub output: Option<String>,
+    pub error_message: Option<String>,
+    pub chaos: bool,
+}
+
+/// A rating as read back.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct FeedbackRecord {
+    pub module: String,
+    pub rating: i32,
+    pub notes: Option<String>,
+    pub evidence_calls: i32,
+    pub evidence_errors: i32,
+    pub evidence_mean_latency_ms: Option<f64>,
+    pub evidence_rating: Option<i32>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The columns of [`ActionRecord`], for its queries.
+macro_rules! select_actions {
+    ($tail:literal) => {
+        concat!(
+            "SELECT seq, kind, tool_name, module, input_hash, result, error_message, chaos, latency_ms, created_at
+             FROM persona_actions ",
+            $tail
+        )
+    };
+}
+
+macro_rules! select_feedback {
+    ($tail:literal) => {
+        concat!(
+            "SELECT module, rating, notes, evidence_calls, evidence_errors, evidence_mean_latency_ms,
+                    evidence_rating, created_at
+             FROM persona_feedback ",
+            $tail
+        )
+    };
+}
+
+impl Store {
+    /// Writes one audited row and returns once it is committed. Idempotent per
+    /// `(tick, seq)`: a retried write of the same row is ignored rather than duplicated.
+    /// A `pending` row is the write-ahead record of a call about to be sent.
+    pub async fn record_action(&self, action: &NewAction) -> Result<()> {
+        self.writer.submit(Op::Action(Box::new(action.clone()))).await.map(drop)
+    }
+
+    /// Completes a `pending` call. `false` when it was not pending any more: the tick was
+    /// declared dead meanwhile (its lease expired) and the row already says `unknown`.
+    pub async fn complete_action(&self, completion: &Completion) -> Result<bool> {
+        let updated = self.writer.submit(Op::Complete(Box::new(completion.clone()))).await?;
+        Ok(updated == 1)
+    }
+
+    /// Stores one rating (and its day's roll-up). The database refuses ratings outside
+    /// 1..=5 and a second rating of the same module in the same tick.
+    pub async fn record_feedback(&self, feedback: &NewFeedback) -> Result<()> {
+        self.writer
+            .submit(Op::Feedback(Box::new(feedback.clone())))
+            .await
+            .map(drop)
+    }
+
+    /// The audited rows of a tick, in order.
+    pub async fn tick_actions(&self, tick_id: Uuid) -> Result<Vec<ActionRecord>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(select_actions!("WHERE tick_id = $1 ORDER BY seq"))
+            .bind(tick_id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The calls of a tick with their arguments and outputs, in order (for replay).
+    pub async fn recorded_calls(&self, tick_id: Uuid) -> Result<Vec<RecordedCall>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT seq, kind, tool_name, module, result, arguments, output, error_message, chaos
+                 FROM persona_actions WHERE tick_id = $1 ORDER BY seq",
+            )
+            .bind(tick_id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The ratings of a tick, by module.
+    pub async fn tick_feedback(&self, tick_id: Uuid) -> Result<Vec<FeedbackRecord>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(select_feedback!("WHERE tick_id = $1 ORDER BY module"))
+            .bind(tick_id)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The persona's latest calls, newest first (for the prompt's story so far).
+    pub async fn recent_actions(&self, persona_id: Uuid, limit: i64) -> Result<Vec<ActionRecord>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(select_actions!(
+                "WHERE persona_id = $1 AND kind = 'call' ORDER BY created_at DESC, seq DESC LIMIT $2"
+            ))
+            .bind(persona_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The persona's latest ratings, newest first.
+    pub async fn recent_feedback(&self, persona_id: Uuid, limit: i64) -> Result<Vec<FeedbackRecord>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(select_feedback!("WHERE persona_id = $1 ORDER BY created_at DESC LIMIT $2"))
+            .bind(persona_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// The persona's latest call with `input_hash` since `since` that ran or may have
+    /// run (`ok` or `unknown`), for deduplication across ticks.
+    pub async fn earlier_call(
+        &self,
+        persona_id: Uuid,
+        input_hash: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<EarlierCall>> {
+        let row: Option<(String, Option<String>)> = with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT result, output FROM persona_actions
+                 WHERE persona_id = $1 AND input_hash = $2 AND created_at >= $3 AND result IN ('ok', 'unknown')
+                 ORDER BY created_at DESC LIMIT 1",
+            )
+            .bind(persona_id)
+            .bind(input_hash)
+            .bind(since)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(|(result, output)| match result.as_str() {
+            "ok" => EarlierCall::Answered(output.unwrap_or_default()),
+            _ => EarlierCall::MayHaveRun,
+        }))
+    }
+}
+
+/// An earlier identical call, for deduplication.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EarlierCall {
+    /// It ran and answered this.
+    Answered(String),
+    /// It was sent but its answer was never recorded (its tick died): it may have run.
+    MayHaveRun,
+}

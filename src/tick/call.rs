@@ -1,0 +1,391 @@
+//! The path of one requested call, whoever asked for it (the model or the offline
+//! driver): budget, policy, arguments, schema, dedup, rate limits, then the call itself.
+//!
+//! Every call is audited on the way. A call that goes out is written `pending` first
+//! (write-ahead) and completed when the answer arrives; one that does not is written with
+//! its final result. If a row cannot be written, the tick ends: a call that cannot be
+//! recorded must not happen.
+
+use serde_json::{Map, Value, json};
+
+use super::state::{Arguments, TickState};
+use super::{CallContext, TickEngine, TickError, TickEvent, audit, input_hash};
+use crate::config::DedupWindow;
+use crate::mcp::{CallOutcome, McpError};
+use crate::store::{ActionKind, ActionResult, Completion, EarlierCall, NewAction};
+
+/// A call refused before it was sent: how it is audited and what the model is told.
+struct Refusal {
+    result: ActionResult,
+    audit: String,
+    answer: String,
+}
+
+impl Refusal {
+    fn new(result: ActionResult, audit: impl Into<String>, answer: impl Into<String>) -> Self {
+        Self {
+            result,
+            audit: audit.into(),
+            answer: answer.into(),
+        }
+    }
+}
+
+/// Longest arguments text kept in the audit (what replay sends again).
+const ARGUMENTS_CHARS: usize = 16_000;
+
+/// The arguments as JSON, or why they are not.
+fn parse(arguments: &Arguments) -> Result<Value, Refusal> {
+    match arguments {
+        Arguments::Value(value) => Ok(value.clone()),
+        Arguments::Raw(text) if text.trim().is_empty() => Ok(json!({})),
+        Arguments::Raw(text) => serde_json::from_str::<Value>(text).map_err(|err| {
+            let problem = format!("the arguments are not valid JSON ({err})");
+            Refusal::new(
+                ActionResult::Error,
+                format!("not sent: {problem}"),
+                format!("Error: {problem}. Call the tool again with a JSON object."),
+            )
+        }),
+        Arguments::Unbuildable(why) => Err(Refusal::new(
+            ActionResult::NotSent,
+            format!("not sent: the offline driver cannot build arguments for this schema ({why})"),
+            "Not sent: no valid arguments could be built.",
+        )),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl TickEngine {
+    /// Executes one requested call and returns what the model is told. `Err` ends the
+    /// tick: the audit could not be written, or the MCP session is gone.
+    pub(super) async fn call_tool(
+        &self,
+        ctx: &CallContext<'_>,
+        state: &mut TickState,
+        tool: &str,
+        arguments: Arguments,
+        chaos: bool,
+    ) -> Result<String, TickError> {
+        let seq = state.next_seq();
+        // Offered tools know their module; only an unknown name needs the policy's rule.
+        let module = state
+            .offered
+            .iter()
+            .find(|t| t.name == tool)
+            .map_or_else(|| self.policy.module_of(tool), |t| t.module.clone());
+        let parsed = parse(&arguments);
+        let hash = match (&parsed, &arguments) {
+            (Ok(value), _) => input_hash(tool, value),
+            (Err(_), Arguments::Raw(text)) => audit::hash_text(tool, text),
+            (Err(_), Arguments::Unbuildable(why)) => audit::hash_text(tool, why),
+            (Err(_), Arguments::Value(value)) => input_hash(tool, value),
+        };
+        let arguments_text = match (&parsed, &arguments) {
+            (Ok(value), _) => Some(super::canonical_json(value)),
+            (Err(_), Arguments::Raw(text)) => Some(text.clone()),
+            _ => None,
+        };
+        let record = NewAction {
+            tenant_id: ctx.persona.tenant_id,
+            tick_id: ctx.tick_id,
+            persona_id: ctx.persona.id,
+            seq,
+            kind: ActionKind::Call,
+            tool_name: tool.to_string(),
+            module,
+            input_hash: hash.clone(),
+            result: ActionResult::Denied,
+            error_message: None,
+            arguments: arguments_text.map(|text| audit::redact_truncate(&text, &state.redact, ARGUMENTS_CHARS)),
+            output: None,
+            chaos,
+            latency_ms: None,
+        };
+        let vetted = parsed.and_then(|value| self.vet(state, tool, value, chaos));
+        let (record, answer) = match vetted {
+            Err(refusal) => {
+                let record = NewAction {
+                    result: refusal.result,
+                    error_message: Some(audit::redact_truncate(&refusal.audit, &state.redact, 500)),
+                    ..record
+                };
+                (record, refusal.answer)
+            }
+            Ok(map) => match self.earlier_call(ctx, state, &hash).await {
+                Some(earlier) => {
+                    let answer = match earlier {
+                        EarlierCall::Answered(output) => {
+                            format!("(Same call as before, not sent again. Earlier result:)\n{output}")
+                        }
+                        EarlierCall::MayHaveRun => "(Same call as an earlier one whose answer was lost; it may have \
+                                                    run. Not sent again.)"
+                            .to_string(),
+                    };
+                    let record = NewAction {
+                        result: ActionResult::Deduped,
+                        ..record
+                    };
+                    (record, answer)
+                }
+                None => return self.send(ctx, state, tool, map, record).await,
+            },
+        };
+        self.store.record_action(&record).await?;
+        self.account(ctx, state, &record, &answer, false);
+        Ok(answer)
+    }
+
+    /// Budget, policy, arguments and schema: the map to send, or why not.
+    fn vet(&self, state: &mut TickState, tool: &str, value: Value, chaos: bool) -> Result<Map<String, Value>, Refusal> {
+        if state.calls_made >= self.config.tick.max_tool_calls {
+            return Err(Refusal::new(
+                ActionResult::Denied,
+                "not sent: the tick's tool-call budget (tick.max_tool_calls) is used up",
+                "Error: you have used up your actions for now; this call was not executed.",
+            ));
+        }
+        if !state.offered.iter().any(|t| t.name == tool) {
+            let reason = state.withheld.get(tool).map_or("no such tool", String::as_str);
+            return Err(Refusal::new(
+                ActionResult::Denied,
+                format!("not sent: {reason}"),
+                format!("Error: the tool `{tool}` is not available to you ({reason})."),
+            ));
+        }
+        state.calls_made += 1;
+        let map = match value {
+            Value::Object(map) => map,
+            other => {
+                return Err(Refusal::new(
+                    ActionResult::Error,
+                    format!("not sent: the arguments must be a JSON object, got {}", kind(&other)),
+                    "Error: the arguments must be a JSON object.",
+                ));
+            }
+        };
+        if !chaos && let Some(validator) = state.validators.get(tool) {
+            let value = Value::Object(map);
+            let problems: Vec<String> = validator
+                .iter_errors(&value)
+                .take(5)
+                .map(|e| {
+                    let path = e.instance_path().to_string();
+                    if path.is_empty() {
+                        e.to_string()
+                    } else {
+                        format!("{path}: {e}")
+                    }
+                })
+                .collect();
+            if !problems.is_empty() {
+                let problem = format!("the arguments do not match the tool's schema: {}", problems.join("; "));
+                return Err(Refusal::new(
+                    ActionResult::Error,
+                    format!("not sent: {problem}"),
+                    format!("Error: {problem}."),
+                ));
+            }
+            let Value::Object(map) = value else {
+                unreachable!("built as an object")
+            };
+            return Ok(map);
+        }
+        Ok(map)
+    }
+
+    /// An identical call within the dedup window: this tick's answers, or the store's.
+    async fn earlier_call(&self, ctx: &CallContext<'_>, state: &TickState, hash: &str) -> Option<EarlierCall> {
+        if let Some(output) = state.seen.get(hash) {
+            return Some(EarlierCall::Answered(output.clone()));
+        }
+        let DedupWindow::Last(window) = self.config.tick.dedup_window else {
+            return None;
+        };
+        let since = crate::time::before(crate::time::now(), window.0);
+        self.store
+            .earlier_call(ctx.persona.id, hash, since)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(%err, "dedup lookup failed; sending the call");
+                None
+            })
+    }
+
+    /// Sends a vetted call: the write-ahead row, the call (one fresh login and one retry
+    /// after a 401, which proves it did not run), then the completed row.
+    async fn send(
+        &self,
+        ctx: &CallContext<'_>,
+        state: &mut TickState,
+        tool: &str,
+        arguments: Map<String, Value>,
+        record: NewAction,
+    ) -> Result<String, TickError> {
+        if let Some(limit) = &self.tool_limit {
+            limit.until_ready().await;
+        }
+        if let Some(limit) = &self.tool_limit_per_persona {
+            limit.until_key_ready(&ctx.persona.id).await;
+        }
+        let pending = NewAction {
+            result: ActionResult::Pending,
+            ..record
+        };
+        self.store.record_action(&pending).await?;
+        let mut outcome = self.call_session(state, tool, arguments.clone()).await;
+        if matches!(outcome, Err(McpError::Unauthorized { .. })) && !state.reauthenticated {
+            state.reauthenticated = true;
+            let email = ctx.persona.email.as_deref().unwrap_or_default();
+            self.auth.invalidate(email);
+            if let Some(old) = state.session.take() {
+                old.close().await;
+            }
+            match self.connect(ctx, state).await {
+                Ok(()) => outcome = self.call_session(state, tool, arguments).await,
+                Err(err) => {
+                    let err = audit::redact_truncate(&err.to_string(), &state.redact, 500);
+                    tracing::warn!(%err, "reconnecting after a 401 failed");
+                }
+            }
+        }
+        let max_output = self.config.tick.max_output_chars;
+        let latency_of = |elapsed: std::time::Duration| Some(elapsed.as_millis().min(i32::MAX as u128) as i32);
+        // Whether the call reached the product (answered, timed out, or lost in flight).
+        let mut reached = true;
+        let (completion, answer, fatal) = match outcome {
+            Ok((CallOutcome::Ok { text }, elapsed)) => {
+                let text = audit::redact_truncate(&text, &state.redact, max_output);
+                state.seen.insert(pending.input_hash.clone(), text.clone());
+                (
+                    (ActionResult::Ok, None, Some(text.clone()), latency_of(elapsed)),
+                    text,
+                    None,
+                )
+            }
+            Ok((CallOutcome::Error { text }, elapsed)) => (
+                (
+                    ActionResult::Error,
+                    Some(audit::redact_truncate(&text, &state.redact, 500)),
+                    None,
+                    latency_of(elapsed),
+                ),
+                format!(
+                    "Error from the app: {}",
+                    audit::redact_truncate(&text, &state.redact, max_output)
+                ),
+                None,
+            ),
+            Err(err) => {
+                let message = audit::redact_truncate(&err.to_string(), &state.redact, 500);
+                // A session that is gone ends the tick; whether the call ran is unknown.
+                reached = err.reached_product();
+                let (result, fatal) = if err.ends_session() {
+                    (ActionResult::Unknown, Some(err))
+                } else {
+                    (ActionResult::Error, None)
+                };
+                (
+                    (result, Some(message.clone()), None, None),
+                    format!("Error: the call failed ({message})."),
+                    fatal,
+                )
+            }
+        };
+        let (result, error_message, output, latency_ms) = completion;
+        let completed = self
+            .store
+            .complete_action(&Completion {
+                tick_id: pending.tick_id,
+                seq: pending.seq,
+                result,
+                error_message: error_message.clone(),
+                output: output.clone(),
+                latency_ms,
+            })
+            .await?;
+        if !completed {
+            return Err(TickError::LeaseLost(
+                "its calls were declared unknown by another runner (the lease had expired)".into(),
+            ));
+        }
+        let record = NewAction {
+            result,
+            error_message,
+            output,
+            latency_ms,
+            ..pending
+        };
+        self.account(ctx, state, &record, &answer, reached);
+        match fatal {
+            Some(err) => Err(err.into()),
+            None => Ok(answer),
+        }
+    }
+
+    async fn call_session(
+        &self,
+        state: &TickState,
+        tool: &str,
+        arguments: Map<String, Value>,
+    ) -> Result<(CallOutcome, std::time::Duration), McpError> {
+        match &state.session {
+            Some(session) => session.call(tool, arguments).await,
+            None => Err(McpError::NoSession),
+        }
+    }
+
+    /// Counts an audited call in the tick's evidence and summary, tells the listener, and
+    /// adds it to the transcript.
+    fn account(&self, ctx: &CallContext<'_>, state: &mut TickState, record: &NewAction, answer: &str, reached: bool) {
+        state.counts.add(record.result);
+        if !matches!(record.result, ActionResult::Denied | ActionResult::NotSent) {
+            let stats = state.modules.entry(record.module.clone()).or_default();
+            stats.attempts += 1;
+            if reached {
+                let failed = record.result != ActionResult::Ok;
+                stats.sent += 1;
+                stats.sent_errors += u32::from(failed);
+                if record.chaos {
+                    stats.chaos_sent += 1;
+                    stats.chaos_errors += u32::from(failed);
+                }
+            }
+            if let Some(ms) = record.latency_ms {
+                stats.latency_total_ms += ms.max(0) as u64;
+                stats.latency_count += 1;
+            }
+        }
+        state.transcript.push(
+            "call",
+            json!({
+                "seq": record.seq,
+                "tool": record.tool_name,
+                "module": record.module,
+                "arguments": record.arguments,
+                "result": record.result,
+                "chaos": record.chaos,
+                "latency_ms": record.latency_ms,
+                "answer": answer,
+            }),
+        );
+        (ctx.events)(TickEvent::Tool {
+            persona: ctx.label.to_string(),
+            tool: record.tool_name.clone(),
+            module: record.module.clone(),
+            result: record.result,
+            latency_ms: record.latency_ms,
+            chaos: record.chaos,
+        });
+    }
+}

@@ -1,0 +1,174 @@
+//! The mutable state of one running tick. It lives outside the timed future, so what a
+//! tick did is still known when a timeout, a shutdown, a lost lease or a panic ends it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use serde_json::Value;
+
+use super::transcript::TranscriptLog;
+use crate::auth::Credentials;
+use crate::mcp::{McpSession, ToolInfo};
+use crate::store::{ActionResult, RatingStatus};
+
+/// Per-module evidence of one tick.
+#[derive(Clone, Debug, Default)]
+pub(super) struct ModuleStats {
+    /// Calls the persona made to this module (sent, deduped, or refused locally).
+    pub attempts: u32,
+    /// Calls that reached the product, and how many of them failed.
+    pub sent: u32,
+    pub sent_errors: u32,
+    /// Of those, calls sent as deliberate edge cases (offline chaos).
+    pub chaos_sent: u32,
+    pub chaos_errors: u32,
+    pub latency_total_ms: u64,
+    pub latency_count: u32,
+}
+
+impl ModuleStats {
+    /// "mean 120 ms", or "no timing" when no call was timed (prompt and notes).
+    pub fn latency_text(&self) -> String {
+        self.mean_latency()
+            .map_or("no timing".into(), |ms| format!("mean {ms:.0} ms"))
+    }
+
+    pub fn mean_latency(&self) -> Option<f64> {
+        (self.latency_count > 0).then(|| self.latency_total_ms as f64 / f64::from(self.latency_count))
+    }
+
+    /// Ordinary calls that reached the product and their failures: the evidence a rating
+    /// rests on (rejecting a deliberate edge case is correct behaviour, not a failure).
+    pub fn evidence(&self) -> (u32, u32) {
+        (
+            self.sent - self.chaos_sent,
+            self.sent_errors.saturating_sub(self.chaos_errors),
+        )
+    }
+
+    /// The rating the evidence alone gives, when there is evidence.
+    pub fn evidence_rating(&self) -> Option<i32> {
+        let (calls, errors) = self.evidence();
+        super::offline::rating_from_evidence(calls, errors, self.mean_latency())
+    }
+}
+
+/// How many audited calls ended how (the tick's summary, without reading them back).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Counts {
+    pub ok: u32,
+    pub error: u32,
+    pub deduped: u32,
+    pub denied: u32,
+    pub unknown: u32,
+    pub not_sent: u32,
+}
+
+impl Counts {
+    pub fn add(&mut self, result: ActionResult) {
+        match result {
+            ActionResult::Ok => self.ok += 1,
+            ActionResult::Error => self.error += 1,
+            ActionResult::Deduped => self.deduped += 1,
+            ActionResult::Denied => self.denied += 1,
+            ActionResult::Unknown | ActionResult::Pending => self.unknown += 1,
+            ActionResult::NotSent => self.not_sent += 1,
+        }
+    }
+}
+
+/// The arguments of a call as they arrived.
+pub(super) enum Arguments {
+    /// Text from the model, normally JSON.
+    Raw(String),
+    /// Built by the offline driver.
+    Value(Value),
+    /// The offline driver could not build valid arguments; why.
+    Unbuildable(String),
+}
+
+pub(super) struct TickState {
+    pub session: Option<McpSession>,
+    /// Secrets to redact from any text we store or show: every credential of the tick.
+    pub redact: Vec<String>,
+    pub offered: Vec<ToolInfo>,
+    pub withheld: HashMap<String, String>,
+    pub validators: HashMap<String, Arc<jsonschema::Validator>>,
+    /// Shared with the session's handler, which audits the server's own requests.
+    pub seq: Arc<AtomicI32>,
+    pub calls_made: u32,
+    /// Outputs of this tick's successful calls by input hash (dedup within the tick).
+    pub seen: HashMap<String, String>,
+    pub modules: BTreeMap<String, ModuleStats>,
+    pub counts: Counts,
+    pub turns: i32,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub reauthenticated: bool,
+    pub rating_status: Option<RatingStatus>,
+    pub rating_raw: Option<String>,
+    pub ratings: Vec<super::rating::Rating>,
+    /// Ids seen in this tick's tool outputs, for the offline driver's `*_id` arguments.
+    pub known_ids: Vec<i64>,
+    pub transcript: TranscriptLog,
+    /// The MCP protocol version the gateway agreed to.
+    pub protocol_version: Option<String>,
+}
+
+impl TickState {
+    pub fn new(transcript_chars: usize) -> Self {
+        Self {
+            session: None,
+            redact: Vec::new(),
+            offered: Vec::new(),
+            withheld: HashMap::new(),
+            validators: HashMap::new(),
+            seq: Arc::new(AtomicI32::new(0)),
+            calls_made: 0,
+            seen: HashMap::new(),
+            modules: BTreeMap::new(),
+            counts: Counts::default(),
+            turns: 0,
+            tokens_in: 0,
+            tokens_out: 0,
+            reauthenticated: false,
+            rating_status: None,
+            rating_raw: None,
+            ratings: Vec::new(),
+            known_ids: Vec::new(),
+            transcript: TranscriptLog::new(transcript_chars),
+            protocol_version: None,
+        }
+    }
+
+    /// The next audit sequence number of the tick.
+    pub fn next_seq(&self) -> i32 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether any row was audited.
+    pub fn audited_any(&self) -> bool {
+        self.seq.load(Ordering::Relaxed) > 0
+    }
+
+    /// Adds the secrets of `credentials` to what is redacted for the rest of the tick (a
+    /// token replaced by a fresh login is still kept out).
+    pub fn remember(&mut self, credentials: &Credentials) {
+        for secret in credentials.secrets() {
+            if !self.redact.iter().any(|known| known == secret) {
+                self.redact.push(secret.to_string());
+            }
+        }
+    }
+
+    /// Modules the persona really used: at least one call that it made (sent, deduped or
+    /// refused locally).
+    pub fn used_modules(&self) -> Vec<String> {
+        self.modules
+            .iter()
+            .filter(|(_, s)| s.attempts > 0)
+            .map(|(m, _)| m.clone())
+            .collect()
+    }
+}
