@@ -107,6 +107,10 @@ fn broken_catalog() -> serde_json::Value {
         with(json!({"name": "B11", "email": "persona.b11@mana.test", "systemPrompt": "Du bist kurz."})),
         with(json!({"name": "B12", "email": "persona.b12@mana.test", "favouriteColour": "blue"})),
         with(json!({"name": "B13", "email": "persona.b13@mana.test", "moduleMix": "todo"})),
+        with(json!({"name": "B14", "email": "persona.b14@mana.test", "tickCadence": "0 0 31 2 *"})),
+        with(json!({"name": "B15", "email": "persona.b15@mana.test", "moduleMix": {"todo": 1e308, "notes": 1}})),
+        with(json!({"name": "N".repeat(10_000), "email": "persona.b16@mana.test"})),
+        with(json!({"name": "B17", "email": "persona.b17@mana.test", "systemPrompt": "Du bist Anna. ".repeat(1_200_000)})),
     ], "extra": true})
 }
 
@@ -130,6 +134,10 @@ fn a_broken_catalog_reports_every_problem_with_its_path() {
         ("personas[11].systemPrompt", "prompt too short"),
         ("personas[12].favouriteColour", "unknown field"),
         ("personas[13].moduleMix", "not of type \"object\""),
+        ("personas[14].tickCadence", "never fires in the next 400 days"),
+        ("personas[15].moduleMix.todo", "too large"),
+        ("personas[16].name", "too long: 10000 characters, at most 200"),
+        ("personas[17].systemPrompt", "prompt too long"),
     ];
     for (path, message) in expect {
         assert!(
@@ -208,7 +216,8 @@ async fn seeding_twice_leaves_22_personas_unchanged(backend: Backend) {
         .unwrap();
     assert!(edited.system_prompt.ends_with("Dankbarkeitstagebuch."));
 
-    let cleanup = catalog::cleanup(&store, DEFAULT_TENANT, &catalogs[..1]).await.unwrap();
+    let consumer: std::collections::HashSet<String> = catalogs[0].personas.iter().map(|p| p.email.clone()).collect();
+    let cleanup = catalog::cleanup(&store, DEFAULT_TENANT, &consumer).await.unwrap();
     assert_eq!(cleanup.deleted.users_deleted, 22);
     assert_eq!(
         cleanup.unlisted.len(),
@@ -218,6 +227,64 @@ async fn seeding_twice_leaves_22_personas_unchanged(backend: Backend) {
     assert_eq!(store.row_counts(DEFAULT_TENANT).await.unwrap().personas, 0);
 }
 
+/// A catalog whose second entry is refused by the store (it names a human's account).
+async fn a_seed_run_that_fails_leaves_the_store_as_it_was(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    store
+        .create_user(
+            DEFAULT_TENANT,
+            "persona.human@mana.test",
+            "A Human",
+            persona_runner::persona::UserKind::Human,
+        )
+        .await
+        .unwrap();
+    let good = broken_catalog()["personas"][0].clone();
+    let mut clash = good.clone();
+    clash["name"] = json!("Not Anna");
+    clash["email"] = json!("persona.human@mana.test");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("clash.json");
+    std::fs::write(&file, json!({"personas": [good, clash]}).to_string()).unwrap();
+    let before = store.row_counts(DEFAULT_TENANT).await.unwrap();
+    let err = catalog::seed_files(&store, DEFAULT_TENANT, std::slice::from_ref(&file), &rules(), "UTC")
+        .await
+        .unwrap_err();
+    let CatalogError::Invalid(problems) = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        problems[0].path.contains("persona.human@mana.test") && problems[0].message.contains("human account"),
+        "{problems:?}"
+    );
+    assert_eq!(
+        store.row_counts(DEFAULT_TENANT).await.unwrap(),
+        before,
+        "the first entry is not kept: one transaction per run"
+    );
+}
+
+/// Seeding the shipped files streams them and applies the catalog's target.
+async fn seeding_files_applies_the_catalog_target(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let report = catalog::seed_files(&store, DEFAULT_TENANT, &shipped(), &rules(), "UTC")
+        .await
+        .unwrap();
+    assert_eq!(report.created, 22);
+    let personas = store.list_personas(DEFAULT_TENANT).await.unwrap();
+    let roles = personas.iter().filter(|p| p.flow.is_some());
+    assert!(roles.clone().count() == 12 && roles.clone().all(|p| p.target.as_deref() == Some("sop-finance")));
+    assert!(personas.iter().filter(|p| p.flow.is_none()).all(|p| p.target.is_none()));
+    let again = catalog::seed_files(&store, DEFAULT_TENANT, &shipped(), &rules(), "UTC")
+        .await
+        .unwrap();
+    assert_eq!(again.unchanged, 22);
+}
+
 both_backends! {
     seeding_twice_leaves_22_personas_unchanged,
+    a_seed_run_that_fails_leaves_the_store_as_it_was,
+    seeding_files_applies_the_catalog_target,
 }

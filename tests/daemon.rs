@@ -178,11 +178,15 @@ fn signals_tick_reload_and_drain() {
             && daemon.metric("persona_runner_personas_due", "") == 0.0
             && daemon.metric("persona_runner_ticks_total", "trigger=\"schedule\"") >= 1.0
     });
-    // SIGUSR1: every runnable persona (all 22 seeded on first start) ticks now.
+    // SIGUSR1: every runnable persona ticks now: the 10 consumer personas. The 12 role
+    // personas belong to the `sop-finance` target, not configured here: never ticked.
     daemon.signal("USR1");
-    wait_until("22 signal ticks", Duration::from_secs(60), || {
-        daemon.metric("persona_runner_ticks_total", "trigger=\"signal\"") >= 22.0
+    wait_until("10 signal ticks", Duration::from_secs(60), || {
+        daemon.metric("persona_runner_ticks_total", "trigger=\"signal\"") >= 10.0
+            && daemon.metric("persona_runner_personas_running", "") == 0.0
     });
+    assert_eq!(daemon.metric("persona_runner_ticks_total", "trigger=\"signal\""), 10.0);
+    assert!(daemon.metric("persona_runner_ticks_total", "trigger=\"schedule\"") <= 10.0);
     assert!(daemon.metric("persona_runner_tool_calls_total", "result=\"ok\"") > 0.0);
 
     // SIGHUP with a broken config: logged, the daemon keeps running on the old one.

@@ -329,6 +329,7 @@ pub async fn tick(State(state): State<ApiState>, admin: Admin, Path(id): Path<St
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("{who} has no login identity (a profile-only role persona) and cannot be ticked"),
         ),
+        err @ TickError::NoTarget { .. } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()),
         other => {
             tracing::error!(err = %other, "starting a one-off tick failed");
             ApiError::new(

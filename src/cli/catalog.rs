@@ -47,10 +47,18 @@ pub async fn run(command: CatalogCommand, app: &App) -> Result<Outcome> {
     match command {
         CatalogCommand::Validate { files: given } => {
             let files = files(given);
-            match catalog::load(&files, &rules) {
-                Ok(catalogs) => {
-                    for catalog in &catalogs {
-                        out!("ok: {} ({} personas)", catalog.file.display(), catalog.personas.len());
+            match catalog::validate(&files, &rules) {
+                Ok(checked) => {
+                    for file in &checked {
+                        out!(
+                            "ok: {} ({} personas{})",
+                            file.file.display(),
+                            file.personas,
+                            file.target
+                                .as_deref()
+                                .map(|t| format!(", target {t}"))
+                                .unwrap_or_default()
+                        );
                     }
                     Ok(Outcome::Success)
                 }
@@ -65,15 +73,12 @@ pub async fn run(command: CatalogCommand, app: &App) -> Result<Outcome> {
             }
         }
         CatalogCommand::Seed { files: given, json } => {
-            let catalogs = match catalog::load(&files(given), &rules) {
-                Ok(catalogs) => catalogs,
-                Err(err) => return report_invalid(err),
-            };
             let store = app.store().await?;
-            let seeded = catalog::seed(
+            let seeded = catalog::seed_files(
                 &store,
                 DEFAULT_TENANT,
-                &catalogs,
+                &files(given),
+                &rules,
                 &app.config().catalog.default_time_zone,
             )
             .await;
@@ -96,8 +101,8 @@ pub async fn run(command: CatalogCommand, app: &App) -> Result<Outcome> {
             Ok(Outcome::Success)
         }
         CatalogCommand::Cleanup { files: given, dry_run } => {
-            let catalogs = match catalog::load(&files(given), &rules) {
-                Ok(catalogs) => catalogs,
+            let listed = match catalog::listed_emails(&files(given), &rules) {
+                Ok(listed) => listed,
                 Err(err) => return report_invalid(err),
             };
             let store = app.store().await?;
@@ -113,7 +118,7 @@ pub async fn run(command: CatalogCommand, app: &App) -> Result<Outcome> {
                 store.close().await;
                 return Ok(Outcome::Success);
             }
-            let outcome = catalog::cleanup(&store, DEFAULT_TENANT, &catalogs).await;
+            let outcome = catalog::cleanup(&store, DEFAULT_TENANT, &listed).await;
             store.close().await;
             let outcome = outcome?;
             for email in &outcome.unlisted {
@@ -135,10 +140,7 @@ fn report_invalid(err: CatalogError) -> Result<Outcome> {
             for problem in &problems {
                 eprintln!("{problem}");
             }
-            eprintln!(
-                "{} problem(s); nothing was changed by the failing entry",
-                problems.len()
-            );
+            eprintln!("{} problem(s); nothing was changed", problems.len());
             Ok(Outcome::Problems)
         }
         other => Err(other.into()),

@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use comfy_table::Table;
 use persona_runner::persona::DEFAULT_TENANT;
-use persona_runner::persona::Persona;
 use persona_runner::store::{TickStatus, TickTrigger};
 use persona_runner::tick::{TickEngine, TickEvent, TickRequest, TickSummary};
 
@@ -37,7 +36,11 @@ pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
     let store = app.store().await?;
     let personas = if args.all {
         let personas = store.list_personas(DEFAULT_TENANT).await?;
-        personas.into_iter().filter(Persona::is_runnable).collect()
+        let config = app.config();
+        personas
+            .into_iter()
+            .filter(|p| p.is_runnable() && config.runs_target(p.target.as_deref()))
+            .collect()
     } else {
         let mut found = Vec::new();
         for id in &args.personas {

@@ -125,8 +125,14 @@ async fn seed_catalogs(store: &Store, config: &Config, first_start: bool) -> Res
         return Ok(());
     }
     let rules = crate::catalog::Rules::from(&config.catalog);
-    let catalogs = crate::catalog::load(&config.catalog.files, &rules)?;
-    let report = crate::catalog::seed(store, DEFAULT_TENANT, &catalogs, &config.catalog.default_time_zone).await?;
+    let report = crate::catalog::seed_files(
+        store,
+        DEFAULT_TENANT,
+        &config.catalog.files,
+        &rules,
+        &config.catalog.default_time_zone,
+    )
+    .await?;
     tracing::info!(
         created = report.created,
         updated = report.updated,

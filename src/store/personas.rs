@@ -405,6 +405,32 @@ impl Store {
         result.map_err(|err| (index, err))
     }
 
+    /// Upserts the specs `items` brings, as they arrive, in one transaction: all of them or
+    /// none. `current` holds the item being written, so a caller can name the one that
+    /// failed.
+    pub async fn upsert_stream<T: Send>(
+        &self,
+        tenant: Uuid,
+        default_time_zone: &str,
+        items: &mut tokio::sync::mpsc::Receiver<T>,
+        current: &mut Option<T>,
+        spec_of: impl Fn(&T) -> &PersonaSpec,
+        mut each: impl FnMut(UpsertOutcome),
+    ) -> Result<()> {
+        let at = now();
+        with_writer!(self, pool => {
+            let mut tx = begin_write!(pool);
+            while let Some(item) = items.recv().await {
+                let item = current.insert(item);
+                let (_, outcome) = upsert_one!(tx, tenant, spec_of(item), default_time_zone, at);
+                each(outcome);
+            }
+            *current = None;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     pub async fn get_persona(&self, tenant: Uuid, id: Uuid) -> Result<Option<Persona>> {
         let row: Option<PersonaRow> = with_pool!(self, pool => {
             sqlx::query_as(select_persona!("WHERE p.tenant_id = $1 AND p.id = $2"))

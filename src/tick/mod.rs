@@ -52,6 +52,12 @@ pub enum TickError {
     AlreadyRunning(String),
     #[error("persona {0} has no login identity (a profile-only role persona) and cannot be ticked")]
     NotRunnable(String),
+    /// Expected: the persona belongs to a product this config does not drive.
+    #[error(
+        "persona {persona} uses the target `{target}`, which this config does not define: add [targets.{target}] \
+         with its auth and mcp settings to tick it"
+    )]
+    NoTarget { persona: String, target: String },
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -296,6 +302,12 @@ impl TickEngine {
         let label = persona.label();
         if persona.user_id.is_none() || persona.email.is_none() {
             return Err(TickError::NotRunnable(label));
+        }
+        if let Some(target) = persona.target.as_deref().filter(|t| !self.config.runs_target(Some(t))) {
+            return Err(TickError::NoTarget {
+                persona: label,
+                target: target.to_string(),
+            });
         }
         match self.store.claim_tick(&self.new_tick(request)).await {
             Ok(tick) => Ok(tick),
