@@ -16,8 +16,15 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// A client for our outbound calls. Idle connection pooling is off: on loopback a pooled
-/// connection stalled ~40 ms per sequential call (delayed ACK), and our call rate is low.
+/// Whether connections are kept alive and reused (`http.keep_alive`), set once at start.
+static KEEP_ALIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Applies the `[http]` settings to every client built from now on.
+pub fn configure(config: &crate::config::HttpConfig) {
+    KEEP_ALIVE.store(config.keep_alive, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A client for our outbound calls (login, lookups, the LLM, JWKS).
 pub fn client(timeout: Duration) -> reqwest::Client {
     builder(timeout.min(Duration::from_secs(10)))
         .timeout(timeout)
@@ -25,14 +32,46 @@ pub fn client(timeout: Duration) -> reqwest::Client {
         .expect("a reqwest client with static settings builds")
 }
 
-/// The settings every client of ours shares (TLS provider, no idle pooling, user agent),
-/// for a client that sets its own timeouts.
+/// The settings every client of ours shares (TLS provider, keep-alive, user agent), for a
+/// client that sets its own timeouts.
+///
+/// Connections are reused, with `TCP_NODELAY`: a request is written at once, never held
+/// back by Nagle's algorithm waiting for the server's (delayed) ACK, the 40 ms stall a
+/// pooled connection showed without it. `http.keep_alive = false` opens one connection per
+/// request instead (to diagnose a proxy that mishandles keep-alive).
 pub fn builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
     install_crypto_provider();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
-        .pool_max_idle_per_host(0)
-        .user_agent(concat!("persona-runner/", env!("CARGO_PKG_VERSION")))
+        .tcp_nodelay(true)
+        .user_agent(concat!("persona-runner/", env!("CARGO_PKG_VERSION")));
+    if KEEP_ALIVE.load(std::sync::atomic::Ordering::Relaxed) {
+        builder.pool_idle_timeout(Duration::from_secs(60))
+    } else {
+        builder.pool_max_idle_per_host(0)
+    }
+}
+
+/// The most of a response body we read (login, lookups, JWKS): a server that sends more
+/// gets an error, not our memory.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Reads a JSON body of at most `limit` bytes.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<T, String> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(format!("the response is larger than {} KiB", limit / 1024));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|err| describe(&err))? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("the response is larger than {} KiB", limit / 1024));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|err| format!("the response is not the expected JSON: {err}"))
 }
 
 /// Whether a response status is worth another attempt: rate limited or server-side.

@@ -202,13 +202,13 @@ impl Fake {
 }
 
 impl Host for Fake {
-    async fn load(&self, since: Option<DateTime<Utc>>, limit: usize) -> Result<Vec<ScheduleRow>, String> {
+    async fn load(&self, after: Option<(DateTime<Utc>, Uuid)>, limit: usize) -> Result<Vec<ScheduleRow>, String> {
         let mut rows: Vec<ScheduleRow> = self
             .personas
             .lock()
             .unwrap()
             .iter()
-            .filter(|p| since.is_none_or(|since| p.changed_at >= since))
+            .filter(|p| after.is_none_or(|after| (p.changed_at, p.id) > after))
             .cloned()
             .collect();
         rows.sort_by_key(|p| (p.changed_at, p.id));

@@ -36,10 +36,15 @@ ALTER TABLE personas
     ADD COLUMN changed_at TIMESTAMPTZ NOT NULL DEFAULT '1970-01-01T00:00:00+00:00';
 UPDATE personas SET changed_at = updated_at;
 DROP INDEX personas_due;
-CREATE INDEX personas_changed ON personas (changed_at);
+CREATE INDEX personas_changed ON personas (changed_at, id);
 
 DROP INDEX persona_interactions_user_time;
-CREATE INDEX persona_interactions_user_time ON persona_interactions (tenant_id, user_id, created_at);
+CREATE INDEX persona_interactions_user_time ON persona_interactions (user_id, tenant_id, created_at);
+-- Every foreign key's child column is indexed: deleting a tick (retention) or a persona
+-- must not scan a whole table for the rows it cascades to.
+CREATE INDEX persona_interactions_tick ON persona_interactions (tick_id);
+CREATE INDEX persona_user_profiles_persona ON persona_user_profiles (persona_id);
+CREATE INDEX persona_user_profiles_suggested ON persona_user_profiles (suggested_persona_id);
 
 CREATE TABLE persona_user_daily (
     user_id         UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
@@ -75,6 +80,7 @@ CREATE TABLE persona_rating_daily (
     evidenced_rating_sum BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant_id, day, module, persona_id, simulator)
 );
+CREATE INDEX persona_rating_daily_persona ON persona_rating_daily (persona_id);
 INSERT INTO persona_rating_daily (tenant_id, day, module, persona_id, simulator, ratings, rating_sum,
     r1, r2, r3, r4, r5, evidence_calls, evidence_errors, latency_sum, latency_calls)
 SELECT tenant_id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), module, persona_id,

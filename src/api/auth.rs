@@ -226,13 +226,13 @@ impl JwtVerifier {
             }
         }
         // Stale, or a key id we have not seen (the provider rotated keys): fetch again.
-        let set: JwkSet = client
+        let response = client
             .get(url)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|err| format!("cannot fetch the JWKS keys: {}", crate::http::describe(&err)))?
-            .json()
+            .map_err(|err| format!("cannot fetch the JWKS keys: {}", crate::http::describe(&err)))?;
+        let set: JwkSet = crate::http::read_json(response, crate::http::MAX_BODY_BYTES)
             .await
             .map_err(|err| format!("the JWKS document is not valid: {err}"))?;
         let key = pick(&set).ok_or_else(|| match kid {

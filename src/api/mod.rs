@@ -307,6 +307,10 @@ pub async fn serve(
     state: ApiState,
     stop: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(stop.cancelled_owned())
         .await

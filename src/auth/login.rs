@@ -201,11 +201,13 @@ impl Authenticator {
                 hint,
             });
         }
-        let body: Value = response.json().await.map_err(|err| AuthError::Unreachable {
-            email: email.into(),
-            url: crate::http::display_url(url),
-            reason: format!("the response is not JSON: {}", crate::http::describe(&err)),
-        })?;
+        let body: Value = crate::http::read_json(response, crate::http::MAX_BODY_BYTES)
+            .await
+            .map_err(|reason| AuthError::Unreachable {
+                email: email.into(),
+                url: crate::http::display_url(url),
+                reason,
+            })?;
         let token = body
             .pointer(&self.config.token_pointer)
             .and_then(Value::as_str)
@@ -257,10 +259,9 @@ impl Authenticator {
                 response.status().as_u16()
             )));
         }
-        let body: Value = response
-            .json()
+        let body: Value = crate::http::read_json(response, crate::http::MAX_BODY_BYTES)
             .await
-            .map_err(|err| fail(format!("not JSON: {}", crate::http::describe(&err))))?;
+            .map_err(fail)?;
         pick(&body, lookup).ok_or_else(|| {
             fail(format!(
                 "no value at `{}` in the items at `{}` of {}",

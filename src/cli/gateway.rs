@@ -49,8 +49,8 @@ pub async fn run(args: GatewayArgs, app: &App) -> Result<Outcome> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %args.listen, "sample gateway serving login at /api/v1/auth/login and MCP at /mcp");
-    axum::serve(listener, gateway.router())
-        .with_graceful_shutdown(async {
+    gateway
+        .serve(listener, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await

@@ -97,6 +97,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&loaded.config, &env);
+    persona_runner::http::configure(&loaded.config.http);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {

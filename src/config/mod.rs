@@ -65,6 +65,7 @@ pub struct Config {
     pub sample_gateway: SampleGatewayConfig,
     pub catalog: CatalogConfig,
     pub retention: RetentionConfig,
+    pub http: HttpConfig,
     pub log: LogConfig,
     /// Named products besides the default one (the top-level `[auth]` and `[mcp]`): each
     /// with its own `auth` and `mcp` sections, which inherit every key they do not set.
@@ -87,6 +88,7 @@ impl Default for Config {
             sample_gateway: SampleGatewayConfig::default(),
             catalog: CatalogConfig::default(),
             retention: RetentionConfig::default(),
+            http: HttpConfig::default(),
             log: LogConfig::default(),
             targets: Default::default(),
         }
@@ -774,6 +776,20 @@ impl Default for RetentionConfig {
             every: HumanDuration::from_secs(3600),
             batch: 1000,
         }
+    }
+}
+
+/// Outbound HTTP (login, MCP, the LLM).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Reuse connections (with TCP_NODELAY). Off: one connection per request.
+    pub keep_alive: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { keep_alive: true }
     }
 }
 

@@ -93,9 +93,9 @@ pub fn record_metrics(event: TickEvent) {
 }
 
 impl Host for StoreHost {
-    async fn load(&self, since: Option<DateTime<Utc>>, limit: usize) -> Result<Vec<ScheduleRow>, String> {
+    async fn load(&self, after: Option<(DateTime<Utc>, Uuid)>, limit: usize) -> Result<Vec<ScheduleRow>, String> {
         self.store
-            .schedule_rows(since, limit as i64)
+            .schedule_rows(after, limit as i64)
             .await
             .map_err(|e| e.to_string())
     }

@@ -261,9 +261,7 @@ async fn start_sample_gateway(
         })?;
     tracing::info!(%addr, "serving the bundled sample gateway (sample_gateway.enabled)");
     Ok(Some(tokio::spawn(async move {
-        let _ = axum::serve(listener, gateway.router())
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
+        let _ = gateway.serve(listener, stop.cancelled_owned()).await;
     })))
 }
 

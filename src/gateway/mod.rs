@@ -194,6 +194,20 @@ impl Gateway {
             .with_state(self.clone())
     }
 
+    /// Serves the HTTP side on `listener` until `stop` resolves. Responses are written
+    /// with `TCP_NODELAY`: an event of a streamed answer goes out at once.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt as _;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, self.router()).with_graceful_shutdown(stop).await
+    }
+
     /// Serves MCP on stdin/stdout as `user` until the client closes the stream.
     pub async fn serve_stdio(&self, user: &str) -> Result<(), std::io::Error> {
         let handler = Handler {

@@ -79,10 +79,9 @@ impl McpError {
     }
 }
 
-/// The HTTP client of every MCP session, built once (TLS setup is not per tick). No idle
-/// pooling: on loopback a pooled connection stalled ~40 ms per sequential call. No
-/// overall timeout either: a session's event stream lives as long as the session; calls
-/// have their own timeout.
+/// The HTTP client of every MCP session, built once (TLS setup is not per tick): a session's
+/// requests reuse its connection. No overall timeout: a session's event stream lives as
+/// long as the session; calls have their own timeout.
 fn session_http() -> &'static reqwest::Client {
     static CLIENT: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
         crate::http::builder(Duration::from_secs(10))

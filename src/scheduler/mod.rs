@@ -90,11 +90,11 @@ pub enum RunOutcome {
 
 /// What the scheduler needs from the world.
 pub trait Host: Send + Sync + 'static {
-    /// Personas whose schedule changed at or after `since` (all without it), oldest change
-    /// first, at most `limit`.
+    /// Personas whose schedule changed after `after` (a `(changed_at, id)` cursor; all
+    /// without it), oldest change first, at most `limit`.
     fn load(
         &self,
-        since: Option<DateTime<Utc>>,
+        after: Option<(DateTime<Utc>, Uuid)>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ScheduleRow>, String>> + Send;
     /// The ids of every schedulable persona (the others are dropped).
@@ -252,8 +252,7 @@ async fn loader<T: Host>(
     let mut failing = false;
     loop {
         let started = tokio::time::Instant::now();
-        let since = newest.map(|at| crate::time::before(at, LOOKBACK));
-        let mut cursor = since;
+        let mut cursor = newest.map(|at| (crate::time::before(at, LOOKBACK), Uuid::nil()));
         let mut result = Ok(());
         loop {
             match host.load(cursor, LOAD_PAGE).await {
@@ -261,9 +260,7 @@ async fn loader<T: Host>(
                     let full = rows.len() == LOAD_PAGE;
                     if let Some(last) = rows.last() {
                         newest = newest.max(Some(last.changed_at));
-                        // Rows sharing the last timestamp may continue on the next page:
-                        // start there again (the loop skips what it already knows).
-                        cursor = Some(last.changed_at);
+                        cursor = Some((last.changed_at, last.id));
                     }
                     if !rows.is_empty() && out.send(Loaded::Rows(rows)).await.is_err() {
                         return;

@@ -137,6 +137,33 @@ macro_rules! select_tick_record {
     };
 }
 
+/// Audited calls of a tenant with filters, newest first.
+pub(super) const LIST_ACTIONS: &str =
+    "SELECT a.id, a.tick_id, a.persona_id, p.name AS persona, a.seq, a.kind, a.tool_name, a.module,
+                        a.input_hash, a.result, a.error_message, a.chaos, a.latency_ms, a.created_at
+                 FROM persona_actions a JOIN personas p ON p.id = a.persona_id
+                 WHERE a.tenant_id = $1
+                   AND ($2 IS NULL OR a.persona_id = $2)
+                   AND ($3 IS NULL OR a.tick_id = $3)
+                   AND ($4 IS NULL OR a.module = $4)
+                   AND ($5 IS NULL OR a.result = $5)
+                   AND ($6 IS NULL OR a.created_at >= $6)
+                   AND ($7 IS NULL OR a.created_at < $7)
+                   AND ($8 IS NULL OR a.created_at < $8 OR (a.created_at = $8 AND a.id < $9))
+                 ORDER BY a.created_at DESC, a.id DESC LIMIT $10";
+
+/// Ticks of a tenant with filters, newest first.
+pub(super) const LIST_TICKS: &str = select_tick_record!(
+    "WHERE t.tenant_id = $1
+       AND ($2 IS NULL OR t.persona_id = $2)
+       AND ($3 IS NULL OR t.status = $3)
+       AND ($4 IS NULL OR t.trigger = $4)
+       AND ($5 IS NULL OR t.started_at >= $5)
+       AND ($6 IS NULL OR t.started_at < $6)
+       AND ($7 IS NULL OR t.started_at < $7 OR (t.started_at = $7 AND t.id < $8))
+     ORDER BY t.started_at DESC, t.id DESC LIMIT $9"
+);
+
 impl Store {
     /// Every persona of `tenant` with its activity: calls since `actions_since`, the
     /// latest tick, the average rating over all time and the user's alignment.
@@ -170,16 +197,7 @@ impl Store {
     pub async fn list_ticks(&self, tenant: Uuid, filter: &TickFilter, limit: i64) -> Result<Vec<TickRecord>> {
         let (after_at, after_id) = filter.after.map(|c| (c.at, c.id)).unzip();
         Ok(with_pool!(self, pool => {
-            sqlx::query_as(select_tick_record!(
-                "WHERE t.tenant_id = $1
-                   AND ($2 IS NULL OR t.persona_id = $2)
-                   AND ($3 IS NULL OR t.status = $3)
-                   AND ($4 IS NULL OR t.trigger = $4)
-                   AND ($5 IS NULL OR t.started_at >= $5)
-                   AND ($6 IS NULL OR t.started_at < $6)
-                   AND ($7 IS NULL OR t.started_at < $7 OR (t.started_at = $7 AND t.id < $8))
-                 ORDER BY t.started_at DESC, t.id DESC LIMIT $9"
-            ))
+            sqlx::query_as(LIST_TICKS)
             .bind(tenant)
             .bind(filter.persona_id)
             .bind(filter.status.as_deref())
@@ -199,18 +217,7 @@ impl Store {
         let (after_at, after_id) = filter.after.map(|c| (c.at, c.id)).unzip();
         Ok(with_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT a.id, a.tick_id, a.persona_id, p.name AS persona, a.seq, a.kind, a.tool_name, a.module,
-                        a.input_hash, a.result, a.error_message, a.chaos, a.latency_ms, a.created_at
-                 FROM persona_actions a JOIN personas p ON p.id = a.persona_id
-                 WHERE a.tenant_id = $1
-                   AND ($2 IS NULL OR a.persona_id = $2)
-                   AND ($3 IS NULL OR a.tick_id = $3)
-                   AND ($4 IS NULL OR a.module = $4)
-                   AND ($5 IS NULL OR a.result = $5)
-                   AND ($6 IS NULL OR a.created_at >= $6)
-                   AND ($7 IS NULL OR a.created_at < $7)
-                   AND ($8 IS NULL OR a.created_at < $8 OR (a.created_at = $8 AND a.id < $9))
-                 ORDER BY a.created_at DESC, a.id DESC LIMIT $10",
+                LIST_ACTIONS,
             )
             .bind(tenant)
             .bind(filter.persona_id)

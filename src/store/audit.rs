@@ -150,6 +150,23 @@ macro_rules! select_feedback {
     };
 }
 
+/// A persona's latest calls (the prompt's story so far).
+pub(super) const RECENT_ACTIONS: &str =
+    select_actions!("WHERE persona_id = $1 AND kind = 'call' ORDER BY created_at DESC, seq DESC LIMIT $2");
+
+/// A persona's latest ratings.
+pub(super) const RECENT_FEEDBACK: &str = select_feedback!("WHERE persona_id = $1 ORDER BY created_at DESC LIMIT $2");
+
+/// A tick's calls with their arguments and outputs, in order.
+pub(super) const RECORDED_CALLS: &str =
+    "SELECT seq, kind, tool_name, module, result, arguments, output, error_message, chaos
+                 FROM persona_actions WHERE tick_id = $1 ORDER BY seq";
+
+/// The latest identical call that ran or may have run (dedup across ticks).
+pub(super) const EARLIER_CALL: &str = "SELECT result, output FROM persona_actions
+                 WHERE persona_id = $1 AND input_hash = $2 AND created_at >= $3 AND result IN ('ok', 'unknown')
+                 ORDER BY created_at DESC LIMIT 1";
+
 impl Store {
     /// Writes one audited row and returns once it is committed. Idempotent per
     /// `(tick, seq)`: a retried write of the same row is ignored rather than duplicated.
@@ -188,8 +205,7 @@ impl Store {
     pub async fn recorded_calls(&self, tick_id: Uuid) -> Result<Vec<RecordedCall>> {
         Ok(with_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT seq, kind, tool_name, module, result, arguments, output, error_message, chaos
-                 FROM persona_actions WHERE tick_id = $1 ORDER BY seq",
+                RECORDED_CALLS,
             )
             .bind(tick_id)
             .fetch_all(pool)
@@ -210,9 +226,7 @@ impl Store {
     /// The persona's latest calls, newest first (for the prompt's story so far).
     pub async fn recent_actions(&self, persona_id: Uuid, limit: i64) -> Result<Vec<ActionRecord>> {
         Ok(with_pool!(self, pool => {
-            sqlx::query_as(select_actions!(
-                "WHERE persona_id = $1 AND kind = 'call' ORDER BY created_at DESC, seq DESC LIMIT $2"
-            ))
+            sqlx::query_as(RECENT_ACTIONS)
             .bind(persona_id)
             .bind(limit)
             .fetch_all(pool)
@@ -223,7 +237,7 @@ impl Store {
     /// The persona's latest ratings, newest first.
     pub async fn recent_feedback(&self, persona_id: Uuid, limit: i64) -> Result<Vec<FeedbackRecord>> {
         Ok(with_pool!(self, pool => {
-            sqlx::query_as(select_feedback!("WHERE persona_id = $1 ORDER BY created_at DESC LIMIT $2"))
+            sqlx::query_as(RECENT_FEEDBACK)
             .bind(persona_id)
             .bind(limit)
             .fetch_all(pool)
@@ -241,9 +255,7 @@ impl Store {
     ) -> Result<Option<EarlierCall>> {
         let row: Option<(String, Option<String>)> = with_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT result, output FROM persona_actions
-                 WHERE persona_id = $1 AND input_hash = $2 AND created_at >= $3 AND result IN ('ok', 'unknown')
-                 ORDER BY created_at DESC LIMIT 1",
+                EARLIER_CALL,
             )
             .bind(persona_id)
             .bind(input_hash)

@@ -181,7 +181,7 @@ macro_rules! raw_cells {
     };
 }
 
-const ROLLUP_CELLS: &str = concat!(
+pub(super) const ROLLUP_CELLS: &str = concat!(
     "SELECT r.day, r.module, r.persona_id, p.name AS persona, p.archetype, r.simulator,
         CAST(r.ratings AS BIGINT) AS ratings, CAST(r.rating_sum AS BIGINT) AS rating_sum,
         CAST(r.r1 AS BIGINT) AS r1, CAST(r.r2 AS BIGINT) AS r2, CAST(r.r3 AS BIGINT) AS r3,
@@ -195,6 +195,20 @@ const ROLLUP_CELLS: &str = concat!(
      WHERE r.tenant_id = $1 AND r.day >= $2 AND r.day < $3",
     scope_filters!("r")
 );
+
+/// The lowest-rated notes of a scope, worst and newest first.
+pub(super) const LOWEST_NOTES: &str = concat!(
+    "SELECT f.tick_id, f.persona_id, p.name AS persona, p.archetype, f.module, f.rating,
+            f.notes, f.evidence_calls, f.evidence_errors, f.simulator, f.created_at
+     FROM persona_feedback f JOIN personas p ON p.id = f.persona_id
+     WHERE f.tenant_id = $1 AND f.created_at >= $2 AND f.created_at < $3",
+    scope_filters!("f"),
+    " AND f.notes IS NOT NULL ORDER BY f.rating, f.created_at DESC LIMIT $7"
+);
+
+/// Raw rating cells of the partial days at a window's edges, per backend.
+pub(super) const RAW_CELLS_SQLITE: &str = raw_cells!("substr(f.created_at, 1, 10)");
+pub(super) const RAW_CELLS_POSTGRES: &str = raw_cells!("to_char(f.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')");
 
 /// Midnight (UTC) starting the day of `at`, or the next midnight when `at` is not one.
 fn midnight_at_or_after(at: DateTime<Utc>) -> DateTime<Utc> {
@@ -256,8 +270,8 @@ impl Store {
     ) -> Result<Vec<RatingCell>> {
         // Timestamps are RFC 3339 text on SQLite, TIMESTAMPTZ on PostgreSQL.
         let sql = match self.kind() {
-            BackendKind::Sqlite => raw_cells!("substr(f.created_at, 1, 10)"),
-            BackendKind::Postgres => raw_cells!("to_char(f.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+            BackendKind::Sqlite => RAW_CELLS_SQLITE,
+            BackendKind::Postgres => RAW_CELLS_POSTGRES,
         };
         Ok(with_pool!(self, pool => {
             sqlx::query_as(sql)
@@ -275,14 +289,7 @@ impl Store {
     /// The lowest-rated notes in `scope`, worst and newest first.
     pub async fn lowest_rated_notes(&self, scope: &RatingScope, limit: i64) -> Result<Vec<NoteRecord>> {
         Ok(with_pool!(self, pool => {
-            sqlx::query_as(concat!(
-                "SELECT f.tick_id, f.persona_id, p.name AS persona, p.archetype, f.module, f.rating,
-                        f.notes, f.evidence_calls, f.evidence_errors, f.simulator, f.created_at
-                 FROM persona_feedback f JOIN personas p ON p.id = f.persona_id
-                 WHERE f.tenant_id = $1 AND f.created_at >= $2 AND f.created_at < $3",
-                scope_filters!("f"),
-                " AND f.notes IS NOT NULL ORDER BY f.rating, f.created_at DESC LIMIT $7"
-            ))
+            sqlx::query_as(LOWEST_NOTES)
             .bind(scope.tenant)
             .bind(scope.from)
             .bind(scope.until)

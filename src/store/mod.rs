@@ -16,6 +16,7 @@ mod audit;
 mod feedback;
 mod health;
 mod personas;
+mod plans;
 mod profiles;
 mod retention;
 mod ticks;

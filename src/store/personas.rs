@@ -350,6 +350,12 @@ macro_rules! upsert_one {
     }};
 }
 
+/// What the scheduler loads: the personas changed since a time.
+pub(super) const SCHEDULE_ROWS: &str =
+    "SELECT id, tenant_id, tick_cadence, time_zone, paused, last_active_at, next_due_at, target, changed_at
+                 FROM personas WHERE user_id IS NOT NULL AND (changed_at, id) > ($1, $2)
+                 ORDER BY changed_at, id LIMIT $3";
+
 impl Store {
     /// Creates or updates the persona with `spec.email` (and its `kind = persona` user) in
     /// `tenant`. Idempotent: storing the same spec again reports `Unchanged` and writes
@@ -480,19 +486,17 @@ impl Store {
     }
 
     /// What the scheduler keeps of personas with a login identity, across tenants, whose
-    /// schedule-relevant state changed at or after `since` (all of them without `since`),
-    /// oldest change first, at most `limit`: page on with the last row's `changed_at`.
-    pub async fn schedule_rows(&self, since: Option<DateTime<Utc>>, limit: i64) -> Result<Vec<ScheduleRow>> {
+    /// schedule-relevant state changed after `after` (a `(changed_at, id)` cursor; all of
+    /// them without it), oldest change first, at most `limit`: page on with the last row.
+    pub async fn schedule_rows(&self, after: Option<(DateTime<Utc>, Uuid)>, limit: i64) -> Result<Vec<ScheduleRow>> {
+        let (at, id) = after.unwrap_or((DateTime::<Utc>::UNIX_EPOCH, Uuid::nil()));
         Ok(with_pool!(self, pool => {
-            sqlx::query_as(
-                "SELECT id, tenant_id, tick_cadence, time_zone, paused, last_active_at, next_due_at, target, changed_at
-                 FROM personas WHERE user_id IS NOT NULL AND ($1 IS NULL OR changed_at >= $1)
-                 ORDER BY changed_at, id LIMIT $2",
-            )
-            .bind(since)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
+            sqlx::query_as(SCHEDULE_ROWS)
+                .bind(at)
+                .bind(id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
         }))
     }
 

@@ -169,6 +169,19 @@ macro_rules! select_profile {
 
 const SELECT_PROFILE: &str = select_profile!("");
 
+/// A user's alignment evidence from a day on.
+pub(super) const ALIGNMENT_EVIDENCE: &str = "SELECT interactions, detail_signals, modules, metrics, actions
+                 FROM persona_user_daily WHERE user_id = $1 AND day >= $2";
+
+/// A user's interactions since a time, newest first.
+pub(super) const LIST_INTERACTIONS: &str =
+    "SELECT id, user_id, persona_id, tick_id, interaction_type, page_type, page_id, element_id,
+                        element_type, metadata, duration_seconds, feedback_sentiment, feedback_comment, created_at
+                 FROM persona_interactions
+                 WHERE tenant_id = $1 AND user_id = $2 AND created_at >= $3
+                   AND ($4 IS NULL OR interaction_type = $4)
+                 ORDER BY created_at DESC, id DESC LIMIT $5";
+
 impl Store {
     /// Makes sure `tenant` exists (tenants of the profile API come from verified tokens
     /// and are created on first use).
@@ -447,8 +460,7 @@ impl Store {
     pub async fn alignment_evidence(&self, user: Uuid, from_day: &str) -> Result<Observed> {
         let rows: Vec<DailyRow> = with_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT interactions, detail_signals, modules, metrics, actions
-                 FROM persona_user_daily WHERE user_id = $1 AND day >= $2",
+                ALIGNMENT_EVIDENCE,
             )
             .bind(user)
             .bind(from_day)
@@ -473,12 +485,7 @@ impl Store {
     ) -> Result<Vec<Interaction>> {
         let rows: Vec<InteractionRow> = with_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT id, user_id, persona_id, tick_id, interaction_type, page_type, page_id, element_id,
-                        element_type, metadata, duration_seconds, feedback_sentiment, feedback_comment, created_at
-                 FROM persona_interactions
-                 WHERE tenant_id = $1 AND user_id = $2 AND created_at >= $3
-                   AND ($4 IS NULL OR interaction_type = $4)
-                 ORDER BY created_at DESC, id DESC LIMIT $5",
+                LIST_INTERACTIONS,
             )
             .bind(tenant)
             .bind(user)

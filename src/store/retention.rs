@@ -25,6 +25,16 @@ pub enum Prunable {
     Heartbeats,
 }
 
+pub(super) const PRUNE_ACTIONS: &str = "DELETE FROM persona_actions WHERE id IN (SELECT id FROM persona_actions
+                        WHERE tenant_id = $1 AND created_at < $2 LIMIT $3)";
+
+pub(super) const PRUNE_INTERACTIONS: &str =
+    "DELETE FROM persona_interactions WHERE id IN (SELECT id FROM persona_interactions
+                        WHERE tenant_id = $1 AND created_at < $2 LIMIT $3)";
+
+pub(super) const PRUNE_TICKS: &str = "DELETE FROM persona_ticks WHERE id IN (SELECT id FROM persona_ticks
+                        WHERE tenant_id = $1 AND started_at < $2 AND status <> 'running' LIMIT $3)";
+
 impl Store {
     /// Deletes up to `batch` rows of `what` older than `cutoff` in each tenant; how many.
     pub async fn prune(&self, what: Prunable, cutoff: DateTime<Utc>, batch: i64) -> Result<u64> {
@@ -61,36 +71,9 @@ impl Store {
         let mut deleted = 0;
         for tenant in tenants {
             deleted += match what {
-                Prunable::Actions => {
-                    self.prune_in(
-                        "DELETE FROM persona_actions WHERE id IN (SELECT id FROM persona_actions
-                        WHERE tenant_id = $1 AND created_at < $2 LIMIT $3)",
-                        tenant,
-                        cutoff,
-                        batch,
-                    )
-                    .await?
-                }
-                Prunable::Interactions => {
-                    self.prune_in(
-                        "DELETE FROM persona_interactions WHERE id IN (SELECT id FROM persona_interactions
-                        WHERE tenant_id = $1 AND created_at < $2 LIMIT $3)",
-                        tenant,
-                        cutoff,
-                        batch,
-                    )
-                    .await?
-                }
-                Prunable::Ticks => {
-                    self.prune_in(
-                        "DELETE FROM persona_ticks WHERE id IN (SELECT id FROM persona_ticks
-                        WHERE tenant_id = $1 AND started_at < $2 AND status <> 'running' LIMIT $3)",
-                        tenant,
-                        cutoff,
-                        batch,
-                    )
-                    .await?
-                }
+                Prunable::Actions => self.prune_in(PRUNE_ACTIONS, tenant, cutoff, batch).await?,
+                Prunable::Interactions => self.prune_in(PRUNE_INTERACTIONS, tenant, cutoff, batch).await?,
+                Prunable::Ticks => self.prune_in(PRUNE_TICKS, tenant, cutoff, batch).await?,
                 Prunable::Evidence => with_writer!(self, pool => {
                     sqlx::query("DELETE FROM persona_user_daily WHERE tenant_id = $1 AND day < $2")
                         .bind(tenant)

@@ -195,6 +195,38 @@ macro_rules! select_tick {
     };
 }
 
+/// Claims the next attempt of a slot in one statement (see `claim_slot`).
+pub(super) const CLAIM_SLOT: &str =
+    "INSERT INTO persona_ticks (id, tenant_id, persona_id, trigger, scheduled_for, attempt,
+                        started_at, status, runner_id, lease_expires_at, target)
+                     SELECT $1, $2, $3, $4, $5, COALESCE(MAX(t.attempt), 0) + 1, $6, 'running', $7, $8, $10
+                     FROM persona_ticks t WHERE t.persona_id = $3 AND t.scheduled_for = $5
+                     HAVING COALESCE(SUM(CASE WHEN t.status IN ('running', 'ok') THEN 1 ELSE 0 END), 0) = 0
+                        AND COUNT(*) < $9
+                        AND NOT (SELECT p.paused FROM personas p WHERE p.id = $3)
+                     RETURNING attempt";
+
+/// Finishes a running tick with its counters derived (see `finish_tick`).
+pub(super) const FINISH_TICK: &str = concat!(
+    "UPDATE persona_ticks SET status = $2, error = $3, finished_at = $4,
+        turns = $5, tokens_in = $6, tokens_out = $7, llm_model = $8, prompt_version = $9,
+        rating_status = $10, rating_raw = $11, simulator = $12, protocol_version = $13, ",
+    counters_set!(),
+    " WHERE id = $1 AND status = 'running' RETURNING ",
+    tick_columns!()
+);
+
+/// Declares the ticks of dead runners abandoned, with their counters derived.
+pub(super) const ABANDON_TICKS: &str = concat!(
+    "UPDATE persona_ticks SET status = 'abandoned', finished_at = $1,
+        error = 'lease expired: the runner stopped renewing it (crashed or cut off)', ",
+    counters_set!(),
+    " WHERE status = 'running' AND lease_expires_at < $1 RETURNING persona_id"
+);
+
+/// How many ticks a persona has had.
+pub(super) const COUNT_TICKS: &str = "SELECT COUNT(*) FROM persona_ticks WHERE persona_id = $1";
+
 impl Store {
     /// Inserts a `running` tick with a lease. `Conflict` when the persona already has a
     /// running tick or this slot attempt was claimed (by this or another replica).
@@ -277,14 +309,7 @@ impl Store {
                     .bind(tick_id)
                     .execute(&mut *tx)
                     .await?;
-                let row: Option<TickRow> = sqlx::query_as(concat!(
-                    "UPDATE persona_ticks SET status = $2, error = $3, finished_at = $4,
-                        turns = $5, tokens_in = $6, tokens_out = $7, llm_model = $8, prompt_version = $9,
-                        rating_status = $10, rating_raw = $11, simulator = $12, protocol_version = $13, ",
-                    counters_set!(),
-                    " WHERE id = $1 AND status = 'running' RETURNING ",
-                    tick_columns!()
-                ))
+                let row: Option<TickRow> = sqlx::query_as(FINISH_TICK)
                 .bind(tick_id)
                 .bind(finish.status.as_str())
                 .bind(finish.error.as_deref())
@@ -381,14 +406,7 @@ impl Store {
         let attempt: Result<Option<i32>> = async {
             Ok(with_writer!(self, pool => {
                 sqlx::query_scalar(
-                    "INSERT INTO persona_ticks (id, tenant_id, persona_id, trigger, scheduled_for, attempt,
-                        started_at, status, runner_id, lease_expires_at, target)
-                     SELECT $1, $2, $3, $4, $5, COALESCE(MAX(t.attempt), 0) + 1, $6, 'running', $7, $8, $10
-                     FROM persona_ticks t WHERE t.persona_id = $3 AND t.scheduled_for = $5
-                     HAVING COALESCE(SUM(CASE WHEN t.status IN ('running', 'ok') THEN 1 ELSE 0 END), 0) = 0
-                        AND COUNT(*) < $9
-                        AND NOT (SELECT p.paused FROM personas p WHERE p.id = $3)
-                     RETURNING attempt",
+                    CLAIM_SLOT,
                 )
                 .bind(id)
                 .bind(new.tenant_id)
@@ -495,7 +513,7 @@ impl Store {
     /// How many ticks the persona has had (seeds the offline driver's choices).
     pub async fn count_ticks(&self, persona_id: Uuid) -> Result<i64> {
         Ok(with_pool!(self, pool => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM persona_ticks WHERE persona_id = $1")
+            sqlx::query_scalar(COUNT_TICKS)
                 .bind(persona_id)
                 .fetch_one(pool)
                 .await?
@@ -517,12 +535,7 @@ impl Store {
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;
-                let personas: Vec<Uuid> = sqlx::query_scalar(concat!(
-                    "UPDATE persona_ticks SET status = 'abandoned', finished_at = $1,
-                        error = 'lease expired: the runner stopped renewing it (crashed or cut off)', ",
-                    counters_set!(),
-                    " WHERE status = 'running' AND lease_expires_at < $1 RETURNING persona_id"
-                ))
+                let personas: Vec<Uuid> = sqlx::query_scalar(ABANDON_TICKS)
                 .bind(at)
                 .fetch_all(&mut *tx)
                 .await?;

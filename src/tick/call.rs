@@ -379,10 +379,13 @@ impl TickEngine {
                 "answer": answer,
             }),
         );
+        // Metric labels come from what the gateway listed: a name a model invents is `other`.
+        let listed =
+            state.offered.iter().any(|t| t.module == record.module) || state.withheld.contains_key(&record.tool_name);
         (ctx.events)(TickEvent::Tool {
             persona: ctx.label.to_string(),
             tool: record.tool_name.clone(),
-            module: record.module.clone(),
+            module: if listed { record.module.clone() } else { "other".into() },
             result: record.result,
             latency_ms: record.latency_ms,
             chaos: record.chaos,

@@ -351,9 +351,9 @@ impl TestGateway {
         let gateway = persona_runner::gateway::Gateway::new(options);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = gateway.router();
+        let serving = gateway.clone();
         let task = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
+            serving.serve(listener, std::future::pending()).await.unwrap();
         });
         Self { gateway, addr, task }
     }

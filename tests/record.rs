@@ -1,0 +1,345 @@
+//! The record on both stores: write-ahead call rows that become `unknown` when their tick
+//! dies, counters for every final status, daily rating roll-ups the report reads, the
+//! alignment evidence kept per day, retention in batches, and hot queries on indexes.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{Backend, TestDb};
+use persona_runner::persona::{DEFAULT_TENANT, PersonaSpec};
+use persona_runner::store::{
+    ActionKind, ActionResult, Completion, NewAction, NewFeedback, NewTick, Prunable, RatingScope, Store, TickFinish,
+    TickStatus, TickTrigger, Transcript,
+};
+use uuid::Uuid;
+
+async fn persona(store: &Store, n: u32) -> (Uuid, Uuid) {
+    let spec: PersonaSpec = serde_json::from_value(serde_json::json!({
+        "name": format!("Record {n}"),
+        "email": format!("persona.record-{n}@mana.test"),
+        "archetype": "solo-dev",
+        "systemPrompt": "Du bist eine Entwicklerin, die ihre Tage mit Listen und kurzen Notizen plant.",
+        "moduleMix": {"todo": 0.6, "notes": 0.4},
+        "tickCadence": "daily"
+    }))
+    .unwrap();
+    let (persona, _) = store.upsert_persona(DEFAULT_TENANT, &spec, "UTC").await.unwrap();
+    (persona.id, persona.user_id.unwrap())
+}
+
+fn tick(persona: Uuid, lease: Duration) -> NewTick {
+    NewTick {
+        tenant_id: DEFAULT_TENANT,
+        persona_id: persona,
+        trigger: TickTrigger::Cli,
+        scheduled_for: None,
+        attempt: 1,
+        runner_id: "test".into(),
+        lease,
+        target: None,
+    }
+}
+
+fn call(tick: Uuid, persona: Uuid, seq: i32, result: ActionResult) -> NewAction {
+    NewAction {
+        tenant_id: DEFAULT_TENANT,
+        tick_id: tick,
+        persona_id: persona,
+        seq,
+        kind: ActionKind::Call,
+        tool_name: "todo.create".into(),
+        module: "todo".into(),
+        input_hash: format!("{seq:064}"),
+        result,
+        error_message: None,
+        arguments: Some(r#"{"title":"x"}"#.into()),
+        output: None,
+        chaos: false,
+        latency_ms: None,
+    }
+}
+
+fn rating(tick: Uuid, persona: Uuid, module: &str, rating: i32, at: chrono::DateTime<Utc>) -> NewFeedback {
+    NewFeedback {
+        tenant_id: DEFAULT_TENANT,
+        tick_id: tick,
+        persona_id: persona,
+        module: module.into(),
+        rating,
+        notes: Some(format!("{module} {rating}")),
+        evidence_calls: 2,
+        evidence_errors: 1,
+        evidence_mean_latency_ms: Some(10.0),
+        evidence_rating: Some(3),
+        simulator: "offline".into(),
+        recorded_at: Some(at),
+    }
+}
+
+async fn a_call_in_flight_when_its_tick_dies_becomes_unknown_and_is_counted(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona, _) = persona(&store, 1).await;
+    let crashed = store.claim_tick(&tick(persona, Duration::from_secs(1))).await.unwrap();
+    store
+        .record_action(&call(crashed.id, persona, 0, ActionResult::Pending))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .complete_action(&Completion {
+                tick_id: crashed.id,
+                seq: 0,
+                result: ActionResult::Ok,
+                error_message: None,
+                output: Some("{}".into()),
+                latency_ms: Some(5),
+            })
+            .await
+            .unwrap()
+    );
+    store
+        .record_action(&call(crashed.id, persona, 1, ActionResult::Pending))
+        .await
+        .unwrap();
+    store
+        .record_action(&call(crashed.id, persona, 2, ActionResult::Denied))
+        .await
+        .unwrap();
+    // The runner dies with call 1 sent and unanswered; its lease runs out.
+    let later = crashed.lease_expires_at + chrono::Duration::seconds(1);
+    assert_eq!(store.abandon_expired_ticks(later).await.unwrap(), 1);
+    let results: Vec<String> = store
+        .tick_actions(crashed.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.result)
+        .collect();
+    assert_eq!(results, ["ok", "unknown", "denied"]);
+    // The counters of an abandoned tick are derived like any other's.
+    let listed = store.list_ticks(DEFAULT_TENANT, &Default::default(), 10).await.unwrap();
+    let row = listed.iter().find(|t| t.id == crashed.id).unwrap();
+    assert_eq!(
+        (row.tool_calls, row.calls_ok, row.calls_unknown, row.calls_denied),
+        (3, 1, 1, 1)
+    );
+    // A late answer cannot turn `unknown` back: the runner learns its lease was lost.
+    assert!(
+        !store
+            .complete_action(&Completion {
+                tick_id: crashed.id,
+                seq: 1,
+                result: ActionResult::Ok,
+                error_message: None,
+                output: None,
+                latency_ms: Some(5),
+            })
+            .await
+            .unwrap()
+    );
+    // A dedup lookup sees the unknown call as one that may have run.
+    let earlier = store
+        .earlier_call(persona, &format!("{:064}", 1), later - chrono::Duration::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(earlier, Some(persona_runner::store::EarlierCall::MayHaveRun));
+}
+
+async fn finishing_turns_pending_calls_unknown_and_keeps_the_transcript(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona, _) = persona(&store, 1).await;
+    let running = store.claim_tick(&tick(persona, Duration::from_secs(60))).await.unwrap();
+    store
+        .record_action(&call(running.id, persona, 0, ActionResult::Pending))
+        .await
+        .unwrap();
+    let transcript = Transcript {
+        entries: serde_json::json!([{"step": "assistant", "content": "Ich lege eine Aufgabe an."}]),
+        chars: 42,
+        truncated: false,
+    };
+    let finished = store
+        .finish_tick(
+            running.id,
+            &TickFinish {
+                transcript: Some(transcript.clone()),
+                simulator: Some("offline".into()),
+                tokens_in: 100,
+                tokens_out: 20,
+                ..TickFinish::status(TickStatus::Timeout, Some("the tick ran past tick.tick_timeout".into()))
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished.status, TickStatus::Timeout);
+    assert_eq!(store.tick_actions(running.id).await.unwrap()[0].result, "unknown");
+    assert_eq!(store.tick_transcript(running.id).await.unwrap(), Some(transcript));
+}
+
+async fn the_report_reads_whole_days_from_roll_ups_and_edges_from_ratings(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona, _) = persona(&store, 1).await;
+    let day = |d: i64, h: u32| {
+        (Utc::now().date_naive() - chrono::Duration::days(d))
+            .and_hms_opt(h, 0, 0)
+            .unwrap()
+            .and_utc()
+    };
+    // Five days, one tick each: todo rated 2 at 06:00, notes rated 4 at 18:00.
+    for d in 1..=5 {
+        let t = store.claim_tick(&tick(persona, Duration::from_secs(60))).await.unwrap();
+        for (module, hour, value) in [("todo", 6, 2), ("notes", 18, 4)] {
+            store
+                .record_feedback(&rating(t.id, persona, module, value, day(d, hour)))
+                .await
+                .unwrap();
+        }
+        store
+            .finish_tick(t.id, &TickFinish::status(TickStatus::Ok, None))
+            .await
+            .unwrap();
+    }
+    // From day 4, 12:00 to day 2, 12:00: day 4 after noon (notes), all of day 3, day 2
+    // before noon (todo).
+    let scope = RatingScope {
+        tenant: DEFAULT_TENANT,
+        from: day(4, 12),
+        until: day(2, 12),
+        module: None,
+        persona_id: None,
+        archetype: None,
+    };
+    let cells = store.rating_cells(&scope).await.unwrap();
+    let total: i64 = cells.iter().map(|c| c.ratings).sum();
+    let sum: i64 = cells.iter().map(|c| c.rating_sum).sum();
+    assert_eq!((total, sum), (4, 4 + 2 + 4 + 2), "{cells:#?}");
+    let report = persona_runner::feedback::report(&store, &scope, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(report.ratings, 4);
+    let todo = report.modules.iter().find(|m| m.key == "todo").unwrap();
+    assert_eq!((todo.count, todo.average), (2, 2.0));
+    assert_eq!(report.simulators[0].leniency, Some(0.0), "{:?}", report.simulators);
+    // Retention may delete the ratings of old ticks: the roll-ups keep the history.
+    let deleted = store
+        .prune(Prunable::Ticks, Utc::now() + chrono::Duration::days(1), 1000)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 5);
+    let after = persona_runner::feedback::report(
+        &store,
+        &RatingScope {
+            from: day(5, 0),
+            until: day(1, 0),
+            ..scope
+        },
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(after.ratings, 8, "whole days 5 to 2 survive in the roll-ups");
+}
+
+async fn retention_deletes_old_rows_in_batches(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona, _) = persona(&store, 1).await;
+    let running = store.claim_tick(&tick(persona, Duration::from_secs(60))).await.unwrap();
+    for seq in 0..25 {
+        store
+            .record_action(&call(running.id, persona, seq, ActionResult::Denied))
+            .await
+            .unwrap();
+    }
+    store
+        .finish_tick(running.id, &TickFinish::status(TickStatus::Ok, None))
+        .await
+        .unwrap();
+    let future = Utc::now() + chrono::Duration::minutes(1);
+    assert_eq!(store.prune(Prunable::Actions, future, 10).await.unwrap(), 10);
+    assert_eq!(store.prune(Prunable::Actions, future, 10).await.unwrap(), 10);
+    assert_eq!(store.prune(Prunable::Actions, future, 10).await.unwrap(), 5);
+    assert_eq!(store.prune(Prunable::Actions, future, 10).await.unwrap(), 0);
+    // Nothing younger than the cutoff goes.
+    let past = Utc::now() - chrono::Duration::days(1);
+    assert_eq!(store.prune(Prunable::Ticks, past, 10).await.unwrap(), 0);
+    let config = persona_runner::config::RetentionConfig {
+        ticks: persona_runner::time::HumanDuration(Duration::ZERO),
+        ..Default::default()
+    };
+    let deleted = persona_runner::retention::prune(&store, &config, &Default::default())
+        .await
+        .unwrap();
+    assert!(deleted >= 1, "the tick itself is past a zero retention");
+    assert_eq!(store.row_counts(DEFAULT_TENANT).await.unwrap().ticks, 0);
+}
+
+async fn alignment_evidence_is_kept_per_day_not_read_from_history(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona, user) = persona(&store, 1).await;
+    let interactions: Vec<_> = (0..30)
+        .map(|n| persona_runner::profile::NewInteraction {
+            tenant_id: DEFAULT_TENANT,
+            user_id: user,
+            persona_id: Some(persona),
+            tick_id: None,
+            interaction_type: persona_runner::profile::InteractionType::ActionTaken,
+            page_type: None,
+            page_id: None,
+            element_id: None,
+            element_type: None,
+            metadata: serde_json::json!({"action_id": if n % 3 == 0 { "notes.create" } else { "todo.create" }}),
+            duration_seconds: None,
+            feedback_sentiment: None,
+            feedback_comment: None,
+        })
+        .collect();
+    for interaction in &interactions {
+        persona_runner::profile::record(&store, interaction).await.unwrap();
+    }
+    let today = Utc::now().format("%Y-%m-%d").to_string();
+    let evidence = store.alignment_evidence(user, &today).await.unwrap();
+    assert_eq!(evidence.interactions, 30);
+    assert_eq!(evidence.modules["todo"], 20.0);
+    assert_eq!(evidence.modules["notes"], 10.0);
+    let alignment = persona_runner::profile::refresh_alignment(
+        &store,
+        DEFAULT_TENANT,
+        user,
+        &persona_runner::profile::Candidates::default(),
+    )
+    .await
+    .unwrap();
+    // Module mix 60/40 against 67/33 used: Σ min = 0.6 + 0.333.
+    assert_eq!(alignment.score, Some(93.3));
+}
+
+async fn hot_queries_run_on_indexes(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let plans = store.query_plans().await.unwrap();
+    assert!(plans.len() >= 12, "{plans:?}");
+    for (name, plan) in &plans {
+        let full_scan = plan.lines().any(|line| {
+            let line = line.trim_start_matches(|c: char| !c.is_alphabetic());
+            (line.starts_with("SCAN ") && !line.starts_with("SCAN CONSTANT")) || line.starts_with("Seq Scan")
+        });
+        assert!(!full_scan, "{name} scans a whole table:\n{plan}");
+    }
+}
+
+both_backends! {
+    a_call_in_flight_when_its_tick_dies_becomes_unknown_and_is_counted,
+    finishing_turns_pending_calls_unknown_and_keeps_the_transcript,
+    the_report_reads_whole_days_from_roll_ups_and_edges_from_ratings,
+    retention_deletes_old_rows_in_batches,
+    alignment_evidence_is_kept_per_day_not_read_from_history,
+    hot_queries_run_on_indexes,
+}
