@@ -583,8 +583,8 @@ mod slots {
         assert_eq!(first.attempt, 1);
         assert_eq!(
             store.claim_slot(&slot_tick(persona, slot, "b"), 2).await.unwrap(),
-            SlotClaim::Settled,
-            "running elsewhere"
+            SlotClaim::Busy,
+            "running elsewhere: look again later (that runner may die)"
         );
         store
             .finish_tick(first.id, &TickFinish::status(TickStatus::Failed, None))

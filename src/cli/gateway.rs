@@ -40,6 +40,7 @@ pub async fn run(args: GatewayArgs, app: &App) -> Result<Outcome> {
         token_ttl: args.token_ttl.0,
         page_size: args.page_size,
         require_space_header: args.require_space_header,
+        call_delay: std::time::Duration::ZERO,
     });
     if args.stdio {
         gateway.serve_stdio(&args.user).await.context("serving MCP on stdio")?;

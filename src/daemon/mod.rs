@@ -250,6 +250,7 @@ async fn start_sample_gateway(
         token_ttl: Duration::from_secs(900),
         page_size: 8,
         require_space_header: false,
+        call_delay: Duration::ZERO,
     });
     let addr = config.sample_gateway.listen;
     let listener = tokio::net::TcpListener::bind(addr)

@@ -51,6 +51,9 @@ pub struct GatewayOptions {
     pub page_size: usize,
     /// Refuse MCP requests without the right `X-Mana-Space` header.
     pub require_space_header: bool,
+    /// Time a tool call takes after it executed, before its answer is sent (a slow
+    /// product; the fault tests kill runners while calls are in flight).
+    pub call_delay: Duration,
 }
 
 /// One tool call the gateway executed (for tests and the demo's own record).
@@ -389,6 +392,9 @@ impl ServerHandler for Handler {
             Ok(value) => (value.to_string(), false),
             Err(message) => (message, true),
         };
+        if !self.gateway.inner.options.call_delay.is_zero() {
+            tokio::time::sleep(self.gateway.inner.options.call_delay).await;
+        }
         let result: CallToolResult =
             serde_json::from_value(json!({"content": [{"type": "text", "text": text}], "isError": is_error}))
                 .map_err(|err| ErrorData::internal_error(err.to_string(), None))?;

@@ -6,9 +6,12 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Result, Store, StoreError, begin_write, with_pool, with_writer};
+use super::{BackendKind, Result, Store, StoreError, begin_write, with_pool, with_writer};
 use crate::persona::{KeyMetric, ModuleMix, Persona, PersonaSpec, normalize_email};
 use crate::time::now;
+
+/// PostgreSQL: the transaction-scoped lock that makes seeding runs take turns.
+const SEED_LOCK: &str = "SELECT pg_advisory_xact_lock(7301)";
 
 /// What the scheduler keeps of a persona: when and how often it is due, not its prompt.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
@@ -397,6 +400,10 @@ impl Store {
         let result: Result<()> = async {
             with_writer!(self, pool => {
                 let mut tx = begin_write!(pool);
+                if self.kind() == BackendKind::Postgres {
+                    // Replicas seeding together take turns (SQLite's BEGIN IMMEDIATE does that).
+                    sqlx::query(SEED_LOCK).execute(&mut *tx).await?;
+                }
                 for (i, spec) in specs.into_iter().enumerate() {
                     index = Some(i);
                     let (id, outcome) = upsert_one!(tx, tenant, spec, default_time_zone, at);
@@ -426,6 +433,9 @@ impl Store {
         let at = now();
         with_writer!(self, pool => {
             let mut tx = begin_write!(pool);
+            if self.kind() == BackendKind::Postgres {
+                sqlx::query(SEED_LOCK).execute(&mut *tx).await?;
+            }
             while let Some(item) = items.recv().await {
                 let item = current.insert(item);
                 let (_, outcome) = upsert_one!(tx, tenant, spec_of(item), default_time_zone, at);

@@ -111,7 +111,8 @@ pub enum SlotClaim {
     /// Nothing to do: the slot succeeded already, used up its attempts, or the persona
     /// is paused.
     Settled,
-    /// Someone else is running it (or this persona) right now.
+    /// Someone else is running this persona right now (if that runner dies, its lease
+    /// expires and the slot is claimed again).
     Busy,
 }
 
@@ -440,7 +441,19 @@ impl Store {
                 lease_expires_at,
                 target: new.target.clone(),
             })),
-            Ok(None) => Ok(SlotClaim::Settled),
+            // Not claimed: another runner's tick is running (it may die: look again), or
+            // the slot is done, out of attempts, or the persona paused (go on).
+            Ok(None) => {
+                let running: bool = with_pool!(self, pool => {
+                    sqlx::query_scalar(
+                        "SELECT EXISTS (SELECT 1 FROM persona_ticks WHERE persona_id = $1 AND status = 'running')",
+                    )
+                    .bind(new.persona_id)
+                    .fetch_one(pool)
+                    .await?
+                });
+                Ok(if running { SlotClaim::Busy } else { SlotClaim::Settled })
+            }
             Err(StoreError::Conflict(_)) => Ok(SlotClaim::Busy),
             Err(other) => Err(other),
         }

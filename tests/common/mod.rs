@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod runner;
 
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
@@ -346,6 +347,7 @@ impl TestGateway {
             token_ttl: std::time::Duration::from_secs(600),
             page_size: 5,
             require_space_header: false,
+            call_delay: std::time::Duration::ZERO,
         };
         adjust(&mut options);
         let gateway = persona_runner::gateway::Gateway::new(options);
