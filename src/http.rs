@@ -56,11 +56,8 @@ pub fn builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
 /// gets an error, not our memory.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// Reads a JSON body of at most `limit` bytes.
-pub async fn read_json<T: serde::de::DeserializeOwned>(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<T, String> {
+/// Reads a body of at most `limit` bytes.
+pub async fn read_bytes(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
     if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(format!("the response is larger than {} KiB", limit / 1024));
     }
@@ -71,7 +68,19 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
+    Ok(body)
+}
+
+/// Reads a JSON body of at most `limit` bytes.
+pub async fn read_json<T: serde::de::DeserializeOwned>(response: reqwest::Response, limit: usize) -> Result<T, String> {
+    let body = read_bytes(response, limit).await?;
     serde_json::from_slice(&body).map_err(|err| format!("the response is not the expected JSON: {err}"))
+}
+
+/// Reads a text body of at most `limit` bytes (invalid UTF-8 replaced).
+pub async fn read_text(response: reqwest::Response, limit: usize) -> Result<String, String> {
+    let body = read_bytes(response, limit).await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Whether a response status is worth another attempt: rate limited or server-side.

@@ -72,6 +72,9 @@ pub fn parse_instant(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, St
     ))
 }
 
+/// The longest duration a config value may name.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 366 * 86_400);
+
 impl HumanDuration {
     pub const fn from_secs(secs: u64) -> Self {
         Self(Duration::from_secs(secs))
@@ -112,6 +115,11 @@ impl FromStr for HumanDuration {
             };
             total = total.saturating_add(part);
         }
+        // Nothing this program waits for is longer; beyond it a typo is likelier than intent
+        // (and date arithmetic would overflow).
+        if total > MAX_DURATION {
+            return Err(format!("`{text}` is longer than 100 years; {expected}"));
+        }
         Ok(Self(total))
     }
 }
@@ -148,6 +156,13 @@ impl<'de> Deserialize<'de> for HumanDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_durations_are_refused() {
+        let err = "99999999999999999d".parse::<HumanDuration>().unwrap_err();
+        assert!(err.contains("longer than 100 years"), "{err}");
+        assert!("36500d".parse::<HumanDuration>().is_ok());
+    }
 
     #[test]
     fn parses_units_and_sums() {

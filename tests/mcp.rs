@@ -171,6 +171,7 @@ async fn the_same_tools_over_stdio() {
         values: Default::default(),
         refresh_at: chrono::Utc::now() + chrono::Duration::hours(1),
         password: None,
+        session: None,
     };
     let session = McpSession::open(&config.mcp, &credentials).await.unwrap();
     assert_eq!(session.tools().len(), 18);

@@ -22,6 +22,7 @@ mod workloads;
 use std::path::PathBuf;
 
 fn main() {
+    persona_runner::http::install_crypto_provider();
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let which = args.first().cloned().unwrap_or_else(|| "all".into());
     let option = |name: &str| {

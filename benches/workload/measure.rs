@@ -56,8 +56,13 @@ pub async fn run(mut command: Command) -> (Usage, std::process::ExitStatus, Stri
     let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
     let mut last = Usage::default();
     let status = loop {
+        // A zombie still reports its CPU times but no memory lines: keep the peak seen.
         if let Some(usage) = sample(pid) {
-            last = usage;
+            last = Usage {
+                peak_rss_mib: usage.peak_rss_mib.max(last.peak_rss_mib),
+                rss_mib: if usage.rss_mib > 0.0 { usage.rss_mib } else { last.rss_mib },
+                ..usage
+            };
         }
         if let Some(status) = child.try_wait().expect("wait for the runner") {
             break status;

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::password::{SeedSecret, SeedSecretError, derive_password};
-use crate::config::{AuthConfig, AuthMode, Config, ConfigError, Env, LookupConfig, Secret};
+use crate::config::{AuthConfig, AuthMode, AuthorizeWith, Config, ConfigError, Env, LookupConfig, Secret};
 use crate::http::RetryPolicy;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,12 +58,19 @@ pub struct Credentials {
     pub refresh_at: DateTime<Utc>,
     /// The derived password it logged in with (kept to redact it wherever it appears).
     pub password: Option<Secret>,
+    /// With `auth.mode = "oauth"`: the persona's product login, carried to the
+    /// authorization endpoint (`auth.oauth.authorize_with`), never sent to the gateway.
+    pub session: Option<Secret>,
 }
 
 impl Credentials {
     /// Every secret value these credentials hold, for the redactor.
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.token.iter().chain(self.password.iter()).map(Secret::expose)
+        self.token
+            .iter()
+            .chain(self.password.iter())
+            .chain(self.session.iter())
+            .map(Secret::expose)
     }
 }
 
@@ -81,6 +88,9 @@ impl Authenticator {
     pub fn new(config: &Config, env: &Env) -> Result<Self, AuthError> {
         let seed = match config.auth.mode {
             AuthMode::Login => Some(SeedSecret::resolve(config, env)?),
+            AuthMode::Oauth if config.auth.oauth.authorize_with != AuthorizeWith::None => {
+                Some(SeedSecret::resolve(config, env)?)
+            }
             _ => None,
         };
         let static_token = match config.auth.mode {
@@ -135,8 +145,9 @@ impl Authenticator {
         let far_future = Utc::now() + chrono::Duration::days(3650);
         let (token, user_id, refresh_at, password) = match self.config.mode {
             AuthMode::None => (None, None, far_future, None),
+            AuthMode::Oauth if self.config.oauth.authorize_with == AuthorizeWith::None => (None, None, far_future, None),
             AuthMode::Static => (self.static_token.clone(), None, far_future, None),
-            AuthMode::Login => {
+            AuthMode::Login | AuthMode::Oauth => {
                 let (token, user_id, password) = self.post_login(email).await?;
                 let expires = jwt_expiry(token.expose())
                     .unwrap_or_else(|| crate::time::after(Utc::now(), self.config.token_ttl.0));
@@ -158,12 +169,19 @@ impl Authenticator {
             }
         }
         tracing::debug!(email, "persona logged in");
+        // Under OAuth the login only proves the persona to the authorization server; the
+        // gateway gets OAuth tokens.
+        let (token, session) = match self.config.mode {
+            AuthMode::Oauth => (None, token),
+            _ => (token, None),
+        };
         Ok(Credentials {
             token,
             user_id,
             values,
             refresh_at,
             password,
+            session,
         })
     }
 

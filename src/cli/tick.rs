@@ -66,12 +66,19 @@ pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
     });
     eprintln!("ticking {} persona(s) with {}", personas.len(), engine.driver_name());
 
-    let permits = Arc::new(tokio::sync::Semaphore::new(app.config().runner.concurrency));
+    // At most `runner.concurrency` ticks in flight, and only those spawned: a tick's
+    // future is ~18 KB, so spawning every persona up front would hold them all at once.
+    let concurrency = app.config().runner.concurrency.max(1);
     let mut tasks = tokio::task::JoinSet::new();
+    let mut results = Vec::new();
     for (index, persona) in personas.into_iter().enumerate() {
-        let (engine, events, permits) = (engine.clone(), events.clone(), permits.clone());
+        if tasks.len() >= concurrency
+            && let Some(joined) = tasks.join_next().await
+        {
+            results.push(joined.context("a tick task panicked")?);
+        }
+        let (engine, events) = (engine.clone(), events.clone());
         tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await.expect("semaphore open");
             let label = persona.label();
             let request = TickRequest {
                 persona,
@@ -82,7 +89,6 @@ pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
             (index, label, engine.run(&request, &*events).await)
         });
     }
-    let mut results = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         results.push(joined.context("a tick task panicked")?);
     }

@@ -271,11 +271,36 @@ impl LlmClient {
         tools: &[Value],
         response_format: Option<Value>,
     ) -> Result<ChatTurn, LlmError> {
+        self.request(messages, tools, response_format, self.config.max_tokens, self.config.temperature)
+            .await
+    }
+
+    /// A completion of at most `max_tokens` (a server's sampling request), at
+    /// `temperature` when the server asks for one.
+    pub async fn complete(
+        &self,
+        messages: &[Value],
+        max_tokens: u32,
+        temperature: Option<f32>,
+    ) -> Result<ChatTurn, LlmError> {
+        let temperature = temperature.map_or(self.config.temperature, |t| t.clamp(0.0, 2.0));
+        self.request(messages, &[], None, max_tokens.min(self.config.max_tokens), temperature)
+            .await
+    }
+
+    async fn request(
+        &self,
+        messages: &[Value],
+        tools: &[Value],
+        response_format: Option<Value>,
+        max_tokens: u32,
+        temperature: f32,
+    ) -> Result<ChatTurn, LlmError> {
         let mut request = json!({
             "model": self.config.model,
             "messages": messages,
-            "temperature": self.config.temperature,
-            "max_tokens": self.config.max_tokens,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
             "stream": false,
         });
         if !tools.is_empty() {

@@ -1,25 +1,44 @@
 //! The product's MCP gateway, as a client: opening a session (Streamable HTTP with the
-//! persona's bearer and headers, or a stdio child process), listing every page of tools,
-//! the tool policy, and calling tools with a timeout.
+//! persona's bearer or OAuth tokens and headers, or a stdio child process with a clean
+//! environment), the handshake at the newest protocol version that still has one, the
+//! client capabilities the persona answers (elicitation, sampling, roots), listing every
+//! page of tools, the tool policy, and calling tools with a timeout.
+//!
+//! Every step has a deadline and every failure says, in words, which server, which step
+//! and what the root cause was. A session that closes ends: no call is sent into it.
 //!
 //! Invariant: this is the only module that knows rmcp's client types. The rest of the
-//! crate sees [`ToolInfo`], [`CallOutcome`] and [`McpError`].
+//! crate sees [`ToolInfo`], [`CallOutcome`], [`McpError`] and the [`Agent`] it implements.
 
+mod client;
+mod content;
+mod error;
+mod http;
+mod oauth;
 mod policy;
+mod stdio;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rmcp::model::{CallToolRequestParams, ClientCapabilities, ClientConfig, Implementation};
+use reqwest::header::{HeaderName, HeaderValue};
+use rmcp::model::CallToolRequestParams;
 use rmcp::service::RunningService;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::{StreamableHttpClientTransportConfig, StreamableHttpError};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
 
 use crate::auth::Credentials;
 use crate::config::{McpConfig, McpTransport};
+pub use client::{
+    Agent, Capabilities, ElicitationAnswer, ElicitationRequest, SamplingReply, SamplingRequest, SamplingTurn,
+    apply_defaults,
+};
+pub use error::{McpError, Step};
+pub use oauth::OAuth;
 pub use policy::ToolPolicy;
 
 /// A tool as the rest of the crate sees it.
@@ -31,6 +50,8 @@ pub struct ToolInfo {
     /// The tool's input JSON Schema (an object schema).
     pub input_schema: Value,
     pub destructive: bool,
+    /// It must be called as a task, which this client does not do (it is withheld).
+    pub task_required: bool,
 }
 
 /// How a tool call ended, when the gateway answered at all.
@@ -40,48 +61,15 @@ pub enum CallOutcome {
         text: String,
     },
     /// The tool reported an error (`isError`), or the gateway refused the call
-    /// (unknown tool, invalid parameters).
+    /// (unknown tool, invalid parameters, an HTTP error status).
     Error {
         text: String,
     },
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum McpError {
-    #[error("the MCP gateway rejected the persona's credentials (HTTP 401)")]
-    Unauthorized {},
-    #[error("cannot open an MCP session with {target}: {reason}")]
-    Connect { target: String, reason: String },
-    #[error("listing the gateway's tools failed: {0}")]
-    ListTools(String),
-    #[error("tool call `{tool}` timed out after {timeout:?}")]
-    Timeout { tool: String, timeout: Duration },
-    #[error("the MCP session closed during tool call `{tool}`: {reason}")]
-    Transport { tool: String, reason: String },
-    #[error("header `{header}`: {reason}")]
-    Header { header: String, reason: String },
-    #[error("no MCP session is open")]
-    NoSession,
-}
-
-impl McpError {
-    /// Whether the session is gone: the tick cannot go on (no further call is sent).
-    pub fn ends_session(&self) -> bool {
-        matches!(
-            self,
-            Self::Transport { .. } | Self::NoSession | Self::Unauthorized { .. }
-        )
-    }
-
-    /// Whether a failed call reached the product (it may have run, or hung there).
-    pub fn reached_product(&self) -> bool {
-        matches!(self, Self::Timeout { .. } | Self::Transport { .. })
-    }
-}
-
 /// The HTTP client of every MCP session, built once (TLS setup is not per tick): a session's
 /// requests reuse its connection. No overall timeout: a session's event stream lives as
-/// long as the session; calls have their own timeout.
+/// long as the session; every step has its own deadline.
 fn session_http() -> &'static reqwest::Client {
     static CLIENT: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
         crate::http::builder(Duration::from_secs(10))
@@ -91,24 +79,47 @@ fn session_http() -> &'static reqwest::Client {
     &CLIENT
 }
 
+/// Everything opening a session needs.
+pub struct Connect<'a> {
+    pub config: &'a McpConfig,
+    pub policy: &'a ToolPolicy,
+    pub credentials: &'a Credentials,
+    /// The persona (its email) the session is for: OAuth grants are per persona.
+    pub persona: &'a str,
+    /// Set with `auth.mode = "oauth"`.
+    pub oauth: Option<Arc<OAuth>>,
+    /// Who answers the server's elicitation and sampling requests.
+    pub agent: Option<Arc<dyn Agent>>,
+    pub capabilities: Capabilities,
+}
+
+impl<'a> Connect<'a> {
+    /// A session with nobody to answer the server's requests (tests, the CLI's checks).
+    pub fn plain(config: &'a McpConfig, policy: &'a ToolPolicy, credentials: &'a Credentials) -> Self {
+        Self {
+            config,
+            policy,
+            credentials,
+            persona: "",
+            oauth: None,
+            agent: None,
+            capabilities: Capabilities {
+                roots: config.roots.clone(),
+                ..Capabilities::default()
+            },
+        }
+    }
+}
+
 /// An open MCP session.
 pub struct McpSession {
-    service: RunningService<RoleClient, ClientConfig>,
+    service: RunningService<RoleClient, client::PersonaClient>,
     tools: Vec<ToolInfo>,
     call_timeout: Duration,
-}
-
-fn client_config() -> ClientConfig {
-    ClientConfig::new(
-        ClientCapabilities::default(),
-        Implementation::new("persona-runner", env!("CARGO_PKG_VERSION")),
-    )
-}
-
-/// Whether an rmcp error (printed with `Debug`, as its types are layered and mostly
-/// non-exhaustive) is an authentication failure.
-fn is_unauthorized(debug: &str) -> bool {
-    debug.contains("AuthRequired") || debug.contains("HTTP 401") || debug.contains("status: 401")
+    server: String,
+    child: Option<stdio::Child>,
+    auth: Option<Arc<http::HttpAuth>>,
+    credentials_sent: bool,
 }
 
 /// Renders `{name}` placeholders from the session values. Unknown names are an error
@@ -141,35 +152,144 @@ pub fn render_header(
     Ok(out)
 }
 
+fn headers(config: &McpConfig, credentials: &Credentials) -> Result<HashMap<HeaderName, HeaderValue>, McpError> {
+    let mut headers = HashMap::new();
+    for (name, template) in &config.headers {
+        let value = render_header(name, template, &credentials.values)?;
+        let header_name = name.parse::<HeaderName>().map_err(|e| McpError::Header {
+            header: name.clone(),
+            reason: e.to_string(),
+        })?;
+        let header_value = value.parse::<HeaderValue>().map_err(|e| McpError::Header {
+            header: name.clone(),
+            reason: e.to_string(),
+        })?;
+        headers.insert(header_name, header_value);
+    }
+    Ok(headers)
+}
+
+/// `step` under the connect deadline.
+async fn timed<T>(
+    server: &str,
+    step: Step,
+    timeout: Duration,
+    child: Option<&stdio::Child>,
+    future: impl Future<Output = Result<T, McpError>>,
+) -> Result<T, McpError> {
+    match tokio::time::timeout(timeout, future).await {
+        Ok(result) => result,
+        Err(_) => {
+            let detail = child.map(|c| c.observed.account()).filter(|a| !a.is_empty());
+            Err(McpError::Hung {
+                server: server.to_string(),
+                step,
+                timeout: crate::time::HumanDuration(timeout),
+                detail: detail.map(|d| format!(": {d}")).unwrap_or_default(),
+            })
+        }
+    }
+}
+
 impl McpSession {
-    /// Opens a session and lists every page of tools.
+    /// Opens a session with nobody to answer the server's own requests, and lists every
+    /// page of tools.
     pub async fn open(config: &McpConfig, credentials: &Credentials) -> Result<Self, McpError> {
-        Self::open_with(config, &ToolPolicy::new(config), credentials).await
+        Self::connect(Connect::plain(config, &ToolPolicy::new(config), credentials)).await
     }
 
-    /// [`McpSession::open`] with a policy already built from `config` (the tick engine
-    /// keeps one, so its globs are not compiled again per session).
-    pub async fn open_with(
-        config: &McpConfig,
-        policy: &ToolPolicy,
-        credentials: &Credentials,
-    ) -> Result<Self, McpError> {
-        let service = match config.transport {
-            McpTransport::Http => Self::open_http(config, credentials).await?,
-            McpTransport::Stdio => Self::open_stdio(config).await?,
+    /// Opens a session and lists every page of tools.
+    pub async fn connect(setup: Connect<'_>) -> Result<Self, McpError> {
+        let config = setup.config;
+        let timeout = config.connect_timeout.0;
+        let tasks = Arc::new(http::TaskTools::default());
+        let handler = client::PersonaClient {
+            agent: setup.agent.clone(),
+            capabilities: setup.capabilities.clone(),
         };
-        let listed = service.list_all_tools().await.map_err(|err| {
-            let debug = format!("{err:?}");
-            if is_unauthorized(&debug) {
-                McpError::Unauthorized {}
-            } else {
-                McpError::ListTools(err.to_string())
+        let (service, server, child, auth, credentials_sent) = match config.transport {
+            McpTransport::Http => {
+                let server = crate::http::display_url(&config.url);
+                let (auth, credentials_sent) = match (&setup.oauth, &setup.credentials.token) {
+                    (Some(oauth), _) => (
+                        http::HttpAuth::OAuth(oauth::Authorizer::new(
+                            oauth.clone(),
+                            setup.persona,
+                            &config.url,
+                            setup.credentials.session.clone(),
+                        )),
+                        true,
+                    ),
+                    (None, Some(token)) => (http::HttpAuth::Bearer(token.clone()), true),
+                    (None, None) => (http::HttpAuth::None, false),
+                };
+                let auth = Arc::new(auth);
+                let client = http::GatewayHttp {
+                    inner: session_http().clone(),
+                    auth: auth.clone(),
+                    tasks: tasks.clone(),
+                };
+                let mut transport_config = StreamableHttpClientTransportConfig::with_uri(config.url.as_str())
+                    .custom_headers(headers(config, setup.credentials)?)
+                    .reinit_on_expired_session(true);
+                // rmcp's default SSE reconnect policy retries forever with an uncapped delay;
+                // a server's own `retry:` hint still wins.
+                let mut reconnect = rmcp::transport::common::client_side_sse::ExponentialBackoff::default();
+                reconnect.max_times = Some(3);
+                reconnect.base_duration = Duration::from_millis(200);
+                reconnect.max_delay = Some(Duration::from_secs(2));
+                transport_config.retry_config = Arc::new(reconnect);
+                let transport = StreamableHttpClientTransport::with_client(client, transport_config);
+                let service = timed(&server, Step::Initialize, timeout, None, async {
+                    handler
+                        .serve(transport)
+                        .await
+                        .map_err(|err| error::from_initialize(&server, &err, credentials_sent))
+                })
+                .await?;
+                (service, server, None, Some(auth), credentials_sent)
             }
-        })?;
+            McpTransport::Stdio => {
+                let server = format!("the stdio server `{}`", config.command.join(" "));
+                let (child, stdout, stdin) = stdio::spawn(config, tasks.clone()).map_err(|err| McpError::Failed {
+                    server: server.clone(),
+                    step: Step::Start,
+                    cause: err.to_string(),
+                })?;
+                let service = timed(&server, Step::Initialize, timeout, Some(&child), async {
+                    handler.serve((stdout, stdin)).await.map_err(|err| {
+                        let mut failed = error::from_initialize(&server, &err, false);
+                        if let McpError::Failed { cause, .. } = &mut failed {
+                            let account = child.observed.account();
+                            if !account.is_empty() {
+                                cause.push_str(&format!("; {account}"));
+                            }
+                        }
+                        failed
+                    })
+                })
+                .await?;
+                (service, server, Some(child), None, false)
+            }
+        };
+        let listed = timed(&server, Step::ListTools, timeout, child.as_ref(), async {
+            service.list_all_tools().await.map_err(|err| {
+                if let Some((status, challenge)) = error::challenge_of(&err) {
+                    return error::unauthorized(&server, Step::ListTools, status, &challenge, credentials_sent);
+                }
+                McpError::Failed {
+                    server: server.clone(),
+                    step: Step::ListTools,
+                    cause: service_cause(&err, child.as_ref()),
+                }
+            })
+        })
+        .await?;
         let tools = listed
             .into_iter()
             .map(|tool| ToolInfo {
-                module: policy.module_of(&tool.name),
+                module: setup.policy.module_of(&tool.name),
+                task_required: tasks.contains(&tool.name),
                 name: tool.name.to_string(),
                 description: tool.description.map(|d| d.to_string()),
                 input_schema: Value::Object((*tool.input_schema).clone()),
@@ -184,87 +304,10 @@ impl McpSession {
             service,
             tools,
             call_timeout: config.call_timeout.0,
-        })
-    }
-
-    async fn open_http(
-        config: &McpConfig,
-        credentials: &Credentials,
-    ) -> Result<RunningService<RoleClient, ClientConfig>, McpError> {
-        let mut headers = HashMap::new();
-        for (name, template) in &config.headers {
-            let value = render_header(name, template, &credentials.values)?;
-            let header_name = name
-                .parse::<reqwest::header::HeaderName>()
-                .map_err(|e| McpError::Header {
-                    header: name.clone(),
-                    reason: e.to_string(),
-                })?;
-            let header_value = value
-                .parse::<reqwest::header::HeaderValue>()
-                .map_err(|e| McpError::Header {
-                    header: name.clone(),
-                    reason: e.to_string(),
-                })?;
-            headers.insert(header_name, header_value);
-        }
-        let mut transport_config = StreamableHttpClientTransportConfig::with_uri(config.url.as_str())
-            .custom_headers(headers)
-            .reinit_on_expired_session(true);
-        // rmcp's default SSE reconnect policy retries forever with an uncapped delay.
-        let mut reconnect = rmcp::transport::common::client_side_sse::ExponentialBackoff::default();
-        reconnect.max_times = Some(3);
-        reconnect.base_duration = Duration::from_millis(200);
-        reconnect.max_delay = Some(Duration::from_secs(2));
-        transport_config.retry_config = Arc::new(reconnect);
-        if let Some(token) = &credentials.token {
-            transport_config = transport_config.auth_header(token.expose());
-        }
-        let transport = StreamableHttpClientTransport::with_client(session_http().clone(), transport_config);
-        client_config().serve(transport).await.map_err(|err| {
-            let debug = format!("{err:?}");
-            if is_unauthorized(&debug) {
-                McpError::Unauthorized {}
-            } else {
-                // rmcp's message may quote the URL: show it as every configured URL is shown.
-                let shown = crate::http::display_url(&config.url);
-                McpError::Connect {
-                    reason: err.to_string().replace(config.url.as_str(), &shown),
-                    target: shown,
-                }
-            }
-        })
-    }
-
-    async fn open_stdio(config: &McpConfig) -> Result<RunningService<RoleClient, ClientConfig>, McpError> {
-        let target = config.command.join(" ");
-        let (program, args) = config.command.split_first().ok_or_else(|| McpError::Connect {
-            target: target.clone(),
-            reason: "mcp.command is empty".into(),
-        })?;
-        let mut command = tokio::process::Command::new(program);
-        command.args(args).envs(&config.env);
-        // The child must not talk to systemd on our behalf.
-        for var in [
-            "NOTIFY_SOCKET",
-            "WATCHDOG_USEC",
-            "WATCHDOG_PID",
-            "LISTEN_FDS",
-            "LISTEN_PID",
-            "LISTEN_FDNAMES",
-        ] {
-            command.env_remove(var);
-        }
-        if let Some(dir) = &config.working_dir {
-            command.current_dir(dir);
-        }
-        let transport = TokioChildProcess::new(command).map_err(|err| McpError::Connect {
-            target: target.clone(),
-            reason: err.to_string(),
-        })?;
-        client_config().serve(transport).await.map_err(|err| McpError::Connect {
-            target,
-            reason: err.to_string(),
+            server,
+            child,
+            auth,
+            credentials_sent,
         })
     }
 
@@ -276,6 +319,14 @@ impl McpSession {
     /// Every tool the gateway listed (before the policy).
     pub fn tools(&self) -> &[ToolInfo] {
         &self.tools
+    }
+
+    /// The tokens this session authorized with (for the redactor).
+    pub fn secrets(&self) -> Vec<String> {
+        match self.auth.as_deref() {
+            Some(http::HttpAuth::OAuth(authorizer)) => authorizer.issued(),
+            _ => Vec::new(),
+        }
     }
 
     /// Calls a tool once (never retried: it may have executed). A timeout drops the
@@ -291,26 +342,12 @@ impl McpSession {
             .await
             .map_err(|_| McpError::Timeout {
                 tool: name.into(),
-                timeout: self.call_timeout,
+                timeout: crate::time::HumanDuration(self.call_timeout),
             })?;
         let elapsed = started.elapsed();
         match result {
             Ok(result) => {
-                let mut text: Vec<String> = result
-                    .content
-                    .iter()
-                    .filter_map(|block| serde_json::to_value(block).ok())
-                    .map(|block| match block.get("text").and_then(Value::as_str) {
-                        Some(text) => text.to_string(),
-                        None => block.to_string(),
-                    })
-                    .collect();
-                if text.is_empty()
-                    && let Some(structured) = &result.structured_content
-                {
-                    text.push(structured.to_string());
-                }
-                let text = text.join("\n");
+                let text = content::render(&result);
                 Ok((
                     if result.is_error.unwrap_or(false) {
                         CallOutcome::Error { text }
@@ -328,22 +365,64 @@ impl McpSession {
                 elapsed,
             )),
             Err(err) => {
-                let debug = format!("{err:?}");
-                if is_unauthorized(&debug) {
-                    Err(McpError::Unauthorized {})
-                } else {
-                    Err(McpError::Transport {
-                        tool: name.into(),
-                        reason: err.to_string(),
-                    })
+                if let Some((status, challenge)) = error::challenge_of(&err) {
+                    return Err(error::unauthorized(
+                        &self.server,
+                        Step::Initialize,
+                        status,
+                        &challenge,
+                        self.credentials_sent,
+                    ));
                 }
+                // An HTTP error status is the product answering badly, not the session
+                // going away.
+                if let Some(status) = http_status(&err) {
+                    return Ok((
+                        CallOutcome::Error {
+                            text: format!("the gateway answered HTTP {status}"),
+                        },
+                        elapsed,
+                    ));
+                }
+                Err(McpError::Closed {
+                    tool: name.into(),
+                    cause: service_cause(&err, self.child.as_ref()),
+                })
             }
         }
     }
 
-    /// Ends the session (and a stdio child).
+    /// Ends the session (a stdio child gets a moment to exit, then its group is killed).
     pub async fn close(self) {
         let _ = self.service.cancel().await;
+        if let Some(child) = self.child {
+            child.stop().await;
+        }
+    }
+}
+
+/// The HTTP status of a failed request, if the server answered with one.
+fn http_status(err: &(dyn std::error::Error + 'static)) -> Option<u16> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(StreamableHttpError::HttpStatus(status)) = e.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
+            return Some(status.status);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Why a request of an open session failed, with what a stdio server left behind.
+fn service_cause(err: &rmcp::ServiceError, child: Option<&stdio::Child>) -> String {
+    let cause = match err {
+        rmcp::ServiceError::TransportClosed => "the connection to the server closed".to_string(),
+        rmcp::ServiceError::TransportSend(inner) => error::describe(inner),
+        other => error::describe(other),
+    };
+    match child.map(|c| c.observed.account()).filter(|a| !a.is_empty()) {
+        Some(account) => format!("{cause}; {account}"),
+        None => cause,
     }
 }
 

@@ -56,6 +56,9 @@ impl ToolPolicy {
 
     /// `Ok` if the tool may be offered, else why not.
     pub fn check(&self, tool: &ToolInfo) -> Result<(), &'static str> {
+        if tool.task_required {
+            return Err("it must be called as a task (execution.taskSupport = \"required\"), which this client does not do");
+        }
         if self.deny.is_match(&tool.name) {
             return Err("denied by mcp.deny");
         }
@@ -80,6 +83,7 @@ mod tests {
             description: None,
             input_schema: serde_json::json!({"type": "object"}),
             destructive,
+            task_required: false,
         }
     }
 
@@ -125,5 +129,10 @@ mod tests {
                 .unwrap_err()
                 .contains("mcp.allow")
         );
+        let task = ToolInfo {
+            task_required: true,
+            ..tool("todo.export", false)
+        };
+        assert!(policy.check(&task).unwrap_err().contains("taskSupport"));
     }
 }

@@ -240,7 +240,7 @@ impl Store {
                     .synchronous(SqliteSynchronous::Normal)
                     .foreign_keys(true)
                     .busy_timeout(config.busy_timeout.0)
-                    // 2 MiB of page cache per connection: enough for the hot indexes.
+                    // 2 MiB of page cache for the writer: enough for the hot indexes.
                     .pragma("cache_size", "-2048");
                 if let Some(folder) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
                     create_folder(folder)?;
@@ -257,7 +257,9 @@ impl Store {
                     .min_connections(0)
                     .acquire_timeout(config.connect_timeout.0)
                     .after_release(|conn, _| reusable(conn))
-                    .connect_with(options)
+                    // A reader's cache is void after each of the writer's commits: a small
+                    // one holds a query's working set, a big one would only hold memory.
+                    .connect_with(options.pragma("cache_size", "-512"))
                     .await
                     .map_err(connect_err)?;
                 Backend::Sqlite { read, write }

@@ -43,7 +43,16 @@ const MAX_BATCH: usize = 256;
 impl Writer {
     pub(crate) fn start(backend: Backend, health: Arc<Health>) -> Self {
         let (jobs, queue) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(backend, health, queue));
+        // Its own thread: a commit never waits in the run queue behind tick work while it
+        // holds the database's write lock (every other writer would wait with it).
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the store writer");
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || runtime.block_on(run(backend, health, queue)))
+            .expect("start the store writer thread");
         Self { jobs }
     }
 

@@ -4,21 +4,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// JSON with object keys sorted (recursively) and no insignificant whitespace, whatever
-/// order the model or serde_json's map type produced.
+/// order the model produced. serde_json's map is ordered by key (the `preserve_order`
+/// feature is off; a test below fails if anything turns it on), so its compact output is
+/// already canonical: one pass, no intermediate strings.
 pub fn canonical_json(value: &Value) -> String {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            let fields: Vec<String> = keys
-                .into_iter()
-                .map(|key| format!("{}:{}", Value::String(key.clone()), canonical_json(&map[key])))
-                .collect();
-            format!("{{{}}}", fields.join(","))
-        }
-        Value::Array(items) => format!("[{}]", items.iter().map(canonical_json).collect::<Vec<_>>().join(",")),
-        scalar => scalar.to_string(),
-    }
+    value.to_string()
 }
 
 /// Hex SHA-256 over the tool name and the canonical JSON of the arguments, separated by
@@ -29,8 +19,16 @@ pub fn input_hash(tool: &str, arguments: &Value) -> String {
 
 /// The hash of a call whose arguments are not JSON: the raw text stands in.
 pub fn hash_text(tool: &str, text: &str) -> String {
-    let digest = Sha256::digest(format!("{tool}\n{text}").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let mut hasher = Sha256::new();
+    hasher.update(tool.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(text.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in hasher.finalize() {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
 }
 
 /// `text` with every secret replaced and cut to `max` characters.

@@ -243,6 +243,9 @@ impl TickEngine {
             ..record
         };
         self.store.record_action(&pending).await?;
+        if let Some(agent) = &state.agent {
+            agent.set_module(&pending.module);
+        }
         let mut outcome = self.call_session(state, tool, arguments.clone()).await;
         if matches!(outcome, Err(McpError::Unauthorized { .. })) && !state.reauthenticated {
             state.reauthenticated = true;
@@ -327,6 +330,9 @@ impl TickEngine {
             ..pending
         };
         self.account(ctx, state, &record, &answer, reached);
+        if let Some(failure) = state.agent.as_ref().and_then(|agent| agent.take_failure()) {
+            return Err(crate::store::StoreError::NotCommitted(failure).into());
+        }
         match fatal {
             Some(err) => Err(err.into()),
             None => Ok(answer),
@@ -348,6 +354,8 @@ impl TickEngine {
     /// Counts an audited call in the tick's evidence and summary, tells the listener, and
     /// adds it to the transcript.
     fn account(&self, ctx: &CallContext<'_>, state: &mut TickState, record: &NewAction, answer: &str, reached: bool) {
+        // What the server asked the persona while the call ran comes first.
+        state.merge_agent_notes();
         state.counts.add(record.result);
         if !matches!(record.result, ActionResult::Denied | ActionResult::NotSent) {
             let stats = state.modules.entry(record.module.clone()).or_default();

@@ -9,9 +9,10 @@ use serde_json::{Value, json};
 use sha2::Digest as _;
 
 use super::state::{Arguments, TickState};
+use super::agent::PersonaAgent;
 use super::{CallContext, Driver, TickEngine, TickError, TickEvent, audit, offline, prompt, rating};
 use crate::llm::{LlmClient, ToolNames};
-use crate::mcp::{McpError, McpSession, ToolInfo};
+use crate::mcp::{Capabilities, Connect, McpError, McpSession, ToolInfo};
 use crate::store::{NewFeedback, RatingStatus};
 
 /// How much of an unusable rating answer is kept on the tick.
@@ -24,17 +25,26 @@ impl TickEngine {
         let credentials = self.auth.credentials(email).await?;
         // Before the session opens: an error opening it may already echo the token.
         state.remember(&credentials);
-        let session = match McpSession::open_with(&self.config.mcp, &self.policy, &credentials).await {
-            Err(McpError::Unauthorized { .. }) if !state.reauthenticated && credentials.token.is_some() => {
+        let agent = self.agent(ctx, state);
+        state.agent = Some(agent.clone());
+        let session = match self.open_session(email, &credentials, &agent).await {
+            Err(McpError::Unauthorized {
+                credentials_sent: true, ..
+            }) if !state.reauthenticated && credentials.token.is_some() => {
                 state.reauthenticated = true;
                 tracing::info!(email, "gateway refused the cached token; logging in again");
                 self.auth.invalidate(email);
                 let fresh = self.auth.credentials(email).await?;
                 state.remember(&fresh);
-                McpSession::open_with(&self.config.mcp, &self.policy, &fresh).await?
+                self.open_session(email, &fresh, &agent).await?
             }
             other => other?,
         };
+        for secret in session.secrets() {
+            if !state.redact.contains(&secret) {
+                state.redact.push(secret);
+            }
+        }
         state.offered.clear();
         state.withheld.clear();
         state.validators.clear();
@@ -61,17 +71,64 @@ impl TickEngine {
         Ok(())
     }
 
+    async fn open_session(
+        &self,
+        email: &str,
+        credentials: &crate::auth::Credentials,
+        agent: &Arc<PersonaAgent>,
+    ) -> Result<McpSession, McpError> {
+        let mcp = &self.config.mcp;
+        McpSession::connect(Connect {
+            config: mcp,
+            policy: &self.policy,
+            credentials,
+            persona: email,
+            oauth: self.oauth.clone(),
+            agent: Some(agent.clone() as Arc<dyn crate::mcp::Agent>),
+            capabilities: Capabilities {
+                elicitation: mcp.elicitation,
+                sampling: mcp.sampling && matches!(self.driver, Driver::Llm(_)),
+                roots: mcp.roots.clone(),
+            },
+        })
+        .await
+    }
+
+    /// The persona as it answers the server's own requests during this tick.
+    fn agent(&self, ctx: &CallContext<'_>, state: &TickState) -> Arc<PersonaAgent> {
+        let (llm, seed) = match &self.driver {
+            Driver::Llm(llm) => (Some(llm.clone()), 0),
+            Driver::Offline { seed, .. } => (None, *seed),
+        };
+        Arc::new(PersonaAgent {
+            store: self.store.clone(),
+            llm,
+            tenant_id: ctx.persona.tenant_id,
+            tick_id: ctx.tick_id,
+            persona_id: ctx.persona.id,
+            system_prompt: prompt::system_prompt(ctx.persona, crate::time::now(), ""),
+            seq: state.seq.clone(),
+            spend: state.spend.clone(),
+            budget: self.config.tick.max_tokens_per_tick,
+            redact: state.redact.clone(),
+            seed,
+            json_mode: self.config.llm.response_format,
+            module: Default::default(),
+            notes: Default::default(),
+            failure: Default::default(),
+        })
+    }
+
     /// The compiled validator of a tool schema, from the cache when seen before.
     fn validator(&self, schema: &Value) -> Result<Arc<jsonschema::Validator>, String> {
-        let key = super::canonical_json(schema);
-        if let Some(found) = self.validators.lock().expect("validator cache").get(&key) {
+        if let Some(found) = self.validators.lock().expect("validator cache").get(schema) {
             return Ok(found.clone());
         }
         let compiled = Arc::new(jsonschema::validator_for(schema).map_err(|e| e.to_string())?);
         self.validators
             .lock()
             .expect("validator cache")
-            .insert(key, compiled.clone());
+            .insert(schema, compiled.clone());
         Ok(compiled)
     }
 
@@ -128,7 +185,7 @@ impl TickEngine {
         ];
         loop {
             if state.turns as u32 >= limits.max_turns
-                || (state.tokens_in + state.tokens_out) as u64 >= limits.max_tokens_per_tick
+                || state.spend.total() >= limits.max_tokens_per_tick
             {
                 tracing::debug!(persona = %ctx.label, turns = state.turns, "tick budget reached");
                 break;
@@ -139,8 +196,7 @@ impl TickEngine {
                 turn: state.turns as u32,
             });
             let turn = llm.chat(&messages, &tools, None).await?;
-            state.tokens_in += turn.prompt_tokens as i64;
-            state.tokens_out += turn.completion_tokens as i64;
+            state.spend.add(turn.prompt_tokens, turn.completion_tokens);
             messages.push(turn.as_message());
             state.transcript.push(
                 "assistant",
@@ -211,8 +267,7 @@ impl TickEngine {
         let mut answers = Vec::new();
         for attempt in 0..2 {
             let turn = llm.chat(&messages, &[], format.clone()).await?;
-            state.tokens_in += turn.prompt_tokens as i64;
-            state.tokens_out += turn.completion_tokens as i64;
+            state.spend.add(turn.prompt_tokens, turn.completion_tokens);
             let answer = turn.content.clone().unwrap_or_default();
             answers.push(answer.clone());
             match rating::parse(&answer, &modules) {

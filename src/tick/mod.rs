@@ -11,6 +11,7 @@
 //! mid-way (timeout, shutdown, crash) keeps the calls it made. Counters are derived from
 //! those rows. A rating answer that cannot be used is stored as such, never as a rating.
 
+mod agent;
 mod audit;
 mod call;
 mod drive;
@@ -135,7 +136,7 @@ pub struct TickRequest {
 }
 
 enum Driver {
-    Llm(Box<LlmClient>),
+    Llm(Arc<LlmClient>),
     Offline { seed: u64, chaos: bool },
 }
 
@@ -156,28 +157,57 @@ pub struct TickEngine {
     validators: Mutex<ValidatorCache>,
     simulator: String,
     candidates: crate::profile::Candidates,
+    /// Per-persona OAuth grants (`auth.mode = "oauth"`).
+    oauth: Option<Arc<crate::mcp::OAuth>>,
 }
 
-/// A bounded map of compiled schemas; the oldest entry goes when it is full.
+/// A bounded map of compiled schemas; the oldest entry goes when it is full. Keyed by a
+/// hash of the schema's JSON (computed without building the text), the schema kept to
+/// tell a collision from a hit.
 #[derive(Default)]
 struct ValidatorCache {
-    map: HashMap<String, Arc<jsonschema::Validator>>,
-    order: VecDeque<String>,
+    map: HashMap<u64, (serde_json::Value, Arc<jsonschema::Validator>)>,
+    order: VecDeque<u64>,
+}
+
+/// The hash of a schema's compact JSON.
+fn schema_key(schema: &serde_json::Value) -> u64 {
+    use std::hash::Hasher as _;
+    struct Hashing(std::collections::hash_map::DefaultHasher);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.write(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut hashing = Hashing(Default::default());
+    // Writing into a hasher cannot fail.
+    let _ = serde_json::to_writer(&mut hashing, schema);
+    hashing.0.finish()
 }
 
 impl ValidatorCache {
-    fn get(&self, key: &str) -> Option<&Arc<jsonschema::Validator>> {
-        self.map.get(key)
+    fn get(&self, schema: &serde_json::Value) -> Option<&Arc<jsonschema::Validator>> {
+        self.map
+            .get(&schema_key(schema))
+            .filter(|(cached, _)| cached == schema)
+            .map(|(_, validator)| validator)
     }
 
-    fn insert(&mut self, key: String, validator: Arc<jsonschema::Validator>) {
+    fn insert(&mut self, schema: &serde_json::Value, validator: Arc<jsonschema::Validator>) {
+        let key = schema_key(schema);
         if self.map.len() >= VALIDATOR_CACHE
+            && !self.map.contains_key(&key)
             && let Some(oldest) = self.order.pop_front()
         {
             self.map.remove(&oldest);
         }
-        self.order.push_back(key.clone());
-        self.map.insert(key, validator);
+        if self.map.insert(key, (schema.clone(), validator)).is_none() {
+            self.order.push_back(key);
+        }
     }
 }
 
@@ -214,7 +244,7 @@ impl TickEngine {
                 seed: config.llm.seed,
                 chaos: config.llm.chaos,
             },
-            (_, Some(key)) => Driver::Llm(Box::new(LlmClient::new(&config.llm, &config.retry, &key))),
+            (_, Some(key)) => Driver::Llm(Arc::new(LlmClient::new(&config.llm, &config.retry, &key))),
             (LlmProvider::Openai, None) => {
                 return Err(TickError::Config(ConfigError::Secret {
                     key: "llm.api_key".into(),
@@ -247,6 +277,10 @@ impl TickEngine {
             validators: Mutex::new(ValidatorCache::default()),
             simulator,
             candidates: crate::profile::Candidates::default(),
+            oauth: match config.auth.mode {
+                crate::config::AuthMode::Oauth => Some(Arc::new(crate::mcp::OAuth::new(&config, env)?)),
+                _ => None,
+            },
             config,
         })
     }
@@ -378,6 +412,7 @@ impl TickEngine {
         if let Some(session) = state.session.take() {
             session.close().await;
         }
+        state.merge_agent_notes();
         // Stored on the tick: redacted like every text we keep.
         let error = error.map(|e| audit::redact_truncate(&e, &state.redact, 2000));
         if let Some(error) = &error {
@@ -392,8 +427,8 @@ impl TickEngine {
                     status,
                     error: error.clone(),
                     turns: state.turns,
-                    tokens_in: state.tokens_in,
-                    tokens_out: state.tokens_out,
+                    tokens_in: state.spend.tokens_in(),
+                    tokens_out: state.spend.tokens_out(),
                     llm_model: Some(self.driver_name().to_string()),
                     prompt_version: Some(prompt::version().to_string()),
                     simulator: Some(self.simulator.clone()),
@@ -447,8 +482,8 @@ impl TickEngine {
             modules: state.used_modules(),
             ratings: state.ratings.clone(),
             rating_status: state.rating_status,
-            tokens_in: state.tokens_in,
-            tokens_out: state.tokens_out,
+            tokens_in: state.spend.tokens_in(),
+            tokens_out: state.spend.tokens_out(),
             turns: state.turns,
             simulator: self.simulator.clone(),
             duration_ms: started.elapsed().as_millis(),
@@ -465,5 +500,29 @@ impl std::fmt::Debug for TickEngine {
         f.debug_struct("TickEngine")
             .field("driver", &self.driver_name())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_validator_cache_is_bounded_and_keyed_by_the_schema() {
+        let mut cache = ValidatorCache::default();
+        let schema = |n: usize| json!({"type": "object", "properties": {format!("p{n}"): {"type": "integer"}}});
+        let compiled = |n: usize| Arc::new(jsonschema::validator_for(&schema(n)).unwrap());
+        for n in 0..VALIDATOR_CACHE + 10 {
+            cache.insert(&schema(n), compiled(n));
+        }
+        assert_eq!(cache.map.len(), VALIDATOR_CACHE);
+        assert_eq!(cache.order.len(), VALIDATOR_CACHE);
+        assert!(cache.get(&schema(0)).is_none(), "the oldest went first");
+        let newest = cache.get(&schema(VALIDATOR_CACHE + 9)).expect("the newest is kept");
+        assert!(newest.is_valid(&json!({"p521": 1})));
+        // The same schema with its keys written in another order is the same entry.
+        let reordered: serde_json::Value =
+            serde_json::from_str(r#"{"properties": {"p20": {"type": "integer"}}, "type": "object"}"#).unwrap();
+        assert!(cache.get(&reordered).is_some());
     }
 }

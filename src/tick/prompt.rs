@@ -10,11 +10,12 @@ use crate::store::{ActionRecord, FeedbackRecord};
 
 const ROLEPLAY: &str = include_str!("../../prompts/roleplay.md");
 const RATING: &str = include_str!("../../prompts/rating.md");
+const ELICITATION: &str = include_str!("../../prompts/elicitation.md");
 
 /// A short hash of the templates, stored on every tick as its prompt version.
 pub fn version() -> &'static str {
     static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let digest = Sha256::digest(format!("{ROLEPLAY}\u{0}{RATING}").as_bytes());
+        let digest = Sha256::digest(format!("{ROLEPLAY}\u{0}{RATING}\u{0}{ELICITATION}").as_bytes());
         digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
     });
     &VERSION
@@ -98,6 +99,14 @@ pub fn persona_part(persona: &Persona, now: DateTime<Utc>, story: &str) -> serde
         "preferred_modules": preferred_modules(persona),
         "story_so_far": story,
     })
+}
+
+/// The form a server asks the persona to fill in.
+pub fn elicitation_prompt(message: &str, schema: &serde_json::Value) -> String {
+    render(
+        ELICITATION,
+        &[("message", message.to_string()), ("schema", schema.to_string())],
+    )
 }
 
 /// The end-of-tick rating request.

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 
 use serde_json::Value;
 
@@ -88,8 +88,36 @@ pub(super) enum Arguments {
     Unbuildable(String),
 }
 
+/// Prompt and completion tokens spent, by the role-play and by answering the server.
+#[derive(Debug, Default)]
+pub(super) struct Spend {
+    tokens_in: AtomicI64,
+    tokens_out: AtomicI64,
+}
+
+impl Spend {
+    pub fn add(&self, tokens_in: u64, tokens_out: u64) {
+        self.tokens_in.fetch_add(tokens_in as i64, Ordering::Relaxed);
+        self.tokens_out.fetch_add(tokens_out as i64, Ordering::Relaxed);
+    }
+
+    pub fn tokens_in(&self) -> i64 {
+        self.tokens_in.load(Ordering::Relaxed)
+    }
+
+    pub fn tokens_out(&self) -> i64 {
+        self.tokens_out.load(Ordering::Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        (self.tokens_in() + self.tokens_out()).max(0) as u64
+    }
+}
+
 pub(super) struct TickState {
     pub session: Option<McpSession>,
+    /// Answers the server's own requests during this tick's session.
+    pub agent: Option<Arc<super::agent::PersonaAgent>>,
     /// Secrets to redact from any text we store or show: every credential of the tick.
     pub redact: Vec<String>,
     pub offered: Vec<ToolInfo>,
@@ -103,8 +131,8 @@ pub(super) struct TickState {
     pub modules: BTreeMap<String, ModuleStats>,
     pub counts: Counts,
     pub turns: i32,
-    pub tokens_in: i64,
-    pub tokens_out: i64,
+    /// Tokens spent by the tick, shared with the agent answering the server's requests.
+    pub spend: Arc<Spend>,
     pub reauthenticated: bool,
     pub rating_status: Option<RatingStatus>,
     pub rating_raw: Option<String>,
@@ -120,6 +148,7 @@ impl TickState {
     pub fn new(transcript_chars: usize) -> Self {
         Self {
             session: None,
+            agent: None,
             redact: Vec::new(),
             offered: Vec::new(),
             withheld: HashMap::new(),
@@ -130,8 +159,7 @@ impl TickState {
             modules: BTreeMap::new(),
             counts: Counts::default(),
             turns: 0,
-            tokens_in: 0,
-            tokens_out: 0,
+            spend: Arc::new(Spend::default()),
             reauthenticated: false,
             rating_status: None,
             rating_raw: None,
@@ -145,6 +173,15 @@ impl TickState {
     /// The next audit sequence number of the tick.
     pub fn next_seq(&self) -> i32 {
         self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Moves the agent's transcript entries (elicitation, sampling) into the tick's.
+    pub fn merge_agent_notes(&mut self) {
+        if let Some(agent) = &self.agent {
+            for (step, entry) in agent.take_notes() {
+                self.transcript.push(step, entry);
+            }
+        }
     }
 
     /// Whether any row was audited.

@@ -1,0 +1,146 @@
+//! Loading: finding the file, reading TOML, applying `PERSONA_RUNNER__…` overrides.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::validate::validate;
+use super::{CONFIG_PATH_ENV, Config, ConfigError, ENV_PREFIX, Env};
+
+/// Where the effective config came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    Defaults,
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Defaults => f.write_str("built-in defaults (no config file found)"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub source: ConfigSource,
+    /// Environment variables that overrode keys, for `config check`.
+    pub overrides: Vec<String>,
+}
+
+/// Finds and loads the config: `explicit` (`--config`), else `$PERSONA_RUNNER_CONFIG`,
+/// else `./config.toml` if it exists, else defaults. A named file that is missing is an
+/// error; only the implicit `./config.toml` may be absent.
+pub fn load(explicit: Option<&Path>, env: &Env) -> Result<LoadedConfig, ConfigError> {
+    let named = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| env.get(CONFIG_PATH_ENV).filter(|p| !p.is_empty()).map(PathBuf::from));
+    let (table, source) = match named {
+        Some(path) => (read_table(&path)?, ConfigSource::File(path)),
+        None => {
+            let path = PathBuf::from("config.toml");
+            if path.is_file() {
+                (read_table(&path)?, ConfigSource::File(path))
+            } else {
+                (toml::Table::new(), ConfigSource::Defaults)
+            }
+        }
+    };
+    let (config, overrides) = from_table(table, env)?;
+    Ok(LoadedConfig {
+        config,
+        source,
+        overrides,
+    })
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.parse::<toml::Table>().map_err(|err| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: err.to_string().trim_end().to_string(),
+    })
+}
+
+/// Applies environment overrides to `table`, then deserializes and validates it.
+pub fn from_table(mut table: toml::Table, env: &Env) -> Result<(Config, Vec<String>), ConfigError> {
+    let mut overrides: Vec<(String, String)> = Vec::new();
+    let mut vars: Vec<_> = env.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let key: Vec<String> = var[ENV_PREFIX.len()..].split("__").map(str::to_lowercase).collect();
+        let dotted = key.join(".");
+        if key.iter().any(String::is_empty) {
+            return Err(invalid(
+                &dotted,
+                Some(var),
+                "malformed override name; use PERSONA_RUNNER__SECTION__KEY",
+            ));
+        }
+        set_path(&mut table, &key, env_value(raw)).map_err(|message| invalid(&dotted, Some(var), &message))?;
+        overrides.push((dotted, var.clone()));
+    }
+
+    let origin_of = |key: &str| {
+        overrides
+            .iter()
+            .find(|(dotted, _)| {
+                dotted == key || key.starts_with(&format!("{dotted}.")) || dotted.starts_with(&format!("{key}."))
+            })
+            .map(|(_, var)| var.as_str())
+    };
+    let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
+        let key = err.path().to_string();
+        // toml adds an "in `section`" line that repeats the key; the first line says it all.
+        let message = err.inner().to_string();
+        let message = message.lines().next().unwrap_or_default().to_string();
+        invalid(&key, origin_of(&key), &message)
+    })?;
+    validate(&config).map_err(|(key, message)| invalid(key, origin_of(key), &message))?;
+    Ok((config, overrides.into_iter().map(|(_, var)| var).collect()))
+}
+
+fn invalid(key: &str, var: Option<&str>, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        origin: var.map(|v| format!(" (from {v})")).unwrap_or_default(),
+        message: message.to_string(),
+    }
+}
+
+/// An override's text becomes a TOML number, boolean or array when it reads as one
+/// (`8`, `true`, `["a", "b"]`), otherwise a string, so `…__URL=sqlite://x` needs no quotes.
+fn env_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut parsed) => match parsed.remove("v") {
+            Some(
+                value @ (toml::Value::Integer(_)
+                | toml::Value::Float(_)
+                | toml::Value::Boolean(_)
+                | toml::Value::Array(_)),
+            ) => value,
+            _ => toml::Value::String(raw.to_string()),
+        },
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, key: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = key.split_last().ok_or("empty key")?;
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is a value, not a section"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}

@@ -1,0 +1,820 @@
+//! The config sections: one struct per `[section]`, with its defaults.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::time::HumanDuration;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (embedded) or `postgres://USER@HOST/DB` (production, replicas).
+    pub url: DatabaseUrl,
+    pub max_connections: u32,
+    pub connect_timeout: HumanDuration,
+    /// SQLite only: how long a writer waits for a lock before failing.
+    pub busy_timeout: HumanDuration,
+    /// Apply pending migrations when any command opens the store.
+    pub migrate_on_start: bool,
+    /// PostgreSQL password, kept out of the URL: environment variable to read.
+    pub password_env: Option<String>,
+    /// PostgreSQL password from a file (relative names resolve in `$CREDENTIALS_DIRECTORY`).
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: DatabaseUrl("sqlite://data/persona-runner.db".into()),
+            max_connections: 8,
+            connect_timeout: HumanDuration::from_secs(10),
+            busy_timeout: HumanDuration::from_secs(5),
+            migrate_on_start: true,
+            password_env: None,
+            password_file: None,
+        }
+    }
+}
+
+/// A database URL. It may carry a password, so `Debug`, `Display` and `Serialize` mask it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The full URL, password included: only for opening the connection.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn scheme(&self) -> &str {
+        self.0.split_once("://").map_or("", |(scheme, _)| scheme)
+    }
+
+    /// The URL with any password replaced by `***`: in the user info, and in a
+    /// `password=` query parameter (both may be present).
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return self.0.clone();
+        };
+        let (location, query) = rest.split_at(rest.find('?').unwrap_or(rest.len()));
+        // The last `@` before the query ends the user info, so a password holding `/`
+        // or `@` is masked whole.
+        let location = match location.rfind('@') {
+            Some(at) => match location[..at].split_once(':') {
+                Some((user, _password)) => format!("{user}:***{}", &location[at..]),
+                None => location.to_string(),
+            },
+            None => location.to_string(),
+        };
+        let query: Vec<String> = query
+            .split('&')
+            .map(|part| {
+                let (lead, pair) = part.split_at(usize::from(part.starts_with('?')));
+                match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{lead}{key}=***"),
+                    _ => part.to_string(),
+                }
+            })
+            .collect();
+        format!("{scheme}://{location}{}", query.join("&"))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// POST email + derived password to `login_url`; read token and user id by pointer.
+    Login,
+    /// One bearer token for every persona, from `static_token_env`/`static_token_file`.
+    Static,
+    /// No credentials (a gateway on a trusted network, or a stdio server).
+    None,
+    /// OAuth 2.1 as the MCP authorization spec describes, per persona (`[auth.oauth]`).
+    Oauth,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// Login endpoint (mode = "login").
+    pub login_url: String,
+    /// JSON pointer to the bearer token in the login response.
+    pub token_pointer: String,
+    /// JSON pointer to the user id in the login response ("" to skip).
+    pub user_id_pointer: String,
+    /// Lifetime assumed for tokens that carry no `exp` claim.
+    pub token_ttl: HumanDuration,
+    /// Log in again this long before a token's `exp`.
+    pub refresh_margin: HumanDuration,
+    /// Environment variable holding the bearer token (mode = "static").
+    pub static_token_env: String,
+    /// File holding the bearer token (mode = "static"; wins over the variable).
+    pub static_token_file: Option<PathBuf>,
+    /// Environment variable holding the seed secret for password derivation.
+    pub seed_secret_env: String,
+    /// File holding the seed secret (wins over the environment variable).
+    pub seed_secret_file: Option<PathBuf>,
+    /// Values fetched after login with the token, usable as `{name}` in `mcp.headers`.
+    pub lookups: std::collections::BTreeMap<String, LookupConfig>,
+    /// OAuth 2.1 settings (mode = "oauth").
+    pub oauth: OAuthConfig,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::Login,
+            login_url: "http://127.0.0.1:3071/api/v1/auth/login".into(),
+            token_pointer: "/token".into(),
+            user_id_pointer: "/user/id".into(),
+            token_ttl: HumanDuration::from_secs(900),
+            refresh_margin: HumanDuration::from_secs(60),
+            static_token_env: "PERSONA_RUNNER_GATEWAY_TOKEN".into(),
+            static_token_file: None,
+            seed_secret_env: "PERSONA_SEED_SECRET".into(),
+            seed_secret_file: None,
+            lookups: Default::default(),
+            oauth: OAuthConfig::default(),
+        }
+    }
+}
+
+/// The grant a persona gets its MCP access token with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthGrant {
+    /// Authorization code with PKCE, completed headless (the persona has no browser).
+    AuthorizationCode,
+    /// Client credentials: `client_secret` (basic or post) or `private_key` (private_key_jwt).
+    ClientCredentials,
+    /// Enterprise-managed cross-app access: an IdP ID token exchanged for an ID-JAG
+    /// (RFC 8693), then for an access token (RFC 7523 jwt-bearer).
+    CrossApp,
+}
+
+/// What the persona carries to the authorization endpoint to prove who it is there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorizeWith {
+    /// Nothing (the authorization server approves without a login).
+    None,
+    /// The persona's product login (`auth.login_url`) as `Authorization: Bearer`.
+    Bearer,
+    /// The persona's product login as the cookie `authorize_cookie`.
+    Cookie,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthConfig {
+    pub grant: OAuthGrant,
+    /// Where the authorization server sends the code. Never contacted: the runner reads
+    /// the code from the redirect itself.
+    pub redirect_uri: String,
+    /// The name dynamic client registration announces.
+    pub client_name: String,
+    /// A pre-registered client id ("" = Client ID Metadata Document or dynamic registration).
+    pub client_id: String,
+    /// Environment variable holding the pre-registered client's secret.
+    pub client_secret_env: String,
+    /// File holding the client secret (wins over the variable).
+    pub client_secret_file: Option<PathBuf>,
+    /// An HTTPS URL of this client's metadata document, used as client id where the
+    /// authorization server supports it ("" = none).
+    pub client_metadata_url: String,
+    /// Scopes to ask for (empty: the challenge's, else the resource's `scopes_supported`).
+    pub scopes: Vec<String>,
+    /// Environment variable holding a PKCS#8 PEM private key (client credentials with
+    /// private_key_jwt).
+    pub private_key_env: String,
+    /// File holding that key (wins over the variable).
+    pub private_key_file: Option<PathBuf>,
+    /// The JWT algorithm of the key: ES256, ES384, RS256, RS384, RS512, PS256, EdDSA.
+    pub signing_algorithm: String,
+    pub authorize_with: AuthorizeWith,
+    /// Cookie name when `authorize_with = "cookie"`.
+    pub authorize_cookie: String,
+    /// Cross-app access: the identity provider's issuer, token endpoint and client id.
+    pub idp_issuer: String,
+    pub idp_token_endpoint: String,
+    pub idp_client_id: String,
+    /// Environment variable holding the persona's IdP ID token (cross-app access).
+    pub id_token_env: String,
+    /// File holding it (wins over the variable).
+    pub id_token_file: Option<PathBuf>,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            grant: OAuthGrant::AuthorizationCode,
+            redirect_uri: "http://127.0.0.1:8976/oauth/callback".into(),
+            client_name: "persona-runner".into(),
+            client_id: String::new(),
+            client_secret_env: "PERSONA_RUNNER_OAUTH_CLIENT_SECRET".into(),
+            client_secret_file: None,
+            client_metadata_url: String::new(),
+            scopes: Vec::new(),
+            private_key_env: "PERSONA_RUNNER_OAUTH_PRIVATE_KEY".into(),
+            private_key_file: None,
+            signing_algorithm: "ES256".into(),
+            authorize_with: AuthorizeWith::None,
+            authorize_cookie: "session".into(),
+            idp_issuer: String::new(),
+            idp_token_endpoint: String::new(),
+            idp_client_id: String::new(),
+            id_token_env: "PERSONA_RUNNER_OAUTH_ID_TOKEN".into(),
+            id_token_file: None,
+        }
+    }
+}
+
+/// A value looked up after login: GET `url` with the token, take the array at `items`,
+/// the first element whose fields (by pointer) equal `where`, else the first element,
+/// and read `value` (a pointer) from it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupConfig {
+    pub url: String,
+    #[serde(default)]
+    pub items: String,
+    #[serde(default, rename = "where")]
+    pub filter: std::collections::BTreeMap<String, String>,
+    pub value: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum McpTransport {
+    Http,
+    Stdio,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpConfig {
+    pub transport: McpTransport,
+    /// Streamable HTTP endpoint (transport = "http").
+    pub url: String,
+    /// Extra request headers; values may use `{placeholders}` from the login session
+    /// (`{user_id}`, `{email}` and every `auth.lookups` name).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The server to start (transport = "stdio"): program and arguments.
+    pub command: Vec<String>,
+    /// Extra environment of the stdio server.
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Working directory of the stdio server.
+    pub working_dir: Option<PathBuf>,
+    /// Tool-name globs offered to the persona.
+    pub allow: Vec<String>,
+    /// Tool-name globs never offered (wins over `allow`).
+    pub deny: Vec<String>,
+    /// Globs of tools annotated `destructiveHint: true` that may still be offered.
+    pub allow_destructive: Vec<String>,
+    /// Timeout of one tool call.
+    pub call_timeout: HumanDuration,
+    /// The module of `todo.create` is the part before this separator.
+    pub module_separator: String,
+    /// Tool-name glob → module, overriding the separator rule.
+    pub modules: std::collections::BTreeMap<String, String>,
+    /// Tool calls per minute across all personas (0 = unlimited).
+    pub tool_calls_per_minute: u32,
+    /// Tool calls per minute of one persona (0 = unlimited).
+    pub tool_calls_per_minute_per_persona: u32,
+    /// Timeout of each step of opening a session: connecting, `initialize`, listing tools.
+    pub connect_timeout: HumanDuration,
+    /// Variables of the runner's environment a stdio server also gets, besides the
+    /// allowlist (PATH, HOME, LANG, LC_*, TZ, TMPDIR) and `env`.
+    pub inherit_env: Vec<String>,
+    /// Answer the server's `elicitation/create` (form mode) as the persona.
+    pub elicitation: bool,
+    /// Serve the server's `sampling/createMessage` with the persona's LLM (not offered by
+    /// the offline driver).
+    pub sampling: bool,
+    /// Roots offered to the server (none: the capability is not declared).
+    pub roots: Vec<RootConfig>,
+}
+
+/// A root the client offers (`roots/list`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootConfig {
+    pub uri: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Values of `mcp.headers` and `mcp.env` as shown: a literal header value or an
+/// environment value may be a gateway key, so only `{placeholder}` templates are shown.
+pub(super) fn masked(map: &std::collections::BTreeMap<String, String>) -> std::collections::BTreeMap<&str, &str> {
+    map.iter()
+        .map(|(key, value)| {
+            let template = value.contains('{');
+            (key.as_str(), if template { value.as_str() } else { "[redacted]" })
+        })
+        .collect()
+}
+
+impl fmt::Debug for McpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("McpConfig")
+            .field("transport", &self.transport)
+            .field("url", &self.url)
+            .field("headers", &masked(&self.headers))
+            .field("command", &self.command)
+            .field("env", &masked(&self.env))
+            .field("working_dir", &self.working_dir)
+            .field("allow", &self.allow)
+            .field("deny", &self.deny)
+            .field("allow_destructive", &self.allow_destructive)
+            .field("call_timeout", &self.call_timeout)
+            .field("module_separator", &self.module_separator)
+            .field("modules", &self.modules)
+            .field("tool_calls_per_minute", &self.tool_calls_per_minute)
+            .field(
+                "tool_calls_per_minute_per_persona",
+                &self.tool_calls_per_minute_per_persona,
+            )
+            .field("connect_timeout", &self.connect_timeout)
+            .field("inherit_env", &self.inherit_env)
+            .field("elicitation", &self.elicitation)
+            .field("sampling", &self.sampling)
+            .field("roots", &self.roots)
+            .finish()
+    }
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            transport: McpTransport::Http,
+            url: "http://127.0.0.1:3071/mcp".into(),
+            headers: Default::default(),
+            command: Vec::new(),
+            env: Default::default(),
+            working_dir: None,
+            allow: vec!["*".into()],
+            deny: Vec::new(),
+            allow_destructive: Vec::new(),
+            call_timeout: HumanDuration::from_secs(30),
+            module_separator: ".".into(),
+            modules: Default::default(),
+            tool_calls_per_minute: 600,
+            tool_calls_per_minute_per_persona: 60,
+            connect_timeout: HumanDuration::from_secs(15),
+            inherit_env: Vec::new(),
+            elicitation: true,
+            sampling: true,
+            roots: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmProvider {
+    /// `openai` when an API key is configured, else `offline`.
+    Auto,
+    /// Any OpenAI-compatible chat-completions endpoint.
+    Openai,
+    /// No LLM: tools and arguments chosen from the module mix and the tools' schemas.
+    Offline,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    pub provider: LlmProvider,
+    /// Base URL of the chat-completions API (…/v1).
+    pub base_url: String,
+    pub model: String,
+    /// Environment variable holding the API key. systemd credential name: llm-api-key.
+    pub api_key_env: String,
+    /// File holding the API key (wins over the variable).
+    pub api_key_file: Option<PathBuf>,
+    pub temperature: f32,
+    /// Completion tokens per model turn.
+    pub max_tokens: u32,
+    /// The endpoint supports `response_format: json_schema` (structured output).
+    pub response_format: bool,
+    /// Chat requests per minute across all personas (0 = unlimited).
+    pub requests_per_minute: u32,
+    /// Timeout of one chat request.
+    pub request_timeout: HumanDuration,
+    /// Offline driver: seed of its choices (each tick mixes in the persona and time).
+    pub seed: u64,
+    /// Offline driver: send edge cases on purpose (marked `chaos` in the audit).
+    pub chaos: bool,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            provider: LlmProvider::Auto,
+            base_url: "https://api.openai.com/v1".into(),
+            model: "gpt-4o-mini".into(),
+            api_key_env: "OPENAI_API_KEY".into(),
+            api_key_file: None,
+            temperature: 0.7,
+            max_tokens: 1024,
+            response_format: false,
+            requests_per_minute: 60,
+            request_timeout: HumanDuration::from_secs(120),
+            seed: 0,
+            chaos: false,
+        }
+    }
+}
+
+/// How far back a repeated call counts as a duplicate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DedupWindow {
+    /// Only within the same tick.
+    Tick,
+    /// Within this long before now, across ticks (looked up in the store).
+    Last(HumanDuration),
+}
+
+impl Serialize for DedupWindow {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Tick => serializer.serialize_str("tick"),
+            Self::Last(duration) => duration.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DedupWindow {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == "tick" {
+            return Ok(Self::Tick);
+        }
+        text.parse()
+            .map(Self::Last)
+            .map_err(|e| serde::de::Error::custom(format!("expected \"tick\" or a duration: {e}")))
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TickConfig {
+    /// Model turns per tick.
+    pub max_turns: u32,
+    /// Tool calls per tick.
+    pub max_tool_calls: u32,
+    /// Prompt + completion tokens per tick.
+    pub max_tokens_per_tick: u64,
+    /// Wall time of one tick, rating included.
+    pub tick_timeout: HumanDuration,
+    /// `tick`, or a duration (`24h`) to also skip repeats of earlier ticks.
+    pub dedup_window: DedupWindow,
+    /// Lease of a running tick; renewed while it runs, expired means abandoned.
+    pub lease: HumanDuration,
+    /// Longest tool output kept in the audit and fed back to the model, in characters.
+    pub max_output_chars: usize,
+    /// Earlier actions summarized in the prompt's "story so far".
+    pub story_actions: usize,
+    /// Longest transcript kept per tick, in characters (0 keeps none).
+    pub transcript_chars: usize,
+}
+
+impl Default for TickConfig {
+    fn default() -> Self {
+        Self {
+            max_turns: 12,
+            max_tool_calls: 20,
+            max_tokens_per_tick: 60_000,
+            tick_timeout: HumanDuration::from_secs(300),
+            dedup_window: DedupWindow::Tick,
+            lease: HumanDuration::from_secs(120),
+            max_output_chars: 4000,
+            story_actions: 10,
+            transcript_chars: 100_000,
+        }
+    }
+}
+
+/// The daemon's scheduler (`persona-runner run`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// Ticks running at once (the daemon's pool, and `tick --all`).
+    pub concurrency: usize,
+    /// Personas sharing a slot start spread over this much (a stable offset per persona).
+    pub jitter: HumanDuration,
+    /// Kill switch: schedule nothing (running ticks finish).
+    pub paused: bool,
+    /// Missed slots (downtime, long ticks): "one" runs once for the latest, "none" skips.
+    pub catch_up: crate::scheduler::CatchUp,
+    /// A missed slot older than this is skipped even with catch_up = "one".
+    pub starting_deadline: HumanDuration,
+    /// Attempts per slot (a failed tick is retried with backoff within its slot).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt.
+    pub retry_backoff: HumanDuration,
+    /// After SIGTERM, running ticks get this long to finish before they are cut.
+    pub shutdown_grace: HumanDuration,
+    /// How often personas are reloaded from the store (new, paused, other replicas).
+    pub reload_every: HumanDuration,
+    /// How often ticks with expired leases (dead runners) are marked abandoned.
+    pub sweep_every: HumanDuration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            jitter: HumanDuration::from_secs(60),
+            paused: false,
+            catch_up: crate::scheduler::CatchUp::One,
+            starting_deadline: HumanDuration::from_secs(6 * 3600),
+            max_attempts: 3,
+            retry_backoff: HumanDuration::from_secs(30),
+            shutdown_grace: HumanDuration::from_secs(30),
+            reload_every: HumanDuration::from_secs(15),
+            sweep_every: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+/// The HTTP sidecar: health, readiness, metrics (and the admin API).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: std::net::SocketAddr,
+    /// Environment variable with the admin token (admin routes answer 503 without one).
+    pub admin_token_env: String,
+    /// File with the admin token (wins over the variable). Credential: admin-token.
+    pub admin_token_file: Option<PathBuf>,
+    /// Largest request body accepted (bytes); larger ones get 413.
+    pub max_body_bytes: usize,
+    /// User tokens of the profile API.
+    pub jwt: JwtConfig,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 3070)),
+            admin_token_env: "PERSONA_RUNNER_ADMIN_TOKEN".into(),
+            admin_token_file: None,
+            max_body_bytes: 64 * 1024,
+            jwt: JwtConfig::default(),
+        }
+    }
+}
+
+/// How the profile API verifies user JWTs: an HS256 secret or a JWKS URL, with the
+/// issuer and audience always checked. Profile routes answer 503 while neither is set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Environment variable with the HS256 secret. Credential: jwt-secret.
+    pub secret_env: String,
+    /// File with the HS256 secret (wins over the variable).
+    pub secret_file: Option<PathBuf>,
+    /// JWKS document of the identity provider (RS256/ES256/EdDSA keys); wins over the secret.
+    pub jwks_url: Option<String>,
+    /// How long fetched keys are trusted before they are fetched again.
+    pub jwks_refresh: HumanDuration,
+    pub issuer: String,
+    pub audience: String,
+    /// Accepted algorithms; a token signed otherwise is refused.
+    pub algorithms: Vec<String>,
+    /// Claim holding the tenant id (a UUID); `sub` holds the user id (a UUID).
+    pub tenant_claim: String,
+    /// Claim holding the user's roles (a string or a list).
+    pub roles_claim: String,
+    /// Role that may use the profile API's admin routes (update persona, init-personas).
+    pub admin_role: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: HumanDuration,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            secret_env: "PERSONA_RUNNER_JWT_SECRET".into(),
+            secret_file: None,
+            jwks_url: None,
+            jwks_refresh: HumanDuration::from_secs(600),
+            issuer: "persona-runner".into(),
+            audience: "persona-runner".into(),
+            algorithms: vec!["HS256".into()],
+            tenant_claim: "tenant_id".into(),
+            roles_claim: "roles".into(),
+            admin_role: "admin".into(),
+            leeway: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+/// The QA feedback report: its default window and when a drop counts as a regression.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedbackConfig {
+    /// Window of reports that name none (`feedback`, the admin API; the dashboard uses
+    /// `?days=`).
+    pub window: HumanDuration,
+    /// A module (persona, archetype) regressed when its average fell by at least this
+    /// much against the previous window of the same length…
+    pub regression_drop: f64,
+    /// …and both windows hold at least this many ratings.
+    pub regression_min_ratings: i64,
+    /// Lowest-rated notes listed.
+    pub lowest_notes: i64,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        Self {
+            window: HumanDuration::from_secs(7 * 86_400),
+            regression_drop: 0.5,
+            regression_min_ratings: 5,
+            lowest_notes: 10,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleGatewaySwitch {
+    /// On in development when auth.login_url and mcp.url point at `listen` (the defaults).
+    Auto,
+    On,
+    Off,
+}
+
+/// The bundled sample product, served in-process by `run` for a first run anywhere.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SampleGatewayConfig {
+    pub enabled: SampleGatewaySwitch,
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for SampleGatewayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: SampleGatewaySwitch::Auto,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 3071)),
+        }
+    }
+}
+
+
+/// The one retry policy of every outbound call of ours (login, lookups, LLM): exponential
+/// backoff with jitter, capped; `Retry-After` honoured; only 429, 5xx and connection
+/// failures or timeouts are retried. Tool calls are never retried (they may have run).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    pub initial_delay: HumanDuration,
+    /// Longest wait between attempts (a longer `Retry-After` is capped to it).
+    pub max_delay: HumanDuration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            initial_delay: HumanDuration(std::time::Duration::from_millis(500)),
+            max_delay: HumanDuration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// Catalog files used when a `catalog` command names none (and by the daemon).
+    pub files: Vec<PathBuf>,
+    /// The daemon re-seeds these files at start and on SIGHUP. Without it, it seeds them
+    /// only into an empty store (the first start).
+    pub sync: bool,
+    /// Email domain suffixes personas may use (`test` allows any `*.test`).
+    pub allowed_email_domains: Vec<String>,
+    /// Shortest acceptable system prompt, in characters.
+    pub min_prompt_chars: usize,
+    /// Time zone of personas whose entry has no `timeZone`.
+    pub default_time_zone: String,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            files: vec![
+                PathBuf::from("catalog/consumer-app.json"),
+                PathBuf::from("catalog/sop-finance.json"),
+            ],
+            sync: false,
+            allowed_email_domains: vec!["test".into()],
+            min_prompt_chars: 80,
+            default_time_zone: "UTC".into(),
+        }
+    }
+}
+
+/// How long the record is kept. Old rows are deleted in small batches by the daemon;
+/// daily rating roll-ups stay, so the QA report keeps its history.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Audited calls.
+    pub actions: HumanDuration,
+    /// Profile-store interactions.
+    pub interactions: HumanDuration,
+    /// Ticks (with their ratings, transcripts and remaining calls).
+    pub ticks: HumanDuration,
+    /// How often old rows are deleted.
+    pub every: HumanDuration,
+    /// Rows deleted per statement (small batches keep writers unblocked).
+    pub batch: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            actions: HumanDuration::from_secs(90 * 86_400),
+            interactions: HumanDuration::from_secs(90 * 86_400),
+            ticks: HumanDuration::from_secs(180 * 86_400),
+            every: HumanDuration::from_secs(3600),
+            batch: 1000,
+        }
+    }
+}
+
+/// Outbound HTTP (login, MCP, the LLM).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Reuse connections (with TCP_NODELAY). Off: one connection per request.
+    pub keep_alive: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { keep_alive: true }
+    }
+}
+
+/// A named product: its own login and MCP gateway.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TargetConfig {
+    pub auth: AuthConfig,
+    pub mcp: McpConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `persona_runner=debug,sqlx=warn`. `RUST_LOG` wins.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info,rmcp=warn".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
