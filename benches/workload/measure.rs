@@ -60,7 +60,11 @@ pub async fn run(mut command: Command) -> (Usage, std::process::ExitStatus, Stri
         if let Some(usage) = sample(pid) {
             last = Usage {
                 peak_rss_mib: usage.peak_rss_mib.max(last.peak_rss_mib),
-                rss_mib: if usage.rss_mib > 0.0 { usage.rss_mib } else { last.rss_mib },
+                rss_mib: if usage.rss_mib > 0.0 {
+                    usage.rss_mib
+                } else {
+                    last.rss_mib
+                },
                 ..usage
             };
         }

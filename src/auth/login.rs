@@ -145,7 +145,9 @@ impl Authenticator {
         let far_future = Utc::now() + chrono::Duration::days(3650);
         let (token, user_id, refresh_at, password) = match self.config.mode {
             AuthMode::None => (None, None, far_future, None),
-            AuthMode::Oauth if self.config.oauth.authorize_with == AuthorizeWith::None => (None, None, far_future, None),
+            AuthMode::Oauth if self.config.oauth.authorize_with == AuthorizeWith::None => {
+                (None, None, far_future, None)
+            }
             AuthMode::Static => (self.static_token.clone(), None, far_future, None),
             AuthMode::Login | AuthMode::Oauth => {
                 let (token, user_id, password) = self.post_login(email).await?;

@@ -30,6 +30,10 @@ pub struct GatewayArgs {
     /// Refuse MCP requests without the X-Mana-Space header of the user's personal space.
     #[arg(long)]
     require_space_header: bool,
+    /// Also offer the lab tools (lab.*) that exercise an MCP client: forms, sampling,
+    /// roots, pictures, a task-only tool, nested models, a crash and a hang.
+    #[arg(long)]
+    lab: bool,
 }
 
 pub async fn run(args: GatewayArgs, app: &App) -> Result<Outcome> {
@@ -41,6 +45,7 @@ pub async fn run(args: GatewayArgs, app: &App) -> Result<Outcome> {
         page_size: args.page_size,
         require_space_header: args.require_space_header,
         call_delay: std::time::Duration::ZERO,
+        lab: args.lab,
     });
     if args.stdio {
         gateway.serve_stdio(&args.user).await.context("serving MCP on stdio")?;

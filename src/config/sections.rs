@@ -689,7 +689,6 @@ impl Default for SampleGatewayConfig {
     }
 }
 
-
 /// The one retry policy of every outbound call of ours (login, lookups, LLM): exponential
 /// backoff with jitter, capped; `Retry-After` honoured; only 429, 5xx and connection
 /// failures or timeouts are retried. Tool calls are never retried (they may have run).

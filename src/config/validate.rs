@@ -109,7 +109,10 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
     if config.runner.concurrency > MAX_CONCURRENCY {
         return Err((
             "runner.concurrency",
-            format!("{} is more ticks at once than any gateway or LLM endpoint takes; at most {MAX_CONCURRENCY}", config.runner.concurrency),
+            format!(
+                "{} is more ticks at once than any gateway or LLM endpoint takes; at most {MAX_CONCURRENCY}",
+                config.runner.concurrency
+            ),
         ));
     }
     if config.database.max_connections > 1000 {
@@ -210,8 +213,12 @@ fn oauth(config: &Config) -> Result<(), (&'static str, String)> {
             "\"oauth\" authorizes HTTP requests; a stdio server gets no token (use \"none\")".into(),
         ));
     }
-    reqwest::Url::parse(&oauth.redirect_uri)
-        .map_err(|err| ("auth.oauth.redirect_uri", format!("`{}` is not an absolute URL ({err})", oauth.redirect_uri)))?;
+    reqwest::Url::parse(&oauth.redirect_uri).map_err(|err| {
+        (
+            "auth.oauth.redirect_uri",
+            format!("`{}` is not an absolute URL ({err})", oauth.redirect_uri),
+        )
+    })?;
     if !oauth.client_metadata_url.is_empty() {
         let parsed = reqwest::Url::parse(&oauth.client_metadata_url).ok();
         if !parsed.is_some_and(|u| u.scheme() == "https" && u.path() != "/") {
@@ -221,7 +228,9 @@ fn oauth(config: &Config) -> Result<(), (&'static str, String)> {
             ));
         }
     }
-    const ALGORITHMS: &[&str] = &["ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"];
+    const ALGORITHMS: &[&str] = &[
+        "ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA",
+    ];
     if !ALGORITHMS.contains(&oauth.signing_algorithm.as_str()) {
         return Err((
             "auth.oauth.signing_algorithm",
@@ -237,10 +246,14 @@ fn oauth(config: &Config) -> Result<(), (&'static str, String)> {
             "auth.oauth.client_id",
             "grant = \"cross_app\" needs the client id registered at the resource's authorization server".into(),
         )),
-        OAuthGrant::CrossApp if oauth.idp_issuer.is_empty() || oauth.idp_token_endpoint.is_empty() || oauth.idp_client_id.is_empty() => Err((
-            "auth.oauth.idp_token_endpoint",
-            "grant = \"cross_app\" needs idp_issuer, idp_token_endpoint and idp_client_id".into(),
-        )),
+        OAuthGrant::CrossApp
+            if oauth.idp_issuer.is_empty() || oauth.idp_token_endpoint.is_empty() || oauth.idp_client_id.is_empty() =>
+        {
+            Err((
+                "auth.oauth.idp_token_endpoint",
+                "grant = \"cross_app\" needs idp_issuer, idp_token_endpoint and idp_client_id".into(),
+            ))
+        }
         _ if oauth.authorize_with != AuthorizeWith::None && config.auth.login_url.is_empty() => Err((
             "auth.oauth.authorize_with",
             "carrying the persona's product login needs auth.login_url".into(),

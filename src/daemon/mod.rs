@@ -251,6 +251,7 @@ async fn start_sample_gateway(
         page_size: 8,
         require_space_header: false,
         call_delay: Duration::ZERO,
+        lab: false,
     });
     let addr = config.sample_gateway.listen;
     let listener = tokio::net::TcpListener::bind(addr)

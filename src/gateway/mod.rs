@@ -12,6 +12,7 @@
 //! - tools are `module.verb`, listed in pages, validated against their schemas, and the
 //!   destructive ones say so.
 
+mod lab;
 mod tools;
 
 use std::collections::HashMap;
@@ -54,6 +55,9 @@ pub struct GatewayOptions {
     /// Time a tool call takes after it executed, before its answer is sent (a slow
     /// product; the fault tests kill runners while calls are in flight).
     pub call_delay: Duration,
+    /// Also offer the lab tools (`lab.*`): forms, sampling, roots, pictures, a task-only
+    /// tool, nested models, a crash and a hang, for testing clients.
+    pub lab: bool,
 }
 
 /// One tool call the gateway executed (for tests and the demo's own record).
@@ -112,7 +116,10 @@ pub fn personal_space_of(user_id: &str) -> String {
 
 impl Gateway {
     pub fn new(options: GatewayOptions) -> Self {
-        let definitions = tools::definitions();
+        let mut definitions = tools::definitions();
+        if options.lab {
+            definitions.extend(lab::definitions());
+        }
         let validators = definitions
             .iter()
             .map(|tool| {
@@ -187,8 +194,18 @@ impl Gateway {
             Arc::new(LocalSessionManager::default()),
             StreamableHttpServerConfig::default(),
         );
+        let lab = self.inner.options.lab;
         let protected = Router::new()
             .nest_service("/mcp", mcp)
+            .layer(axum::middleware::from_fn(
+                move |request: Request, next: Next| async move {
+                    if lab {
+                        mark_task_tools(request, next).await
+                    } else {
+                        next.run(request).await
+                    }
+                },
+            ))
             .route("/api/auth/organization/list", get(organizations))
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), require_bearer));
         Router::new()
@@ -228,21 +245,46 @@ impl Gateway {
         Ok(())
     }
 
-    fn execute(&self, user: &str, tool: &str, arguments: Value) -> Result<Value, String> {
-        {
-            let mut calls = self.inner.calls.lock().expect("calls lock");
-            if calls.len() == CALL_LOG {
-                calls.pop_front();
-            }
-            calls.push_back(CallRecord {
-                user: user.into(),
-                tool: tool.into(),
-                arguments: arguments.clone(),
-            });
+    fn remember(&self, user: &str, tool: &str, arguments: &Value) {
+        let mut calls = self.inner.calls.lock().expect("calls lock");
+        if calls.len() == CALL_LOG {
+            calls.pop_front();
         }
+        calls.push_back(CallRecord {
+            user: user.into(),
+            tool: tool.into(),
+            arguments: arguments.clone(),
+        });
+    }
+
+    fn execute(&self, user: &str, tool: &str, arguments: Value) -> Result<Value, String> {
+        self.remember(user, tool, &arguments);
         let mut data = self.inner.data.lock().expect("data lock");
         tools::run(data.entry(user.to_string()).or_default(), tool, &arguments)
     }
+}
+
+/// Lab only: a `tools/list` answer gets `lab.export` marked as needing a task call.
+async fn mark_task_tools(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let listing = bytes.windows(10).any(|w| w == b"tools/list");
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    if !listing {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let marked = lab::mark_task_tools(&String::from_utf8_lossy(&bytes));
+    let mut response = Response::from_parts(parts, axum::body::Body::from(marked));
+    response.headers_mut().remove(header::CONTENT_LENGTH);
+    response
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -387,6 +429,10 @@ impl ServerHandler for Handler {
                 format!("invalid arguments for `{name}`: {}", problems.join("; ")),
                 None,
             ));
+        }
+        if name.starts_with("lab.") {
+            self.gateway.remember(&user, &name, &arguments);
+            return lab::call(&name, &arguments, &context.peer).await.map(Into::into);
         }
         let (text, is_error) = match self.gateway.execute(&user, &name, arguments) {
             Ok(value) => (value.to_string(), false),

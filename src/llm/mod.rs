@@ -271,8 +271,14 @@ impl LlmClient {
         tools: &[Value],
         response_format: Option<Value>,
     ) -> Result<ChatTurn, LlmError> {
-        self.request(messages, tools, response_format, self.config.max_tokens, self.config.temperature)
-            .await
+        self.request(
+            messages,
+            tools,
+            response_format,
+            self.config.max_tokens,
+            self.config.temperature,
+        )
+        .await
     }
 
     /// A completion of at most `max_tokens` (a server's sampling request), at

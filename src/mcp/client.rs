@@ -225,7 +225,11 @@ impl ClientHandler for PersonaClient {
             }
             return Ok(CustomResult::new(json!({"action": "decline"})));
         }
-        let message = params.get("message").and_then(Value::as_str).unwrap_or_default().to_string();
+        let message = params
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         let schema = params
             .get("requestedSchema")
             .cloned()
@@ -302,7 +306,11 @@ mod tests {
             },
         };
         let declared = serde_json::to_value(client.declared()).unwrap();
-        assert_eq!(declared, json!({"roots": {"listChanged": false}}), "no agent: nothing to answer with");
+        assert_eq!(
+            declared,
+            json!({"roots": {"listChanged": false}}),
+            "no agent: nothing to answer with"
+        );
         let info = serde_json::to_value(client.get_info()).unwrap();
         assert_eq!(info["protocolVersion"], "2025-11-25");
         assert_eq!(info["clientInfo"]["name"], "persona-runner");

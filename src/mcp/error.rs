@@ -166,6 +166,8 @@ fn known_cause(e: &(dyn StdError + 'static)) -> Option<String> {
             }
             StreamableHttpError::TransportChannelClosed => Some("the connection closed".into()),
             StreamableHttpError::Auth(auth) => Some(format!("OAuth: {auth}")),
+            // Its reqwest error is not a `source()`: walk it here.
+            StreamableHttpError::Client(client) => Some(describe(client)),
             // Client errors and the rest: their sources say more.
             _ => None,
         };
@@ -180,7 +182,12 @@ fn known_cause(e: &(dyn StdError + 'static)) -> Option<String> {
 
 /// Why opening a session failed, as an [`McpError`] naming the server and the step.
 pub(super) fn from_initialize(server: &str, err: &ClientInitializeError, credentials_sent: bool) -> McpError {
-    if let Some((status, challenge)) = challenge_of(err) {
+    // The transport error is a field, not a `source()`, of the initialize error.
+    let challenge = match err {
+        ClientInitializeError::TransportError { error, .. } => challenge_of(error),
+        other => challenge_of(other),
+    };
+    if let Some((status, challenge)) = challenge {
         return unauthorized(server, Step::Initialize, status, &challenge, credentials_sent);
     }
     let cause = match err {

@@ -137,7 +137,11 @@ impl GatewayHttp {
         if let Some(session) = &session_id {
             request = request.header("mcp-session-id", session.as_ref());
         }
-        let response = request.json(&message).send().await.map_err(StreamableHttpError::Client)?;
+        let response = request
+            .json(&message)
+            .send()
+            .await
+            .map_err(StreamableHttpError::Client)?;
         let status = response.status();
         let challenge = response
             .headers()
@@ -223,15 +227,8 @@ impl StreamableHttpClient for GatewayHttp {
         auth: Option<String>,
         headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<StreamableHttpPostResponse, HttpError> {
-        self.post_message_with_max_sse_event_size(
-            uri,
-            message,
-            session_id,
-            auth,
-            headers,
-            MAX_SSE_EVENT,
-        )
-        .await
+        self.post_message_with_max_sse_event_size(uri, message, session_id, auth, headers, MAX_SSE_EVENT)
+            .await
     }
 
     async fn post_message_with_max_sse_event_size(
@@ -245,13 +242,21 @@ impl StreamableHttpClient for GatewayHttp {
     ) -> Result<StreamableHttpPostResponse, HttpError> {
         let listing = is_list_tools(&message);
         self.authorized(|token| {
-            let (uri, message, session_id, headers) = (uri.clone(), message.clone(), session_id.clone(), headers.clone());
+            let (uri, message, session_id, headers) =
+                (uri.clone(), message.clone(), session_id.clone(), headers.clone());
             async move {
                 if listing {
                     self.list_tools(uri, message, session_id, token, headers).await
                 } else {
                     self.inner
-                        .post_message_with_max_sse_event_size(uri, message, session_id, token, headers, max_sse_event_size)
+                        .post_message_with_max_sse_event_size(
+                            uri,
+                            message,
+                            session_id,
+                            token,
+                            headers,
+                            max_sse_event_size,
+                        )
                         .await
                 }
             }
@@ -281,15 +286,8 @@ impl StreamableHttpClient for GatewayHttp {
         auth: Option<String>,
         headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<BoxStream<'static, Result<Sse, SseError>>, HttpError> {
-        self.get_stream_with_max_sse_event_size(
-            uri,
-            session_id,
-            last_event_id,
-            auth,
-            headers,
-            MAX_SSE_EVENT,
-        )
-        .await
+        self.get_stream_with_max_sse_event_size(uri, session_id, last_event_id, auth, headers, MAX_SSE_EVENT)
+            .await
     }
 
     async fn get_stream_with_max_sse_event_size(
@@ -306,7 +304,14 @@ impl StreamableHttpClient for GatewayHttp {
                 (uri.clone(), session_id.clone(), last_event_id.clone(), headers.clone());
             async move {
                 self.inner
-                    .get_stream_with_max_sse_event_size(uri, session_id, last_event_id, token, headers, max_sse_event_size)
+                    .get_stream_with_max_sse_event_size(
+                        uri,
+                        session_id,
+                        last_event_id,
+                        token,
+                        headers,
+                        max_sse_event_size,
+                    )
                     .await
             }
         })

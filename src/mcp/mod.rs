@@ -232,10 +232,12 @@ impl McpSession {
                 let mut transport_config = StreamableHttpClientTransportConfig::with_uri(config.url.as_str())
                     .custom_headers(headers(config, setup.credentials)?)
                     .reinit_on_expired_session(true);
-                // rmcp's default SSE reconnect policy retries forever with an uncapped delay;
-                // a server's own `retry:` hint still wins.
+                // rmcp's default SSE reconnect policy retries forever with an uncapped delay.
+                // One reconnect, after the server's own `retry:` hint (SEP-1699), resumes a
+                // stream a proxy cut; a server that died refuses it, and the call ends
+                // within that hint (rmcp servers say 3 s) instead of retrying on.
                 let mut reconnect = rmcp::transport::common::client_side_sse::ExponentialBackoff::default();
-                reconnect.max_times = Some(3);
+                reconnect.max_times = Some(1);
                 reconnect.base_duration = Duration::from_millis(200);
                 reconnect.max_delay = Some(Duration::from_secs(2));
                 transport_config.retry_config = Arc::new(reconnect);
@@ -257,16 +259,21 @@ impl McpSession {
                     cause: err.to_string(),
                 })?;
                 let service = timed(&server, Step::Initialize, timeout, Some(&child), async {
-                    handler.serve((stdout, stdin)).await.map_err(|err| {
-                        let mut failed = error::from_initialize(&server, &err, false);
-                        if let McpError::Failed { cause, .. } = &mut failed {
-                            let account = child.observed.account();
-                            if !account.is_empty() {
-                                cause.push_str(&format!("; {account}"));
+                    match handler.serve((stdout, stdin)).await {
+                        Ok(service) => Ok(service),
+                        Err(err) => {
+                            let mut failed = error::from_initialize(&server, &err, false);
+                            // The child's exit is reaped a moment after its pipes close.
+                            child.observed.settle().await;
+                            if let McpError::Failed { cause, .. } = &mut failed {
+                                let account = child.observed.account();
+                                if !account.is_empty() {
+                                    cause.push_str(&format!("; {account}"));
+                                }
                             }
+                            Err(failed)
                         }
-                        failed
-                    })
+                    }
                 })
                 .await?;
                 (service, server, Some(child), None, false)
@@ -365,6 +372,9 @@ impl McpSession {
                 elapsed,
             )),
             Err(err) => {
+                if let Some(child) = &self.child {
+                    child.observed.settle().await;
+                }
                 if let Some((status, challenge)) = error::challenge_of(&err) {
                     return Err(error::unauthorized(
                         &self.server,

@@ -57,7 +57,9 @@ pub struct OAuth {
 
 impl std::fmt::Debug for OAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OAuth").field("grant", &self.config.grant).finish_non_exhaustive()
+        f.debug_struct("OAuth")
+            .field("grant", &self.config.grant)
+            .finish_non_exhaustive()
     }
 }
 
@@ -262,7 +264,8 @@ impl Authorizer {
         let challenge = (!challenge.is_empty()).then_some(challenge);
         let resolution = manager.resolve_metadata_from_challenge(challenge).await?;
         manager.set_metadata(resolution.metadata);
-        let mut request = AuthorizationRequest::new(config.redirect_uri.clone()).with_client_name(config.client_name.clone());
+        let mut request =
+            AuthorizationRequest::new(config.redirect_uri.clone()).with_client_name(config.client_name.clone());
         request = if config.scopes.is_empty() {
             request.with_initial_scope_selection()
         } else {
@@ -277,7 +280,9 @@ impl Authorizer {
         if !config.client_metadata_url.is_empty() {
             request = request.with_client_metadata_url(config.client_metadata_url.clone());
         }
-        let session = AuthorizationSession::new(manager, request).await.map_err(|(_, err)| err)?;
+        let session = AuthorizationSession::new(manager, request)
+            .await
+            .map_err(|(_, err)| err)?;
         let (manager, token) = self.complete(session).await?;
         state.manager = Some(manager);
         Ok(token)
@@ -328,7 +333,11 @@ impl Authorizer {
                 .headers()
                 .get(reqwest::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| OAuthError(format!("HTTP {status} from the authorization endpoint without a Location")))?;
+                .ok_or_else(|| {
+                    OAuthError(format!(
+                        "HTTP {status} from the authorization endpoint without a Location"
+                    ))
+                })?;
             let next = current
                 .join(location)
                 .map_err(|e| OAuthError(format!("redirect to `{location}`: {e}")))?;
@@ -380,7 +389,10 @@ impl Authorizer {
         metadata: &rmcp::transport::auth::AuthorizationMetadata,
     ) -> Result<(String, Instant), OAuthError> {
         let config = &self.oauth.config;
-        let audience = metadata.issuer.clone().unwrap_or_else(|| metadata.token_endpoint.clone());
+        let audience = metadata
+            .issuer
+            .clone()
+            .unwrap_or_else(|| metadata.token_endpoint.clone());
         let assertion = sign_assertion(&config.client_id, &audience, &config.signing_algorithm, key)?;
         let mut form = vec![
             ("grant_type", "client_credentials".to_string()),
@@ -496,7 +508,12 @@ fn sign_assertion(client_id: &str, audience: &str, algorithm: &str, key: &Secret
     let encoding = match algorithm {
         Algorithm::ES256 | Algorithm::ES384 if label == "PRIVATE KEY" => EncodingKey::from_ec_der(&der),
         Algorithm::EdDSA if label == "PRIVATE KEY" => EncodingKey::from_ed_der(&der),
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512
             if label == "RSA PRIVATE KEY" =>
         {
             EncodingKey::from_rsa_der(&der)

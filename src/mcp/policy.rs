@@ -57,7 +57,9 @@ impl ToolPolicy {
     /// `Ok` if the tool may be offered, else why not.
     pub fn check(&self, tool: &ToolInfo) -> Result<(), &'static str> {
         if tool.task_required {
-            return Err("it must be called as a task (execution.taskSupport = \"required\"), which this client does not do");
+            return Err(
+                "it must be called as a task (execution.taskSupport = \"required\"), which this client does not do",
+            );
         }
         if self.deny.is_match(&tool.name) {
             return Err("denied by mcp.deny");

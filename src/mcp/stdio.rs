@@ -45,6 +45,16 @@ pub(super) struct Observed {
 }
 
 impl Observed {
+    /// Waits a little for the child's exit to be recorded (after its pipes closed).
+    pub(super) async fn settle(&self) {
+        for _ in 0..50 {
+            if self.exit.lock().expect("exit lock").is_some() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// How the server ended and what it said, for an error message ("" if nothing).
     pub(super) fn account(&self) -> String {
         let mut parts = Vec::new();
@@ -100,7 +110,10 @@ impl Drop for Child {
 }
 
 /// Starts `mcp.command`; the child and the two ends rmcp talks over.
-pub(super) fn spawn(config: &McpConfig, tasks: Arc<TaskTools>) -> std::io::Result<(Child, Tap<ChildStdout>, ChildStdin)> {
+pub(super) fn spawn(
+    config: &McpConfig,
+    tasks: Arc<TaskTools>,
+) -> std::io::Result<(Child, Tap<ChildStdout>, ChildStdin)> {
     let (program, args) = config
         .command
         .split_first()
@@ -114,12 +127,21 @@ pub(super) fn spawn(config: &McpConfig, tasks: Arc<TaskTools>) -> std::io::Resul
     if let Some(dir) = &config.working_dir {
         command.current_dir(dir);
     }
-    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut wrapped = CommandWrap::from(command);
     wrapped.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
     let mut child = wrapped.spawn()?;
-    let stdout = child.stdout().take().ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
-    let stdin = child.stdin().take().ok_or_else(|| std::io::Error::other("no stdin pipe"))?;
+    let stdout = child
+        .stdout()
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout pipe"))?;
+    let stdin = child
+        .stdin()
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdin pipe"))?;
     let stderr = child.stderr().take();
     let observed = Arc::new(Observed::default());
     if let Some(stderr) = stderr {

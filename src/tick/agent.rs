@@ -145,20 +145,30 @@ impl PersonaAgent {
         let turn = llm.chat(&messages, &[], format).await.map_err(|e| e.to_string())?;
         self.spend.add(turn.prompt_tokens, turn.completion_tokens);
         let text = turn.content.unwrap_or_default();
-        let start = text.find('{').ok_or_else(|| format!("the answer is not JSON: {text}"))?;
-        let end = text.rfind('}').ok_or_else(|| format!("the answer is not JSON: {text}"))?;
+        let start = text
+            .find('{')
+            .ok_or_else(|| format!("the answer is not JSON: {text}"))?;
+        let end = text
+            .rfind('}')
+            .ok_or_else(|| format!("the answer is not JSON: {text}"))?;
         let value: Value =
             serde_json::from_str(&text[start..=end]).map_err(|e| format!("the answer is not JSON ({e}): {text}"))?;
         match value.get("action").and_then(Value::as_str) {
             Some("accept") => {
-                let mut content = value.get("content").and_then(Value::as_object).cloned().unwrap_or_default();
+                let mut content = value
+                    .get("content")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
                 crate::mcp::apply_defaults(&mut content, &request.schema);
                 Self::fits(&request.schema, &content)?;
                 Ok(ElicitationAnswer::Accept(content))
             }
             Some("decline") => Ok(ElicitationAnswer::Decline),
             Some("cancel") => Ok(ElicitationAnswer::Cancel),
-            other => Err(format!("the answer's action is {other:?}, not accept, decline or cancel")),
+            other => Err(format!(
+                "the answer's action is {other:?}, not accept, decline or cancel"
+            )),
         }
     }
 
@@ -210,7 +220,12 @@ impl PersonaAgent {
                     .clone()
                     .unwrap_or_else(|| audit::redact_truncate(&self.system_prompt, &self.redact, usize::MAX));
                 let mut messages = vec![json!({"role": "system", "content": system})];
-                messages.extend(request.messages.iter().map(|m| json!({"role": m.role, "content": m.text})));
+                messages.extend(
+                    request
+                        .messages
+                        .iter()
+                        .map(|m| json!({"role": m.role, "content": m.text})),
+                );
                 let limit = request.max_tokens.min(remaining.min(u32::MAX as u64) as u32);
                 match llm.complete(&messages, limit, request.temperature).await {
                     Ok(turn) => {
@@ -231,7 +246,11 @@ impl PersonaAgent {
             }
         };
         let (result, answer, error) = match &reply {
-            Ok(reply) => (ActionResult::Ok, json!({"text": reply.text, "model": reply.model}), None),
+            Ok(reply) => (
+                ActionResult::Ok,
+                json!({"text": reply.text, "model": reply.model}),
+                None,
+            ),
             Err(why) => (ActionResult::Denied, Value::Null, Some(why.clone())),
         };
         let audited = self

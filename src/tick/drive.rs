@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use super::state::{Arguments, TickState};
 use super::agent::PersonaAgent;
+use super::state::{Arguments, TickState};
 use super::{CallContext, Driver, TickEngine, TickError, TickEvent, audit, offline, prompt, rating};
 use crate::llm::{LlmClient, ToolNames};
 use crate::mcp::{Capabilities, Connect, McpError, McpSession, ToolInfo};
@@ -67,6 +67,17 @@ impl TickEngine {
             }
         }
         state.protocol_version = session.protocol_version();
+        // The tool list as the persona got it: what was withheld, and why.
+        let mut withheld: Vec<(&String, &String)> = state.withheld.iter().collect();
+        withheld.sort();
+        state.transcript.push(
+            "tools",
+            json!({
+                "protocol_version": state.protocol_version,
+                "offered": state.offered.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+                "withheld": withheld.into_iter().map(|(tool, reason)| json!({"tool": tool, "reason": reason})).collect::<Vec<_>>(),
+            }),
+        );
         state.session = Some(session);
         Ok(())
     }
@@ -184,9 +195,7 @@ impl TickEngine {
             json!({"role": "user", "content": opening}),
         ];
         loop {
-            if state.turns as u32 >= limits.max_turns
-                || state.spend.total() >= limits.max_tokens_per_tick
-            {
+            if state.turns as u32 >= limits.max_turns || state.spend.total() >= limits.max_tokens_per_tick {
                 tracing::debug!(persona = %ctx.label, turns = state.turns, "tick budget reached");
                 break;
             }
@@ -392,10 +401,19 @@ impl TickEngine {
             let arguments = match offline::generate(&tool.input_schema, &mut rng) {
                 Ok(mut arguments) => {
                     offline::reuse_ids(&mut arguments, &tool.input_schema, &state.known_ids, &mut rng);
-                    if is_chaos {
-                        arguments = offline::chaos(&arguments, &tool.input_schema, &mut rng);
+                    // What the driver cannot build validly (a `pattern`, say) is not sent:
+                    // the product is not blamed for the driver's limits.
+                    let invalid = state
+                        .validators
+                        .get(&tool.name)
+                        .and_then(|validator| validator.iter_errors(&arguments).next().map(|e| e.to_string()));
+                    match invalid {
+                        Some(problem) if !is_chaos => {
+                            Arguments::Unbuildable(format!("the arguments it built do not match the schema: {problem}"))
+                        }
+                        _ if is_chaos => Arguments::Value(offline::chaos(&arguments, &tool.input_schema, &mut rng)),
+                        _ => Arguments::Value(arguments),
                     }
-                    Arguments::Value(arguments)
                 }
                 Err(why) => Arguments::Unbuildable(why),
             };

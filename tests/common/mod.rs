@@ -348,6 +348,7 @@ impl TestGateway {
             page_size: 5,
             require_space_header: false,
             call_delay: std::time::Duration::ZERO,
+            lab: false,
         };
         adjust(&mut options);
         let gateway = persona_runner::gateway::Gateway::new(options);
@@ -542,4 +543,13 @@ pub async fn default_store_in(dir: &Path) -> Store {
         ..Default::default()
     };
     Store::open(&config, None).await.unwrap()
+}
+
+/// Waits until something listens on the loopback `port`.
+pub async fn wait_for_port(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "nothing listens on port {port}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
