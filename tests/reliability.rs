@@ -211,11 +211,18 @@ async fn a_full_disk_stops_every_call_until_it_frees_and_the_daemon_heals() {
         gateway.gateway.calls().len() > healed,
         "ticks run again without a restart"
     );
+    // The outage is declared over once writes kept succeeding through a trial (10 s).
+    let recovered = async {
+        while !runner.log().contains("the store takes writes again") {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
     assert!(
-        runner.log().contains("the store takes writes again"),
+        tokio::time::timeout(Duration::from_secs(30), recovered).await.is_ok(),
         "{}",
         runner.log()
     );
+    assert_eq!(runner.log().matches("the store stopped taking writes").count(), 1, "{}", runner.log());
     assert!(runner.stop().await.success());
 
     let db_config = persona_runner::config::DatabaseConfig {

@@ -210,6 +210,7 @@ pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<
     let password = config.database_password(env)?;
     let store = Store::open(&config.database, password.as_ref()).await?;
     let engine = Arc::new(TickEngine::new(store.clone(), config.clone(), env)?);
+    let runner_id = engine.runner_id().to_string();
     let host = Arc::new(StoreHost::new(store.clone(), engine, config.clone()));
     let pool = TickPool::new(config.runner.concurrency);
     let control = Arc::new(Control {
@@ -218,6 +219,8 @@ pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<
         commands: None,
     });
     let state = crate::api::ApiState::new(store.clone(), sidecar_settings(&config, env)?, Some(control), None);
+    // Without a scheduler to do it, this task notices the end of a store outage.
+    let watch = tokio::spawn(watch_store(store.clone(), runner_id, shutdown.child_token()));
     // The sidecar stays up while one-off ticks drain (health, metrics), then stops.
     let http_stop = CancellationToken::new();
     let sidecar = start_sidecar(&config, state, http_stop.clone()).await?;
@@ -231,8 +234,27 @@ pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<
     pool.drain(config.runner.shutdown_grace.0).await;
     http_stop.cancel();
     let _ = sidecar.await;
+    let _ = watch.await;
     store.close().await;
     Ok(())
+}
+
+/// While the store takes no writes, probes it with backoff (1 s doubling to 30 s) until
+/// a write succeeds, which ends the outage (one log line each way).
+async fn watch_store(store: Store, runner_id: String, stop: CancellationToken) {
+    let started_at = crate::time::now();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        if store.health().is_writable() {
+            delay = Duration::from_secs(1);
+        } else if store.probe_write(&runner_id, started_at).await.is_err() {
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
 }
 
 /// Serves the bundled sample product when this is a first run on the defaults.

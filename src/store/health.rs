@@ -68,55 +68,101 @@ impl Outage {
     }
 }
 
+/// How long writes must keep succeeding after a successful probe before an outage is
+/// declared over. On a disk at its limit some writes still fit (an update in place, a WAL
+/// frame over old space) while the next insert fails; within this window such a failure
+/// continues the same outage instead of starting a new one, so health does not flap.
+const TRIAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+type Started = (Outage, DateTime<Utc>);
+
 #[derive(Debug, Default)]
 struct State {
-    outage: Option<(Outage, DateTime<Utc>)>,
+    /// Writes are failing: nothing is claimed, nothing sent.
+    outage: Option<Started>,
+    /// A probe succeeded: work resumes, but a failure now continues the outage.
+    trial: Option<(Started, std::time::Instant)>,
 }
 
 /// The store's write health, shared by every clone of the store.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
     state: Mutex<State>,
+    trial: std::time::Duration,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            trial: TRIAL,
+        }
+    }
 }
 
 impl Health {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        let mut state = self.state.lock().expect("health lock");
+        // A trial that lasted without failure ends the outage (one line).
+        if let Some(((outage, since), trial_start)) = state.trial.take() {
+            if trial_start.elapsed() >= self.trial {
+                let lasted = (crate::time::now() - since).to_std().unwrap_or_default();
+                tracing::warn!(cause = %outage, ?lasted, "the store takes writes again: scheduling resumes");
+            } else {
+                state.trial = Some(((outage, since), trial_start));
+            }
+        }
+        state
+    }
+
     /// The current outage and when it started, if writes are failing.
     pub fn outage(&self) -> Option<(Outage, DateTime<Utc>)> {
-        self.state.lock().expect("health lock").outage.clone()
+        self.state().outage.clone()
     }
 
     pub fn is_writable(&self) -> bool {
-        self.state.lock().expect("health lock").outage.is_none()
+        self.state().outage.is_none()
     }
 
-    /// Notes the outcome of a write.
+    /// Notes the outcome of a write: a failure that is an outage starts one (or, during
+    /// the trial after a probe, continues the last one). A success does not end an
+    /// outage; only a probe ([`Health::probed`]), tried with backoff, does.
     pub fn observe<T>(&self, result: &Result<T, StoreError>) {
-        match result {
-            Ok(_) => self.recovered(),
-            Err(err) => {
-                if let Some(outage) = err.outage() {
-                    self.failed(outage.clone());
-                }
-            }
+        if let Err(err) = result
+            && let Some(outage) = err.outage()
+        {
+            self.failed(outage.clone());
+        } else {
+            drop(self.state());
+        }
+    }
+
+    /// Notes the outcome of a probe write: a success lets work resume on trial.
+    pub fn probed<T>(&self, result: &Result<T, StoreError>) {
+        if result.is_err() {
+            return self.observe(result);
+        }
+        let mut state = self.state();
+        if let Some(started) = state.outage.take() {
+            tracing::debug!(cause = %started.0, "a probe write succeeded; resuming on trial");
+            crate::metrics::global().store_writable(true);
+            state.trial = Some((started, std::time::Instant::now()));
         }
     }
 
     fn failed(&self, outage: Outage) {
-        let mut state = self.state.lock().expect("health lock");
-        if state.outage.is_none() {
-            tracing::error!(cause = %outage, "the store stopped taking writes: no tick is claimed and no call sent until it recovers");
-            crate::metrics::global().store_writable(false);
-            state.outage = Some((outage, crate::time::now()));
+        let mut state = self.state();
+        if state.outage.is_some() {
+            return;
         }
-    }
-
-    fn recovered(&self) {
-        let mut state = self.state.lock().expect("health lock");
-        if let Some((outage, since)) = state.outage.take() {
-            let lasted = (crate::time::now() - since).to_std().unwrap_or_default();
-            tracing::warn!(cause = %outage, ?lasted, "the store takes writes again: scheduling resumes");
-            crate::metrics::global().store_writable(true);
+        crate::metrics::global().store_writable(false);
+        if let Some((started, _)) = state.trial.take() {
+            tracing::debug!(cause = %outage, "writes fail again during the trial: the outage goes on");
+            state.outage = Some(started);
+            return;
         }
+        tracing::error!(cause = %outage, "the store stopped taking writes: no tick is claimed and no call sent until it recovers");
+        state.outage = Some((outage, crate::time::now()));
     }
 }
 
@@ -125,8 +171,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_outage_starts_once_and_ends_with_the_next_success() {
-        let health = Health::default();
+    fn an_outage_starts_once_and_ends_after_a_probe_and_a_quiet_trial() {
+        let health = Health {
+            state: Mutex::default(),
+            trial: std::time::Duration::from_millis(50),
+        };
         assert!(health.is_writable());
         let full = || -> Result<(), StoreError> { Err(StoreError::Unavailable(Outage::Full("disk".into()))) };
         health.observe(&full());
@@ -138,7 +187,20 @@ mod tests {
         // Errors that are not outages do not end or start one.
         health.observe(&Err::<(), _>(StoreError::Conflict("x".into())));
         assert!(!health.is_writable());
+        // A write that happens to fit does not end it (no flapping at the disk's limit)…
         health.observe(&Ok::<(), StoreError>(()));
+        assert!(!health.is_writable());
+        // …a probe lets work resume on trial; a failure then is the same outage.
+        health.probed(&Ok::<(), StoreError>(()));
         assert!(health.is_writable());
+        health.observe(&full());
+        assert_eq!(health.outage().unwrap().1, since, "the same outage goes on");
+        // A probe and a trial without failure end it.
+        health.probed(&Ok::<(), StoreError>(()));
+        std::thread::sleep(std::time::Duration::from_millis(60));
+        assert!(health.is_writable());
+        assert!(health.state.lock().unwrap().trial.is_none(), "the trial is over");
+        health.observe(&full());
+        assert_ne!(health.outage().unwrap().1, since, "a later failure is a new outage");
     }
 }

@@ -341,7 +341,7 @@ impl Store {
             Ok(())
         }
         .await;
-        self.observe(&result);
+        self.health.probed(&result);
         result
     }
 

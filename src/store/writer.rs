@@ -80,7 +80,6 @@ async fn run(backend: Backend, health: Arc<Health>, mut queue: mpsc::Receiver<Jo
         crate::metrics::global().store_batch(batch.len());
         match outcome {
             Ok(counts) => {
-                health.observe(&Ok::<(), StoreError>(()));
                 for (job, count) in batch.drain(..).zip(counts) {
                     let _ = job.reply.send(Ok(count));
                 }
