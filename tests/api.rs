@@ -1024,6 +1024,11 @@ async fn user_tokens_are_checked(backend: Backend) {
     let cases: Vec<(&str, String, &str)> = vec![
         ("expired", claims(&|c| c["exp"] = json!(now - 3600)), "expired"),
         (
+            "valid only in an hour",
+            claims(&|c| c["nbf"] = json!(now + 3600)),
+            "not valid yet",
+        ),
+        (
             "wrong audience",
             claims(&|c| c["aud"] = json!("someone-else")),
             "audience",
@@ -1195,10 +1200,13 @@ async fn tokens_are_verified_with_the_identity_providers_jwks() {
     let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ED25519_X, "kid": "key-1", "alg": "EdDSA", "use": "sig"}]});
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let idp = listener.local_addr().unwrap();
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = fetches.clone();
     let router = axum::Router::new().route(
         "/.well-known/jwks.json",
         axum::routing::get(move || {
             let jwks = jwks.clone();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async move { axum::Json(jwks) }
         }),
     );
@@ -1235,6 +1243,33 @@ async fn tokens_are_verified_with_the_identity_providers_jwks() {
         .await;
     assert_eq!(status, 401);
     assert!(body["error"].as_str().unwrap().contains("key-9"), "{body}");
+    // Made-up key ids cannot make the sidecar hammer the identity provider: 50 of them
+    // (at once) cost at most one more fetch within jwks_min_refetch.
+    let before = fetches.load(std::sync::atomic::Ordering::SeqCst);
+    let probes = (0..50).map(|i| {
+        let token = sign(&format!("made-up-{i}"));
+        let app = &app;
+        async move { app.call("GET", "/api/personas", Auth::Bearer(token), None).await.0 }
+    });
+    let statuses = futures_util::future::join_all(probes).await;
+    assert!(statuses.iter().all(|s| *s == 401), "{statuses:?}");
+    let extra = fetches.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(extra <= 1, "50 unknown kids caused {extra} JWKS fetches");
+    eprintln!("50 unknown kids: {extra} JWKS fetches");
+    // The known key still works without a fetch.
+    let (status, _) = app
+        .call("GET", "/api/personas", Auth::Bearer(sign("key-1")), None)
+        .await;
+    assert_eq!(status, 200);
+    // A token not valid before an hour from now is refused (nbf, beyond the leeway).
+    let mut later = claims.clone();
+    later["nbf"] = json!(chrono::Utc::now().timestamp() + 3600);
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("key-1".into());
+    let early = jsonwebtoken::encode(&header, &later, &key).unwrap();
+    let (status, body) = app.call("GET", "/api/personas", Auth::Bearer(early), None).await;
+    assert_eq!(status, 401);
+    assert!(body["error"].as_str().unwrap().contains("not valid yet"), "{body}");
     // With a JWKS source an HMAC token is never accepted, whatever the algorithm list.
     let mut hs_claims = claims.clone();
     hs_claims["iss"] = json!("https://idp.example.test");

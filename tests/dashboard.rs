@@ -221,9 +221,68 @@ async fn sign_in_sets_a_session_cookie_that_only_reads() {
         .await
         .unwrap();
     assert_eq!(write.status(), 401, "but never writes with it (no CSRF)");
-    let out = app.client.post(format!("{}/logout", app.base)).send().await.unwrap();
+    let out = app
+        .client
+        .post(format!("{}/logout", app.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.status(), 303);
     assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    // The session ended on the server: a kept copy of the cookie no longer reads.
+    let replay = app
+        .client
+        .get(format!("{}/api/v1/admin/feedback", app.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 401, "a cookie used after /logout is refused");
+    let page = app
+        .client
+        .get(format!("{}/", app.base))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("name=\"token\""), "the sign-in form again");
+    // Two sign-ins get different random ids.
+    let again = |app: &common::app::TestApp| {
+        app.client
+            .post(format!("{}/login", app.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={ADMIN_TOKEN}"))
+            .send()
+    };
+    let other = again(&app).await.unwrap().headers()["set-cookie"].to_str().unwrap().to_string();
+    assert_ne!(other.split(';').next().unwrap(), session);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn behind_tls_the_session_cookie_is_secure() {
+    let app = common::app::spawn_app_with(
+        Backend::Sqlite,
+        common::app::AppOptions {
+            extra_env: vec![("PERSONA_RUNNER__API__SECURE_COOKIE".into(), "true".into())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let right = app
+        .client
+        .post(format!("{}/login", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = right.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("; Secure"), "{cookie}");
     app.stop().await;
 }
 

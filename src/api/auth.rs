@@ -1,6 +1,7 @@
-//! Who may call what: the admin token (bearer, or the dashboard's session cookie on
-//! safe methods) and user JWTs of the profile API (HS256 secret or JWKS keys, issuer,
-//! audience, expiry and algorithm checked; tenant and user taken from the claims).
+//! Who may call what: the admin token (bearer, or a server-side dashboard session's
+//! cookie on safe methods) and user JWTs of the profile API (HS256 secret or JWKS keys, issuer,
+//! audience, expiry, not-before and algorithm checked; tenant and user taken from the
+//! claims). Unknown key ids refetch the JWKS at most once per `jwks_min_refetch`.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -27,13 +28,80 @@ pub const SESSION_COOKIE: &str = "persona_runner_session";
 /// Header naming the tenant an admin request acts on (the default tenant without it).
 pub const TENANT_HEADER: &str = "x-persona-runner-tenant";
 
-/// The cookie value that stands for the admin token: an HMAC of a fixed label keyed by
-/// the token, so the token itself never sits in a browser, and rotating the token ends
-/// every session.
-pub fn session_value(admin_token: &Secret) -> String {
+/// What a session is bound to: an HMAC of a fixed label keyed by the admin token, so a
+/// rotated token ends every session without keeping the token itself.
+fn token_fingerprint(admin_token: &Secret) -> [u8; 32] {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(admin_token.expose().as_bytes()).expect("any key length");
-    mac.update(b"persona-runner dashboard session v1");
-    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    mac.update(b"persona-runner dashboard session v2");
+    mac.finalize().into_bytes().into()
+}
+
+/// Sessions kept at most (the oldest is dropped beyond it): sign-ins cannot grow memory.
+const MAX_SESSIONS: usize = 10_000;
+
+struct Session {
+    expires: Instant,
+    token: [u8; 32],
+}
+
+/// The dashboard's sessions, held server-side: the cookie carries a random id (32 bytes
+/// from the OS CSPRNG), the server keeps its SHA-256 with an expiry and the admin token's
+/// fingerprint. `/logout` removes it; a rotated admin token invalidates all of them.
+/// Sessions live in this process: a restart signs everyone out.
+#[derive(Default)]
+pub struct Sessions {
+    open: std::sync::Mutex<std::collections::HashMap<[u8; 32], Session>>,
+}
+
+fn session_key(id: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    Sha256::digest(id.as_bytes()).into()
+}
+
+impl Sessions {
+    /// Opens a session for the holder of `admin_token`; the cookie value.
+    pub fn open(&self, admin_token: &Secret, ttl: Duration) -> String {
+        let id: String = crate::auth::random_bytes::<32>().iter().map(|b| format!("{b:02x}")).collect();
+        let mut open = self.open.lock().expect("sessions lock");
+        let now = Instant::now();
+        open.retain(|_, session| session.expires > now);
+        if open.len() >= MAX_SESSIONS
+            && let Some(oldest) = open.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k)
+        {
+            open.remove(&oldest);
+        }
+        open.insert(
+            session_key(&id),
+            Session {
+                expires: now + ttl,
+                token: token_fingerprint(admin_token),
+            },
+        );
+        id
+    }
+
+    /// Whether `id` is an open, unexpired session of the current admin token.
+    pub fn check(&self, id: &str, admin_token: &Secret) -> bool {
+        let key = session_key(id);
+        let mut open = self.open.lock().expect("sessions lock");
+        let valid = open
+            .get(&key)
+            .is_some_and(|s| s.expires > Instant::now() && constant_time_eq(&s.token, &token_fingerprint(admin_token)));
+        if !valid {
+            open.remove(&key);
+        }
+        valid
+    }
+
+    /// Ends the session `id` (sign-out).
+    pub fn close(&self, id: &str) {
+        self.open.lock().expect("sessions lock").remove(&session_key(id));
+    }
+}
+
+/// The session id a request's cookie carries.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SESSION_COOKIE)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -53,15 +121,15 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
-/// Whether the request carries the admin token (or, on a safe method, a session cookie
-/// derived from it). Cookies are not accepted on writes: no cross-site request forgery.
-pub fn is_admin(headers: &HeaderMap, method: &Method, token: &Secret) -> bool {
+/// Whether the request carries the admin token (or, on a safe method, the cookie of an
+/// open dashboard session). Cookies are not accepted on writes: no cross-site request
+/// forgery.
+pub fn is_admin(headers: &HeaderMap, method: &Method, token: &Secret, sessions: &Sessions) -> bool {
     if let Some(given) = bearer(headers) {
         return constant_time_eq(given.as_bytes(), token.expose().as_bytes());
     }
     let safe = matches!(*method, Method::GET | Method::HEAD);
-    safe && cookie(headers, SESSION_COOKIE)
-        .is_some_and(|given| constant_time_eq(given.as_bytes(), session_value(token).as_bytes()))
+    safe && session_cookie(headers).is_some_and(|id| sessions.check(id, token))
 }
 
 /// A request made with the admin token, acting on `tenant`.
@@ -80,7 +148,7 @@ impl FromRequestParts<ApiState> for Admin {
                 "admin routes are disabled: no admin token configured (set PERSONA_RUNNER_ADMIN_TOKEN or api.admin_token_file)",
             ));
         };
-        if !is_admin(&parts.headers, &parts.method, &token) {
+        if !is_admin(&parts.headers, &parts.method, &token, state.sessions()) {
             return Err(ApiError::unauthorized(
                 "missing or wrong admin token (Authorization: Bearer <admin token>)",
             ));
@@ -149,6 +217,9 @@ enum Keys {
         url: String,
         client: reqwest::Client,
         cache: RwLock<Option<(Instant, JwkSet)>>,
+        /// When the keys were last fetched (or tried): one fetch at a time, at most one
+        /// per `jwks_min_refetch` for key ids the cached set lacks.
+        fetched: tokio::sync::Mutex<Option<Instant>>,
     },
 }
 
@@ -192,6 +263,7 @@ impl JwtVerifier {
                     url: url.clone(),
                     client: crate::http::client(Duration::from_secs(10)),
                     cache: RwLock::new(None),
+                    fetched: tokio::sync::Mutex::new(None),
                 },
                 algorithms: algorithms(|a| !is_hmac(a)),
                 config: config.clone(),
@@ -205,7 +277,13 @@ impl JwtVerifier {
     }
 
     async fn jwks_key(&self, kid: Option<&str>) -> Result<DecodingKey, String> {
-        let Keys::Jwks { url, client, cache } = &self.keys else {
+        let Keys::Jwks {
+            url,
+            client,
+            cache,
+            fetched,
+        } = &self.keys
+        else {
             unreachable!("only called for JWKS sources")
         };
         let pick = |set: &JwkSet| -> Option<DecodingKey> {
@@ -216,16 +294,33 @@ impl JwtVerifier {
             };
             DecodingKey::from_jwk(jwk).ok()
         };
-        {
-            let cached = cache.read().await;
-            if let Some((at, set)) = cached.as_ref()
-                && at.elapsed() < self.config.jwks_refresh.0
-                && let Some(key) = pick(set)
-            {
-                return Ok(key);
-            }
+        let unknown = || match kid {
+            Some(kid) => format!("no key `{kid}` in the JWKS document"),
+            None => "the token names no key id (kid) and the JWKS holds several keys".to_string(),
+        };
+        let cached = |cache: &Option<(Instant, JwkSet)>| -> Option<DecodingKey> {
+            cache
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < self.config.jwks_refresh.0)
+                .and_then(|(_, set)| pick(set))
+        };
+        if let Some(key) = cached(&*cache.read().await) {
+            return Ok(key);
         }
-        // Stale, or a key id we have not seen (the provider rotated keys): fetch again.
+        // Stale, or a key id we have not seen (the provider rotated keys): fetch again,
+        // one request at a time and, for unknown ids, not sooner than jwks_min_refetch.
+        let mut last = fetched.lock().await;
+        if let Some(key) = cached(&*cache.read().await) {
+            return Ok(key);
+        }
+        if last.is_some_and(|at| at.elapsed() < self.config.jwks_min_refetch.0) {
+            // Fetched (or tried) moments ago: answer from what we have, even if stale.
+            return match cache.read().await.as_ref() {
+                Some((_, set)) => pick(set).ok_or_else(unknown),
+                None => Err("the JWKS keys could not be fetched; try again shortly".to_string()),
+            };
+        }
+        *last = Some(Instant::now());
         let response = client
             .get(url)
             .send()
@@ -235,10 +330,7 @@ impl JwtVerifier {
         let set: JwkSet = crate::http::read_json(response, crate::http::MAX_BODY_BYTES)
             .await
             .map_err(|err| format!("the JWKS document is not valid: {err}"))?;
-        let key = pick(&set).ok_or_else(|| match kid {
-            Some(kid) => format!("no key `{kid}` in the JWKS document"),
-            None => "the token names no key id (kid) and the JWKS holds several keys".to_string(),
-        });
+        let key = pick(&set).ok_or_else(unknown);
         *cache.write().await = Some((Instant::now(), set));
         key
     }
@@ -260,6 +352,7 @@ impl JwtVerifier {
         let mut validation = Validation::new(header.alg);
         validation.algorithms = self.algorithms.clone();
         validation.leeway = self.config.leeway.0.as_secs();
+        validation.validate_nbf = true;
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
@@ -299,5 +392,28 @@ impl JwtVerifier {
             name: text("name"),
             is_admin: has_role,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_random_end_on_close_expire_and_die_with_the_token() {
+        let sessions = Sessions::default();
+        let token = Secret::new("the admin token, long enough to be real");
+        let a = sessions.open(&token, Duration::from_secs(60));
+        let b = sessions.open(&token, Duration::from_secs(60));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert!(sessions.check(&a, &token) && sessions.check(&b, &token));
+        assert!(!sessions.check("not-a-session", &token));
+        sessions.close(&a);
+        assert!(!sessions.check(&a, &token), "closed");
+        let rotated = Secret::new("a new admin token after rotation, also long");
+        assert!(!sessions.check(&b, &rotated), "a new token ends every session");
+        let short = sessions.open(&token, Duration::ZERO);
+        assert!(!sessions.check(&short, &token), "expired");
     }
 }

@@ -2,7 +2,7 @@
 //! with ratings per module over time as an SVG chart, modules ranked weakest first with
 //! regressions highlighted, the latest low ratings with their notes, and the personas
 //! with their last tick and alignment. The admin token is entered once in a login form;
-//! the browser then holds a session cookie derived from it (see `auth::session_value`).
+//! the browser then holds the cookie of a server-side session (see `auth::Sessions`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,7 +15,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 
 use super::ApiState;
-use super::auth::{SESSION_COOKIE, is_admin, session_value};
+use super::auth::{SESSION_COOKIE, is_admin, session_cookie};
 use crate::feedback::{FeedbackReport, GroupReport};
 use crate::persona::DEFAULT_TENANT;
 use crate::store::{PersonaSummary, RatingScope};
@@ -140,7 +140,7 @@ pub async fn page(
             ),
         );
     };
-    if !is_admin(&headers, &method, &token) {
+    if !is_admin(&headers, &method, &token, state.sessions()) {
         return html(StatusCode::OK, login_form(None));
     }
     let days = query
@@ -187,9 +187,13 @@ pub async fn login(State(state): State<ApiState>, Form(form): Form<LoginForm>) -
     if !crate::auth::constant_time_eq(form.token.trim().as_bytes(), token.expose().as_bytes()) {
         return html(StatusCode::UNAUTHORIZED, login_form(Some("wrong token")));
     }
+    let api = &state.config().api;
+    let ttl = api.session_ttl.0;
     let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200",
-        session_value(&token)
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        state.sessions().open(&token, ttl),
+        ttl.as_secs(),
+        if api.secure_cookie { "; Secure" } else { "" }
     );
     // A same-origin refresh rather than a redirect: the strict cookie then travels with
     // the next request even when the form was posted from elsewhere.
@@ -206,17 +210,21 @@ pub async fn login(State(state): State<ApiState>, Form(form): Form<LoginForm>) -
     response
 }
 
-/// Sign out of the dashboard (clears the session cookie).
+/// Sign out of the dashboard: ends the session on the server and clears the cookie.
 #[utoipa::path(post, path = "/logout", tag = "dashboard",
     responses((status = 303, description = "signed out, back to the sign-in form")))]
-pub async fn logout() -> Response {
+pub async fn logout(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_cookie(&headers) {
+        state.sessions().close(id);
+    }
+    let secure = if state.config().api.secure_cookie { "; Secure" } else { "" };
     (
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, "/".to_string()),
             (
                 header::SET_COOKIE,
-                format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+                format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
             ),
         ],
     )

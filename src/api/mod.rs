@@ -70,6 +70,7 @@ struct Inner {
     ticks: Option<Arc<dyn TickControl>>,
     scheduler: Option<Arc<crate::scheduler::Status>>,
     candidates: crate::profile::Candidates,
+    sessions: auth::Sessions,
 }
 
 /// Shared state of every handler.
@@ -89,7 +90,12 @@ impl ApiState {
             ticks,
             scheduler,
             candidates: crate::profile::Candidates::default(),
+            sessions: auth::Sessions::default(),
         }))
+    }
+
+    fn sessions(&self) -> &auth::Sessions {
+        &self.0.sessions
     }
 
     fn candidates(&self) -> &crate::profile::Candidates {

@@ -10,6 +10,13 @@ pub mod password;
 pub use login::{AuthError, Authenticator, Credentials};
 pub use password::{SeedSecret, SeedSecretError, derive_password};
 
+/// Bytes from the operating system's CSPRNG, for keys and session ids.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the operating system's random source is available");
+    bytes
+}
+
 /// Compares secrets without an early exit, so response timing does not reveal how much
 /// of a guess was right.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -575,6 +575,11 @@ pub struct ApiConfig {
     pub admin_token_file: Option<PathBuf>,
     /// Largest request body accepted (bytes); larger ones get 413.
     pub max_body_bytes: usize,
+    /// How long a dashboard sign-in lasts.
+    pub session_ttl: HumanDuration,
+    /// Mark the dashboard's cookie `Secure` (set when clients reach the sidecar over TLS,
+    /// e.g. behind a reverse proxy).
+    pub secure_cookie: bool,
     /// User tokens of the profile API.
     pub jwt: JwtConfig,
 }
@@ -586,6 +591,8 @@ impl Default for ApiConfig {
             admin_token_env: "PERSONA_RUNNER_ADMIN_TOKEN".into(),
             admin_token_file: None,
             max_body_bytes: 64 * 1024,
+            session_ttl: HumanDuration::from_secs(12 * 3600),
+            secure_cookie: false,
             jwt: JwtConfig::default(),
         }
     }
@@ -604,6 +611,8 @@ pub struct JwtConfig {
     pub jwks_url: Option<String>,
     /// How long fetched keys are trusted before they are fetched again.
     pub jwks_refresh: HumanDuration,
+    /// An unknown key id refetches the JWKS at most this often (anyone can send one).
+    pub jwks_min_refetch: HumanDuration,
     pub issuer: String,
     pub audience: String,
     /// Accepted algorithms; a token signed otherwise is refused.
@@ -625,6 +634,7 @@ impl Default for JwtConfig {
             secret_file: None,
             jwks_url: None,
             jwks_refresh: HumanDuration::from_secs(600),
+            jwks_min_refetch: HumanDuration::from_secs(30),
             issuer: "persona-runner".into(),
             audience: "persona-runner".into(),
             algorithms: vec!["HS256".into()],

@@ -95,12 +95,9 @@ struct Claims {
     user: String,
 }
 
+/// The signing key of the gateway's tokens, from the operating system's CSPRNG.
 fn random_key() -> [u8; 32] {
-    let mut key = [0u8; 32];
-    for byte in &mut key {
-        *byte = fastrand::u8(..);
-    }
-    key
+    crate::auth::random_bytes()
 }
 
 /// The product's user id of an email: stable, so tokens and data survive re-logins.

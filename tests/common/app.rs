@@ -40,8 +40,10 @@ pub enum Auth {
 pub struct AppOptions {
     pub admin_token: bool,
     pub jwt_secret: bool,
-    /// Extra TOML appended to the config.
+    /// Extra TOML appended to the config (inside `[api.jwt]`).
     pub extra_toml: String,
+    /// Extra environment (e.g. `PERSONA_RUNNER__API__…` overrides).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Default for AppOptions {
@@ -50,6 +52,7 @@ impl Default for AppOptions {
             admin_token: true,
             jwt_secret: true,
             extra_toml: String::new(),
+            extra_env: Vec::new(),
         }
     }
 }
@@ -87,6 +90,7 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
     if options.jwt_secret {
         env.insert("TEST_JWT_SECRET".into(), JWT_SECRET.into());
     }
+    env.extend(options.extra_env);
     let origin = persona_runner::daemon::ConfigOrigin {
         explicit: Some(path),
         env,
