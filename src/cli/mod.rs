@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use persona_runner::config::{self, Config, Env, LoadedConfig};
-use persona_runner::store::Store;
+use persona_runner::store::{Inspection, Store};
 
 #[derive(Parser)]
 #[command(
@@ -256,6 +256,24 @@ async fn config_check(app: &App) -> Result<Outcome> {
             out!("# seed secret: ERROR: {err}");
         }
     }
+    // Every secret the configured modes need, looked up as `run` would.
+    let mode = app.config().auth.mode;
+    if mode == config::AuthMode::Static {
+        match app.config().static_token(&app.env) {
+            Ok(Some(_)) => out!("# gateway token: set"),
+            Ok(None) => {
+                ok = false;
+                out!(
+                    "# gateway token: ERROR: auth.mode = \"static\" needs a token: set ${} or auth.static_token_file",
+                    app.config().auth.static_token_env
+                );
+            }
+            Err(err) => {
+                ok = false;
+                out!("# gateway token: ERROR: {err}");
+            }
+        }
+    }
     match app.config().database_password(&app.env) {
         Ok(Some(_)) => out!("# database password: set"),
         Ok(None) => {}
@@ -286,15 +304,19 @@ async fn config_check(app: &App) -> Result<Outcome> {
             }
         }
     }
-    match app.store().await {
-        Ok(store) => {
-            let (applied, known) = store.migration_status().await?;
-            out!("# database: reachable ({applied} of {known} migrations applied)");
-            store.close().await;
+    // Nothing is created or migrated here: checking a config changes nothing.
+    let password = app.config().database_password(&app.env).ok().flatten();
+    match persona_runner::store::Store::inspect(&app.config().database, password.as_ref()).await {
+        Ok(Inspection::Reachable { applied, known }) => {
+            out!("# database: reachable ({applied} of {known} migrations applied)")
         }
+        Ok(Inspection::Missing(file)) => out!(
+            "# database: {} does not exist yet (created and migrated on the first start)",
+            file.display()
+        ),
         Err(err) => {
             ok = false;
-            out!("# database: ERROR: {err:#}");
+            out!("# database: ERROR: {err}");
         }
     }
     Ok(if ok { Outcome::Success } else { Outcome::Problems })

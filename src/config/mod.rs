@@ -98,6 +98,9 @@ impl Default for Config {
     }
 }
 
+/// Shortest admin token or JWT secret `environment = "production"` accepts.
+pub const MIN_PRODUCTION_SECRET_BYTES: usize = 32;
+
 impl Config {
     /// Whether personas of `target` can be ticked with this config (`None` is the default
     /// target; a named one needs its `[targets.NAME]` section).
@@ -120,8 +123,8 @@ impl Config {
         }
     }
 
-    /// The admin token, if one is configured.
-    /// The HS256 secret of user JWTs, if one is configured.
+    /// The HS256 secret of user JWTs, if one is configured (in production, at least
+    /// [`MIN_PRODUCTION_SECRET_BYTES`]).
     pub fn jwt_secret(&self, env: &Env) -> Result<Option<Secret>, ConfigError> {
         let lookup = secret::SecretLookup {
             key: "api.jwt.secret",
@@ -129,9 +132,11 @@ impl Config {
             env_var: Some(&self.api.jwt.secret_env),
             credential: "jwt-secret",
         };
-        Ok(secret::resolve(&lookup, env)?.map(|(secret, _)| secret))
+        self.strong(lookup.key, secret::resolve(&lookup, env)?.map(|(secret, _)| secret))
     }
 
+    /// The admin token, if one is configured (in production, at least
+    /// [`MIN_PRODUCTION_SECRET_BYTES`]).
     pub fn admin_token(&self, env: &Env) -> Result<Option<Secret>, ConfigError> {
         let lookup = secret::SecretLookup {
             key: "api.admin_token",
@@ -139,7 +144,23 @@ impl Config {
             env_var: Some(&self.api.admin_token_env),
             credential: "admin-token",
         };
-        Ok(secret::resolve(&lookup, env)?.map(|(secret, _)| secret))
+        self.strong(lookup.key, secret::resolve(&lookup, env)?.map(|(secret, _)| secret))
+    }
+
+    /// A guessable admin token or JWT secret opens everything: production refuses short ones.
+    fn strong(&self, key: &str, secret: Option<Secret>) -> Result<Option<Secret>, ConfigError> {
+        match secret {
+            Some(s) if self.environment == Environment::Production && s.expose().len() < MIN_PRODUCTION_SECRET_BYTES => {
+                Err(ConfigError::Secret {
+                    key: key.to_string(),
+                    message: format!(
+                        "is {} bytes long; production needs at least {MIN_PRODUCTION_SECRET_BYTES} (e.g. `openssl rand -hex 32`)",
+                        s.expose().len()
+                    ),
+                })
+            }
+            other => Ok(other),
+        }
     }
 }
 
@@ -216,11 +237,25 @@ impl Config {
     /// The effective config as TOML, secrets (the database URL's password) masked.
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
-        for map in [&mut shown.mcp.headers, &mut shown.mcp.env] {
-            *map = sections::masked(map)
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+        let mask = |url: &mut String| *url = sections::mask_url(url, false);
+        let products = std::iter::once((&mut shown.auth, &mut shown.mcp))
+            .chain(shown.targets.values_mut().map(|t| (&mut t.auth, &mut t.mcp)));
+        for (auth, mcp) in products {
+            for map in [&mut mcp.headers, &mut mcp.env] {
+                *map = sections::masked(map)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+            }
+            mask(&mut mcp.url);
+            mask(&mut auth.login_url);
+            mask(&mut auth.oauth.client_metadata_url);
+            mask(&mut auth.oauth.idp_token_endpoint);
+            auth.lookups.values_mut().for_each(|lookup| mask(&mut lookup.url));
+        }
+        mask(&mut shown.llm.base_url);
+        if let Some(url) = &mut shown.api.jwt.jwks_url {
+            mask(url);
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|err| format!("# cannot render config: {err}\n"))
     }
@@ -317,6 +352,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("`catalog.allowed_email_domains`"), "{err}");
+    }
+
+    #[test]
+    fn production_refuses_short_admin_tokens_and_jwt_secrets() {
+        let vars = [("PERSONA_RUNNER_ADMIN_TOKEN", "x"), ("PERSONA_RUNNER_JWT_SECRET", "short-secret")];
+        let dev = parse("", &vars).unwrap();
+        assert!(dev.admin_token(&env(&vars)).unwrap().is_some(), "development allows any");
+        let prod = parse("environment = \"production\"\n", &vars).unwrap();
+        let err = prod.admin_token(&env(&vars)).unwrap_err().to_string();
+        assert!(err.contains("`api.admin_token`") && err.contains("at least 32"), "{err}");
+        let err = prod.jwt_secret(&env(&vars)).unwrap_err().to_string();
+        assert!(err.contains("`api.jwt.secret`") && err.contains("12 bytes"), "{err}");
+        let long = "0123456789abcdef0123456789abcdef";
+        let ok = [("PERSONA_RUNNER_ADMIN_TOKEN", long)];
+        assert!(prod.admin_token(&env(&ok)).unwrap().is_some());
+    }
+
+    #[test]
+    fn config_check_masks_credentials_in_every_url() {
+        let config = parse(
+            "[auth]\nlogin_url = \"https://bot:hunter2@login.test/in?token=abc&x=1\"\n\
+             [mcp]\nurl = \"https://ghp_secretvalue@mcp.test/mcp?api_key=k1\"\n\
+             [llm]\nbase_url = \"https://llm.test/v1?key=k2\"\n\
+             [api.jwt]\njwks_url = \"https://idp.test/jwks?sig=k3\"\n\
+             [targets.other.mcp]\nurl = \"https://u:p4ss@other.test/mcp\"\n",
+            &[],
+        )
+        .unwrap();
+        let shown = config.to_redacted_toml();
+        for secret in ["hunter2", "abc", "ghp_secretvalue", "k1", "k2", "k3", "p4ss"] {
+            assert!(!shown.contains(secret), "{secret} shown:\n{shown}");
+        }
+        assert!(shown.contains("https://bot:***@login.test/in?token=***&x=1"), "{shown}");
+        assert!(shown.contains("https://***@mcp.test/mcp?api_key=***"), "{shown}");
     }
 
     #[test]

@@ -60,31 +60,45 @@ impl DatabaseUrl {
     /// The URL with any password replaced by `***`: in the user info, and in a
     /// `password=` query parameter (both may be present).
     pub fn redacted(&self) -> String {
-        let Some((scheme, rest)) = self.0.split_once("://") else {
-            return self.0.clone();
-        };
-        let (location, query) = rest.split_at(rest.find('?').unwrap_or(rest.len()));
-        // The last `@` before the query ends the user info, so a password holding `/`
-        // or `@` is masked whole.
-        let location = match location.rfind('@') {
-            Some(at) => match location[..at].split_once(':') {
-                Some((user, _password)) => format!("{user}:***{}", &location[at..]),
-                None => location.to_string(),
-            },
-            None => location.to_string(),
-        };
-        let query: Vec<String> = query
-            .split('&')
-            .map(|part| {
-                let (lead, pair) = part.split_at(usize::from(part.starts_with('?')));
-                match pair.split_once('=') {
-                    Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{lead}{key}=***"),
-                    _ => part.to_string(),
-                }
-            })
-            .collect();
-        format!("{scheme}://{location}{}", query.join("&"))
+        mask_url(&self.0, true)
     }
+}
+
+/// Query parameters whose values are credentials.
+const SECRET_PARAMS: [&str; 12] = [
+    "password", "pass", "token", "access_token", "key", "api_key", "apikey", "secret", "client_secret", "sig",
+    "signature", "auth",
+];
+
+/// `url` with its credentials replaced by `***`: the password of the user info (and, unless
+/// `keep_user`, a user name alone, which may be a token), and the values of query
+/// parameters named like credentials. What `config check` and error messages print.
+pub fn mask_url(url: &str, keep_user: bool) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (location, query) = rest.split_at(rest.find('?').unwrap_or(rest.len()));
+    // The last `@` ends the user info, so a password holding `/` or `@` is masked whole
+    // (an `@` in a path over-masks, which is the safe side).
+    let location = match location.rfind('@') {
+        Some(at) => match location[..at].split_once(':') {
+            Some((user, _password)) => format!("{user}:***{}", &location[at..]),
+            None if keep_user => location.to_string(),
+            None => format!("***{}", &location[at..]),
+        },
+        None => location.to_string(),
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|part| {
+            let (lead, pair) = part.split_at(usize::from(part.starts_with('?')));
+            match pair.split_once('=') {
+                Some((key, _)) if SECRET_PARAMS.iter().any(|p| key.eq_ignore_ascii_case(p)) => format!("{lead}{key}=***"),
+                _ => part.to_string(),
+            }
+        })
+        .collect();
+    format!("{scheme}://{location}{}", query.join("&"))
 }
 
 impl fmt::Debug for DatabaseUrl {

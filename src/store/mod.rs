@@ -222,6 +222,14 @@ fn reusable<C: sqlx::Connection>(
     })
 }
 
+/// What [`Store::inspect`] found.
+#[derive(Debug)]
+pub enum Inspection {
+    /// The SQLite file does not exist yet (it is created on the first start).
+    Missing(std::path::PathBuf),
+    Reachable { applied: i64, known: i64 },
+}
+
 impl Store {
     /// Opens the database `config.url` names, creating a SQLite file (and its folder) when
     /// missing. `password` is the PostgreSQL password kept out of the URL, if any.
@@ -286,6 +294,53 @@ impl Store {
             url: redacted,
             health,
             writer,
+        })
+    }
+
+    /// Looks at the database without changing it (`config check`): no file is created, no
+    /// migration applied, a SQLite file is opened read-only.
+    pub async fn inspect(config: &DatabaseConfig, password: Option<&Secret>) -> Result<Inspection> {
+        use sqlx::Connection as _;
+        let redacted = config.url.redacted();
+        let connect_err = |source| StoreError::Connect {
+            url: redacted.clone(),
+            source,
+        };
+        let count = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
+        let (applied, known) = match config.url.scheme() {
+            "sqlite" => {
+                let options = SqliteConnectOptions::from_str(config.url.expose())
+                    .map_err(connect_err)?
+                    .create_if_missing(false)
+                    .read_only(true);
+                let file = options.get_filename().to_path_buf();
+                if !file.exists() {
+                    return Ok(Inspection::Missing(file));
+                }
+                let mut conn = sqlx::SqliteConnection::connect_with(&options).await.map_err(connect_err)?;
+                let applied: Option<i64> = sqlx::query_scalar(count).fetch_one(&mut conn).await.ok();
+                let _ = conn.close().await;
+                (applied, SQLITE_MIGRATIONS.iter().count())
+            }
+            _ => {
+                let mut options = PgConnectOptions::from_str(config.url.expose()).map_err(connect_err)?;
+                if let Some(password) = password {
+                    options = options.password(password.expose());
+                }
+                let connect = sqlx::PgConnection::connect_with(&options);
+                let mut conn = tokio::time::timeout(config.connect_timeout.0, connect)
+                    .await
+                    .map_err(|_| connect_err(sqlx::Error::PoolTimedOut))?
+                    .map_err(connect_err)?;
+                let applied: Option<i64> = sqlx::query_scalar(count).fetch_one(&mut conn).await.ok();
+                let _ = conn.close().await;
+                (applied, POSTGRES_MIGRATIONS.iter().count())
+            }
+        };
+        // Before the first migration the bookkeeping table does not exist yet.
+        Ok(Inspection::Reachable {
+            applied: applied.unwrap_or(0),
+            known: known as i64,
         })
     }
 
