@@ -184,26 +184,45 @@ fn config_check_prints_the_effective_config_without_secrets() {
     assert!(!stdout.contains("seed-secret-value"), "{stdout}");
     // Checking changes nothing: no database file is created, no migration applied.
     assert!(stdout.contains("check.db does not exist yet"), "{stdout}");
-    assert!(!dir.path().join("check.db").exists(), "config check created the database");
+    assert!(
+        !dir.path().join("check.db").exists(),
+        "config check created the database"
+    );
     assert!(run_in(dir.path(), &["migrate"], &env).status.success());
     let migrated = std::fs::read(dir.path().join("check.db")).unwrap();
     let out = run_in(dir.path(), &["config", "check"], &env);
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("# database: reachable (2 of 2 migrations applied)"), "{stdout}");
-    assert_eq!(std::fs::read(dir.path().join("check.db")).unwrap(), migrated, "the file is untouched");
+    assert!(
+        stdout.contains("# database: reachable (2 of 2 migrations applied)"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("check.db")).unwrap(),
+        migrated,
+        "the file is untouched"
+    );
 
     // URLs are shown with their credentials masked; static mode without a token fails.
     let env = [
         ("PERSONA_RUNNER__AUTH__MODE", "static"),
-        ("PERSONA_RUNNER__AUTH__LOGIN_URL", "https://bot:hunter2@login.test/in?token=abc"),
+        (
+            "PERSONA_RUNNER__AUTH__LOGIN_URL",
+            "https://bot:hunter2@login.test/in?token=abc",
+        ),
         ("PERSONA_RUNNER__MCP__URL", "https://mcp.test/mcp?api_key=k1"),
         ("PERSONA_RUNNER__DATABASE__URL", "sqlite://check.db"),
     ];
     let out = run_in(dir.path(), &["config", "check"], &env);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("# gateway token: ERROR: auth.mode = \"static\" needs a token"), "{stdout}");
-    assert!(!stdout.contains("hunter2") && !stdout.contains("abc") && !stdout.contains("k1"), "{stdout}");
+    assert!(
+        stdout.contains("# gateway token: ERROR: auth.mode = \"static\" needs a token"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("hunter2") && !stdout.contains("abc") && !stdout.contains("k1"),
+        "{stdout}"
+    );
     assert!(stdout.contains("https://bot:***@login.test/in?token=***"), "{stdout}");
 
     // A password in the URL is masked even when the database is unreachable.

@@ -258,7 +258,10 @@ async fn sign_in_sets_a_session_cookie_that_only_reads() {
             .body(format!("token={ADMIN_TOKEN}"))
             .send()
     };
-    let other = again(&app).await.unwrap().headers()["set-cookie"].to_str().unwrap().to_string();
+    let other = again(&app).await.unwrap().headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_ne!(other.split(';').next().unwrap(), session);
     app.stop().await;
 }

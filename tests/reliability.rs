@@ -222,7 +222,12 @@ async fn a_full_disk_stops_every_call_until_it_frees_and_the_daemon_heals() {
         "{}",
         runner.log()
     );
-    assert_eq!(runner.log().matches("the store stopped taking writes").count(), 1, "{}", runner.log());
+    assert_eq!(
+        runner.log().matches("the store stopped taking writes").count(),
+        1,
+        "{}",
+        runner.log()
+    );
     assert!(runner.stop().await.success());
 
     let db_config = persona_runner::config::DatabaseConfig {

@@ -532,3 +532,64 @@ async fn a_scripted_tick_over_stdio_records_the_right_hash() {
         sha256_hex("todo.create\n{\"due\":\"2026-12-01\",\"title\":\"Klausur anmelden\"}")
     );
 }
+
+#[tokio::test]
+async fn secrets_a_product_echoes_are_neither_stored_nor_shown_to_the_model() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.store().await;
+    let persona = seed_anna(&store).await;
+    let gateway = TestGateway::start().await;
+    const ADMIN: &str = "admin-token-echoed-by-the-product";
+    const JWT: &str = "jwt-secret-echoed-by-the-product";
+    const DB_PASSWORD: &str = "db-password-echoed";
+    let seed = persona_runner::config::Secret::new(common::TEST_SEED);
+    let password = persona_runner::auth::derive_password(&seed, ANNA).expose().to_string();
+    let secrets = [LLM_KEY, ADMIN, JWT, DB_PASSWORD, common::TEST_SEED, password.as_str()];
+    // The product echoes whatever it gets: the title comes back in the tool result.
+    let title = secrets.join(" ");
+    let llm = ScriptedLlm::start(vec![
+        Step::Reply(tool_calls(&[("todo_create", &json!({ "title": title }).to_string())])),
+        Step::Reply(text("ok")),
+        Step::Reply(text(r#"{"ratings": [{"module": "todo", "rating": 4, "note": "ok"}]}"#)),
+    ])
+    .await;
+    let mut config = gateway.config();
+    config.llm.provider = LlmProvider::Openai;
+    config.llm.base_url = llm.base_url();
+    config.llm.api_key_env = "TEST_LLM_KEY".into();
+    config.database.password_env = Some("TEST_DB_PASSWORD".into());
+    let env: Env = [
+        ("TEST_LLM_KEY", LLM_KEY),
+        ("PERSONA_RUNNER_ADMIN_TOKEN", ADMIN),
+        ("PERSONA_RUNNER_JWT_SECRET", JWT),
+        ("TEST_DB_PASSWORD", DB_PASSWORD),
+        ("TEST_SEED_SECRET", common::TEST_SEED),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let engine = TickEngine::new(store.clone(), Arc::new(config), &env).unwrap();
+    let summary = run_tick(&engine, &persona).await;
+    assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
+    let actions = store.recorded_calls(summary.tick_id).await.unwrap();
+    assert_eq!(actions.len(), 1);
+    let output = actions[0].output.clone().unwrap_or_default();
+    assert!(output.contains("[redacted]"), "the echo came back: {output}");
+    // What the model got back for the call (the tool message) holds none of them.
+    let tool_results: Vec<String> = llm
+        .requests()
+        .iter()
+        .flat_map(|r| r["messages"].as_array().cloned().unwrap_or_default())
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["content"].to_string())
+        .collect();
+    assert!(!tool_results.is_empty());
+    for secret in secrets {
+        for stored in [&output, &actions[0].arguments.clone().unwrap_or_default()] {
+            assert!(!stored.contains(secret), "{secret} stored: {stored}");
+        }
+        for shown in &tool_results {
+            assert!(!shown.contains(secret), "{secret} shown to the model: {shown}");
+        }
+    }
+}

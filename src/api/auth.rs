@@ -61,7 +61,10 @@ fn session_key(id: &str) -> [u8; 32] {
 impl Sessions {
     /// Opens a session for the holder of `admin_token`; the cookie value.
     pub fn open(&self, admin_token: &Secret, ttl: Duration) -> String {
-        let id: String = crate::auth::random_bytes::<32>().iter().map(|b| format!("{b:02x}")).collect();
+        let id: String = crate::auth::random_bytes::<32>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let mut open = self.open.lock().expect("sessions lock");
         let now = Instant::now();
         open.retain(|_, session| session.expires > now);

@@ -217,7 +217,11 @@ pub async fn logout(State(state): State<ApiState>, headers: HeaderMap) -> Respon
     if let Some(id) = session_cookie(&headers) {
         state.sessions().close(id);
     }
-    let secure = if state.config().api.secure_cookie { "; Secure" } else { "" };
+    let secure = if state.config().api.secure_cookie {
+        "; Secure"
+    } else {
+        ""
+    };
     (
         StatusCode::SEE_OTHER,
         [

@@ -194,12 +194,23 @@ async fn run_daemon(app: &App) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
+/// Log targets of dependencies that print request or response bodies, and the most they
+/// may say.
+const BODY_PRINTING_TARGETS: [&str; 3] = ["rmcp=info", "async_openai=error", "sqlx::query=info"];
+
 fn init_logging(config: &Config, env: &Env) {
     use tracing_subscriber::EnvFilter;
     let filter = env
         .get("RUST_LOG")
         .and_then(|directive| EnvFilter::try_new(directive).ok())
         .unwrap_or_else(|| EnvFilter::new(&config.log.level));
+    // Dependencies that print message bodies (tool results a product may echo secrets
+    // into, error bodies that echo request headers) are capped, whatever the filter says:
+    // no secret reaches a log line through them.
+    let filter = BODY_PRINTING_TARGETS
+        .iter()
+        .filter_map(|directive| directive.parse().ok())
+        .fold(filter, EnvFilter::add_directive);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -150,7 +150,9 @@ impl Config {
     /// A guessable admin token or JWT secret opens everything: production refuses short ones.
     fn strong(&self, key: &str, secret: Option<Secret>) -> Result<Option<Secret>, ConfigError> {
         match secret {
-            Some(s) if self.environment == Environment::Production && s.expose().len() < MIN_PRODUCTION_SECRET_BYTES => {
+            Some(s)
+                if self.environment == Environment::Production && s.expose().len() < MIN_PRODUCTION_SECRET_BYTES =>
+            {
                 Err(ConfigError::Secret {
                     key: key.to_string(),
                     message: format!(
@@ -356,12 +358,21 @@ mod tests {
 
     #[test]
     fn production_refuses_short_admin_tokens_and_jwt_secrets() {
-        let vars = [("PERSONA_RUNNER_ADMIN_TOKEN", "x"), ("PERSONA_RUNNER_JWT_SECRET", "short-secret")];
+        let vars = [
+            ("PERSONA_RUNNER_ADMIN_TOKEN", "x"),
+            ("PERSONA_RUNNER_JWT_SECRET", "short-secret"),
+        ];
         let dev = parse("", &vars).unwrap();
-        assert!(dev.admin_token(&env(&vars)).unwrap().is_some(), "development allows any");
+        assert!(
+            dev.admin_token(&env(&vars)).unwrap().is_some(),
+            "development allows any"
+        );
         let prod = parse("environment = \"production\"\n", &vars).unwrap();
         let err = prod.admin_token(&env(&vars)).unwrap_err().to_string();
-        assert!(err.contains("`api.admin_token`") && err.contains("at least 32"), "{err}");
+        assert!(
+            err.contains("`api.admin_token`") && err.contains("at least 32"),
+            "{err}"
+        );
         let err = prod.jwt_secret(&env(&vars)).unwrap_err().to_string();
         assert!(err.contains("`api.jwt.secret`") && err.contains("12 bytes"), "{err}");
         let long = "0123456789abcdef0123456789abcdef";

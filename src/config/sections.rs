@@ -66,8 +66,18 @@ impl DatabaseUrl {
 
 /// Query parameters whose values are credentials.
 const SECRET_PARAMS: [&str; 12] = [
-    "password", "pass", "token", "access_token", "key", "api_key", "apikey", "secret", "client_secret", "sig",
-    "signature", "auth",
+    "password",
+    "pass",
+    "token",
+    "access_token",
+    "key",
+    "api_key",
+    "apikey",
+    "secret",
+    "client_secret",
+    "sig",
+    "signature",
+    "auth",
 ];
 
 /// `url` with its credentials replaced by `***`: the password of the user info (and, unless
@@ -93,7 +103,9 @@ pub fn mask_url(url: &str, keep_user: bool) -> String {
         .map(|part| {
             let (lead, pair) = part.split_at(usize::from(part.starts_with('?')));
             match pair.split_once('=') {
-                Some((key, _)) if SECRET_PARAMS.iter().any(|p| key.eq_ignore_ascii_case(p)) => format!("{lead}{key}=***"),
+                Some((key, _)) if SECRET_PARAMS.iter().any(|p| key.eq_ignore_ascii_case(p)) => {
+                    format!("{lead}{key}=***")
+                }
                 _ => part.to_string(),
             }
         })

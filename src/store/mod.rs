@@ -227,7 +227,10 @@ fn reusable<C: sqlx::Connection>(
 pub enum Inspection {
     /// The SQLite file does not exist yet (it is created on the first start).
     Missing(std::path::PathBuf),
-    Reachable { applied: i64, known: i64 },
+    Reachable {
+        applied: i64,
+        known: i64,
+    },
 }
 
 impl Store {
@@ -317,7 +320,9 @@ impl Store {
                 if !file.exists() {
                     return Ok(Inspection::Missing(file));
                 }
-                let mut conn = sqlx::SqliteConnection::connect_with(&options).await.map_err(connect_err)?;
+                let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                    .await
+                    .map_err(connect_err)?;
                 let applied: Option<i64> = sqlx::query_scalar(count).fetch_one(&mut conn).await.ok();
                 let _ = conn.close().await;
                 (applied, SQLITE_MIGRATIONS.iter().count())

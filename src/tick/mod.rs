@@ -145,6 +145,10 @@ const VALIDATOR_CACHE: usize = 512;
 
 /// Everything ticks share: store, config, login cache, the LLM client, rate limits.
 pub struct TickEngine {
+    /// Every secret value the process holds (seed secret, LLM key, admin token, JWT and
+    /// OAuth secrets, database password, gateway token): whatever a product echoes back,
+    /// none of them is stored, logged by us or sent to the LLM.
+    process_secrets: Vec<String>,
     store: Store,
     config: Arc<Config>,
     auth: Authenticator,
@@ -266,7 +270,9 @@ impl TickEngine {
             Driver::Offline { .. } => "offline".to_string(),
         };
         let per_minute = |n: u32| NonZeroU32::new(n).map(Quota::per_minute);
+        let process_secrets = process_secrets(&config, env);
         Ok(Self {
+            process_secrets,
             store,
             auth,
             driver,
@@ -283,6 +289,13 @@ impl TickEngine {
             },
             config,
         })
+    }
+
+    /// A fresh tick state, already redacting every secret of the process.
+    fn tick_state(&self) -> TickState {
+        let mut state = TickState::new(self.config.tick.transcript_chars);
+        state.redact = self.process_secrets.clone();
+        state
     }
 
     /// `offline` or the model name, for the record and the CLI.
@@ -382,7 +395,7 @@ impl TickEngine {
             tick: tick.id,
         });
         let lease = lease::Lease::start(self.store.clone(), tick.id, self.config.tick.lease.0);
-        let mut state = TickState::new(self.config.tick.transcript_chars);
+        let mut state = self.tick_state();
         let ctx = CallContext {
             persona,
             tick_id: tick.id,
@@ -501,6 +514,30 @@ impl std::fmt::Debug for TickEngine {
             .field("driver", &self.driver_name())
             .finish_non_exhaustive()
     }
+}
+
+/// The secret values of the process, for the redactor of every tick.
+fn process_secrets(config: &Config, env: &Env) -> Vec<String> {
+    let mut secrets: Vec<String> = [
+        config.llm_api_key(env),
+        config.admin_token(env),
+        config.jwt_secret(env),
+        config.database_password(env),
+        config.static_token(env),
+        config.oauth_client_secret(env),
+        config.oauth_private_key(env),
+        config.oauth_id_token(env),
+    ]
+    .into_iter()
+    .filter_map(|found| found.ok().flatten())
+    .map(|secret| secret.expose().to_string())
+    .collect();
+    if let Ok(seed) = crate::auth::SeedSecret::resolve(config, env) {
+        secrets.push(seed.secret.expose().to_string());
+    }
+    secrets.retain(|s| !s.trim().is_empty());
+    secrets.dedup();
+    secrets
 }
 
 #[cfg(test)]
