@@ -248,6 +248,32 @@ async fn a_one_off_tick_runs_and_its_calls_are_listed_page_by_page(backend: Back
     let calls = tick["tool_calls"].as_i64().unwrap();
     assert!(calls >= 3, "{tick}");
 
+    // The tick's story: record, transcript, every call and the ratings.
+    let tick_id = started["tick_id"].as_str().unwrap();
+    let (status, detail) = app
+        .call("GET", &format!("/api/v1/admin/ticks/{tick_id}"), Auth::Admin, None)
+        .await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["tick"]["id"], started["tick_id"]);
+    assert_eq!(detail["calls"].as_array().unwrap().len() as i64, calls, "{detail}");
+    let entries = detail["transcript"]["entries"].as_array().unwrap();
+    assert!(!entries.is_empty(), "{detail}");
+    assert!(!detail["ratings"].as_array().unwrap().is_empty(), "{detail}");
+    let (status, _) = app
+        .call(
+            "GET",
+            &format!("/api/v1/admin/ticks/{}", Uuid::new_v4()),
+            Auth::Admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = app
+        .call("GET", "/api/v1/admin/ticks/not-a-uuid", Auth::Admin, None)
+        .await;
+    assert_eq!(status, 400);
+    assert!(body["details"][0]["field"] == "id", "{body}");
+
     // A persona with a running tick: 409.
     let busy_id = Uuid::parse_str(busy["id"].as_str().unwrap()).unwrap();
     app.store
@@ -1134,6 +1160,7 @@ async fn the_openapi_document_lists_every_route_with_its_errors() {
         ("get", "/metrics"),
         ("get", "/api/openapi.json"),
         ("get", "/"),
+        ("get", "/ticks/{id}"),
         ("post", "/login"),
         ("post", "/logout"),
         ("get", "/api/v1/admin/personas"),
@@ -1145,6 +1172,7 @@ async fn the_openapi_document_lists_every_route_with_its_errors() {
         ("post", "/api/v1/admin/personas/{id}/tick"),
         ("post", "/api/v1/admin/ticks"),
         ("get", "/api/v1/admin/ticks"),
+        ("get", "/api/v1/admin/ticks/{id}"),
         ("get", "/api/v1/admin/actions"),
         ("get", "/api/v1/admin/feedback"),
         ("get", "/api/personas"),

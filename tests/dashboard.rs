@@ -365,3 +365,98 @@ async fn headless_chromium_renders_the_seeded_dashboard() {
     assert!(std::fs::metadata(&phone).unwrap().len() > 10_000);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_low_rating_leads_to_its_ticks_story_in_headless_chromium() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let (status, body) = app
+        .call(
+            "POST",
+            "/api/v1/admin/personas",
+            Auth::Admin,
+            Some(json!({
+                "name": "Anna", "email": "persona.anna@mana.test", "archetype": "adhd-student",
+                "systemPrompt": "Du bist eine Person mit vollem Kalender, die schnell Ordnung braucht und ehrlich urteilt.",
+                "moduleMix": {"todo": 2, "journal": 1}, "tickCadence": "daily"
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, started) = app
+        .call(
+            "POST",
+            "/api/v1/admin/personas/persona.anna@mana.test/tick",
+            Auth::Admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{started}");
+    let tick_id = started["tick_id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, detail) = app
+            .call("GET", &format!("/api/v1/admin/ticks/{tick_id}"), Auth::Admin, None)
+            .await;
+        if detail["tick"]["status"] != "running" && !detail["ratings"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tick did not finish: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The dashboard's low ratings link to the tick behind each one.
+    let profile = tempfile::tempdir().unwrap();
+    let dom = run_chromium(
+        profile.path(),
+        &["--dump-dom"],
+        &sign_in_page(app.dir.path(), &app.base),
+    )
+    .await;
+    let html = String::from_utf8_lossy(&dom.stdout).to_string();
+    let low = &html[html.find("id=\"low-ratings\"").expect("the low-ratings section")..];
+    let href = format!("/ticks/{tick_id}");
+    assert!(low.contains(&format!("href=\"{href}\"")), "{low}");
+
+    // One click (the same browser session) shows the story beside the evidence.
+    let page = run_chromium(profile.path(), &["--dump-dom"], &format!("{}{href}", app.base)).await;
+    let story = String::from_utf8_lossy(&page.stdout).to_string();
+    assert!(
+        story.contains("id=\"story\"") && story.contains("id=\"calls\""),
+        "{story}"
+    );
+    for step in ["tools", "offline_choice", "call", "ratings", "end"] {
+        assert!(
+            story.contains(&format!("class=\"step {step}\"")),
+            "no {step} step: {story}"
+        );
+    }
+    let (_, detail) = app
+        .call("GET", &format!("/api/v1/admin/ticks/{tick_id}"), Auth::Admin, None)
+        .await;
+    for call in detail["calls"].as_array().unwrap() {
+        assert!(
+            story.contains(&call["tool_name"].as_str().unwrap().replace('&', "&amp;")),
+            "{story}"
+        );
+    }
+    let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tick-page.png");
+    let screenshot = run_chromium(
+        profile.path(),
+        &[&format!("--screenshot={}", shot.display()), "--window-size=1280,1800"],
+        &format!("{}{href}", app.base),
+    )
+    .await;
+    assert!(
+        screenshot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&screenshot.stderr)
+    );
+    assert_eq!(
+        &std::fs::read(&shot).expect("chromium wrote the screenshot")[1..4],
+        b"PNG"
+    );
+    app.stop().await;
+}

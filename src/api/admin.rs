@@ -477,6 +477,47 @@ pub async fn list_ticks(
     Ok(Json(TickPage { items, next_cursor }))
 }
 
+/// One tick with its story: what the persona wrote, chose, saw and rated.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TickDetail {
+    tick: TickRecord,
+    /// The transcript (redacted, capped per tick); `null` when none was kept.
+    transcript: Option<crate::store::Transcript>,
+    /// Every audited call, in order.
+    calls: Vec<crate::store::RecordedCall>,
+    /// The ratings, with their evidence.
+    ratings: Vec<crate::store::FeedbackRecord>,
+}
+
+/// One tick: its record, transcript, calls and ratings.
+#[utoipa::path(get, path = "/api/v1/admin/ticks/{id}", tag = "admin", security(("admin_token" = []), ("dashboard_session" = [])),
+    params(("id" = String, Path, description = "tick id (UUID)")),
+    responses(
+        (status = 200, description = "the tick and its story", body = TickDetail),
+        (status = 400, description = "the id is not a UUID", body = ErrorBody),
+        (status = 401, description = "missing or wrong admin token", body = ErrorBody),
+        (status = 404, description = "no such tick in this tenant", body = ErrorBody),
+        (status = 503, description = "no admin token configured", body = ErrorBody),
+    ))]
+pub async fn get_tick(
+    State(state): State<ApiState>,
+    admin: Admin,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<TickDetail>, ApiError> {
+    let id = Uuid::parse_str(id.trim()).map_err(|_| ApiError::field("id", "must be a tick id (a UUID)"))?;
+    let store = state.store();
+    let tick = store
+        .tick_record(admin.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no tick {id}")))?;
+    Ok(Json(TickDetail {
+        transcript: store.tick_transcript(id).await?,
+        calls: store.recorded_calls(id).await?,
+        ratings: store.tick_feedback(id).await?,
+        tick,
+    }))
+}
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]

@@ -21,7 +21,7 @@ use crate::persona::DEFAULT_TENANT;
 use crate::store::{PersonaSummary, RatingScope};
 
 /// Escapes text for HTML element content and quoted attributes.
-fn esc(text: &str) -> String {
+pub(super) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -64,6 +64,10 @@ svg { width:100%; height:auto; display:block; }
 form.login { max-width:360px; margin:12vh auto; background:var(--card); border:1px solid var(--line); border-radius:10px; padding:1.4rem; display:grid; gap:.7rem; }
 input, button { font:inherit; padding:.5rem .6rem; border-radius:6px; border:1px solid var(--line); background:var(--bg); color:var(--fg); }
 button { cursor:pointer; font-weight:600; }
+pre { margin:.2rem 0 0; white-space:pre-wrap; word-break:break-word; font-size:.85rem; }
+ol.story { margin:0; padding-left:1.4rem; display:grid; gap:.6rem; }
+ol.story li { border-left:3px solid var(--line); padding-left:.6rem; }
+ol.story li.assistant { border-color:#2563eb; } ol.story li.tool_result { border-color:#16a34a; } ol.story li.ratings { border-color:#d97706; }
 "#;
 
 /// A palette that stays distinguishable on light and dark backgrounds.
@@ -71,7 +75,7 @@ const COLORS: [&str; 10] = [
     "#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#ea580c", "#475569",
 ];
 
-fn html_page(title: &str, body: &str) -> String {
+pub(super) fn html_page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -80,7 +84,7 @@ fn html_page(title: &str, body: &str) -> String {
     )
 }
 
-fn html(status: StatusCode, text: String) -> Response {
+pub(super) fn html(status: StatusCode, text: String) -> Response {
     (
         status,
         [
@@ -92,7 +96,7 @@ fn html(status: StatusCode, text: String) -> Response {
         .into_response()
 }
 
-fn login_form(message: Option<&str>) -> String {
+pub(super) fn login_form(message: Option<&str>) -> String {
     let message = message
         .map(|m| format!("<p class=\"bad\">{}</p>", esc(m)))
         .unwrap_or_default();
@@ -414,7 +418,8 @@ fn low_ratings(report: &FeedbackReport) -> String {
     for n in &report.lowest_notes {
         let _ = write!(
             rows,
-            "<tr><td class=\"num\">{}/5</td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td></tr>",
+            "<tr><td class=\"num\"><a href=\"/ticks/{}\" title=\"the tick behind this rating\">{}/5</a></td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td></tr>",
+            n.tick_id,
             n.rating,
             esc(&n.module),
             esc(&n.persona),

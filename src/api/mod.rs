@@ -11,6 +11,7 @@ pub mod auth;
 mod dashboard;
 mod error;
 mod profile;
+mod tick_page;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -288,12 +289,14 @@ fn build() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(dashboard::page))
         .routes(routes!(dashboard::login))
         .routes(routes!(dashboard::logout))
+        .routes(routes!(tick_page::page))
         .routes(routes!(admin::list_personas, admin::upsert_persona))
         .routes(routes!(admin::get_persona, admin::delete_persona))
         .routes(routes!(admin::pause))
         .routes(routes!(admin::resume))
         .routes(routes!(admin::tick))
         .routes(routes!(admin::tick_all, admin::list_ticks))
+        .routes(routes!(admin::get_tick))
         .routes(routes!(admin::list_actions))
         .routes(routes!(admin::feedback))
         .routes(routes!(profile::list_personas))

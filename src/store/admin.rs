@@ -164,7 +164,16 @@ pub(super) const LIST_TICKS: &str = select_tick_record!(
      ORDER BY t.started_at DESC, t.id DESC LIMIT $9"
 );
 
+const TICK_RECORD: &str = select_tick_record!("WHERE t.tenant_id = $1 AND t.id = $2");
+
 impl Store {
+    /// One tick of `tenant` (another tenant's is not found).
+    pub async fn tick_record(&self, tenant: Uuid, id: Uuid) -> Result<Option<TickRecord>> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(TICK_RECORD).bind(tenant).bind(id).fetch_optional(pool).await?
+        }))
+    }
+
     /// Every persona of `tenant` with its activity: calls since `actions_since`, the
     /// latest tick, the average rating over all time and the user's alignment.
     pub async fn persona_summaries(&self, tenant: Uuid, actions_since: DateTime<Utc>) -> Result<Vec<PersonaSummary>> {

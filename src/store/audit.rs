@@ -101,8 +101,8 @@ pub struct ActionRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// A call as replay sends it again: what was sent and what came back.
-#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+/// A call as it was sent and answered (redacted, capped): the tick page's evidence.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct RecordedCall {
     pub seq: i32,
     pub kind: String,
