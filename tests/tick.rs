@@ -593,3 +593,41 @@ async fn secrets_a_product_echoes_are_neither_stored_nor_shown_to_the_model() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_persona_over_its_daily_token_cap_is_skipped_without_an_llm_request() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.store().await;
+    let persona = seed_anna(&store).await;
+    let gateway = TestGateway::start().await;
+    // One tick: a turn without tools, then the rating (each reply costs tokens).
+    let llm = ScriptedLlm::start(vec![
+        Step::Reply(text("Heute nichts zu tun.")),
+        Step::Reply(text(r#"{"ratings": []}"#)),
+    ])
+    .await;
+    let mut config = gateway.config();
+    config.llm.provider = LlmProvider::Openai;
+    config.llm.base_url = llm.base_url();
+    config.llm.api_key_env = "TEST_LLM_KEY".into();
+    config.budget.tokens_per_day_per_persona = 50;
+    let mut env = gateway.env();
+    env.insert("TEST_LLM_KEY".into(), LLM_KEY.into());
+    let engine = TickEngine::new(store.clone(), Arc::new(config), &env).unwrap();
+    let first = run_tick(&engine, &persona).await;
+    assert_ne!(first.status, TickStatus::Skipped, "{:?}", first.error);
+    let spent = first.tokens_in + first.tokens_out;
+    assert!(spent >= 50, "the first tick spent the cap: {spent}");
+    let requests = llm.requests().len();
+
+    let second = run_tick(&engine, &persona).await;
+    assert_eq!(second.status, TickStatus::Skipped);
+    let reason = second.error.clone().unwrap();
+    assert!(
+        reason.contains("spend cap") && reason.contains("budget.tokens_per_day_per_persona"),
+        "{reason}"
+    );
+    assert_eq!(llm.requests().len(), requests, "no LLM request once the cap is spent");
+    let recorded = store.get_tick(second.tick_id).await.unwrap().unwrap();
+    assert_eq!(recorded.status, TickStatus::Skipped);
+}

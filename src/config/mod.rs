@@ -68,6 +68,7 @@ pub struct Config {
     pub sample_gateway: SampleGatewayConfig,
     pub catalog: CatalogConfig,
     pub retention: RetentionConfig,
+    pub budget: BudgetConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
     /// Named products besides the default one (the top-level `[auth]` and `[mcp]`): each
@@ -91,6 +92,7 @@ impl Default for Config {
             sample_gateway: SampleGatewayConfig::default(),
             catalog: CatalogConfig::default(),
             retention: RetentionConfig::default(),
+            budget: BudgetConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
             targets: Default::default(),

@@ -808,6 +808,17 @@ impl Default for RetentionConfig {
     }
 }
 
+/// The LLM spend cap: tokens (prompt + completion) per UTC day. A tick that would start
+/// with the cap spent is recorded `skipped` and makes no LLM request. 0 = no cap.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetConfig {
+    /// Across every persona of the store.
+    pub tokens_per_day: u64,
+    /// For each persona.
+    pub tokens_per_day_per_persona: u64,
+}
+
 /// Outbound HTTP (login, MCP, the LLM).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -52,7 +52,7 @@ impl StoreHost {
     ) -> RunOutcome {
         match engine.run_claimed(tick, &request, &record_metrics, &cut).await {
             Ok(summary) => RunOutcome::Ran {
-                ok: summary.status == TickStatus::Ok,
+                ok: matches!(summary.status, TickStatus::Ok | TickStatus::Skipped),
             },
             // Another runner declared it abandoned: it may run the persona now.
             Err(TickError::LeaseLost(reason)) => {

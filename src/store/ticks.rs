@@ -202,7 +202,7 @@ pub(super) const CLAIM_SLOT: &str =
                         started_at, status, runner_id, lease_expires_at, target)
                      SELECT $1, $2, $3, $4, $5, COALESCE(MAX(t.attempt), 0) + 1, $6, 'running', $7, $8, $10
                      FROM persona_ticks t WHERE t.persona_id = $3 AND t.scheduled_for = $5
-                     HAVING COALESCE(SUM(CASE WHEN t.status IN ('running', 'ok') THEN 1 ELSE 0 END), 0) = 0
+                     HAVING COALESCE(SUM(CASE WHEN t.status IN ('running', 'ok', 'skipped') THEN 1 ELSE 0 END), 0) = 0
                         AND COUNT(*) < $9
                         AND NOT (SELECT p.paused FROM personas p WHERE p.id = $3)
                      RETURNING attempt";
@@ -524,6 +524,22 @@ impl Store {
     }
 
     /// How many ticks the persona has had (seeds the offline driver's choices).
+    /// LLM tokens (prompt + completion) spent by ticks started since `since`, of one
+    /// persona or of all.
+    pub async fn tokens_spent(&self, persona_id: Option<Uuid>, since: DateTime<Utc>) -> Result<i64> {
+        Ok(with_pool!(self, pool => {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT CAST(SUM(tokens_in + tokens_out) AS BIGINT) FROM persona_ticks
+                 WHERE started_at >= $1 AND ($2 IS NULL OR persona_id = $2)",
+            )
+            .bind(since)
+            .bind(persona_id)
+            .fetch_one(pool)
+            .await?
+            .unwrap_or(0)
+        }))
+    }
+
     pub async fn count_ticks(&self, persona_id: Uuid) -> Result<i64> {
         Ok(with_pool!(self, pool => {
             sqlx::query_scalar(COUNT_TICKS)

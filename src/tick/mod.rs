@@ -291,6 +291,41 @@ impl TickEngine {
         })
     }
 
+    /// Why a tick must not start because the day's LLM spend cap is reached (`[budget]`),
+    /// if it is. Only the LLM driver spends; a store that cannot say counts as spent.
+    async fn over_budget(&self, persona_id: Uuid) -> Option<String> {
+        let budget = &self.config.budget;
+        if !matches!(self.driver, Driver::Llm(_)) {
+            return None;
+        }
+        let day = crate::time::now().date_naive().and_hms_opt(0, 0, 0)?.and_utc();
+        let caps = [
+            (
+                budget.tokens_per_day_per_persona,
+                Some(persona_id),
+                "budget.tokens_per_day_per_persona",
+                "this persona",
+            ),
+            (budget.tokens_per_day, None, "budget.tokens_per_day", "all personas"),
+        ];
+        for (cap, scope, key, whom) in caps.into_iter().filter(|(cap, ..)| *cap > 0) {
+            match self.store.tokens_spent(scope, day).await {
+                Ok(spent) if (spent as u64) < cap => {}
+                Ok(spent) => {
+                    return Some(format!(
+                        "skipped: the spend cap is reached ({spent} of {cap} tokens today for {whom}, {key}); no LLM request was made"
+                    ));
+                }
+                Err(err) => {
+                    return Some(format!(
+                        "skipped: today's spend cannot be read ({err}); no LLM request was made"
+                    ));
+                }
+            }
+        }
+        None
+    }
+
     /// A fresh tick state, already redacting every secret of the process.
     fn tick_state(&self) -> TickState {
         let mut state = TickState::new(self.config.tick.transcript_chars);
@@ -403,11 +438,15 @@ impl TickEngine {
             events,
         };
         let timeout = self.config.tick.tick_timeout;
+        let over_budget = self.over_budget(persona.id).await;
         let (status, error) = if persona.user_id.is_none() {
             (
                 TickStatus::Failed,
                 Some(TickError::NotRunnable(label.clone()).to_string()),
             )
+        } else if let Some(reason) = over_budget {
+            state.rating_status = Some(RatingStatus::Skipped);
+            (TickStatus::Skipped, Some(reason))
         } else {
             let play = std::panic::AssertUnwindSafe(self.play(&ctx, &mut state)).catch_unwind();
             tokio::select! {
