@@ -132,8 +132,6 @@ impl Health {
             && let Some(outage) = err.outage()
         {
             self.failed(outage.clone());
-        } else {
-            drop(self.state());
         }
     }
 

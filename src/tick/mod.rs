@@ -575,6 +575,7 @@ fn process_secrets(config: &Config, env: &Env) -> Vec<String> {
         secrets.push(seed.secret.expose().to_string());
     }
     secrets.retain(|s| !s.trim().is_empty());
+    secrets.sort_unstable();
     secrets.dedup();
     secrets
 }
