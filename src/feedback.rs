@@ -28,7 +28,13 @@ pub fn window(
     let parse = |name: &'static str, value: Option<&str>| {
         value
             .filter(|v| !v.is_empty())
-            .map(|v| crate::time::parse_instant(v, now).map_err(|message| BadParameter { name, message }))
+            .map(|v| {
+                crate::time::parse_instant(v, now).map_err(|message| BadParameter {
+                    name,
+                    message,
+                    inverted: false,
+                })
+            })
             .transpose()
     };
     let until = parse("until", until)?.unwrap_or_else(|| crate::time::after(now, std::time::Duration::from_secs(1)));
@@ -37,6 +43,7 @@ pub fn window(
         return Err(BadParameter {
             name: "since",
             message: "must be before until".into(),
+            inverted: true,
         });
     }
     Ok(Window { since, until })
@@ -47,6 +54,8 @@ pub fn window(
 pub struct BadParameter {
     pub name: &'static str,
     pub message: String,
+    /// Both parse, but `since` is not before `until`.
+    pub inverted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -436,7 +445,9 @@ pub async fn groups(
 /// the thresholds of `rules`. Two reads of cells (whole days from the roll-ups), one of
 /// the lowest notes: its cost does not grow with the number of ratings.
 pub async fn report(store: &Store, scope: &RatingScope, rules: &FeedbackConfig) -> Result<FeedbackReport, StoreError> {
-    let previous_since = scope.from - (scope.until - scope.from);
+    // Kept within the years both stores sort correctly (a window from year 0813 has no
+    // previous window of the same length).
+    let previous_since = (scope.from - (scope.until - scope.from)).max(crate::time::earliest());
     let previous_scope = scope.with_window(previous_since, scope.from);
     let current = store.rating_cells(scope).await?;
     let previous = store.rating_cells(&previous_scope).await?;

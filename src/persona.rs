@@ -163,7 +163,7 @@ pub struct PersonaSpec {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<Flow>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "whole_number")]
     pub role_index: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_authority: Option<String>,
@@ -195,6 +195,31 @@ pub struct PersonaSpec {
     /// default target. A persona whose target is not configured is never ticked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+}
+
+/// An optional whole number written as an integer or as a number without a fraction
+/// (`3.0`): JSON Schema's `integer` admits both, so the API must too.
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i32>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    number
+        .as_i64()
+        .or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() <= f64::from(i32::MAX))
+                .map(|f| f as i64)
+        })
+        .and_then(|value| i32::try_from(value).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{number}` is not a whole number from {} to {}",
+                i32::MIN,
+                i32::MAX
+            ))
+        })
 }
 
 /// A persona as stored: its definition plus identity and runtime state.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -53,23 +54,52 @@ pub fn before(at: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
 
-/// Parses a point in time as people write it: a span back from `now` (`7d`, `12h`),
-/// an RFC 3339 timestamp (`2026-11-01T00:00:00Z`), or a UTC date (`2026-11-01`).
+/// The grammar of a point in time as the API, the CLI and the OpenAPI document take it
+/// (anchored; ECMA and Rust regex alike): a span back from now of one to three parts
+/// (`7d`, `1h30m`, each part at most four digits, so at most ~82 years), a calendar date
+/// with a four-digit year from 0001 (`2026-11-01`; February 29 only in leap years), or
+/// such a date with an RFC 3339 time and offset (`2026-11-01T08:00:00Z`,
+/// `…T08:00:00.5+01:00`). Anything the pattern admits parses: the pattern is the contract.
+pub fn instant_pattern() -> &'static str {
+    static PATTERN: LazyLock<String> = LazyLock::new(|| {
+        let year = "(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})";
+        let leap_year = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)";
+        let month_day = "((0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])|(0[13-9]|1[0-2])-(29|30)|(0[13578]|1[02])-31)";
+        let date = format!("({year}-{month_day}|{leap_year}-02-29)");
+        let time = "([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
+        let span = "([0-9]{1,4}(ms|s|m|h|d)){1,3}";
+        format!("^({span}|{date}|{date}T{time})$")
+    });
+    &PATTERN
+}
+
+/// Parses a point in time as people write it (see [`instant_pattern`]): a span back from
+/// `now` (`7d`, `12h`), an RFC 3339 timestamp (`2026-11-01T00:00:00Z`), or a UTC date
+/// (`2026-11-01`). Results are kept within [`earliest`]..=[`latest`].
 pub fn parse_instant(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    let text = text.trim();
-    if let Ok(span) = text.parse::<HumanDuration>() {
-        return Ok(before(now, span.0));
+    static GRAMMAR: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(instant_pattern()).expect("the instant pattern is a valid regex"));
+    let refuse = || {
+        format!(
+            "`{text}` is not a time: write a span back from now (7d, 12h), an RFC 3339 timestamp \
+             (2026-11-01T00:00:00Z) or a date (2026-11-01)"
+        )
+    };
+    if !GRAMMAR.is_match(text) {
+        return Err(refuse());
     }
-    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
-        return Ok(at.with_timezone(&Utc));
-    }
-    if let Ok(day) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
-    }
-    Err(format!(
-        "`{text}` is not a time: write a span back from now (7d, 12h), an RFC 3339 timestamp \
-         (2026-11-01T00:00:00Z) or a date (2026-11-01)"
-    ))
+    let at = if text.as_bytes()[0].is_ascii_digit() && text.len() >= 10 && text.as_bytes()[4] == b'-' {
+        match DateTime::parse_from_rfc3339(text) {
+            Ok(at) => at.with_timezone(&Utc),
+            Err(_) => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .map_err(|_| refuse())?
+                .and_time(chrono::NaiveTime::MIN)
+                .and_utc(),
+        }
+    } else {
+        before(now, text.parse::<HumanDuration>().map_err(|_| refuse())?.0)
+    };
+    Ok(at.clamp(earliest(), latest()))
 }
 
 /// The longest duration a config value may name.
@@ -156,6 +186,47 @@ impl<'de> Deserialize<'de> for HumanDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_instant_grammar_admits_only_what_parses() {
+        let now = Utc::now();
+        for good in [
+            "7d",
+            "1h30m",
+            "9999d9999d9999d",
+            "2026-11-01",
+            "2028-02-29",
+            "2000-02-29",
+            "0004-02-29",
+            "2026-11-01T08:00:00Z",
+            "2026-11-01T08:00:00.123456789+01:00",
+            "9999-12-31T23:59:59-23:59",
+        ] {
+            assert!(parse_instant(good, now).is_ok(), "{good} should parse");
+        }
+        for bad in [
+            "",
+            " 7d",
+            "7",
+            "99999d",
+            "1d1d1d1d",
+            "2026-02-29",
+            "2100-02-29",
+            "2026-04-31",
+            "0000-01-01",
+            "+2026-01-01",
+            "2026-11-01T24:00:00Z",
+            "2026-11-01 08:00:00Z",
+            "2026-11-01T08:00:00",
+        ] {
+            assert!(parse_instant(bad, now).is_err(), "{bad:?} should be refused");
+        }
+        // Offsets past the ends are kept within the range both stores sort correctly.
+        let early = parse_instant("0001-01-01T00:00:00+01:00", now).unwrap();
+        assert_eq!(early, earliest());
+        let late = parse_instant("9999-12-31T23:59:59-23:59", now).unwrap();
+        assert_eq!(late, latest());
+    }
 
     #[test]
     fn absurd_durations_are_refused() {

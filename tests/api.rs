@@ -578,7 +578,11 @@ async fn feedback_aggregates_match_hand_computed_values(backend: Backend) {
             None,
         )
         .await;
-    assert_eq!((status, fields(&body)), (400, vec!["since".to_string()]));
+    assert_eq!(
+        (status, fields(&body)),
+        (422, vec!["since".to_string()]),
+        "an inverted window"
+    );
 
     // The CLI prints the same report.
     let cli = |format: &str| {

@@ -6,8 +6,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,7 +13,8 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::Admin;
-use super::error::{ApiError, ErrorBody, ValidJson, ValidQuery, instant, param};
+use super::error::{ApiError, ErrorBody, ValidJson, ValidQuery};
+use super::params;
 use crate::feedback::{FeedbackReport, Grouping};
 use crate::persona::Persona;
 use crate::profile::Profile;
@@ -25,7 +24,7 @@ use crate::store::{
 };
 use crate::tick::TickError;
 
-const MAX_PAGE: i64 = 500;
+/// The page size of a listing without `limit`.
 const DEFAULT_PAGE: i64 = 50;
 
 /// The persona `id` (a UUID or the persona's email) of the caller's tenant.
@@ -35,40 +34,6 @@ pub(super) async fn find(state: &ApiState, tenant: Uuid, id: &str) -> Result<Per
         .find_persona(tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no persona `{id}` in this tenant")))
-}
-
-fn limit(value: Option<&str>) -> Result<i64, ApiError> {
-    let limit = param::<i64>("limit", value)?.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field("limit", format!("must be between 1 and {MAX_PAGE}")));
-    }
-    Ok(limit)
-}
-
-fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.to_rfc3339()))
-}
-
-fn decode_cursor(value: Option<&str>) -> Result<Option<PageCursor>, ApiError> {
-    let Some(value) = value.filter(|v| !v.is_empty()) else {
-        return Ok(None);
-    };
-    let bad = || {
-        ApiError::field(
-            "cursor",
-            "not a cursor of this listing: pass next_cursor from the previous page",
-        )
-    };
-    let text = URL_SAFE_NO_PAD
-        .decode(value)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(bad)?;
-    let (at, id) = text.split_once('|').ok_or_else(bad)?;
-    Ok(Some(PageCursor {
-        at: DateTime::parse_from_rfc3339(at).map_err(|_| bad())?.with_timezone(&Utc),
-        id: Uuid::parse_str(id).map_err(|_| bad())?,
-    }))
 }
 
 /// What an upsert did and the persona as stored.
@@ -87,7 +52,8 @@ pub struct UpsertResponse {
     responses(
         (status = 201, description = "created", body = UpsertResponse),
         (status = 200, description = "updated or unchanged", body = UpsertResponse),
-        (status = 400, description = "invalid definition; every problem with its field", body = ErrorBody),
+        (status = 400, description = "not a persona definition (its shape); every problem with its field", body = ErrorBody),
+        (status = 422, description = "a definition that breaks a rule its schema cannot state (test-domain email, a cron that fires, prompt length, time zone); every problem with its field", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
         (status = 409, description = "the email belongs to a human account, or the name to another persona", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
@@ -398,16 +364,17 @@ pub struct TickPage {
     next_cursor: Option<String>,
 }
 
-async fn persona_filter(state: &ApiState, tenant: Uuid, value: Option<&str>) -> Result<Option<Uuid>, ApiError> {
-    match value.filter(|v| !v.is_empty()) {
+/// The persona a listing is filtered on. A persona that does not exist matches nothing:
+/// the filter then selects the nil id, which no persona has.
+async fn persona_filter(state: &ApiState, tenant: Uuid, value: Option<String>) -> Result<Option<Uuid>, ApiError> {
+    match params::text(value) {
         None => Ok(None),
         Some(id) => Ok(Some(
             state
                 .store()
-                .find_persona(tenant, id)
+                .find_persona(tenant, &id)
                 .await?
-                .ok_or_else(|| ApiError::field("persona", format!("no persona `{id}` in this tenant")))?
-                .id,
+                .map_or(Uuid::nil(), |persona| persona.id),
         )),
     }
 }
@@ -422,17 +389,17 @@ struct Page {
 
 impl Page {
     fn parse(
-        limit_param: &Option<String>,
-        since: &Option<String>,
-        until: &Option<String>,
-        cursor: &Option<String>,
+        limit: Option<&str>,
+        since: Option<&str>,
+        until: Option<&str>,
+        cursor: Option<&str>,
     ) -> Result<Self, ApiError> {
         let now = crate::time::now();
         Ok(Self {
-            limit: limit(limit_param.as_deref())?,
-            since: instant("since", since.as_deref(), now)?,
-            until: instant("until", until.as_deref(), now)?,
-            after: decode_cursor(cursor.as_deref())?,
+            limit: params::integer("limit", limit, params::PAGE_SIZES, DEFAULT_PAGE)?,
+            since: params::instant("since", since, now)?,
+            until: params::instant("until", until, now)?,
+            after: params::decode_cursor(cursor)?.map(|(at, id)| PageCursor { at, id }),
         })
     }
 
@@ -442,7 +409,7 @@ impl Page {
             .then(|| {
                 items.last().map(|item| {
                     let (at, id) = key(item);
-                    encode_cursor(at, id)
+                    params::encode_cursor(at, id)
                 })
             })
             .flatten()
@@ -463,11 +430,16 @@ pub async fn list_ticks(
     admin: Admin,
     ValidQuery(query): ValidQuery<TickQuery>,
 ) -> Result<Json<TickPage>, ApiError> {
-    let page = Page::parse(&query.limit, &query.since, &query.until, &query.cursor)?;
+    let page = Page::parse(
+        query.limit.as_deref(),
+        query.since.as_deref(),
+        query.until.as_deref(),
+        query.cursor.as_deref(),
+    )?;
     let filter = TickFilter {
-        persona_id: persona_filter(&state, admin.tenant, query.persona.as_deref()).await?,
-        status: param::<TickStatus>("status", query.status.as_deref())?.map(|s| s.as_str().to_string()),
-        trigger: param::<TickTrigger>("trigger", query.trigger.as_deref())?.map(|t| t.as_str().to_string()),
+        persona_id: persona_filter(&state, admin.tenant, query.persona).await?,
+        status: params::choice::<TickStatus>("status", query.status.as_deref())?.map(|s| s.as_str().to_string()),
+        trigger: params::choice::<TickTrigger>("trigger", query.trigger.as_deref())?.map(|t| t.as_str().to_string()),
         since: page.since,
         until: page.until,
         after: page.after,
@@ -491,7 +463,7 @@ pub struct TickDetail {
 
 /// One tick: its record, transcript, calls and ratings.
 #[utoipa::path(get, path = "/api/v1/admin/ticks/{id}", tag = "admin", security(("admin_token" = []), ("dashboard_session" = [])),
-    params(("id" = String, Path, description = "tick id (UUID)")),
+    params(("id" = Uuid, Path, description = "tick id")),
     responses(
         (status = 200, description = "the tick and its story", body = TickDetail),
         (status = 400, description = "the id is not a UUID", body = ErrorBody),
@@ -504,7 +476,7 @@ pub async fn get_tick(
     admin: Admin,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<TickDetail>, ApiError> {
-    let id = Uuid::parse_str(id.trim()).map_err(|_| ApiError::field("id", "must be a tick id (a UUID)"))?;
+    let id = params::uuid("id", &id)?;
     let store = state.store();
     let tick = store
         .tick_record(admin.tenant, id)
@@ -559,12 +531,17 @@ pub async fn list_actions(
     admin: Admin,
     ValidQuery(query): ValidQuery<ActionQuery>,
 ) -> Result<Json<ActionPage>, ApiError> {
-    let page = Page::parse(&query.limit, &query.since, &query.until, &query.cursor)?;
+    let page = Page::parse(
+        query.limit.as_deref(),
+        query.since.as_deref(),
+        query.until.as_deref(),
+        query.cursor.as_deref(),
+    )?;
     let filter = ActionFilter {
-        persona_id: persona_filter(&state, admin.tenant, query.persona.as_deref()).await?,
-        tick_id: param::<Uuid>("tick", query.tick.as_deref())?,
-        module: query.module.filter(|m| !m.is_empty()),
-        result: param::<ActionResult>("result", query.result.as_deref())?.map(|r| r.as_str().to_string()),
+        persona_id: persona_filter(&state, admin.tenant, query.persona).await?,
+        tick_id: query.tick.as_deref().map(|t| params::uuid("tick", t)).transpose()?,
+        module: params::text(query.module),
+        result: params::choice::<ActionResult>("result", query.result.as_deref())?.map(|r| r.as_str().to_string()),
         since: page.since,
         until: page.until,
         after: page.after,
@@ -594,6 +571,7 @@ pub struct FeedbackQuery {
     responses(
         (status = 200, description = "the report over the window, against the previous window", body = FeedbackReport),
         (status = 400, description = "a bad parameter, named", body = ErrorBody),
+        (status = 422, description = "since is not before until", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
         (status = 503, description = "no admin token configured", body = ErrorBody),
     ))]
@@ -609,14 +587,20 @@ pub async fn feedback(
         rules.window.0,
         crate::time::now(),
     )
-    .map_err(|bad| ApiError::field(bad.name, bad.message))?;
+    .map_err(|bad| {
+        let mut error = ApiError::field(bad.name, bad.message);
+        if bad.inverted {
+            error.status = StatusCode::UNPROCESSABLE_ENTITY;
+        }
+        error
+    })?;
     let scope = RatingScope {
         tenant: admin.tenant,
         from: window.since,
         until: window.until,
-        module: query.module.filter(|m| !m.is_empty()),
-        persona_id: persona_filter(&state, admin.tenant, query.persona.as_deref()).await?,
-        archetype: query.archetype.filter(|a| !a.is_empty()),
+        module: params::text(query.module),
+        persona_id: persona_filter(&state, admin.tenant, query.persona).await?,
+        archetype: params::text(query.archetype),
     };
     Ok(Json(crate::feedback::report(state.store(), &scope, rules).await?))
 }

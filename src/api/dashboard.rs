@@ -168,6 +168,22 @@ pub async fn page(
     }
 }
 
+/// The JSON error of a sign-in post that is not the form.
+fn form_error(rejection: &axum::extract::rejection::FormRejection) -> super::error::ApiError {
+    use super::error::ApiError;
+    match rejection.status() {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the sign-in must be a form (Content-Type: application/x-www-form-urlencoded)",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the body is larger than api.max_body_bytes allows",
+        ),
+        _ => ApiError::field("token", "the form needs one field, `token`, with the admin token"),
+    }
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginForm {
     token: String,
@@ -178,10 +194,20 @@ pub struct LoginForm {
     request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "signed in: the cookie is set and the page moves on to the dashboard", body = String, content_type = "text/html"),
+        (status = 400, description = "the form lacks `token` or is not a form", body = super::error::ErrorBody),
         (status = 401, description = "wrong token: the form again", body = String, content_type = "text/html"),
+        (status = 413, description = "body too large", body = super::error::ErrorBody),
+        (status = 415, description = "not `application/x-www-form-urlencoded`", body = super::error::ErrorBody),
         (status = 503, description = "no admin token configured", body = String, content_type = "text/html"),
     ))]
-pub async fn login(State(state): State<ApiState>, Form(form): Form<LoginForm>) -> Response {
+pub async fn login(
+    State(state): State<ApiState>,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => return form_error(&rejection).into_response(),
+    };
     let Some(token) = state.admin_token() else {
         return html(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -7,7 +7,6 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -62,9 +61,12 @@ impl ApiError {
         }])
     }
 
-    /// 400 for the problems of a persona definition (catalog validation).
+    /// The problems of a persona definition (catalog validation): 400 when the body does
+    /// not have the documented shape, 422 when it does but breaks a rule the schema
+    /// cannot state.
     pub fn from_problems(problems: Vec<crate::catalog::Problem>) -> Self {
-        Self::fields(
+        let shape = problems.iter().any(|p| p.shape);
+        let mut error = Self::fields(
             problems
                 .into_iter()
                 .map(|p| FieldError {
@@ -72,7 +74,11 @@ impl ApiError {
                     message: p.message,
                 })
                 .collect(),
-        )
+        );
+        if !shape {
+            error.status = StatusCode::UNPROCESSABLE_ENTITY;
+        }
+        error
     }
 
     /// 400 listing every bad field.
@@ -108,7 +114,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::NotFound(what) => Self::not_found(format!("{what} not found")),
             StoreError::Conflict(message) => Self::new(StatusCode::CONFLICT, message),
-            StoreError::Constraint(message) => Self::new(StatusCode::BAD_REQUEST, format!("rejected: {message}")),
+            StoreError::Constraint(message) => Self::new(StatusCode::BAD_REQUEST, message),
             other => {
                 tracing::error!(err = %other, "store error while serving a request");
                 Self::new(
@@ -155,30 +161,55 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
     }
 }
 
-/// Parses a JSON body, naming the path of the first problem.
+/// Parses a JSON body, naming the path of the first problem. Text with a NUL character
+/// is refused here, before any store sees it (PostgreSQL cannot keep it, SQLite would).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+    let value: serde_json::Value = serde::Deserialize::deserialize(&mut deserializer)
+        .map_err(|err| ApiError::field("(body)", format!("not valid JSON: {err}")))?;
+    deserializer
+        .end()
+        .map_err(|err| ApiError::field("(body)", format!("unexpected text after the JSON value: {err}")))?;
+    if let Some(path) = nul_at(&value, String::new()) {
+        return Err(ApiError::field(path, "text must not contain NUL (U+0000)"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
-        let inner = err.into_inner();
         let field = if path == "." || path.is_empty() {
             "(body)".to_string()
         } else {
             path
         };
-        // serde_json appends " at line L column C"; keep it only for syntax errors.
-        let message = inner.to_string();
-        let message = if inner.is_data() {
-            message.split(" at line ").next().unwrap_or_default().to_string()
+        ApiError::field(field, err.into_inner().to_string())
+    })
+}
+
+/// The path of the first string (or key) holding a NUL character.
+fn nul_at(value: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    let here = || {
+        if path.is_empty() {
+            "(body)".to_string()
         } else {
-            message
-        };
-        ApiError::field(field, message)
-    })?;
-    deserializer
-        .end()
-        .map_err(|err| ApiError::field("(body)", format!("unexpected text after the JSON value: {err}")))?;
-    Ok(value)
+            path.clone()
+        }
+    };
+    match value {
+        Value::String(text) if text.contains('\0') => Some(here()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_at(item, format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            let at = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            if key.contains('\0') { Some(at) } else { nul_at(item, at) }
+        }),
+        _ => None,
+    }
 }
 
 /// A query string whose parameters are all optional text, parsed by the handler with
@@ -203,24 +234,4 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> 
                 ApiError::field(field, message.to_string())
             })
     }
-}
-
-/// Parses an optional time parameter (a span back from `now`, RFC 3339, or a date),
-/// naming it on failure.
-pub fn instant(name: &str, value: Option<&str>, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    value
-        .filter(|v| !v.is_empty())
-        .map(|v| crate::time::parse_instant(v, now).map_err(|m| ApiError::field(name, m)))
-        .transpose()
-}
-
-/// Parses an optional query parameter, naming it on failure.
-pub fn param<T: std::str::FromStr>(name: &str, value: Option<&str>) -> Result<Option<T>, ApiError>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .filter(|v| !v.is_empty())
-        .map(|v| v.parse::<T>().map_err(|err| ApiError::field(name, err.to_string())))
-        .transpose()
 }

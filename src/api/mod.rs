@@ -10,6 +10,7 @@ mod admin;
 pub mod auth;
 mod dashboard;
 mod error;
+mod params;
 mod profile;
 mod tick_page;
 
@@ -267,7 +268,29 @@ async fn openapi_json() -> Response {
 /// the router is built from).
 pub fn openapi_text() -> &'static str {
     static TEXT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    TEXT.get_or_init(|| build().1.to_pretty_json().unwrap_or_default())
+    TEXT.get_or_init(|| {
+        let mut document = serde_json::to_value(build().1).expect("the OpenAPI document serializes");
+        params::document(&mut document);
+        persona_bodies(&mut document);
+        serde_json::to_string_pretty(&document).expect("the OpenAPI document serializes")
+    })
+}
+
+/// The persona bodies are documented by the catalog schema that checks them.
+fn persona_bodies(document: &mut serde_json::Value) {
+    use serde_json::json;
+    let schemas = &mut document["components"]["schemas"];
+    for (name, schema) in crate::catalog::openapi_schemas() {
+        schemas[name] = schema;
+    }
+    for (path, method, schema) in [
+        ("/api/v1/admin/personas", "post", "PersonaDefinition"),
+        ("/api/personas/{id}", "put", "PersonaEdit"),
+    ] {
+        let body = &mut document["paths"][path][method]["requestBody"]["content"]["application/json"];
+        assert!(body.is_object(), "{method} {path} has a JSON body");
+        body["schema"] = json!({"$ref": format!("#/components/schemas/{schema}")});
+    }
 }
 
 /// The router of the whole sidecar.

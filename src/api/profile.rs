@@ -14,18 +14,15 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::{ProfileAdmin, User};
-use super::error::{ApiError, ErrorBody, FieldError, ValidJson, ValidQuery, param};
+use super::error::{ApiError, ErrorBody, FieldError, ValidJson, ValidQuery};
+use super::params;
 use crate::persona::{Flow, Persona};
 use crate::profile::{Alignment, Interaction, InteractionType, NewInteraction, Profile, ProfileError, Sentiment};
 
 const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 fn days(value: Option<&str>) -> Result<i64, ApiError> {
-    let days = param::<i64>("days", value)?.unwrap_or(30);
-    if !(1..=3650).contains(&days) {
-        return Err(ApiError::field("days", "must be between 1 and 3650"));
-    }
-    Ok(days)
+    params::integer("days", value, params::DAY_SPANS, 30)
 }
 
 fn since_days(days: i64) -> chrono::DateTime<chrono::Utc> {
@@ -78,7 +75,7 @@ pub async fn list_personas(
     user: User,
     ValidQuery(query): ValidQuery<FlowQuery>,
 ) -> Result<Json<Vec<Persona>>, ApiError> {
-    let flow = param::<Flow>("flow", query.flow.as_deref())?;
+    let flow = params::choice::<Flow>("flow", query.flow.as_deref())?;
     let personas = state.store().list_personas(user.tenant).await?;
     Ok(Json(
         personas
@@ -109,10 +106,11 @@ pub async fn get_persona(
 /// change, in the catalog's camelCase; the email (the login identity) cannot change here.
 #[utoipa::path(put, path = "/api/personas/{id}", tag = "profile", security(("user_jwt" = [])),
     params(("id" = Uuid, Path, description = "persona id")),
-    request_body(content = Object, description = "any PersonaSpec fields except email"),
+    request_body(content = Object, description = "any persona definition fields except email"),
     responses(
         (status = 200, description = "the updated persona", body = Persona),
-        (status = 400, description = "invalid fields, each named", body = ErrorBody),
+        (status = 400, description = "fields of the wrong shape, each named", body = ErrorBody),
+        (status = 422, description = "fields that break a rule the schema cannot state, each named", body = ErrorBody),
         (status = 401, description = "missing, expired or invalid token", body = ErrorBody),
         (status = 403, description = "the token lacks the admin role", body = ErrorBody),
         (status = 404, description = "no such persona in the caller's tenant", body = ErrorBody),
@@ -170,7 +168,6 @@ pub async fn my_persona(State(state): State<ApiState>, user: User) -> Result<Jso
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InteractionBody {
-    #[schema(value_type = String)]
     interaction_type: InteractionType,
     page_type: Option<String>,
     page_id: Option<String>,
@@ -179,8 +176,9 @@ pub struct InteractionBody {
     /// Context such as `metric_id`, `action_id`, `module`, `chart_type`, `data_source`.
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
+    #[schema(minimum = 0, maximum = 2_147_483_647)]
+    #[serde(default, deserialize_with = "crate::persona::whole_number")]
     duration_seconds: Option<i32>,
-    #[schema(value_type = Option<String>)]
     feedback_sentiment: Option<Sentiment>,
     feedback_comment: Option<String>,
 }
@@ -283,7 +281,7 @@ pub async fn list_interactions(
     ValidQuery(query): ValidQuery<InteractionQuery>,
 ) -> Result<Json<InteractionHistory>, ApiError> {
     let days = days(query.days.as_deref())?;
-    let kind = param::<InteractionType>("type", query.r#type.as_deref())?;
+    let kind = params::choice::<InteractionType>("type", query.r#type.as_deref())?;
     let since = since_days(days);
     let interactions = state
         .store()

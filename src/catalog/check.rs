@@ -34,6 +34,54 @@ static PERSONA_SCHEMA: LazyLock<jsonschema::Validator> = LazyLock::new(|| {
     jsonschema::validator_for(&persona).expect("the embedded catalog schema is a valid JSON Schema")
 });
 
+/// The catalog schema's persona entry as OpenAPI components, so the API documents
+/// exactly the shape it checks: `PersonaDefinition` (an entry, for the admin upsert),
+/// `PersonaEdit` (the same fields, all optional, no email) and the definitions they use
+/// (`Catalog…`). References are rewritten from `#/$defs/x` to `#/components/schemas/Catalogx`.
+pub fn openapi_schemas() -> Vec<(String, Value)> {
+    let catalog: Value = serde_json::from_str(SCHEMA_JSON).expect("the embedded catalog schema is JSON");
+    fn rewrite(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(target)) = map.get_mut("$ref")
+                    && let Some(name) = target.strip_prefix("#/$defs/")
+                {
+                    *target = format!("#/components/schemas/Catalog{}", capitalized(name));
+                }
+                map.values_mut().for_each(rewrite);
+            }
+            Value::Array(items) => items.iter_mut().for_each(rewrite),
+            _ => {}
+        }
+    }
+    fn capitalized(name: &str) -> String {
+        let mut chars = name.chars();
+        chars
+            .next()
+            .map(|first| first.to_uppercase().chain(chars).collect())
+            .unwrap_or_default()
+    }
+    let mut schemas = Vec::new();
+    for (name, definition) in catalog["$defs"].as_object().into_iter().flatten() {
+        let mut definition = definition.clone();
+        rewrite(&mut definition);
+        if name == "persona" {
+            let mut edit = definition.clone();
+            if let Some(edit) = edit.as_object_mut() {
+                edit.remove("required");
+                if let Some(properties) = edit.get_mut("properties").and_then(Value::as_object_mut) {
+                    properties.remove("email");
+                }
+            }
+            schemas.push(("PersonaDefinition".to_string(), definition));
+            schemas.push(("PersonaEdit".to_string(), edit));
+        } else {
+            schemas.push((format!("Catalog{}", capitalized(name)), definition));
+        }
+    }
+    schemas
+}
+
 /// One thing wrong with a catalog file.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Problem {
@@ -41,6 +89,12 @@ pub struct Problem {
     /// Where in the file: `personas[3].email`, or `(file)` for the file as a whole.
     pub path: String,
     pub message: String,
+    /// The entry does not have the catalog schema's shape (a missing or unknown field, a
+    /// wrong type or enum value), as opposed to breaking a rule the schema cannot state
+    /// (a test-domain email, a cron that never fires, a duplicate). The API answers the
+    /// first with 400 and the second with 422.
+    #[serde(skip)]
+    pub shape: bool,
 }
 
 impl std::fmt::Display for Problem {
@@ -54,6 +108,15 @@ pub(super) fn problem(file: &Path, path: impl Into<String>, message: impl Into<S
         file: file.to_path_buf(),
         path: path.into(),
         message: message.into(),
+        shape: false,
+    }
+}
+
+/// A problem with the entry's shape (see [`Problem::shape`]).
+pub(super) fn shape_problem(file: &Path, path: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        shape: true,
+        ..problem(file, path, message)
     }
 }
 
@@ -95,18 +158,18 @@ pub(super) fn check_entry(
         match error.kind() {
             jsonschema::error::ValidationErrorKind::Required { property } => {
                 let field = property.as_str().unwrap_or_default();
-                problems.push(problem(file, join(&path, field), "missing required field"));
+                problems.push(shape_problem(file, join(&path, field), "missing required field"));
             }
             jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
                 for field in unexpected {
-                    problems.push(problem(
+                    problems.push(shape_problem(
                         file,
                         join(&path, field),
                         "unknown field (see catalog/catalog.schema.json)",
                     ));
                 }
             }
-            _ => problems.push(problem(file, path, error.to_string())),
+            _ => problems.push(shape_problem(file, path, error.to_string())),
         }
     }
     check_rules(file, at, persona, rules, seen, &mut problems);
@@ -115,7 +178,7 @@ pub(super) fn check_entry(
     }
     serde_path_to_error::deserialize::<_, PersonaSpec>(persona).map_err(|err| {
         // The schema and the Rust types should agree; if they do not, say where.
-        vec![problem(
+        vec![shape_problem(
             file,
             join(at, &err.path().to_string()),
             err.inner().to_string(),

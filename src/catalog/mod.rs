@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use uuid::Uuid;
 
-pub use check::{MAX_NAME_CHARS, MAX_PROMPT_BYTES, MAX_WEIGHT, Problem, Rules};
+pub use check::{MAX_NAME_CHARS, MAX_PROMPT_BYTES, MAX_WEIGHT, Problem, Rules, openapi_schemas};
 use check::{Seen, check_entry, problem};
 
 use crate::persona::{Persona, PersonaSpec};
@@ -200,7 +200,7 @@ pub fn validate_edit(
 ) -> Result<PersonaSpec, Vec<Problem>> {
     let file = Path::new("(request body)");
     if patch.contains_key("email") {
-        return Err(vec![problem(
+        return Err(vec![check::shape_problem(
             file,
             "email",
             "the login identity cannot change here; create a persona with the new email instead",

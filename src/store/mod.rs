@@ -91,11 +91,26 @@ impl From<sqlx::Error> for StoreError {
             return Self::Unavailable(outage);
         }
         if let Some(db) = err.as_database_error() {
-            let message = db.message().to_string();
-            match db.kind() {
-                ErrorKind::UniqueViolation => return Self::Conflict(message),
+            // The database's own words (table, column, constraint names) stay in the log;
+            // what callers (and API clients) see says what happened in ours.
+            let kind = db.kind();
+            if matches!(
+                kind,
+                ErrorKind::UniqueViolation
+                    | ErrorKind::CheckViolation
+                    | ErrorKind::ForeignKeyViolation
+                    | ErrorKind::NotNullViolation
+            ) {
+                tracing::debug!(database_message = db.message(), "the database refused a write");
+            }
+            match kind {
+                ErrorKind::UniqueViolation => {
+                    return Self::Conflict("another stored record already has this value".into());
+                }
                 ErrorKind::CheckViolation | ErrorKind::ForeignKeyViolation | ErrorKind::NotNullViolation => {
-                    return Self::Constraint(message);
+                    return Self::Constraint(
+                        "the values break a rule of the store (a length, a range or a reference)".into(),
+                    );
                 }
                 _ => {}
             }
