@@ -379,8 +379,9 @@ pub fn describe_change(from: &[String], to: &str) -> String {
     }
 }
 
-/// The days on which a simulator version rated for the first time (after the first
-/// rated day of both windows).
+/// The days on which a simulator version rated for the first time after another had
+/// rated. Cells are per day, so two simulators that both rated on the first day are
+/// told apart but not ordered: that change is noted as "both rated that day".
 fn simulator_changes(cells: &[RatingCell]) -> Vec<SimulatorChange> {
     let mut days: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for cell in cells {
@@ -392,19 +393,25 @@ fn simulator_changes(cells: &[RatingCell]) -> Vec<SimulatorChange> {
     let mut last_day: Option<BTreeSet<&str>> = None;
     let mut changes = Vec::new();
     for (day, simulators) in days {
-        if let Some(previous) = &last_day {
-            for simulator in simulators.iter().filter(|s| !seen.contains(*s)) {
-                let from: Vec<String> = previous.iter().map(|s| s.to_string()).collect();
-                changes.push(SimulatorChange {
-                    day: day.to_string(),
-                    note: format!(
-                        "{} on {day}; ratings before and after are not compared",
-                        describe_change(&from, simulator)
-                    ),
-                    from,
-                    to: simulator.to_string(),
-                });
-            }
+        let new: Vec<&str> = simulators.iter().filter(|s| !seen.contains(*s)).copied().collect();
+        let (before, same_day): (Vec<&str>, bool) = match &last_day {
+            Some(previous) => (previous.iter().copied().collect(), false),
+            None => (new.first().copied().into_iter().collect(), true),
+        };
+        for simulator in new.iter().filter(|s| !before.contains(*s)) {
+            let from: Vec<String> = before.iter().map(|s| s.to_string()).collect();
+            let change = describe_change(&from, simulator);
+            let note = if same_day {
+                format!("{change} on {day} (both rated that day); ratings of the two are not compared")
+            } else {
+                format!("{change} on {day}; ratings before and after are not compared")
+            };
+            changes.push(SimulatorChange {
+                day: day.to_string(),
+                note,
+                from,
+                to: simulator.to_string(),
+            });
         }
         seen.extend(simulators.iter().copied());
         last_day = Some(simulators);

@@ -311,6 +311,7 @@ async fn render(state: &ApiState, days: i64) -> Result<String, crate::store::Sto
     body.push_str(&chart(&report, since, until));
     body.push_str(&modules_table(&report.modules, &report));
     body.push_str(&low_ratings(&report));
+    body.push_str(&simulators_table(&report));
     body.push_str(&personas_table(&personas));
     body.push_str("</main>");
     Ok(html_page("persona-runner QA", &body))
@@ -385,14 +386,68 @@ fn chart(report: &FeedbackReport, since: DateTime<Utc>, until: DateTime<Utc>) ->
             esc(module)
         );
     }
+    // A simulator change is a break in the series, not a product change: marked, never
+    // compared across.
+    let mut changes = String::new();
+    for change in &report.simulator_changes {
+        let Ok(day) = NaiveDate::parse_from_str(&change.day, "%Y-%m-%d") else { continue };
+        if day < first || day > last {
+            continue;
+        }
+        let cx = x(day);
+        let _ = write!(
+            svg,
+            "<line class=\"simulator-change\" x1=\"{cx:.1}\" x2=\"{cx:.1}\" y1=\"{top}\" y2=\"{:.1}\" stroke=\"currentColor\" stroke-dasharray=\"4 3\"><title>{}</title></line>",
+            height - bottom,
+            esc(&change.note)
+        );
+        let _ = write!(changes, "<li class=\"simulator-change\">{}</li>", esc(&change.note));
+    }
     svg.push_str("</svg>");
+    if !changes.is_empty() {
+        changes = format!("<ul class=\"muted\">{changes}</ul>");
+    }
     let empty = if by_module.is_empty() {
         "<p class=\"muted\">No ratings in this window yet.</p>"
     } else {
         ""
     };
     format!(
-        "<section class=\"wide\"><h2>Ratings per module over time</h2>{svg}<div class=\"legend\">{legend}</div>{empty}</section>"
+        "<section class=\"wide\"><h2>Ratings per module over time</h2>{svg}<div class=\"legend\">{legend}</div>{changes}{empty}</section>"
+    )
+}
+
+/// Each simulator version that rated: how many ratings, and how lenient it is against
+/// the rating the evidence alone gives.
+fn simulators_table(report: &FeedbackReport) -> String {
+    if report.simulators.is_empty() {
+        return String::new();
+    }
+    let mut rows = String::new();
+    for simulator in &report.simulators {
+        let leniency = match simulator.leniency {
+            Some(l) if l >= 1.0 => format!("<span class=\"bad\">{l:+.2} lenient</span>"),
+            Some(l) if l <= -1.0 => format!("<span class=\"bad\">{l:+.2} harsh</span>"),
+            Some(l) => format!("{l:+.2}"),
+            None => "–".into(),
+        };
+        let _ = write!(
+            rows,
+            "<tr class=\"simulator\"><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{:.2}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{leniency}</td><td>{} – {}</td></tr>",
+            esc(&simulator.simulator),
+            simulator.ratings,
+            simulator.average,
+            simulator.evidence_average.map_or("–".into(), |a| format!("{a:.2}")),
+            esc(&simulator.first_day),
+            esc(&simulator.last_day),
+        );
+    }
+    format!(
+        "<section id=\"simulators\"><h2>Simulators</h2><p class=\"muted\">A simulator is driver · model · prompt template (· temperature). \
+         Ratings of different simulators are never compared; leniency is a simulator's own average minus what the evidence gives.</p>\
+         <div class=\"scroll\"><table><thead><tr><th>simulator</th><th>n</th><th>avg</th><th>evidence</th><th>leniency</th><th>days</th></tr></thead>\
+         <tbody>{rows}</tbody></table></div></section>"
     )
 }
 
@@ -415,6 +470,7 @@ fn modules_table(modules: &[GroupReport], report: &FeedbackReport) -> String {
         let change = match m.change {
             Some(c) if m.regression => format!("<span class=\"bad\">{c:+.2} regression</span>"),
             Some(c) => format!("{c:+.2}"),
+            None if m.simulator_changed => "<span class=\"muted\">simulator changed</span>".into(),
             None => "–".into(),
         };
         let _ = write!(

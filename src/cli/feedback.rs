@@ -107,6 +107,7 @@ fn group_table(title: &str, groups: &[GroupReport]) {
         let change = match g.change {
             Some(c) if g.regression => format!("{c:+.2} REGRESSION"),
             Some(c) => format!("{c:+.2}"),
+            None if g.simulator_changed => "simulator changed".into(),
             None => "-".into(),
         };
         table.add_row([
@@ -166,6 +167,20 @@ fn print_tables(report: &FeedbackReport) {
                 r.count
             );
         }
+    }
+    for change in &report.simulator_changes {
+        out!("simulator: {}", change.note);
+    }
+    for simulator in &report.simulators {
+        out!(
+            "simulator {}: {} ratings, average {:.2}, leniency {}",
+            simulator.simulator,
+            simulator.ratings,
+            simulator.average,
+            simulator
+                .leniency
+                .map_or("- (no evidence)".into(), |l| format!("{l:+.2} against the evidence"))
+        );
     }
     if !report.lowest_notes.is_empty() {
         out!("lowest notes:");

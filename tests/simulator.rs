@@ -1,0 +1,121 @@
+//! Simulator versions: ticks rated by one model and then another (scripted LLM, real
+//! sample gateway, the real sidecar) are not compared, so a model switch shows as a
+//! simulator change on the report and the dashboard, never as a product regression.
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::{SecondsFormat, Utc};
+use common::app::{Auth, TestApp, spawn_app};
+use common::{Backend, ScriptedLlm, Step, text, tool_calls};
+use persona_runner::config::LlmProvider;
+use persona_runner::persona::{DEFAULT_TENANT, Persona, PersonaSpec};
+use persona_runner::store::{TickStatus, TickTrigger};
+use persona_runner::tick::{TickEngine, TickRequest};
+use serde_json::json;
+
+const TICKS: usize = 5;
+
+async fn seed(app: &TestApp) -> Persona {
+    let spec: PersonaSpec = serde_json::from_value(json!({
+        "name": "Anna Keller",
+        "email": "persona.anna@mana.test",
+        "archetype": "adhd-student",
+        "systemPrompt": "Du bist Anna, 21, studierst Biologie in Leipzig und vergisst ständig Abgaben.",
+        "moduleMix": {"todo": 1},
+        "tickCadence": "daily",
+    }))
+    .unwrap();
+    app.store.upsert_persona(DEFAULT_TENANT, &spec, "UTC").await.unwrap().0
+}
+
+/// `TICKS` ticks of `persona` played by `model`, each rating the todo module `rating`.
+async fn ticks_by(app: &TestApp, persona: &Persona, model: &str, rating: u8) {
+    let mut steps = Vec::new();
+    for _ in 0..TICKS {
+        steps.push(Step::Reply(tool_calls(&[("todo_list", "{}")])));
+        steps.push(Step::Reply(text("Fertig für heute.")));
+        steps.push(Step::Reply(text(&format!(
+            r#"{{"ratings": [{{"module": "todo", "rating": {rating}, "note": "so war es"}}]}}"#
+        ))));
+    }
+    let llm = ScriptedLlm::start(steps).await;
+    let mut config = app.gateway.config();
+    config.llm.provider = LlmProvider::Openai;
+    config.llm.base_url = llm.base_url();
+    config.llm.model = model.into();
+    config.llm.api_key_env = "TEST_LLM_KEY".into();
+    let mut env = app.gateway.env();
+    env.insert("TEST_LLM_KEY".into(), "sk-test".into());
+    let engine = TickEngine::new(app.store.clone(), Arc::new(config), &env).unwrap();
+    for _ in 0..TICKS {
+        let request = TickRequest {
+            persona: persona.clone(),
+            trigger: TickTrigger::Cli,
+            scheduled_for: None,
+            attempt: 1,
+        };
+        let summary = engine.run(&request, &|_| {}).await.unwrap();
+        assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
+    }
+}
+
+#[tokio::test]
+async fn switching_the_model_shows_a_simulator_change_and_no_regression() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let persona = seed(&app).await;
+    ticks_by(&app, &persona, "model-a", 5).await;
+    let switch = Utc::now();
+    ticks_by(&app, &persona, "model-b", 1).await;
+
+    // The window after the switch against the one before it: a drop of 4 on 5 ratings
+    // each, far past the regression threshold, but by another simulator.
+    let since = switch.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let until = (switch + chrono::Duration::seconds(120)).to_rfc3339_opts(SecondsFormat::Micros, true);
+    let (status, report) = app
+        .call(
+            "GET",
+            &format!("/api/v1/admin/feedback?since={since}&until={until}"),
+            Auth::Admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let todo = &report["modules"][0];
+    assert_eq!(todo["key"], "todo", "{report}");
+    assert_eq!(todo["count"], TICKS);
+    assert_eq!(todo["average"], 1.0);
+    assert_eq!(todo["simulator_changed"], true, "{todo}");
+    assert_eq!(todo["regression"], false, "{todo}");
+    assert_eq!(todo["change"], serde_json::Value::Null, "not compared: {todo}");
+    assert_eq!(report["regressions"], json!([]), "{report}");
+    let notes: Vec<&str> = report["simulator_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["note"].as_str())
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("model-a") && n.contains("model-b") && n.contains("not compared")),
+        "{notes:?}"
+    );
+    // The window's simulator, with its leniency: every call succeeded (the evidence gives
+    // 5), yet model-b rated 1.
+    let simulators = report["simulators"].as_array().unwrap();
+    assert_eq!(simulators.len(), 1, "{simulators:?}");
+    assert!(simulators[0]["simulator"].as_str().unwrap().contains("model-b"));
+    assert_eq!(simulators[0]["leniency"], -4.0, "{simulators:?}");
+
+    // The dashboard marks the change on the chart, says so, and lists both simulators.
+    let (status, page) = app.call("GET", "/", Auth::Admin, None).await;
+    assert_eq!(status, 200);
+    let page = page.as_str().unwrap();
+    assert!(page.contains("<line class=\"simulator-change\""), "the chart marks the change");
+    assert!(page.contains("not compared"), "the note is shown");
+    assert_eq!(page.matches("<tr class=\"simulator\">").count(), 2, "both rated this week");
+    assert!(page.contains("-4.00 harsh"), "model-b's harshness is shown");
+    app.stop().await;
+}
