@@ -113,9 +113,16 @@ async fn switching_the_model_shows_a_simulator_change_and_no_regression() {
     let (status, page) = app.call("GET", "/", Auth::Admin, None).await;
     assert_eq!(status, 200);
     let page = page.as_str().unwrap();
-    assert!(page.contains("<line class=\"simulator-change\""), "the chart marks the change");
+    assert!(
+        page.contains("<line class=\"simulator-change\""),
+        "the chart marks the change"
+    );
     assert!(page.contains("not compared"), "the note is shown");
-    assert_eq!(page.matches("<tr class=\"simulator\">").count(), 2, "both rated this week");
+    assert_eq!(
+        page.matches("<tr class=\"simulator\">").count(),
+        2,
+        "both rated this week"
+    );
     assert!(page.contains("-4.00 harsh"), "model-b's harshness is shown");
     app.stop().await;
 }

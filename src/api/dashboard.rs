@@ -390,7 +390,9 @@ fn chart(report: &FeedbackReport, since: DateTime<Utc>, until: DateTime<Utc>) ->
     // compared across.
     let mut changes = String::new();
     for change in &report.simulator_changes {
-        let Ok(day) = NaiveDate::parse_from_str(&change.day, "%Y-%m-%d") else { continue };
+        let Ok(day) = NaiveDate::parse_from_str(&change.day, "%Y-%m-%d") else {
+            continue;
+        };
         if day < first || day > last {
             continue;
         }

@@ -19,6 +19,7 @@ mod catalog;
 mod feedback;
 mod gateway;
 mod personas;
+mod replay;
 mod tick;
 
 use std::path::PathBuf;
@@ -52,6 +53,8 @@ enum Command {
     Serve,
     /// Run one-off ticks for some or all personas, in this process.
     Tick(tick::TickArgs),
+    /// Send the recorded calls of ticks again (no LLM) and report what changed; exit 1 if anything did.
+    Replay(replay::ReplayArgs),
     /// Validate, seed or clean up persona catalogs.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
@@ -131,6 +134,7 @@ async fn dispatch(
         Command::Serve => serve_sidecar(&app).await,
         Command::Feedback(args) => feedback::run(args, &app).await,
         Command::Tick(args) => tick::run(args, &app).await,
+        Command::Replay(args) => replay::run(args, &app).await,
         Command::Catalog(command) => catalog::run(command, &app).await,
         Command::Personas(command) => personas::run(command, &app).await,
         Command::Migrate => migrate(&app).await,

@@ -31,6 +31,9 @@ impl Refusal {
     }
 }
 
+/// How the audit's error text of a call refused before sending begins (replay skips them).
+pub(super) const NOT_SENT: &str = "not sent:";
+
 /// Longest arguments text kept in the audit (what replay sends again).
 const ARGUMENTS_CHARS: usize = 16_000;
 

@@ -20,6 +20,7 @@ mod offline;
 mod pool;
 mod prompt;
 pub mod rating;
+mod replay;
 mod state;
 mod transcript;
 
@@ -37,6 +38,7 @@ use uuid::Uuid;
 
 pub use audit::{canonical_json, input_hash};
 pub use pool::TickPool;
+pub use replay::{ReplayReport, ReplayedCall, Verdict as ReplayVerdict, normalize as normalize_output};
 
 use crate::auth::{AuthError, Authenticator};
 use crate::config::{Config, ConfigError, Env, LlmProvider};
@@ -72,6 +74,9 @@ pub enum TickError {
     /// The tick lost its lease (another runner may run the persona now): it stopped.
     #[error("the tick lost its lease and stopped: {0}")]
     LeaseLost(String),
+    /// Expected: a tick to replay that cannot be (not found, persona gone).
+    #[error("cannot replay: {0}")]
+    Replay(String),
 }
 
 /// What a tick reports while it runs (the CLI prints these as live progress).

@@ -1,0 +1,159 @@
+//! `persona-runner replay` (the real binary) against the real sample gateway: a tick
+//! recorded with the scripted LLM is sent again without any LLM; the same product
+//! answers the same (exit 0), a changed one is reported call by call (exit 1).
+
+#[macro_use]
+mod common;
+
+use std::process::Output;
+use std::sync::Arc;
+
+use common::{Backend, ScriptedLlm, Step, TEST_SEED, TestDb, TestGateway, text, tool_calls};
+use persona_runner::config::LlmProvider;
+use persona_runner::persona::{DEFAULT_TENANT, Persona, PersonaSpec};
+use persona_runner::store::{Store, TickStatus, TickTrigger};
+use persona_runner::tick::{TickEngine, TickRequest};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+async fn seed(store: &Store) -> Persona {
+    let spec: PersonaSpec = serde_json::from_value(json!({
+        "name": "Anna Keller",
+        "email": "persona.anna@mana.test",
+        "archetype": "adhd-student",
+        "systemPrompt": "Du bist Anna, 21, studierst Biologie in Leipzig und vergisst ständig Abgaben.",
+        "moduleMix": {"todo": 1},
+        "tickCadence": "daily",
+    }))
+    .unwrap();
+    store.upsert_persona(DEFAULT_TENANT, &spec, "UTC").await.unwrap().0
+}
+
+/// One tick in which the scripted model makes `calls`, then stops and rates.
+async fn tick(store: &Store, gateway: &TestGateway, persona: &Persona, calls: &[(&str, &str)]) -> Uuid {
+    let llm = ScriptedLlm::start(vec![
+        Step::Reply(tool_calls(calls)),
+        Step::Reply(text("Fertig.")),
+        Step::Reply(text(r#"{"ratings": [{"module": "todo", "rating": 4, "note": "ok"}]}"#)),
+    ])
+    .await;
+    let mut config = gateway.config();
+    config.llm.provider = LlmProvider::Openai;
+    config.llm.base_url = llm.base_url();
+    config.llm.api_key_env = "TEST_LLM_KEY".into();
+    let mut env = gateway.env();
+    env.insert("TEST_LLM_KEY".into(), "sk-test".into());
+    let engine = TickEngine::new(store.clone(), Arc::new(config), &env).unwrap();
+    let request = TickRequest {
+        persona: persona.clone(),
+        trigger: TickTrigger::Cli,
+        scheduled_for: None,
+        attempt: 1,
+    };
+    let summary = engine.run(&request, &|_| {}).await.unwrap();
+    assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
+    summary.tick_id
+}
+
+/// `persona-runner replay ARGS…` with a config for `db` and `gateway` (no LLM key at all);
+/// awaited, so the gateway in this test's runtime keeps serving.
+async fn replay(dir: &std::path::Path, db: &TestDb, gateway: &TestGateway, args: &[&str]) -> Output {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"{}\"\n[auth]\nlogin_url = \"{}\"\nseed_secret_env = \"TEST_SEED_SECRET\"\n[mcp]\nurl = \"{}\"\n",
+            db.url(),
+            gateway.login_url(),
+            gateway.mcp_url()
+        ),
+    )
+    .unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_persona-runner"))
+        .arg("--config")
+        .arg(&config)
+        .arg("replay")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TEST_SEED_SECRET", TEST_SEED)
+        .output()
+        .await
+        .unwrap()
+}
+
+async fn a_replay_reports_what_changed_in_the_product(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let persona = seed(&store).await;
+    let gateway = TestGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let recorded = tick(
+        &store,
+        &gateway,
+        &persona,
+        &[
+            ("todo_list", r#"{"status": "all"}"#),
+            ("todo_complete", r#"{"id": 4711}"#),
+            ("todo_complete", r#"{"id": "not a number"}"#),
+            ("todo_delete", r#"{"id": 4711}"#),
+        ],
+    )
+    .await;
+    let calls_before = gateway.gateway.calls().len();
+
+    // The same product: every call answers as recorded.
+    let out = replay(dir.path(), &db, &gateway, &[&recorded.to_string()]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("todo.list same"), "{stdout}");
+    assert!(
+        stdout.contains("#1 todo.complete same"),
+        "the same error is the same: {stdout}"
+    );
+    assert!(
+        stdout.contains("#2 todo.complete skipped"),
+        "refused by the tick, not sent now: {stdout}"
+    );
+    assert!(
+        stdout.contains("todo.delete skipped"),
+        "never sent, never repeated: {stdout}"
+    );
+    assert!(stdout.contains("0 changed"), "{stdout}");
+    assert_eq!(
+        gateway.gateway.calls().len(),
+        calls_before + 2,
+        "the replay sent the two calls that reached the product, not the withheld one"
+    );
+
+    // The product changes (another tick adds a to-do): the list now differs.
+    tick(
+        &store,
+        &gateway,
+        &persona,
+        &[("todo_create", r#"{"title": "Neue Abgabe"}"#)],
+    )
+    .await;
+    let out = replay(dir.path(), &db, &gateway, &["--json", &recorded.to_string()]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let calls = reports[0]["calls"].as_array().unwrap();
+    let verdict = |tool: &str| {
+        calls
+            .iter()
+            .find(|c| c["tool"] == tool)
+            .map(|c| (c["verdict"].as_str().unwrap().to_string(), c["detail"].clone()))
+            .unwrap()
+    };
+    let (list, detail) = verdict("todo.list");
+    assert_eq!(list, "changed");
+    assert!(detail.as_str().unwrap().contains("Neue Abgabe"), "{detail}");
+    assert_eq!(verdict("todo.complete").0, "same");
+    assert_eq!(verdict("todo.delete").0, "skipped");
+}
+
+both_backends!(a_replay_reports_what_changed_in_the_product);
