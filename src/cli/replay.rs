@@ -71,6 +71,8 @@ pub async fn run(args: ReplayArgs, app: &App) -> Result<Outcome> {
             .clone();
         config.auth = target.auth;
         config.mcp = target.mcp;
+        // Every tick's calls go to that target, whichever product its persona names.
+        config.targets.clear();
     }
     // No LLM is asked: the offline driver's engine is enough to log in and call.
     config.llm.provider = persona_runner::config::LlmProvider::Offline;

@@ -110,6 +110,16 @@ impl Config {
         target.is_none_or(|name| self.targets.contains_key(name))
     }
 
+    /// This config with a target's `[auth]` and `[mcp]` in place of the top-level ones
+    /// (`None` when no `[targets.NAME]` is configured).
+    pub fn for_target(&self, name: &str) -> Option<Config> {
+        let target = self.targets.get(name)?;
+        let mut config = self.clone();
+        config.auth = target.auth.clone();
+        config.mcp = target.mcp.clone();
+        Some(config)
+    }
+
     /// Whether `run` serves the sample gateway itself.
     pub fn serves_sample_gateway(&self) -> bool {
         match self.sample_gateway.enabled {

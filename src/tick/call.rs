@@ -82,11 +82,10 @@ impl TickEngine {
     ) -> Result<String, TickError> {
         let seq = state.next_seq();
         // Offered tools know their module; only an unknown name needs the policy's rule.
-        let module = state
-            .offered
-            .iter()
-            .find(|t| t.name == tool)
-            .map_or_else(|| self.policy.module_of(tool), |t| t.module.clone());
+        let module = state.offered.iter().find(|t| t.name == tool).map_or_else(
+            || self.products.of(ctx.persona).policy.module_of(tool),
+            |t| t.module.clone(),
+        );
         let parsed = parse(&arguments);
         let hash = match (&parsed, &arguments) {
             (Ok(value), _) => input_hash(tool, value),
@@ -253,7 +252,7 @@ impl TickEngine {
         if matches!(outcome, Err(McpError::Unauthorized { .. })) && !state.reauthenticated {
             state.reauthenticated = true;
             let email = ctx.persona.email.as_deref().unwrap_or_default();
-            self.auth.invalidate(email);
+            self.products.of(ctx.persona).auth.invalidate(email);
             if let Some(old) = state.session.take() {
                 old.close().await;
             }

@@ -22,21 +22,22 @@ impl TickEngine {
     /// Logs in and opens the MCP session; one fresh login and one retry on a 401.
     pub(super) async fn connect(&self, ctx: &CallContext<'_>, state: &mut TickState) -> Result<(), TickError> {
         let email = ctx.persona.email.as_deref().unwrap_or_default();
-        let credentials = self.auth.credentials(email).await?;
+        let product = self.products.of(ctx.persona);
+        let credentials = product.auth.credentials(email).await?;
         // Before the session opens: an error opening it may already echo the token.
         state.remember(&credentials);
         let agent = self.agent(ctx, state);
         state.agent = Some(agent.clone());
-        let session = match self.open_session(email, &credentials, &agent).await {
+        let session = match self.open_session(product, email, &credentials, &agent).await {
             Err(McpError::Unauthorized {
                 credentials_sent: true, ..
             }) if !state.reauthenticated && credentials.token.is_some() => {
                 state.reauthenticated = true;
                 tracing::info!(email, "gateway refused the cached token; logging in again");
-                self.auth.invalidate(email);
-                let fresh = self.auth.credentials(email).await?;
+                product.auth.invalidate(email);
+                let fresh = product.auth.credentials(email).await?;
                 state.remember(&fresh);
-                self.open_session(email, &fresh, &agent).await?
+                self.open_session(product, email, &fresh, &agent).await?
             }
             other => other?,
         };
@@ -49,7 +50,7 @@ impl TickEngine {
         state.withheld.clear();
         state.validators.clear();
         for tool in session.tools() {
-            match self.policy.check(tool) {
+            match product.policy.check(tool) {
                 Ok(()) => {
                     match self.validator(&tool.input_schema) {
                         Ok(validator) => {
@@ -84,17 +85,18 @@ impl TickEngine {
 
     async fn open_session(
         &self,
+        product: &super::product::Product,
         email: &str,
         credentials: &crate::auth::Credentials,
         agent: &Arc<PersonaAgent>,
     ) -> Result<McpSession, McpError> {
-        let mcp = &self.config.mcp;
+        let mcp = &product.mcp;
         McpSession::connect(Connect {
             config: mcp,
-            policy: &self.policy,
+            policy: &product.policy,
             credentials,
             persona: email,
-            oauth: self.oauth.clone(),
+            oauth: product.oauth.clone(),
             agent: Some(agent.clone() as Arc<dyn crate::mcp::Agent>),
             capabilities: Capabilities {
                 elicitation: mcp.elicitation,

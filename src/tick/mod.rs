@@ -18,6 +18,7 @@ mod drive;
 mod lease;
 mod offline;
 mod pool;
+mod product;
 mod prompt;
 pub mod rating;
 mod replay;
@@ -40,10 +41,10 @@ pub use audit::{canonical_json, input_hash};
 pub use pool::TickPool;
 pub use replay::{ReplayReport, ReplayedCall, Verdict as ReplayVerdict, normalize as normalize_output};
 
-use crate::auth::{AuthError, Authenticator};
+use crate::auth::AuthError;
 use crate::config::{Config, ConfigError, Env, LlmProvider};
 use crate::llm::{LlmClient, LlmError};
-use crate::mcp::{McpError, ToolPolicy};
+use crate::mcp::McpError;
 use crate::persona::Persona;
 use crate::store::{ActionResult, NewTick, RatingStatus, Store, StoreError, Tick, TickFinish, TickStatus, TickTrigger};
 use state::TickState;
@@ -156,18 +157,16 @@ pub struct TickEngine {
     process_secrets: Vec<String>,
     store: Store,
     config: Arc<Config>,
-    auth: Authenticator,
+    /// The default product and each `[targets.NAME]`: login, gateway, policy, OAuth.
+    products: product::Products,
     driver: Driver,
     runner_id: String,
     tool_limit: Option<DefaultDirectRateLimiter>,
     tool_limit_per_persona: Option<DefaultKeyedRateLimiter<Uuid>>,
-    policy: ToolPolicy,
     /// Compiled tool schemas by their canonical JSON: compiled once, not per tick.
     validators: Mutex<ValidatorCache>,
     simulator: String,
     candidates: crate::profile::Candidates,
-    /// Per-persona OAuth grants (`auth.mode = "oauth"`).
-    oauth: Option<Arc<crate::mcp::OAuth>>,
 }
 
 /// A bounded map of compiled schemas; the oldest entry goes when it is full. Keyed by a
@@ -246,7 +245,7 @@ impl TickEngine {
     /// Builds the engine. `llm.provider = "auto"` uses the LLM when an API key is
     /// configured and the offline driver otherwise.
     pub fn new(store: Store, config: Arc<Config>, env: &Env) -> Result<Self, TickError> {
-        let auth = Authenticator::new(&config, env)?;
+        let products = product::Products::new(&config, env)?;
         let api_key = config.llm_api_key(env)?;
         let driver = match (config.llm.provider, api_key) {
             (LlmProvider::Offline, _) | (LlmProvider::Auto, None) => Driver::Offline {
@@ -279,19 +278,14 @@ impl TickEngine {
         Ok(Self {
             process_secrets,
             store,
-            auth,
+            products,
             driver,
             runner_id: runner_id(),
             tool_limit: per_minute(config.mcp.tool_calls_per_minute).map(RateLimiter::direct),
             tool_limit_per_persona: per_minute(config.mcp.tool_calls_per_minute_per_persona).map(RateLimiter::keyed),
-            policy: ToolPolicy::new(&config.mcp),
             validators: Mutex::new(ValidatorCache::default()),
             simulator,
             candidates: crate::profile::Candidates::default(),
-            oauth: match config.auth.mode {
-                crate::config::AuthMode::Oauth => Some(Arc::new(crate::mcp::OAuth::new(&config, env)?)),
-                _ => None,
-            },
             config,
         })
     }
@@ -369,7 +363,7 @@ impl TickEngine {
         if let Some(limit) = &self.tool_limit_per_persona {
             limit.retain_recent();
         }
-        self.auth.prune();
+        self.products.all().for_each(|product| product.auth.prune());
     }
 
     /// Claims and runs a one-off tick and returns its summary (also for failed ticks:
@@ -562,6 +556,20 @@ impl std::fmt::Debug for TickEngine {
 
 /// The secret values of the process, for the redactor of every tick.
 fn process_secrets(config: &Config, env: &Env) -> Vec<String> {
+    let mut secrets = product_secrets(config, env);
+    for name in config.targets.keys() {
+        if let Some(target) = config.for_target(name) {
+            secrets.extend(product_secrets(&target, env));
+        }
+    }
+    secrets.retain(|s| !s.trim().is_empty());
+    secrets.sort_unstable();
+    secrets.dedup();
+    secrets
+}
+
+/// The secrets of the process as one product's config names them.
+fn product_secrets(config: &Config, env: &Env) -> Vec<String> {
     let mut secrets: Vec<String> = [
         config.llm_api_key(env),
         config.admin_token(env),
@@ -579,9 +587,6 @@ fn process_secrets(config: &Config, env: &Env) -> Vec<String> {
     if let Ok(seed) = crate::auth::SeedSecret::resolve(config, env) {
         secrets.push(seed.secret.expose().to_string());
     }
-    secrets.retain(|s| !s.trim().is_empty());
-    secrets.sort_unstable();
-    secrets.dedup();
     secrets
 }
 

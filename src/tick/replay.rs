@@ -93,13 +93,14 @@ impl TickEngine {
             .clone()
             .ok_or_else(|| TickError::NotRunnable(persona.name.clone()))?;
         let recorded = self.store.recorded_calls(tick_id).await?;
-        let credentials = self.auth.credentials(&email).await?;
+        let product = self.products.of(&persona);
+        let credentials = product.auth.credentials(&email).await?;
         let session = McpSession::connect(Connect {
-            config: &self.config.mcp,
-            policy: &self.policy,
+            config: &product.mcp,
+            policy: &product.policy,
             credentials: &credentials,
             persona: &email,
-            oauth: self.oauth.clone(),
+            oauth: product.oauth.clone(),
             agent: None,
             capabilities: Capabilities::default(),
         })
@@ -109,7 +110,7 @@ impl TickEngine {
         secrets.extend(session.secrets());
         let mut calls = Vec::new();
         for call in recorded.iter().filter(|c| c.kind == ActionKind::Call.as_str()) {
-            let verdict = self.replay_call(&session, call, &secrets).await;
+            let verdict = self.replay_call(product, &session, call, &secrets).await;
             calls.push(ReplayedCall {
                 seq: call.seq,
                 tool: call.tool_name.clone(),
@@ -124,7 +125,13 @@ impl TickEngine {
         })
     }
 
-    async fn replay_call(&self, session: &McpSession, call: &RecordedCall, secrets: &[String]) -> Verdict {
+    async fn replay_call(
+        &self,
+        product: &super::product::Product,
+        session: &McpSession,
+        call: &RecordedCall,
+        secrets: &[String],
+    ) -> Verdict {
         let was: Result<ActionResult, _> = call.result.parse();
         match was {
             Ok(ActionResult::Ok | ActionResult::Error) => {}
@@ -143,7 +150,7 @@ impl TickEngine {
         let Some(tool) = session.tools().iter().find(|t| t.name == call.tool_name) else {
             return Verdict::Changed("the gateway no longer lists this tool".into());
         };
-        if let Err(reason) = self.policy.check(tool) {
+        if let Err(reason) = product.policy.check(tool) {
             return Verdict::Skipped(format!("not safe to repeat: {reason}"));
         }
         let arguments = match call.arguments.as_deref().map(serde_json::from_str::<Value>) {
