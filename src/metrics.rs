@@ -29,6 +29,9 @@ pub struct Metrics {
     store_writable: Gauge,
     store_batch: Histogram,
     scheduler_reload: Histogram,
+    llm_tokens_today: Family<Labels, Gauge>,
+    llm_budget: Gauge,
+    llm_cost_today: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -114,8 +117,29 @@ impl Metrics {
             "Time to load what changed in the personas since the last reload",
             scheduler_reload.clone(),
         );
+        let llm_tokens_today = Family::<Labels, Gauge>::default();
+        registry.register(
+            "llm_tokens_today",
+            "LLM tokens spent since 00:00 UTC by every runner of the store, by direction (in, out)",
+            llm_tokens_today.clone(),
+        );
+        let llm_budget = Gauge::default();
+        registry.register(
+            "llm_budget_tokens_per_day",
+            "The daily spend cap in tokens (budget.tokens_per_day; 0 = none)",
+            llm_budget.clone(),
+        );
+        let llm_cost_today = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "llm_cost_today",
+            "Today's LLM spend in budget.currency at the configured prices (0 without prices)",
+            llm_cost_today.clone(),
+        );
         Self {
             registry,
+            llm_tokens_today,
+            llm_budget,
+            llm_cost_today,
             ticks,
             tool_calls,
             tick_duration,
@@ -131,6 +155,17 @@ impl Metrics {
             store_batch,
             scheduler_reload,
         }
+    }
+
+    /// Today's spend against the cap, read from the store when the metrics are scraped.
+    pub fn spend_today(&self, tokens_in: i64, tokens_out: i64, cap: u64, cost: Option<f64>) {
+        for (direction, tokens) in [("in", tokens_in), ("out", tokens_out)] {
+            self.llm_tokens_today
+                .get_or_create(&vec![("direction", direction.to_string())])
+                .set(tokens);
+        }
+        self.llm_budget.set(i64::try_from(cap).unwrap_or(i64::MAX));
+        self.llm_cost_today.set(cost.unwrap_or(0.0));
     }
 
     pub fn tick_finished(&self, status: &str, trigger: &str, duration: Duration, tokens_in: i64, tokens_out: i64) {

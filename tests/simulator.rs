@@ -1,13 +1,14 @@
-//! Simulator versions: ticks rated by one model and then another (scripted LLM, real
-//! sample gateway, the real sidecar) are not compared, so a model switch shows as a
-//! simulator change on the report and the dashboard, never as a product regression.
+//! Simulator versions and spend, with ticks played by the scripted LLM against the real
+//! sample gateway and read through the real sidecar: ticks rated by one model and then
+//! another are not compared, so a model switch shows as a simulator change on the report
+//! and the dashboard, never as a product regression; today's spend shows against the cap.
 
 mod common;
 
 use std::sync::Arc;
 
 use chrono::{SecondsFormat, Utc};
-use common::app::{Auth, TestApp, spawn_app};
+use common::app::{AppOptions, Auth, TestApp, spawn_app, spawn_app_with};
 use common::{Backend, ScriptedLlm, Step, text, tool_calls};
 use persona_runner::config::LlmProvider;
 use persona_runner::persona::{DEFAULT_TENANT, Persona, PersonaSpec};
@@ -124,5 +125,51 @@ async fn switching_the_model_shows_a_simulator_change_and_no_regression() {
         "both rated this week"
     );
     assert!(page.contains("-4.00 harsh"), "model-b's harshness is shown");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn todays_spend_shows_against_the_cap_in_metrics_and_on_the_dashboard() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        AppOptions {
+            extra_toml:
+                "[budget]\ntokens_per_day = 100000\nprice_in_per_1k = 1.0\nprice_out_per_1k = 2.0\ncurrency = \"EUR\"\n"
+                    .into(),
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    let persona = seed(&app).await;
+    ticks_by(&app, &persona, "model-a", 4).await;
+    // Each scripted tick: three requests of 100/20, 50/10 and 50/10 tokens.
+    let (tokens_in, tokens_out) = (TICKS as i64 * 200, TICKS as i64 * 40);
+
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        format!("persona_runner_llm_tokens_today{{direction=\"in\"}} {tokens_in}"),
+        format!("persona_runner_llm_tokens_today{{direction=\"out\"}} {tokens_out}"),
+        "persona_runner_llm_budget_tokens_per_day 100000".to_string(),
+        "persona_runner_llm_cost_today 1.4".to_string(),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing from:\n{metrics}");
+    }
+    let (_, page) = app.call("GET", "/", Auth::Admin, None).await;
+    let page = page.as_str().unwrap();
+    let spent = tokens_in + tokens_out;
+    assert!(
+        page.contains(&format!(
+            "<b class=\"\">{spent}</b><span class=\"muted\">LLM tokens today (UTC), of 100000 (1%) · 1.40 EUR"
+        )),
+        "the dashboard shows today's spend: {page}"
+    );
     app.stop().await;
 }

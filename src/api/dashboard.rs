@@ -281,6 +281,8 @@ async fn render(state: &ApiState, days: i64) -> Result<String, crate::store::Sto
     let report = crate::feedback::report(state.store(), &scope, &state.config().feedback).await?;
     let week_ago = crate::time::before(now, std::time::Duration::from_secs(7 * 86_400));
     let personas = state.store().persona_summaries(DEFAULT_TENANT, week_ago).await?;
+    let today = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+    let (tokens_in, tokens_out) = state.store().token_spend(None, today).await?;
 
     let mut body = String::new();
     let nav: String = [7, 30, 90]
@@ -302,11 +304,12 @@ async fn render(state: &ApiState, days: i64) -> Result<String, crate::store::Sto
          <div class=\"stat\"><b>{}</b><span class=\"muted\">ratings in {days} days</span></div>\
          <div class=\"stat\"><b>{average}</b><span class=\"muted\">average rating</span></div>\
          <div class=\"stat\"><b class=\"{}\">{}</b><span class=\"muted\">regressions against the previous {days} days</span></div>\
-         <div class=\"stat\"><b>{}</b><span class=\"muted\">personas</span></div></div></section>",
+         <div class=\"stat\"><b>{}</b><span class=\"muted\">personas</span></div>{}</div></section>",
         report.ratings,
         if report.regressions.is_empty() { "good" } else { "bad" },
         report.regressions.len(),
-        personas.len()
+        personas.len(),
+        spend_stat(&state.config().budget, tokens_in, tokens_out)
     );
     body.push_str(&chart(&report, since, until));
     body.push_str(&modules_table(&report.modules, &report));
@@ -315,6 +318,25 @@ async fn render(state: &ApiState, days: i64) -> Result<String, crate::store::Sto
     body.push_str(&personas_table(&personas));
     body.push_str("</main>");
     Ok(html_page("persona-runner QA", &body))
+}
+
+/// Today's LLM spend against the cap (and in money, with prices).
+fn spend_stat(budget: &crate::config::BudgetConfig, tokens_in: i64, tokens_out: i64) -> String {
+    let spent = tokens_in + tokens_out;
+    let (class, of_cap) = match budget.tokens_per_day {
+        0 => ("", "no cap".to_string()),
+        cap => (
+            if spent as u64 >= cap { "bad" } else { "" },
+            format!("of {cap} ({:.0}%)", spent as f64 * 100.0 / cap as f64),
+        ),
+    };
+    let money = budget
+        .cost(tokens_in, tokens_out)
+        .map(|cost| format!(" · {cost:.2} {}", esc(&budget.currency)))
+        .unwrap_or_default();
+    format!(
+        "<div class=\"stat\" id=\"spend\"><b class=\"{class}\">{spent}</b><span class=\"muted\">LLM tokens today (UTC), {of_cap}{money}</span></div>"
+    )
 }
 
 /// Ratings per module per day as an SVG line chart (y 1–5, x the window's days).

@@ -247,7 +247,24 @@ async fn ready(State(state): State<ApiState>) -> Response {
 
 /// Prometheus metrics (OpenMetrics text).
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "OpenMetrics text", body = String, content_type = "application/openmetrics-text")))]
-async fn metrics() -> Response {
+async fn metrics(State(state): State<ApiState>) -> Response {
+    // Today's spend is the store's (every runner's), read at scrape time.
+    let day = crate::time::now()
+        .date_naive()
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc();
+    match state.store().token_spend(None, day).await {
+        Ok((tokens_in, tokens_out)) => {
+            let budget = &state.config().budget;
+            crate::metrics::global().spend_today(
+                tokens_in,
+                tokens_out,
+                budget.tokens_per_day,
+                budget.cost(tokens_in, tokens_out),
+            );
+        }
+        Err(err) => tracing::debug!(%err, "today's spend is not readable for /metrics"),
+    }
     (
         [(
             header::CONTENT_TYPE,

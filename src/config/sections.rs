@@ -810,13 +810,40 @@ impl Default for RetentionConfig {
 
 /// The LLM spend cap: tokens (prompt + completion) per UTC day. A tick that would start
 /// with the cap spent is recorded `skipped` and makes no LLM request. 0 = no cap.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BudgetConfig {
     /// Across every persona of the store.
     pub tokens_per_day: u64,
     /// For each persona.
     pub tokens_per_day_per_persona: u64,
+    /// Price of 1,000 prompt tokens, to show the spend as money (0 = tokens only).
+    pub price_in_per_1k: f64,
+    /// Price of 1,000 completion tokens.
+    pub price_out_per_1k: f64,
+    /// The prices' currency, as shown.
+    pub currency: String,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            tokens_per_day: 0,
+            tokens_per_day_per_persona: 0,
+            price_in_per_1k: 0.0,
+            price_out_per_1k: 0.0,
+            currency: "USD".into(),
+        }
+    }
+}
+
+impl BudgetConfig {
+    /// What `tokens_in` prompt and `tokens_out` completion tokens cost, when prices are set.
+    pub fn cost(&self, tokens_in: i64, tokens_out: i64) -> Option<f64> {
+        (self.price_in_per_1k > 0.0 || self.price_out_per_1k > 0.0).then(|| {
+            tokens_in as f64 / 1000.0 * self.price_in_per_1k + tokens_out as f64 / 1000.0 * self.price_out_per_1k
+        })
+    }
 }
 
 /// Outbound HTTP (login, MCP, the LLM).

@@ -115,6 +115,17 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
             ),
         ));
     }
+    for (key, price) in [
+        ("budget.price_in_per_1k", config.budget.price_in_per_1k),
+        ("budget.price_out_per_1k", config.budget.price_out_per_1k),
+    ] {
+        if !(price.is_finite() && (0.0..=1000.0).contains(&price)) {
+            return Err((
+                key,
+                format!("must be a price from 0 to 1000 per 1,000 tokens, got {price}"),
+            ));
+        }
+    }
     if config.database.max_connections > 1000 {
         return Err(("database.max_connections", "must be at most 1000".into()));
     }

@@ -527,17 +527,24 @@ impl Store {
     /// LLM tokens (prompt + completion) spent by ticks started since `since`, of one
     /// persona or of all.
     pub async fn tokens_spent(&self, persona_id: Option<Uuid>, since: DateTime<Utc>) -> Result<i64> {
-        Ok(with_pool!(self, pool => {
-            sqlx::query_scalar::<_, Option<i64>>(
-                "SELECT CAST(SUM(tokens_in + tokens_out) AS BIGINT) FROM persona_ticks
+        let (tokens_in, tokens_out) = self.token_spend(persona_id, since).await?;
+        Ok(tokens_in + tokens_out)
+    }
+
+    /// LLM tokens (prompt, completion) of the ticks started since `since`, of one persona
+    /// or all.
+    pub async fn token_spend(&self, persona_id: Option<Uuid>, since: DateTime<Utc>) -> Result<(i64, i64)> {
+        let (tokens_in, tokens_out) = with_pool!(self, pool => {
+            sqlx::query_as::<_, (Option<i64>, Option<i64>)>(
+                "SELECT CAST(SUM(tokens_in) AS BIGINT), CAST(SUM(tokens_out) AS BIGINT) FROM persona_ticks
                  WHERE started_at >= $1 AND ($2 IS NULL OR persona_id = $2)",
             )
             .bind(since)
             .bind(persona_id)
             .fetch_one(pool)
             .await?
-            .unwrap_or(0)
-        }))
+        });
+        Ok((tokens_in.unwrap_or(0), tokens_out.unwrap_or(0)))
     }
 
     pub async fn count_ticks(&self, persona_id: Uuid) -> Result<i64> {
