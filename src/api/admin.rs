@@ -41,6 +41,17 @@ pub(super) async fn find(state: &ApiState, tenant: Uuid, id: &str) -> Result<Per
 pub struct UpsertResponse {
     outcome: UpsertOutcome,
     persona: Persona,
+    /// With `provision=true`: whether the product account was created or already existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provisioned: Option<crate::auth::SignUp>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UpsertQuery {
+    /// `true`: also sign the persona up in its product (`auth.signup_url`).
+    provision: Option<String>,
 }
 
 /// Create or update the persona with the body's email (idempotent).
@@ -49,35 +60,65 @@ pub struct UpsertResponse {
 /// The `kind = persona` user is created with it; an email of a human account is refused.
 #[utoipa::path(post, path = "/api/v1/admin/personas", tag = "admin", security(("admin_token" = [])),
     request_body = crate::persona::PersonaSpec,
+    params(UpsertQuery),
     responses(
         (status = 201, description = "created", body = UpsertResponse),
         (status = 200, description = "updated or unchanged", body = UpsertResponse),
         (status = 400, description = "not a persona definition (its shape); every problem with its field", body = ErrorBody),
         (status = 422, description = "a definition that breaks a rule its schema cannot state (test-domain email, a cron that fires, prompt length, time zone); every problem with its field", body = ErrorBody),
         (status = 401, description = "missing or wrong admin token", body = ErrorBody),
-        (status = 409, description = "the email belongs to a human account, or the name to another persona", body = ErrorBody),
+        (status = 409, description = "the email belongs to a human account, or the name to another persona; or provision=true without a sign-up endpoint for the persona's product", body = ErrorBody),
         (status = 413, description = "body too large", body = ErrorBody),
         (status = 415, description = "not JSON", body = ErrorBody),
+        (status = 502, description = "provision=true: the product refused the sign-up or did not answer (the persona is stored)", body = ErrorBody),
         (status = 503, description = "no admin token configured", body = ErrorBody),
     ))]
 pub async fn upsert_persona(
     State(state): State<ApiState>,
     admin: Admin,
+    ValidQuery(query): ValidQuery<UpsertQuery>,
     ValidJson(body): ValidJson<Value>,
 ) -> Result<Response, ApiError> {
     let config = state.config();
+    let provision = params::flag("provision", query.provision.as_deref())?;
     let rules = crate::catalog::Rules::from(&config.catalog);
     let spec = crate::catalog::validate_persona(&body, &rules).map_err(ApiError::from_problems)?;
+    let provisioner = match provision {
+        false => None,
+        true => Some(state.provisioner(spec.target.as_deref()).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "provision=true, but the persona's product has no sign-up endpoint: set auth.signup_url",
+            )
+        })?),
+    };
     let (persona, outcome) = state
         .store()
         .upsert_persona(admin.tenant, &spec, &config.catalog.default_time_zone)
         .await?;
+    let provisioned = match provisioner {
+        None => None,
+        Some(provisioner) => Some(
+            provisioner
+                .sign_up(&spec.email, &spec.name)
+                .await
+                .map_err(|err| ApiError::new(StatusCode::BAD_GATEWAY, format!("{err} (the persona is stored)")))?,
+        ),
+    };
     let status = if outcome == UpsertOutcome::Created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(UpsertResponse { outcome, persona })).into_response())
+    Ok((
+        status,
+        Json(UpsertResponse {
+            outcome,
+            persona,
+            provisioned,
+        }),
+    )
+        .into_response())
 }
 
 /// List the tenant's personas with their activity.

@@ -53,6 +53,8 @@ pub struct Settings {
     pub config: Arc<Config>,
     admin_token: Option<Secret>,
     jwt: Option<Arc<JwtVerifier>>,
+    /// Sign-up per target (`None`: the default), for the upsert's `provision=true`.
+    provisioners: std::collections::BTreeMap<Option<String>, Arc<crate::auth::Provisioner>>,
 }
 
 impl Settings {
@@ -62,7 +64,32 @@ impl Settings {
             config,
             admin_token,
             jwt,
+            provisioners: Default::default(),
         }
+    }
+
+    /// Lets the admin upsert sign personas up: one provisioner per product that has an
+    /// `auth.signup_url` (the seed secrets come from `env`). Others are left out.
+    pub fn with_provisioning(mut self, env: &crate::config::Env) -> Self {
+        let config = self.config.clone();
+        let products = std::iter::once((None, Some((*config).clone()))).chain(
+            config
+                .targets
+                .keys()
+                .map(|name| (Some(name.clone()), config.for_target(name))),
+        );
+        for (target, product) in products {
+            let Some(product) = product.filter(|p| !p.auth.signup_url.is_empty()) else {
+                continue;
+            };
+            let Ok(seed) = crate::auth::SeedSecret::resolve(&product, env) else {
+                continue;
+            };
+            if let Ok(provisioner) = crate::auth::Provisioner::new(&product, seed.secret) {
+                self.provisioners.insert(target, Arc::new(provisioner));
+            }
+        }
+        self
     }
 }
 
@@ -127,6 +154,10 @@ impl ApiState {
 
     fn jwt(&self) -> Option<Arc<JwtVerifier>> {
         self.settings().jwt.clone()
+    }
+
+    fn provisioner(&self, target: Option<&str>) -> Option<Arc<crate::auth::Provisioner>> {
+        self.settings().provisioners.get(&target.map(str::to_string)).cloned()
     }
 
     fn ticks(&self) -> Option<&Arc<dyn TickControl>> {

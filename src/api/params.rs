@@ -44,6 +44,7 @@ fn schema_of(path: &str, name: &str) -> Option<Value> {
         "result" => names(&ActionResult::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
         "flow" => names(&Flow::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
         "type" => names(&InteractionType::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
+        "provision" => json!({"type": "string", "enum": ["true", "false"]}),
         "persona" | "module" | "archetype" => json!({"type": "string", "description": "empty = not set"}),
         _ => return None,
     })
@@ -98,6 +99,15 @@ pub fn choice<T: FromStr<Err = String>>(name: &str, value: Option<&str>) -> Resu
     value
         .map(|v| v.parse::<T>().map_err(|message| ApiError::field(name, message)))
         .transpose()
+}
+
+/// `true` or `false` (absent: false).
+pub fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ApiError::field(name, "must be true or false")),
+    }
 }
 
 /// A UUID in its hyphenated form (what `format: uuid` means).

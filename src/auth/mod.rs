@@ -6,9 +6,11 @@
 
 pub mod login;
 pub mod password;
+pub mod signup;
 
 pub use login::{AuthError, Authenticator, Credentials};
 pub use password::{SeedSecret, SeedSecretError, derive_password};
+pub use signup::{Provisioner, SignUp, SignUpError};
 
 /// Bytes from the operating system's CSPRNG, for keys and session ids.
 pub fn random_bytes<const N: usize>() -> [u8; N] {

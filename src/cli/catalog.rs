@@ -23,6 +23,12 @@ pub enum CatalogCommand {
         /// Print the counts as JSON.
         #[arg(long)]
         json: bool,
+        /// Also sign each persona up in its product (auth.signup_url); an existing account is fine.
+        #[arg(long)]
+        provision: bool,
+        /// With --provision: print who would be signed up where, and change nothing.
+        #[arg(long, requires = "provision")]
+        dry_run: bool,
     },
     /// Delete every persona user with its personas, ticks, actions, feedback and profile
     /// rows. Never deletes a human user. Warns about personas no catalog lists.
@@ -72,12 +78,21 @@ pub async fn run(command: CatalogCommand, app: &App) -> Result<Outcome> {
                 Err(other) => Err(other.into()),
             }
         }
-        CatalogCommand::Seed { files: given, json } => {
+        CatalogCommand::Seed {
+            files: given,
+            json,
+            provision,
+            dry_run,
+        } => {
+            let files = files(given);
+            if dry_run {
+                return provision_personas(app, &files, &rules, true).await;
+            }
             let store = app.store().await?;
             let seeded = catalog::seed_files(
                 &store,
                 DEFAULT_TENANT,
-                &files(given),
+                &files,
                 &rules,
                 &app.config().catalog.default_time_zone,
             )
@@ -97,6 +112,9 @@ pub async fn run(command: CatalogCommand, app: &App) -> Result<Outcome> {
                     report.updated,
                     report.unchanged
                 );
+            }
+            if provision {
+                return provision_personas(app, &files, &rules, false).await;
             }
             Ok(Outcome::Success)
         }
@@ -145,4 +163,63 @@ fn report_invalid(err: CatalogError) -> Result<Outcome> {
         }
         other => Err(other.into()),
     }
+}
+
+/// Signs the catalogs' personas up in their products (`--provision`), or says who would be
+/// signed up where (`--dry-run`). Personas of an undeclared target are left out.
+async fn provision_personas(app: &App, files: &[PathBuf], rules: &Rules, dry_run: bool) -> Result<Outcome> {
+    use anyhow::Context as _;
+    use persona_runner::auth::{Provisioner, SeedSecret, SignUp};
+    let catalogs = match catalog::load(files, rules) {
+        Ok(catalogs) => catalogs,
+        Err(err) => return report_invalid(err),
+    };
+    let config = app.config();
+    let mut provisioners = std::collections::BTreeMap::new();
+    let (mut created, mut existed, mut skipped, mut failed) = (0, 0, 0, 0);
+    for spec in catalogs.iter().flat_map(|c| &c.personas) {
+        let target = spec.target.clone();
+        let product = match &target {
+            None => Some(config.clone()),
+            Some(name) => config.for_target(name),
+        };
+        let Some(product) = product else {
+            skipped += 1;
+            continue;
+        };
+        if !provisioners.contains_key(&target) {
+            let seed = SeedSecret::resolve(&product, &app.env)?;
+            let provisioner = Provisioner::new(&product, seed.secret).with_context(|| match &target {
+                Some(name) => format!("provisioning personas of target {name}"),
+                None => "provisioning personas".to_string(),
+            })?;
+            provisioners.insert(target.clone(), provisioner);
+        }
+        let provisioner = &provisioners[&target];
+        if dry_run {
+            out!("would sign up {} ({}) at {}", spec.email, spec.name, provisioner.url());
+            continue;
+        }
+        match provisioner.sign_up(&spec.email, &spec.name).await {
+            Ok(SignUp::Created) => created += 1,
+            Ok(SignUp::Exists) => existed += 1,
+            Err(err) => {
+                failed += 1;
+                eprintln!("{err}");
+            }
+        }
+    }
+    if dry_run {
+        out!("dry run: nothing was seeded or signed up; {skipped} persona(s) of undeclared targets left out");
+        return Ok(Outcome::Success);
+    }
+    out!(
+        "provisioned: {created} signed up, {existed} already had an account, {failed} failed, \
+         {skipped} of undeclared targets left out"
+    );
+    Ok(if failed == 0 {
+        Outcome::Success
+    } else {
+        Outcome::Problems
+    })
 }

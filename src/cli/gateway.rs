@@ -34,6 +34,10 @@ pub struct GatewayArgs {
     /// roots, pictures, a task-only tool, nested models, a crash and a hang.
     #[arg(long)]
     lab: bool,
+    /// Only accounts created at /api/v1/auth/signup log in (as a real product would);
+    /// `catalog seed --provision` creates them.
+    #[arg(long)]
+    accounts: bool,
 }
 
 pub async fn run(args: GatewayArgs, app: &App) -> Result<Outcome> {
@@ -46,6 +50,7 @@ pub async fn run(args: GatewayArgs, app: &App) -> Result<Outcome> {
         require_space_header: args.require_space_header,
         call_delay: std::time::Duration::ZERO,
         lab: args.lab,
+        accounts: args.accounts,
     });
     if args.stdio {
         gateway.serve_stdio(&args.user).await.context("serving MCP on stdio")?;

@@ -263,6 +263,7 @@ impl Config {
             }
             mask(&mut mcp.url);
             mask(&mut auth.login_url);
+            mask(&mut auth.signup_url);
             mask(&mut auth.oauth.client_metadata_url);
             mask(&mut auth.oauth.idp_token_endpoint);
             auth.lookups.values_mut().for_each(|lookup| mask(&mut lookup.url));

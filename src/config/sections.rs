@@ -170,6 +170,10 @@ pub struct AuthConfig {
     pub lookups: std::collections::BTreeMap<String, LookupConfig>,
     /// OAuth 2.1 settings (mode = "oauth").
     pub oauth: OAuthConfig,
+    /// The product's sign-up endpoint, for `catalog seed --provision` ("" = none).
+    pub signup_url: String,
+    /// The sign-up body: JSON with `{email}`, `{password}` and `{name}` in its strings.
+    pub signup_body: String,
 }
 
 impl Default for AuthConfig {
@@ -187,6 +191,8 @@ impl Default for AuthConfig {
             seed_secret_file: None,
             lookups: Default::default(),
             oauth: OAuthConfig::default(),
+            signup_url: String::new(),
+            signup_body: r#"{"email": "{email}", "password": "{password}", "name": "{name}"}"#.into(),
         }
     }
 }

@@ -16,6 +16,16 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
     if config.database.max_connections == 0 {
         return Err(("database.max_connections", "must be at least 1".into()));
     }
+    if !config.auth.signup_url.is_empty() {
+        if !(config.auth.signup_url.starts_with("http://") || config.auth.signup_url.starts_with("https://")) {
+            return Err((
+                "auth.signup_url",
+                "must be an http:// or https:// URL (or empty)".into(),
+            ));
+        }
+        crate::auth::signup::signup_body(&config.auth.signup_body, "a@b.test", "p", "n")
+            .map_err(|message| ("auth.signup_body", message))?;
+    }
     if config.catalog.allowed_email_domains.is_empty() {
         return Err((
             "catalog.allowed_email_domains",

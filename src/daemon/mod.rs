@@ -144,11 +144,10 @@ async fn seed_catalogs(store: &Store, config: &Config, first_start: bool) -> Res
 
 /// The sidecar's settings from a config (SIGHUP builds them again).
 fn sidecar_settings(config: &Arc<Config>, env: &Env) -> Result<crate::api::Settings, DaemonError> {
-    Ok(crate::api::Settings::new(
-        config.clone(),
-        config.admin_token(env)?,
-        config.jwt_secret(env)?,
-    ))
+    Ok(
+        crate::api::Settings::new(config.clone(), config.admin_token(env)?, config.jwt_secret(env)?)
+            .with_provisioning(env),
+    )
 }
 
 /// Binds `api.listen` and serves the sidecar until `stop`.
@@ -274,6 +273,7 @@ async fn start_sample_gateway(
         require_space_header: false,
         call_delay: Duration::ZERO,
         lab: false,
+        accounts: false,
     });
     let addr = config.sample_gateway.listen;
     let listener = tokio::net::TcpListener::bind(addr)

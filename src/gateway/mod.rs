@@ -58,6 +58,10 @@ pub struct GatewayOptions {
     /// Also offer the lab tools (`lab.*`): forms, sampling, roots, pictures, a task-only
     /// tool, nested models, a crash and a hang, for testing clients.
     pub lab: bool,
+    /// Only accounts created at `/api/v1/auth/signup` log in (as a real product: the
+    /// runner must provision its personas first). Off: any email with its derived
+    /// password logs in.
+    pub accounts: bool,
 }
 
 /// One tool call the gateway executed (for tests and the demo's own record).
@@ -84,6 +88,8 @@ struct Inner {
     calls: Mutex<std::collections::VecDeque<CallRecord>>,
     logins: std::sync::atomic::AtomicU64,
     signing_key: Mutex<[u8; 32]>,
+    /// Signed-up accounts: lower-case email → the password given at sign-up.
+    accounts: Mutex<HashMap<String, Secret>>,
 }
 
 /// How many executed calls the gateway remembers.
@@ -135,6 +141,7 @@ impl Gateway {
                 calls: Mutex::new(std::collections::VecDeque::new()),
                 logins: std::sync::atomic::AtomicU64::new(0),
                 signing_key: Mutex::new(random_key()),
+                accounts: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -207,6 +214,7 @@ impl Gateway {
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), require_bearer));
         Router::new()
             .route("/api/v1/auth/login", post(login))
+            .route("/api/v1/auth/signup", post(signup))
             .merge(protected)
             .with_state(self.clone())
     }
@@ -331,7 +339,15 @@ async fn login(State(gateway): State<Gateway>, body: Option<Json<Value>>) -> Res
         )
             .into_response();
     };
-    let expected = derive_password(&gateway.inner.options.seed, email);
+    let expected = if gateway.inner.options.accounts {
+        let accounts = gateway.inner.accounts.lock().expect("accounts lock");
+        match accounts.get(&email.to_lowercase()) {
+            Some(password) => password.clone(),
+            None => return unauthorized("no such account: sign up first"),
+        }
+    } else {
+        derive_password(&gateway.inner.options.seed, email)
+    };
     if !constant_time_eq(expected.expose().as_bytes(), password.as_bytes()) {
         return unauthorized("wrong email or password");
     }
@@ -339,6 +355,44 @@ async fn login(State(gateway): State<Gateway>, body: Option<Json<Value>>) -> Res
     gateway.inner.logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Json(json!({"token": gateway.issue_token(&user_id, email), "user": {"id": user_id, "email": email}}))
         .into_response()
+}
+
+/// Creates an account (`{email, password, name}`): 201, or 409 when it exists.
+async fn signup(State(gateway): State<Gateway>, body: Option<Json<Value>>) -> Response {
+    let fields = body.as_ref().and_then(|Json(body)| {
+        let text = |key: &str| body[key].as_str().filter(|v| !v.is_empty());
+        Some((text("email")?, text("password")?, text("name").unwrap_or_default()))
+    });
+    let Some((email, password, name)) = fields else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "expected a JSON body {email, password, name}"})),
+        )
+            .into_response();
+    };
+    let mut accounts = gateway.inner.accounts.lock().expect("accounts lock");
+    let key = email.to_lowercase();
+    if accounts.contains_key(&key) {
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "an account with this email exists"})),
+        )
+            .into_response();
+    }
+    accounts.insert(key, Secret::new(password));
+    let user_id = user_id_of(email);
+    (
+        StatusCode::CREATED,
+        Json(json!({"user": {"id": user_id, "email": email, "name": name}})),
+    )
+        .into_response()
+}
+
+impl Gateway {
+    /// How many accounts signed up.
+    pub fn accounts(&self) -> usize {
+        self.inner.accounts.lock().expect("accounts lock").len()
+    }
 }
 
 async fn organizations(request: Request) -> Response {

@@ -68,7 +68,7 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
     let port = free_port();
     let config = format!(
         "[database]\nurl = \"{db_url}\"\n\
-         [auth]\nlogin_url = \"{login}\"\nseed_secret_env = \"TEST_SEED_SECRET\"\n\
+         [auth]\nlogin_url = \"{login}\"\nsignup_url = \"{signup}\"\nseed_secret_env = \"TEST_SEED_SECRET\"\n\
          [mcp]\nurl = \"{mcp}\"\n\
          [retry]\ninitial_delay = \"10ms\"\n\
          [runner]\nshutdown_grace = \"2s\"\n\
@@ -76,6 +76,7 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
          [api.jwt]\nsecret_env = \"TEST_JWT_SECRET\"\n{extra}\n",
         db_url = db.url(),
         login = gateway.login_url(),
+        signup = gateway.signup_url(),
         mcp = gateway.mcp_url(),
         extra = options.extra_toml,
     );

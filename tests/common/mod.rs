@@ -349,6 +349,7 @@ impl TestGateway {
             require_space_header: false,
             call_delay: std::time::Duration::ZERO,
             lab: false,
+            accounts: false,
         };
         adjust(&mut options);
         let gateway = persona_runner::gateway::Gateway::new(options);
@@ -363,6 +364,10 @@ impl TestGateway {
 
     pub fn login_url(&self) -> String {
         format!("http://{}/api/v1/auth/login", self.addr)
+    }
+
+    pub fn signup_url(&self) -> String {
+        format!("http://{}/api/v1/auth/signup", self.addr)
     }
 
     pub fn mcp_url(&self) -> String {

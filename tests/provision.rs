@@ -1,0 +1,156 @@
+//! Provisioning through the real binary: `catalog seed --provision` signs the catalog's
+//! personas up at the real sample gateway (run with accounts required), idempotently,
+//! with a dry run, and the accounts then log in; the password never shows.
+
+mod common;
+
+use std::process::Output;
+use std::sync::Arc;
+
+use common::app::{Auth, spawn_app};
+use common::{Backend, TEST_SEED, TestDb, TestGateway};
+use persona_runner::persona::DEFAULT_TENANT;
+use persona_runner::store::{TickStatus, TickTrigger};
+use persona_runner::tick::{TickEngine, TickRequest};
+use serde_json::json;
+
+const CATALOGS: [&str; 2] = [
+    concat!(env!("CARGO_MANIFEST_DIR"), "/catalog/consumer-app.json"),
+    concat!(env!("CARGO_MANIFEST_DIR"), "/catalog/sop-finance.json"),
+];
+
+async fn seed(dir: &std::path::Path, db: &TestDb, gateway: &TestGateway, extra: &[&str]) -> Output {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"{}\"\n[auth]\nlogin_url = \"{}\"\nsignup_url = \"{}\"\n\
+             seed_secret_env = \"TEST_SEED_SECRET\"\n[mcp]\nurl = \"{}\"\n",
+            db.url(),
+            gateway.login_url(),
+            gateway.signup_url(),
+            gateway.mcp_url()
+        ),
+    )
+    .unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_persona-runner"))
+        .arg("--config")
+        .arg(&config)
+        .args(["catalog", "seed"])
+        .args(extra)
+        .args(CATALOGS)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TEST_SEED_SECRET", TEST_SEED)
+        .output()
+        .await
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+async fn seeding_with_provision_creates_accounts_that_then_log_in() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let gateway = TestGateway::start_with(|options| options.accounts = true).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // A dry run says who would be signed up where, and changes nothing.
+    let out = seed(dir.path(), &db, &gateway, &["--provision", "--dry-run"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(text(&out).matches("would sign up ").count(), 10, "{}", text(&out));
+    assert!(
+        text(&out).contains("12 persona(s) of undeclared targets left out"),
+        "{}",
+        text(&out)
+    );
+    let store = db.store().await;
+    assert_eq!(gateway.gateway.accounts(), 0);
+    assert!(
+        store.list_personas(DEFAULT_TENANT).await.unwrap().is_empty(),
+        "nothing seeded"
+    );
+
+    // Seeded without provisioning, a persona cannot log in to a product that needs accounts.
+    let out = seed(dir.path(), &db, &gateway, &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let personas = store.list_personas(DEFAULT_TENANT).await.unwrap();
+    let persona = personas.iter().find(|p| p.target.is_none()).unwrap().clone();
+    let engine = TickEngine::new(store.clone(), Arc::new(gateway.config()), &gateway.env()).unwrap();
+    let request = TickRequest {
+        persona: persona.clone(),
+        trigger: TickTrigger::Cli,
+        scheduled_for: None,
+        attempt: 1,
+    };
+    let before = engine.run(&request, &|_| {}).await.unwrap();
+    assert_eq!(before.status, TickStatus::Failed);
+    assert!(
+        before.error.unwrap_or_default().contains("401"),
+        "refused: no account yet"
+    );
+
+    // Provisioned: the 10 consumer personas get accounts; a second run finds them.
+    let out = seed(dir.path(), &db, &gateway, &["--provision"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("provisioned: 10 signed up, 0 already had an account, 0 failed"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(gateway.gateway.accounts(), 10);
+    let again = seed(dir.path(), &db, &gateway, &["--provision"]).await;
+    assert!(
+        text(&again).contains("0 signed up, 10 already had an account"),
+        "{}",
+        text(&again)
+    );
+
+    let engine = TickEngine::new(store.clone(), Arc::new(gateway.config()), &gateway.env()).unwrap();
+    let after = engine.run(&request, &|_| {}).await.unwrap();
+    assert_eq!(after.status, TickStatus::Ok, "{:?}", after.error);
+
+    // The derived password went to the product only.
+    let password = persona_runner::auth::derive_password(
+        &persona_runner::config::Secret::new(TEST_SEED),
+        persona.email.as_deref().unwrap(),
+    );
+    for out in [&out, &again] {
+        assert!(!text(out).contains(password.expose()), "the password is never printed");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_upsert_provisions_on_request() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let body = json!({
+        "name": "Nora",
+        "email": "persona.nora@mana.test",
+        "archetype": "solo-dev",
+        "systemPrompt": "Du bist Nora, planst deine Woche knapp, prüfst Zahlen, bevor du entscheidest, und schreibst kurz.",
+        "moduleMix": {"todo": 1},
+        "tickCadence": "daily",
+    });
+    let post = |query: &'static str| app.call("POST", query, Auth::Admin, Some(body.clone()));
+    let (status, created) = post("/api/v1/admin/personas?provision=true").await;
+    assert_eq!((status, &created["provisioned"]), (201, &json!("created")), "{created}");
+    let (status, again) = post("/api/v1/admin/personas?provision=true").await;
+    assert_eq!((status, &again["provisioned"]), (200, &json!("exists")), "{again}");
+    let (status, plain) = post("/api/v1/admin/personas").await;
+    assert_eq!(status, 200);
+    assert!(plain.get("provisioned").is_none(), "{plain}");
+    let (status, bad) = post("/api/v1/admin/personas?provision=yes").await;
+    assert_eq!(
+        (status, &bad["details"][0]["field"]),
+        (400, &json!("provision")),
+        "{bad}"
+    );
+    assert_eq!(app.gateway.gateway.accounts(), 1);
+    app.stop().await;
+}
