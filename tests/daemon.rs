@@ -187,6 +187,22 @@ fn signals_tick_reload_and_drain() {
     });
     assert_eq!(daemon.metric("persona_runner_ticks_total", "trigger=\"signal\""), 10.0);
     assert!(daemon.metric("persona_runner_ticks_total", "trigger=\"schedule\"") <= 10.0);
+    // The 12 role personas are in the store, untouched: no tick, no rating of theirs.
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = common::default_store_in(dir.path()).await;
+        let personas = store
+            .list_personas(persona_runner::persona::DEFAULT_TENANT)
+            .await
+            .unwrap();
+        let roles: Vec<_> = personas
+            .iter()
+            .filter(|p| p.target.as_deref() == Some("sop-finance"))
+            .collect();
+        assert_eq!(roles.len(), 12);
+        for role in roles {
+            assert_eq!(store.count_ticks(role.id).await.unwrap(), 0, "{} was ticked", role.name);
+        }
+    });
     assert!(daemon.metric("persona_runner_tool_calls_total", "result=\"ok\"") > 0.0);
 
     // SIGHUP with a broken config: logged, the daemon keeps running on the old one.

@@ -171,5 +171,18 @@ async fn todays_spend_shows_against_the_cap_in_metrics_and_on_the_dashboard() {
         )),
         "the dashboard shows today's spend: {page}"
     );
+    // The persona's row leads to its latest tick's story.
+    let filter = persona_runner::store::TickFilter {
+        persona_id: Some(persona.id),
+        ..Default::default()
+    };
+    let latest = app.store.list_ticks(DEFAULT_TENANT, &filter, 1).await.unwrap();
+    assert!(
+        page.contains(&format!(
+            "<a href=\"/ticks/{}\" title=\"the latest tick\">",
+            latest[0].id
+        )),
+        "the persona row links its latest tick"
+    );
     app.stop().await;
 }

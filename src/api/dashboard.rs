@@ -4,21 +4,19 @@
 //! with their last tick and alignment. The admin token is entered once in a login form;
 //! the browser then holds the cookie of a server-side session (see `auth::Sessions`).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
 
 use super::ApiState;
 use super::auth::{SESSION_COOKIE, is_admin, session_cookie};
-use crate::feedback::{FeedbackReport, GroupReport};
+use super::dashboard_views::{chart, low_ratings, modules_table, personas_table, simulators_table, spend_stat};
 use crate::persona::DEFAULT_TENANT;
-use crate::store::{PersonaSummary, RatingScope};
+use crate::store::RatingScope;
 
 /// Escapes text for HTML element content and quoted attributes.
 pub(super) fn esc(text: &str) -> String {
@@ -69,11 +67,6 @@ ol.story { margin:0; padding-left:1.4rem; display:grid; gap:.6rem; }
 ol.story li { border-left:3px solid var(--line); padding-left:.6rem; }
 ol.story li.assistant { border-color:#2563eb; } ol.story li.tool_result { border-color:#16a34a; } ol.story li.ratings { border-color:#d97706; }
 "#;
-
-/// A palette that stays distinguishable on light and dark backgrounds.
-const COLORS: [&str; 10] = [
-    "#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#ea580c", "#475569",
-];
 
 pub(super) fn html_page(title: &str, body: &str) -> String {
     format!(
@@ -318,258 +311,4 @@ async fn render(state: &ApiState, days: i64) -> Result<String, crate::store::Sto
     body.push_str(&personas_table(&personas));
     body.push_str("</main>");
     Ok(html_page("persona-runner QA", &body))
-}
-
-/// Today's LLM spend against the cap (and in money, with prices).
-fn spend_stat(budget: &crate::config::BudgetConfig, tokens_in: i64, tokens_out: i64) -> String {
-    let spent = tokens_in + tokens_out;
-    let (class, of_cap) = match budget.tokens_per_day {
-        0 => ("", "no cap".to_string()),
-        cap => (
-            if spent as u64 >= cap { "bad" } else { "" },
-            format!("of {cap} ({:.0}%)", spent as f64 * 100.0 / cap as f64),
-        ),
-    };
-    let money = budget
-        .cost(tokens_in, tokens_out)
-        .map(|cost| format!(" · {cost:.2} {}", esc(&budget.currency)))
-        .unwrap_or_default();
-    format!(
-        "<div class=\"stat\" id=\"spend\"><b class=\"{class}\">{spent}</b><span class=\"muted\">LLM tokens today (UTC), {of_cap}{money}</span></div>"
-    )
-}
-
-/// Ratings per module per day as an SVG line chart (y 1–5, x the window's days).
-fn chart(report: &FeedbackReport, since: DateTime<Utc>, until: DateTime<Utc>) -> String {
-    let (width, height) = (900.0_f64, 280.0_f64);
-    let (left, right, top, bottom) = (34.0, 12.0, 12.0, 28.0);
-    let first = since.date_naive();
-    let last = until.date_naive();
-    let span = (last - first).num_days().max(1) as f64;
-    let x = |day: NaiveDate| left + (day - first).num_days() as f64 / span * (width - left - right);
-    let y = |rating: f64| top + (5.0 - rating) / 4.0 * (height - top - bottom);
-
-    let mut by_module: BTreeMap<&str, Vec<(NaiveDate, f64, i64)>> = BTreeMap::new();
-    for point in &report.series {
-        if let Ok(day) = NaiveDate::parse_from_str(&point.day, "%Y-%m-%d") {
-            by_module
-                .entry(&point.module)
-                .or_default()
-                .push((day, point.average, point.count));
-        }
-    }
-    let mut svg = format!(
-        "<svg id=\"ratings-chart\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"Average rating per module per day\">"
-    );
-    for rating in 1..=5 {
-        let ry = y(f64::from(rating));
-        let _ = write!(
-            svg,
-            "<line x1=\"{left}\" x2=\"{}\" y1=\"{ry:.1}\" y2=\"{ry:.1}\" stroke=\"currentColor\" stroke-opacity=\"0.15\"/>\
-             <text x=\"{}\" y=\"{:.1}\" font-size=\"11\" fill=\"currentColor\" fill-opacity=\"0.6\" text-anchor=\"end\">{rating}</text>",
-            width - right,
-            left - 8.0,
-            ry + 4.0
-        );
-    }
-    for (label_day, anchor) in [(first, "start"), (last, "end")] {
-        let _ = write!(
-            svg,
-            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" fill=\"currentColor\" fill-opacity=\"0.6\" text-anchor=\"{anchor}\">{label_day}</text>",
-            x(label_day),
-            height - 8.0
-        );
-    }
-    let mut legend = String::new();
-    for (index, (module, points)) in by_module.iter().enumerate() {
-        let color = COLORS[index % COLORS.len()];
-        let path: Vec<String> = points
-            .iter()
-            .map(|(d, a, _)| format!("{:.1},{:.1}", x(*d), y(*a)))
-            .collect();
-        let _ = write!(
-            svg,
-            "<polyline class=\"series\" data-module=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
-            esc(module),
-            path.join(" ")
-        );
-        for (day, average, count) in points {
-            let _ = write!(
-                svg,
-                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"><title>{} {day}: {average:.2} ({count} ratings)</title></circle>",
-                x(*day),
-                y(*average),
-                esc(module)
-            );
-        }
-        let _ = write!(
-            legend,
-            "<span><i style=\"background:{color}\"></i>{}</span>",
-            esc(module)
-        );
-    }
-    // A simulator change is a break in the series, not a product change: marked, never
-    // compared across.
-    let mut changes = String::new();
-    for change in &report.simulator_changes {
-        let Ok(day) = NaiveDate::parse_from_str(&change.day, "%Y-%m-%d") else {
-            continue;
-        };
-        if day < first || day > last {
-            continue;
-        }
-        let cx = x(day);
-        let _ = write!(
-            svg,
-            "<line class=\"simulator-change\" x1=\"{cx:.1}\" x2=\"{cx:.1}\" y1=\"{top}\" y2=\"{:.1}\" stroke=\"currentColor\" stroke-dasharray=\"4 3\"><title>{}</title></line>",
-            height - bottom,
-            esc(&change.note)
-        );
-        let _ = write!(changes, "<li class=\"simulator-change\">{}</li>", esc(&change.note));
-    }
-    svg.push_str("</svg>");
-    if !changes.is_empty() {
-        changes = format!("<ul class=\"muted\">{changes}</ul>");
-    }
-    let empty = if by_module.is_empty() {
-        "<p class=\"muted\">No ratings in this window yet.</p>"
-    } else {
-        ""
-    };
-    format!(
-        "<section class=\"wide\"><h2>Ratings per module over time</h2>{svg}<div class=\"legend\">{legend}</div>{changes}{empty}</section>"
-    )
-}
-
-/// Each simulator version that rated: how many ratings, and how lenient it is against
-/// the rating the evidence alone gives.
-fn simulators_table(report: &FeedbackReport) -> String {
-    if report.simulators.is_empty() {
-        return String::new();
-    }
-    let mut rows = String::new();
-    for simulator in &report.simulators {
-        let leniency = match simulator.leniency {
-            Some(l) if l >= 1.0 => format!("<span class=\"bad\">{l:+.2} lenient</span>"),
-            Some(l) if l <= -1.0 => format!("<span class=\"bad\">{l:+.2} harsh</span>"),
-            Some(l) => format!("{l:+.2}"),
-            None => "–".into(),
-        };
-        let _ = write!(
-            rows,
-            "<tr class=\"simulator\"><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{:.2}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{leniency}</td><td>{} – {}</td></tr>",
-            esc(&simulator.simulator),
-            simulator.ratings,
-            simulator.average,
-            simulator.evidence_average.map_or("–".into(), |a| format!("{a:.2}")),
-            esc(&simulator.first_day),
-            esc(&simulator.last_day),
-        );
-    }
-    format!(
-        "<section id=\"simulators\"><h2>Simulators</h2><p class=\"muted\">A simulator is driver · model · prompt template (· temperature). \
-         Ratings of different simulators are never compared; leniency is a simulator's own average minus what the evidence gives.</p>\
-         <div class=\"scroll\"><table><thead><tr><th>simulator</th><th>n</th><th>avg</th><th>evidence</th><th>leniency</th><th>days</th></tr></thead>\
-         <tbody>{rows}</tbody></table></div></section>"
-    )
-}
-
-fn distribution(counts: &[i64]) -> String {
-    let most = counts.iter().copied().max().unwrap_or(0).max(1);
-    let bars: String = counts
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let h = 2 + n * 16 / most;
-            format!("<span style=\"height:{h}px\" title=\"{} stars: {n}\"></span>", i + 1)
-        })
-        .collect();
-    format!("<span class=\"dist\">{bars}</span>")
-}
-
-fn modules_table(modules: &[GroupReport], report: &FeedbackReport) -> String {
-    let mut rows = String::new();
-    for m in modules {
-        let change = match m.change {
-            Some(c) if m.regression => format!("<span class=\"bad\">{c:+.2} regression</span>"),
-            Some(c) => format!("{c:+.2}"),
-            None if m.simulator_changed => "<span class=\"muted\">simulator changed</span>".into(),
-            None => "–".into(),
-        };
-        let _ = write!(
-            rows,
-            "<tr class=\"{}\" data-module=\"{}\"><td>{}</td><td class=\"num\">{:.2}</td><td class=\"num\">{}</td><td>{}</td>\
-             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{change}</td></tr>",
-            if m.regression { "regression" } else { "" },
-            esc(&m.key),
-            esc(&m.label),
-            m.average,
-            m.count,
-            distribution(&m.distribution),
-            m.error_rate.map_or("–".into(), |r| format!("{:.0}%", r * 100.0)),
-            m.mean_latency_ms.map_or("–".into(), |l| format!("{l:.0} ms")),
-        );
-    }
-    format!(
-        "<section id=\"modules\"><h2>Modules, weakest first</h2><p class=\"muted\">Regression: average down ≥ {} on ≥ {} ratings in both windows.</p>\
-         <div class=\"scroll\"><table><thead><tr><th>module</th><th>avg</th><th>n</th><th>1–5</th><th>errors</th><th>latency</th><th>change</th></tr></thead>\
-         <tbody>{rows}</tbody></table></div></section>",
-        report.regression_drop, report.regression_min_ratings
-    )
-}
-
-fn low_ratings(report: &FeedbackReport) -> String {
-    let mut rows = String::new();
-    for n in &report.lowest_notes {
-        let _ = write!(
-            rows,
-            "<tr><td class=\"num\"><a href=\"/ticks/{}\" title=\"the tick behind this rating\">{}/5</a></td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td></tr>",
-            n.tick_id,
-            n.rating,
-            esc(&n.module),
-            esc(&n.persona),
-            esc(n.notes.as_deref().unwrap_or_default()),
-            n.created_at.format("%m-%d %H:%M")
-        );
-    }
-    format!(
-        "<section id=\"low-ratings\"><h2>Latest low ratings</h2><div class=\"scroll\"><table><thead><tr><th>rating</th><th>module</th><th>persona</th><th>note</th><th>when</th></tr></thead>\
-         <tbody>{rows}</tbody></table></div></section>"
-    )
-}
-
-fn personas_table(personas: &[PersonaSummary]) -> String {
-    let mut rows = String::new();
-    for p in personas.iter().filter(|p| p.email.is_some()) {
-        let status = match p.last_tick_status.as_deref() {
-            Some("ok") => "<span class=\"good\">ok</span>".to_string(),
-            Some(other) => format!("<span class=\"bad\">{}</span>", esc(other)),
-            None => "<span class=\"muted\">never</span>".to_string(),
-        };
-        let alignment = match p.alignment_score {
-            Some(a) if a < crate::profile::REASSESS_BELOW => format!("<span class=\"bad\">{a:.0}</span>"),
-            Some(a) => format!("{a:.0}"),
-            None => "–".into(),
-        };
-        let _ = write!(
-            rows,
-            "<tr><td>{}{}</td><td>{}</td><td>{status}</td><td class=\"muted\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{alignment}</td></tr>",
-            esc(&p.name),
-            if p.paused {
-                " <span class=\"muted\">(paused)</span>"
-            } else {
-                ""
-            },
-            esc(&p.archetype),
-            p.last_tick_at
-                .map_or("–".into(), |t| t.format("%m-%d %H:%M").to_string()),
-            p.recent_actions,
-            p.average_rating.map_or("–".into(), |a| format!("{a:.2}")),
-        );
-    }
-    format!(
-        "<section class=\"wide\" id=\"personas\"><h2>Personas</h2><div class=\"scroll\"><table><thead><tr><th>persona</th><th>archetype</th><th>last tick</th><th>when</th><th>calls 7d</th><th>avg rating</th><th>alignment</th></tr></thead>\
-         <tbody>{rows}</tbody></table></div></section>"
-    )
 }

@@ -9,6 +9,7 @@
 mod admin;
 pub mod auth;
 mod dashboard;
+mod dashboard_views;
 mod error;
 mod params;
 mod profile;

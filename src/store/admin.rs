@@ -23,6 +23,8 @@ pub struct PersonaSummary {
     pub recent_actions: i64,
     pub last_tick_status: Option<String>,
     pub last_tick_at: Option<DateTime<Utc>>,
+    /// The latest tick, for a link to its story.
+    pub last_tick_id: Option<Uuid>,
     pub average_rating: Option<f64>,
     pub ratings: i64,
     pub alignment_score: Option<f64>,
@@ -187,6 +189,8 @@ impl Store {
                           ORDER BY t.started_at DESC LIMIT 1) AS last_tick_status,
                         (SELECT t.started_at FROM persona_ticks t WHERE t.persona_id = p.id
                           ORDER BY t.started_at DESC LIMIT 1) AS last_tick_at,
+                        (SELECT t.id FROM persona_ticks t WHERE t.persona_id = p.id
+                          ORDER BY t.started_at DESC LIMIT 1) AS last_tick_id,
                         (SELECT CAST(AVG(f.rating) AS DOUBLE PRECISION) FROM persona_feedback f
                           WHERE f.persona_id = p.id) AS average_rating,
                         (SELECT COUNT(*) FROM persona_feedback f WHERE f.persona_id = p.id) AS ratings,
