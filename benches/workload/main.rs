@@ -12,7 +12,8 @@
 //! cargo bench --bench workload -- pooling      # per-call latency, keep-alive on and off
 //! ```
 //! Options: `--runs N` (default 3), `--personas N`, `--postgres URL` (a superuser URL:
-//! the store workloads run there too). See bench/README.md for the figures.
+//! the store workloads run there too), `--busy N` (scale: personas ticking every two
+//! minutes, default 400; 0 measures the idle daemon). The README's Benchmark section has the figures.
 
 mod history;
 mod llm;
@@ -34,6 +35,7 @@ fn main() {
     let runs: usize = option("--runs").and_then(|v| v.parse().ok()).unwrap_or(3);
     let personas: Option<usize> = option("--personas").and_then(|v| v.parse().ok());
     let postgres = option("--postgres");
+    let busy: Option<usize> = option("--busy").and_then(|v| v.parse().ok());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -45,6 +47,7 @@ fn main() {
         runs,
         personas,
         postgres,
+        busy,
     };
     runtime.block_on(async move {
         match which.as_str() {

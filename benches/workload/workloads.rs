@@ -17,6 +17,8 @@ pub struct Options {
     pub runs: usize,
     pub personas: Option<usize>,
     pub postgres: Option<String>,
+    /// Scale: personas on a two-minute cron (the rest are idle); 0 measures idle alone.
+    pub busy: Option<usize>,
 }
 
 const ARCHETYPES: [&str; 4] = ["solo-dev", "researcher", "freelancer", "ceo-busy"];
@@ -424,7 +426,7 @@ pub async fn scale(options: &Options) {
     let personas = options.personas.unwrap_or(100_000);
     // A yearly slot for almost everyone (idle), and a two-minute cron for a few hundred
     // (a steady stream of due ticks, spread by a minute of jitter).
-    let busy = 400;
+    let busy = options.busy.unwrap_or(400);
     let cadence = move |i: usize| {
         if i < busy {
             "*/2 * * * *".to_string()
@@ -470,8 +472,10 @@ pub async fn scale(options: &Options) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ready = started.elapsed();
-    // Let the first plans be written, then measure a quiet minute and a busy stretch.
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    // Let the first plans be written and the loads stop overlapping the seeding (a load
+    // reads again what changed within a minute before the previous one began), then
+    // measure a minute.
+    tokio::time::sleep(Duration::from_secs(90)).await;
     let before = measure::sample(pid).expect("the daemon runs");
     tokio::time::sleep(Duration::from_secs(60)).await;
     let after = measure::sample(pid).expect("the daemon runs");
@@ -487,7 +491,7 @@ pub async fn scale(options: &Options) {
     let reload_mean = histogram_mean(&metrics, "persona_runner_scheduler_reload_seconds");
     let ticks = metric_sum(&metrics, "persona_runner_ticks_total");
     print_row(
-        &format!("daemon, {personas} personas"),
+        &format!("daemon, {personas} personas, {busy} busy"),
         &[
             ("ready s", format!("{:.1}", ready.as_secs_f64())),
             ("RSS MiB", format!("{:.1}", after.rss_mib)),

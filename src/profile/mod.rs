@@ -476,6 +476,9 @@ fn window_start(now: DateTime<Utc>) -> String {
 #[derive(Debug, Default)]
 pub struct Candidates {
     cache: std::sync::Mutex<BTreeMap<Uuid, CachedShapes>>,
+    /// One read at a time: flagged ticks that miss the cache together wait for the one
+    /// read instead of each listing the tenant.
+    reading: tokio::sync::Mutex<()>,
 }
 
 /// A tenant's candidates and when they were read.
@@ -490,15 +493,23 @@ pub const MAX_CANDIDATES: usize = 5000;
 
 impl Candidates {
     async fn of(&self, store: &Store, tenant: Uuid) -> Result<std::sync::Arc<Vec<Shape>>, StoreError> {
-        if let Some((at, shapes)) = self.cache.lock().expect("candidates lock").get(&tenant)
-            && at.elapsed() < CANDIDATES_TTL
-        {
-            return Ok(shapes.clone());
+        let cached = || {
+            self.cache
+                .lock()
+                .expect("candidates lock")
+                .get(&tenant)
+                .filter(|(at, _)| at.elapsed() < CANDIDATES_TTL)
+                .map(|(_, shapes)| shapes.clone())
+        };
+        if let Some(shapes) = cached() {
+            return Ok(shapes);
         }
-        let mut personas = store.list_personas(tenant).await?;
+        let _reading = self.reading.lock().await;
+        if let Some(shapes) = cached() {
+            return Ok(shapes);
+        }
         // Role personas (profile-only or with a flow) are the ones meant for assignment.
-        personas.sort_by_key(|p| (p.flow.is_none(), p.user_id.is_some(), p.name.clone()));
-        personas.truncate(MAX_CANDIDATES);
+        let personas = store.candidate_personas(tenant, MAX_CANDIDATES as i64).await?;
         let shapes = std::sync::Arc::new(personas.iter().map(Shape::from).collect::<Vec<_>>());
         let mut cache = self.cache.lock().expect("candidates lock");
         if cache.len() >= CANDIDATES_TENANTS

@@ -241,18 +241,27 @@ const IDS_EVERY: u32 = 20;
 /// Reads what changed, every `reload_every` or when told to, off the dispatch path.
 async fn loader<T: Host>(
     host: Arc<T>,
+    clock: Clock,
     out: mpsc::Sender<Loaded>,
     mut every: watch::Receiver<Duration>,
     now: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
 ) {
     let mut newest: Option<DateTime<Utc>> = None;
+    // When the last complete load began: a change committed after it is stamped no earlier
+    // than LOOKBACK before it, so nothing older needs reading again. Without it, an idle
+    // store would have everything stamped in the minute before its newest change read
+    // again on every load (100,000 freshly seeded personas, forever).
+    let mut last_start: Option<DateTime<Utc>> = None;
     let mut first = true;
     let mut loads: u32 = 0;
     let mut failing = false;
     loop {
         let started = tokio::time::Instant::now();
-        let mut cursor = newest.map(|at| (crate::time::before(at, LOOKBACK), Uuid::nil()));
+        let started_at = clock.now();
+        let mut cursor = newest
+            .max(last_start)
+            .map(|at| (crate::time::before(at, LOOKBACK), Uuid::nil()));
         let mut result = Ok(());
         loop {
             match host.load(cursor, LOAD_PAGE).await {
@@ -289,6 +298,7 @@ async fn loader<T: Host>(
         }
         match result {
             Ok(()) => {
+                last_start = Some(started_at);
                 crate::metrics::global().scheduler_reload(started.elapsed());
                 if failing {
                     tracing::info!("loading personas works again");
@@ -367,6 +377,7 @@ pub async fn run<T: Host>(wiring: Wiring<T>, heartbeat: impl Fn() + Send) {
     let loader_stop = shutdown.child_token();
     let loader_task = tokio::spawn(loader(
         host.clone(),
+        clock,
         loaded_in,
         every,
         reload_now.clone(),

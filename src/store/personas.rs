@@ -485,6 +485,25 @@ impl Store {
         rows.into_iter().map(Persona::try_from).collect()
     }
 
+    /// At most `limit` personas of `tenant` to suggest to a user, role personas first
+    /// (those with a flow, then those without a login), by name: bounded however large the
+    /// tenant is.
+    pub async fn candidate_personas(&self, tenant: Uuid, limit: i64) -> Result<Vec<Persona>> {
+        let rows: Vec<PersonaRow> = with_pool!(self, pool => {
+            sqlx::query_as(select_persona!(
+                "WHERE p.tenant_id = $1
+                 ORDER BY CASE WHEN p.flow IS NULL THEN 1 ELSE 0 END,
+                          CASE WHEN p.user_id IS NULL THEN 0 ELSE 1 END, p.name, p.id
+                 LIMIT $2"
+            ))
+            .bind(tenant)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(Persona::try_from).collect()
+    }
+
     /// Every persona with a login identity, across tenants, in full (for `tick --all`).
     pub async fn runnable_personas(&self) -> Result<Vec<Persona>> {
         let rows: Vec<PersonaRow> = with_pool!(self, pool => {

@@ -476,7 +476,14 @@ impl Store {
                 for chunk in plans.chunks(1000) {
                     let mut tx = begin_write!(pool);
                     for (persona_id, due) in chunk {
-                        sqlx::query("UPDATE personas SET next_due_at = $2, changed_at = $3 WHERE id = $1")
+                        // A first plan (no slot stored yet) is what every replica computes
+                        // alike, so it is not a change to read back: stamping it would make
+                        // every scheduler re-read all 100,000 freshly planned personas.
+                        sqlx::query(
+                            "UPDATE personas SET next_due_at = $2,
+                                    changed_at = CASE WHEN next_due_at IS NULL THEN changed_at ELSE $3 END
+                              WHERE id = $1",
+                        )
                             .bind(persona_id)
                             .bind(due)
                             .bind(at)
