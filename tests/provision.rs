@@ -154,3 +154,38 @@ async fn the_admin_upsert_provisions_on_request() {
     assert_eq!(app.gateway.gateway.accounts(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_sign_up_endpoint_fails_the_seed_naming_it() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    let closed = common::free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"{}\"\n[auth]\nsignup_url = \"http://127.0.0.1:{closed}/signup\"\n\
+             seed_secret_env = \"TEST_SEED_SECRET\"\n[retry]\nmax_attempts = 1\n",
+            db.url()
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_persona-runner"))
+        .arg("--config")
+        .arg(&config)
+        .args(["catalog", "seed", "--provision", CATALOGS[0]])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TEST_SEED_SECRET", TEST_SEED)
+        .output()
+        .await
+        .unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("0 signed up, 0 already had an account, 10 failed"),
+        "{all}"
+    );
+    assert!(all.contains("cannot reach"), "each failure says why: {all}");
+    assert!(!all.contains(TEST_SEED), "no secret in the output");
+}

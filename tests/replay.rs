@@ -6,28 +6,13 @@
 mod common;
 
 use std::process::Output;
-use std::sync::Arc;
 
 use common::{Backend, ScriptedLlm, Step, TEST_SEED, TestDb, TestGateway, text, tool_calls};
-use persona_runner::config::LlmProvider;
-use persona_runner::persona::{DEFAULT_TENANT, Persona, PersonaSpec};
+use persona_runner::persona::Persona;
 use persona_runner::store::{Store, TickStatus, TickTrigger};
-use persona_runner::tick::{TickEngine, TickRequest};
-use serde_json::{Value, json};
+use persona_runner::tick::TickRequest;
+use serde_json::Value;
 use uuid::Uuid;
-
-async fn seed(store: &Store) -> Persona {
-    let spec: PersonaSpec = serde_json::from_value(json!({
-        "name": "Anna Keller",
-        "email": "persona.anna@mana.test",
-        "archetype": "adhd-student",
-        "systemPrompt": "Du bist Anna, 21, studierst Biologie in Leipzig und vergisst ständig Abgaben.",
-        "moduleMix": {"todo": 1},
-        "tickCadence": "daily",
-    }))
-    .unwrap();
-    store.upsert_persona(DEFAULT_TENANT, &spec, "UTC").await.unwrap().0
-}
 
 /// One tick in which the scripted model makes `calls`, then stops and rates.
 async fn tick(store: &Store, gateway: &TestGateway, persona: &Persona, calls: &[(&str, &str)]) -> Uuid {
@@ -37,13 +22,7 @@ async fn tick(store: &Store, gateway: &TestGateway, persona: &Persona, calls: &[
         Step::Reply(text(r#"{"ratings": [{"module": "todo", "rating": 4, "note": "ok"}]}"#)),
     ])
     .await;
-    let mut config = gateway.config();
-    config.llm.provider = LlmProvider::Openai;
-    config.llm.base_url = llm.base_url();
-    config.llm.api_key_env = "TEST_LLM_KEY".into();
-    let mut env = gateway.env();
-    env.insert("TEST_LLM_KEY".into(), "sk-test".into());
-    let engine = TickEngine::new(store.clone(), Arc::new(config), &env).unwrap();
+    let engine = common::scripted_engine(store, gateway, &llm, "test-model");
     let request = TickRequest {
         persona: persona.clone(),
         trigger: TickTrigger::Cli,
@@ -85,7 +64,7 @@ async fn replay(dir: &std::path::Path, db: &TestDb, gateway: &TestGateway, args:
 async fn a_replay_reports_what_changed_in_the_product(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
-    let persona = seed(&store).await;
+    let persona = common::seed_anna(&store).await;
     let gateway = TestGateway::start().await;
     let dir = tempfile::tempdir().unwrap();
     let recorded = tick(

@@ -5,31 +5,15 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use chrono::{SecondsFormat, Utc};
 use common::app::{AppOptions, Auth, TestApp, spawn_app, spawn_app_with};
 use common::{Backend, ScriptedLlm, Step, text, tool_calls};
-use persona_runner::config::LlmProvider;
-use persona_runner::persona::{DEFAULT_TENANT, Persona, PersonaSpec};
+use persona_runner::persona::{DEFAULT_TENANT, Persona};
 use persona_runner::store::{TickStatus, TickTrigger};
-use persona_runner::tick::{TickEngine, TickRequest};
+use persona_runner::tick::TickRequest;
 use serde_json::json;
 
 const TICKS: usize = 5;
-
-async fn seed(app: &TestApp) -> Persona {
-    let spec: PersonaSpec = serde_json::from_value(json!({
-        "name": "Anna Keller",
-        "email": "persona.anna@mana.test",
-        "archetype": "adhd-student",
-        "systemPrompt": "Du bist Anna, 21, studierst Biologie in Leipzig und vergisst ständig Abgaben.",
-        "moduleMix": {"todo": 1},
-        "tickCadence": "daily",
-    }))
-    .unwrap();
-    app.store.upsert_persona(DEFAULT_TENANT, &spec, "UTC").await.unwrap().0
-}
 
 /// `TICKS` ticks of `persona` played by `model`, each rating the todo module `rating`.
 async fn ticks_by(app: &TestApp, persona: &Persona, model: &str, rating: u8) {
@@ -42,14 +26,7 @@ async fn ticks_by(app: &TestApp, persona: &Persona, model: &str, rating: u8) {
         ))));
     }
     let llm = ScriptedLlm::start(steps).await;
-    let mut config = app.gateway.config();
-    config.llm.provider = LlmProvider::Openai;
-    config.llm.base_url = llm.base_url();
-    config.llm.model = model.into();
-    config.llm.api_key_env = "TEST_LLM_KEY".into();
-    let mut env = app.gateway.env();
-    env.insert("TEST_LLM_KEY".into(), "sk-test".into());
-    let engine = TickEngine::new(app.store.clone(), Arc::new(config), &env).unwrap();
+    let engine = common::scripted_engine(&app.store, &app.gateway, &llm, model);
     for _ in 0..TICKS {
         let request = TickRequest {
             persona: persona.clone(),
@@ -65,7 +42,7 @@ async fn ticks_by(app: &TestApp, persona: &Persona, model: &str, rating: u8) {
 #[tokio::test]
 async fn switching_the_model_shows_a_simulator_change_and_no_regression() {
     let app = spawn_app(Backend::Sqlite).await;
-    let persona = seed(&app).await;
+    let persona = common::seed_anna(&app.store).await;
     ticks_by(&app, &persona, "model-a", 5).await;
     let switch = Utc::now();
     ticks_by(&app, &persona, "model-b", 1).await;
@@ -140,7 +117,7 @@ async fn todays_spend_shows_against_the_cap_in_metrics_and_on_the_dashboard() {
         },
     )
     .await;
-    let persona = seed(&app).await;
+    let persona = common::seed_anna(&app.store).await;
     ticks_by(&app, &persona, "model-a", 4).await;
     // Each scripted tick: three requests of 100/20, 50/10 and 50/10 tokens.
     let (tokens_in, tokens_out) = (TICKS as i64 * 200, TICKS as i64 * 40);

@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 pub use audit::{canonical_json, input_hash};
 pub use pool::TickPool;
-pub use replay::{ReplayReport, ReplayedCall, Verdict as ReplayVerdict, normalize as normalize_output};
+pub use replay::{ReplayReport, ReplayedCall, Verdict as ReplayVerdict};
 
 use crate::auth::AuthError;
 use crate::config::{Config, ConfigError, Env, LlmProvider};

@@ -558,3 +558,39 @@ pub async fn wait_for_port(port: u16) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// Anna, a persona of the todo module on a daily cadence (the scripted-tick tests' persona).
+pub async fn seed_anna(store: &persona_runner::store::Store) -> persona_runner::persona::Persona {
+    let spec: persona_runner::persona::PersonaSpec = serde_json::from_value(serde_json::json!({
+        "name": "Anna Keller",
+        "email": "persona.anna@mana.test",
+        "archetype": "adhd-student",
+        "systemPrompt": "Du bist Anna, 21, studierst Biologie in Leipzig und vergisst ständig Abgaben.",
+        "moduleMix": {"todo": 1},
+        "tickCadence": "daily",
+    }))
+    .unwrap();
+    store
+        .upsert_persona(persona_runner::persona::DEFAULT_TENANT, &spec, "UTC")
+        .await
+        .unwrap()
+        .0
+}
+
+/// A tick engine on `store` that reaches `gateway` and plays personas with the scripted
+/// `llm` as `model`.
+pub fn scripted_engine(
+    store: &persona_runner::store::Store,
+    gateway: &TestGateway,
+    llm: &ScriptedLlm,
+    model: &str,
+) -> persona_runner::tick::TickEngine {
+    let mut config = gateway.config();
+    config.llm.provider = persona_runner::config::LlmProvider::Openai;
+    config.llm.base_url = llm.base_url();
+    config.llm.model = model.into();
+    config.llm.api_key_env = "TEST_LLM_KEY".into();
+    let mut env = gateway.env();
+    env.insert("TEST_LLM_KEY".into(), "sk-test".into());
+    persona_runner::tick::TickEngine::new(store.clone(), std::sync::Arc::new(config), &env).unwrap()
+}
