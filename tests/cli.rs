@@ -333,8 +333,16 @@ fn tick_runs_personas_in_process_and_reports_each() {
 
     let mut all_env = env.clone();
     all_env.push(("PERSONA_RUNNER__RUNNER__CONCURRENCY", "3"));
+    all_env.push(("PERSONA_RUNNER__LOG__LEVEL", "warn"));
     let out = run_in(dir.path(), &["tick", "--all", "--json"], &all_env);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The caps on body-printing dependencies only lower their level: under `warn`, the MCP
+    // client's info lines (one per session opened and closed) stay out.
+    let stderr = text(&out.stderr);
+    assert!(
+        !stderr.contains("rmcp") && !stderr.contains(" INFO "),
+        "log.level = warn still printed info lines:\n{stderr}"
+    );
     let summaries: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     // The 12 role personas belong to the `sop-finance` target, which is not configured.
     assert_eq!(summaries.len(), 10);

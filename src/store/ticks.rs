@@ -530,30 +530,38 @@ impl Store {
         Ok(updated? == 1)
     }
 
-    /// How many ticks the persona has had (seeds the offline driver's choices).
-    /// LLM tokens (prompt + completion) spent by ticks started since `since`, of one
-    /// persona or of all.
-    pub async fn tokens_spent(&self, persona_id: Option<Uuid>, since: DateTime<Utc>) -> Result<i64> {
-        let (tokens_in, tokens_out) = self.token_spend(persona_id, since).await?;
+    /// LLM tokens (prompt + completion) spent on the UTC day of `day`, by one persona or
+    /// by all.
+    pub async fn tokens_spent(&self, persona_id: Option<Uuid>, day: DateTime<Utc>) -> Result<i64> {
+        let (tokens_in, tokens_out) = self.token_spend(persona_id, day).await?;
         Ok(tokens_in + tokens_out)
     }
 
-    /// LLM tokens (prompt, completion) of the ticks started since `since`, of one persona
-    /// or all.
-    pub async fn token_spend(&self, persona_id: Option<Uuid>, since: DateTime<Utc>) -> Result<(i64, i64)> {
-        let (tokens_in, tokens_out) = with_pool!(self, pool => {
-            sqlx::query_as::<_, (Option<i64>, Option<i64>)>(
-                "SELECT CAST(SUM(tokens_in) AS BIGINT), CAST(SUM(tokens_out) AS BIGINT) FROM persona_ticks
-                 WHERE started_at >= $1 AND ($2 IS NULL OR persona_id = $2)",
-            )
-            .bind(since)
-            .bind(persona_id)
-            .fetch_one(pool)
-            .await?
+    /// LLM tokens (prompt, completion) of the ticks that finished on the UTC day of `day`,
+    /// of one persona or all: one row of the daily spend that `finish_tick` keeps, so the
+    /// cap checked before every tick and each `/metrics` scrape cost the same however many
+    /// ticks the day had.
+    pub async fn token_spend(&self, persona_id: Option<Uuid>, day: DateTime<Utc>) -> Result<(i64, i64)> {
+        let day = day.format("%Y-%m-%d").to_string();
+        let spent: Option<(i64, i64)> = with_pool!(self, pool => {
+            match persona_id {
+                Some(persona_id) => sqlx::query_as(
+                    "SELECT tokens_in, tokens_out FROM persona_spend_daily WHERE persona_id = $1 AND day = $2",
+                )
+                .bind(persona_id)
+                .bind(&day)
+                .fetch_optional(pool)
+                .await?,
+                None => sqlx::query_as("SELECT tokens_in, tokens_out FROM spend_daily WHERE day = $1")
+                    .bind(&day)
+                    .fetch_optional(pool)
+                    .await?,
+            }
         });
-        Ok((tokens_in.unwrap_or(0), tokens_out.unwrap_or(0)))
+        Ok(spent.unwrap_or((0, 0)))
     }
 
+    /// How many ticks the persona has had (seeds the offline driver's choices).
     pub async fn count_ticks(&self, persona_id: Uuid) -> Result<i64> {
         Ok(with_pool!(self, pool => {
             sqlx::query_scalar(COUNT_TICKS)
