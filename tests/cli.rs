@@ -340,7 +340,7 @@ fn tick_runs_personas_in_process_and_reports_each() {
     // client's info lines (one per session opened and closed) stay out.
     let stderr = text(&out.stderr);
     assert!(
-        !stderr.contains("rmcp") && !stderr.contains(" INFO "),
+        !stderr.contains("rmcp") && !stderr.contains("INFO"),
         "log.level = warn still printed info lines:\n{stderr}"
     );
     let summaries: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();

@@ -19,6 +19,7 @@ mod personas;
 mod plans;
 mod profiles;
 mod retention;
+mod spend;
 mod ticks;
 mod writer;
 
