@@ -309,16 +309,18 @@ async fn alignment_evidence_is_kept_per_day_not_read_from_history(backend: Backe
     assert_eq!(evidence.interactions, 30);
     assert_eq!(evidence.modules["todo"], 20.0);
     assert_eq!(evidence.modules["notes"], 10.0);
-    let alignment = persona_runner::profile::refresh_alignment(
-        &store,
-        DEFAULT_TENANT,
-        user,
-        &persona_runner::profile::Candidates::default(),
-    )
-    .await
-    .unwrap();
+    let candidates = persona_runner::profile::Candidates::default();
+    let alignment = persona_runner::profile::refresh_alignment(&store, DEFAULT_TENANT, user, &candidates, None)
+        .await
+        .unwrap();
     // Module mix 60/40 against 67/33 used: Σ min = 0.6 + 0.333.
     assert_eq!(alignment.score, Some(93.3));
+    // The ticked persona handed in (not read again) scores the same.
+    let held = store.get_persona(DEFAULT_TENANT, persona).await.unwrap().unwrap();
+    let again = persona_runner::profile::refresh_alignment(&store, DEFAULT_TENANT, user, &candidates, Some(&held))
+        .await
+        .unwrap();
+    assert_eq!(again.score, Some(93.3));
 }
 
 async fn hot_queries_run_on_indexes(backend: Backend) {

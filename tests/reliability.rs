@@ -374,3 +374,49 @@ async fn a_replica_killed_mid_run_leaves_its_slots_to_the_other() {
 both_backends! {
     kill_nine_loses_no_call,
 }
+
+/// A slot claim whose commit fails (the disk is full) is an error: never a "claimed" tick
+/// that was not written, whose calls would then break the store's references.
+#[tokio::test]
+async fn a_slot_claim_on_a_full_disk_is_an_outage_not_a_phantom_tick() {
+    use persona_runner::config::{DatabaseConfig, DatabaseUrl};
+    use persona_runner::store::{NewTick, SlotClaim, Store, TickTrigger};
+    let dir = tempfile::tempdir().unwrap();
+    let space = Space::new(dir.path());
+    if !space.mounted {
+        eprintln!("skipped: filling a disk needs a tmpfs mount (run as root, as CI does)");
+        return;
+    }
+    let config = DatabaseConfig {
+        url: DatabaseUrl::new(format!("sqlite://{}", space.dir.join("claim.db").display())),
+        ..DatabaseConfig::default()
+    };
+    let store = Store::open(&config, None).await.unwrap();
+    let persona = common::seed_anna(&store).await;
+    let claim = |slot| NewTick {
+        tenant_id: persona.tenant_id,
+        persona_id: persona.id,
+        trigger: TickTrigger::Schedule,
+        scheduled_for: Some(slot),
+        attempt: 1,
+        runner_id: "test".into(),
+        lease: Duration::from_secs(60),
+        target: None,
+    };
+    space.fill(std::process::id());
+    let slot = persona_runner::time::now();
+    match store.claim_slot(&claim(slot), 3).await {
+        Err(err) => assert!(err.outage().is_some(), "a full disk is an outage: {err}"),
+        Ok(SlotClaim::Claimed(tick)) => panic!("claimed tick {} on a full disk", tick.id),
+        Ok(other) => panic!("unexpected answer on a full disk: {other:?}"),
+    }
+    space.free(std::process::id());
+    assert_eq!(store.count_ticks(persona.id).await.unwrap(), 0, "nothing was written");
+    let SlotClaim::Claimed(tick) = store.claim_slot(&claim(slot), 3).await.unwrap() else {
+        panic!("the claim succeeds once there is room");
+    };
+    assert!(
+        store.get_tick(tick.id).await.unwrap().is_some(),
+        "a claimed tick is stored"
+    );
+}

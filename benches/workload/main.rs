@@ -13,7 +13,9 @@
 //! ```
 //! Options: `--runs N` (default 3), `--personas N`, `--postgres URL` (a superuser URL:
 //! the store workloads run there too), `--busy N` (scale: personas ticking every two
-//! minutes, default 400; 0 measures the idle daemon). The README's Benchmark section has the figures.
+//! minutes, default 400; 0 measures the idle daemon), `--binary PATH` (run another build
+//! of the runner, or a wrapper that starts it under `perf record`). The README's Benchmark
+//! section has the figures.
 
 mod history;
 mod llm;
@@ -41,7 +43,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_persona-runner"));
+    let binary = option("--binary")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_persona-runner")));
     let options = workloads::Options {
         binary,
         runs,

@@ -307,7 +307,7 @@ pub async fn list_interactions(
         (status = 503, description = "no JWT key configured", body = ErrorBody),
     ))]
 pub async fn alignment(State(state): State<ApiState>, user: User) -> Result<Json<Alignment>, ApiError> {
-    crate::profile::refresh_alignment(state.store(), user.tenant, user.user_id, state.candidates())
+    crate::profile::refresh_alignment(state.store(), user.tenant, user.user_id, state.candidates(), None)
         .await
         .map(Json)
         .map_err(|err| match err {

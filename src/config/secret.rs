@@ -38,11 +38,15 @@ impl fmt::Display for Secret {
 /// `text` with every secret of `secrets` replaced by `[redacted]`. Values shorter than
 /// four characters are left alone: replacing them would mangle ordinary text.
 pub fn redact(text: &str, secrets: &[impl AsRef<str>]) -> String {
-    let mut clean = text.to_string();
+    // A copy only where a secret occurs: this runs on every audited output.
+    let mut clean: Option<String> = None;
     for secret in secrets.iter().map(AsRef::as_ref).filter(|s| s.len() >= 4) {
-        clean = clean.replace(secret, "[redacted]");
+        let current = clean.as_deref().unwrap_or(text);
+        if current.contains(secret) {
+            clean = Some(current.replace(secret, "[redacted]"));
+        }
     }
-    clean
+    clean.unwrap_or_else(|| text.to_string())
 }
 
 /// Where a secret came from, for `config check` and error messages (never the value).

@@ -129,6 +129,20 @@ struct RawUsage {
     completion_tokens: Option<u64>,
 }
 
+/// A chat-completions request body over the caller's messages and tools.
+#[derive(serde::Serialize)]
+struct ChatRequest<'a> {
+    model: &'a str,
+    messages: &'a [Value],
+    temperature: f32,
+    max_tokens: u32,
+    stream: bool,
+    #[serde(skip_serializing_if = "<[Value]>::is_empty")]
+    tools: &'a [Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<Value>,
+}
+
 fn parse_turn(raw: RawResponse) -> Result<ChatTurn, LlmError> {
     let choice = raw
         .choices
@@ -302,19 +316,17 @@ impl LlmClient {
         max_tokens: u32,
         temperature: f32,
     ) -> Result<ChatTurn, LlmError> {
-        let mut request = json!({
-            "model": self.config.model,
-            "messages": messages,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "stream": false,
-        });
-        if !tools.is_empty() {
-            request["tools"] = Value::Array(tools.to_vec());
-        }
-        if let Some(format) = response_format {
-            request["response_format"] = format;
-        }
+        // Borrowed, not a `json!` copy: the conversation and the tool list grow with every
+        // turn, and cloning them per request was a deep copy of every message.
+        let request = ChatRequest {
+            model: &self.config.model,
+            messages,
+            temperature,
+            max_tokens,
+            stream: false,
+            tools,
+            response_format,
+        };
         let raw: RawResponse = self
             .client
             .chat()

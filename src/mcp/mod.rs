@@ -47,8 +47,9 @@ pub struct ToolInfo {
     pub name: String,
     pub module: String,
     pub description: Option<String>,
-    /// The tool's input JSON Schema (an object schema).
-    pub input_schema: Value,
+    /// The tool's input JSON Schema (an object schema), shared: every tick holds the
+    /// tools it was offered, and a deep copy per tick showed up in profiles.
+    pub input_schema: Arc<Value>,
     pub destructive: bool,
     /// It must be called as a task, which this client does not do (it is withheld).
     pub task_required: bool,
@@ -299,7 +300,10 @@ impl McpSession {
                 task_required: tasks.contains(&tool.name),
                 name: tool.name.to_string(),
                 description: tool.description.map(|d| d.to_string()),
-                input_schema: Value::Object((*tool.input_schema).clone()),
+                // The listing is ours alone: the schema moves out without a copy.
+                input_schema: Arc::new(Value::Object(
+                    Arc::try_unwrap(tool.input_schema).unwrap_or_else(|shared| (*shared).clone()),
+                )),
                 destructive: tool
                     .annotations
                     .as_ref()

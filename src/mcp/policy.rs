@@ -83,7 +83,7 @@ mod tests {
             name: name.into(),
             module: String::new(),
             description: None,
-            input_schema: serde_json::json!({"type": "object"}),
+            input_schema: std::sync::Arc::new(serde_json::json!({"type": "object"})),
             destructive,
             task_required: false,
         }

@@ -13,6 +13,7 @@
 
 mod admin;
 mod audit;
+mod evidence;
 mod feedback;
 mod health;
 mod personas;

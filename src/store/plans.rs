@@ -74,6 +74,30 @@ macro_rules! explain_all {
                 ),
             ),
             (
+                "complete a call",
+                plan!(
+                    $conn,
+                    $prefix,
+                    $column,
+                    super::writer::COMPLETE_CALL,
+                    id,
+                    0i32,
+                    "ok",
+                    none,
+                    none,
+                    0i32,
+                    now
+                ),
+            ),
+            (
+                "a finishing tick's pending calls",
+                plan!($conn, $prefix, $column, super::ticks::PENDING_TO_UNKNOWN, id),
+            ),
+            (
+                "an abandoned tick's pending calls",
+                plan!($conn, $prefix, $column, super::ticks::ABANDONED_PENDING_TO_UNKNOWN, now),
+            ),
+            (
                 "sweep expired leases",
                 plan!($conn, $prefix, $column, super::ticks::ABANDON_TICKS, now),
             ),
@@ -115,7 +139,7 @@ macro_rules! explain_all {
                     $conn,
                     $prefix,
                     $column,
-                    super::profiles::ALIGNMENT_EVIDENCE,
+                    super::evidence::ALIGNMENT_EVIDENCE,
                     id,
                     "2026-01-01"
                 ),

@@ -9,6 +9,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use super::evidence::{DailyRow, UPSERT_DAY, bind_day};
 use super::{BackendKind, Result, Store, StoreError, begin_write, with_pool, with_writer};
 use crate::persona::PersonaSpec;
 use crate::profile::{Interaction, Learned, NewInteraction, Observed, Profile, ProfileStatus};
@@ -117,28 +118,6 @@ impl TryFrom<InteractionRow> for Interaction {
     }
 }
 
-/// One user's evidence of one day, as stored.
-#[derive(sqlx::FromRow)]
-struct DailyRow {
-    interactions: i32,
-    detail_signals: i32,
-    modules: Json<BTreeMap<String, f64>>,
-    metrics: Json<BTreeMap<String, f64>>,
-    actions: Json<BTreeMap<String, f64>>,
-}
-
-impl From<DailyRow> for Observed {
-    fn from(row: DailyRow) -> Self {
-        Observed {
-            interactions: row.interactions.max(0) as usize,
-            detail_signals: row.detail_signals.max(0) as usize,
-            modules: row.modules.0,
-            metrics: row.metrics.0,
-            actions: row.actions.0,
-        }
-    }
-}
-
 /// Aggregates of the users assigned to one persona.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PersonaStats {
@@ -168,10 +147,6 @@ macro_rules! select_profile {
 }
 
 const SELECT_PROFILE: &str = select_profile!("");
-
-/// A user's alignment evidence from a day on.
-pub(super) const ALIGNMENT_EVIDENCE: &str = "SELECT interactions, detail_signals, modules, metrics, actions
-                 FROM persona_user_daily WHERE user_id = $1 AND day >= $2";
 
 /// A user's interactions since a time, newest first.
 pub(super) const LIST_INTERACTIONS: &str =
@@ -271,7 +246,7 @@ impl Store {
         }
         let at = now();
         let day = at.format("%Y-%m-%d").to_string();
-        let ids: Vec<Uuid> = interactions.iter().map(|_| Uuid::new_v4()).collect();
+        let ids: Vec<Uuid> = interactions.iter().map(|_| super::writer::new_row_id()).collect();
         // PostgreSQL locks the profile row; SQLite's BEGIN IMMEDIATE serializes writers.
         let select = match self.kind() {
             BackendKind::Sqlite => SELECT_PROFILE,
@@ -352,23 +327,9 @@ impl Store {
                 .await?;
             let mut evidence = existing.map(Observed::from).unwrap_or_default();
             evidence.merge(delta);
-            sqlx::query(
-                "INSERT INTO persona_user_daily (user_id, day, tenant_id, interactions, detail_signals, modules, metrics, actions)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 ON CONFLICT (user_id, day) DO UPDATE SET interactions = excluded.interactions,
-                    detail_signals = excluded.detail_signals, modules = excluded.modules,
-                    metrics = excluded.metrics, actions = excluded.actions",
-            )
-            .bind(user)
-            .bind(&day)
-            .bind(tenant)
-            .bind(evidence.interactions as i32)
-            .bind(evidence.detail_signals as i32)
-            .bind(Json(&evidence.modules))
-            .bind(Json(&evidence.metrics))
-            .bind(Json(&evidence.actions))
-            .execute(&mut *tx)
-            .await?;
+            bind_day!(sqlx::query(UPSERT_DAY), user, &day, tenant, evidence)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
         });
         Ok(interactions
@@ -391,87 +352,6 @@ impl Store {
                 created_at: at,
             })
             .collect())
-    }
-
-    /// Builds the per-day evidence rows from the interactions of the last 30 days when an
-    /// older store has interactions but no evidence rows yet (once, after the migration
-    /// that added them).
-    pub(super) async fn backfill_user_daily(&self) -> Result<()> {
-        use futures_util::TryStreamExt as _;
-        let since = crate::time::before(now(), std::time::Duration::from_secs(30 * 86_400));
-        let needed: bool = with_pool!(self, pool => {
-            sqlx::query_scalar(
-                "SELECT NOT EXISTS (SELECT 1 FROM persona_user_daily)
-                        AND EXISTS (SELECT 1 FROM persona_interactions WHERE created_at >= $1)",
-            )
-            .bind(since)
-            .fetch_one(pool)
-            .await?
-        });
-        if !needed {
-            return Ok(());
-        }
-        let mut days: std::collections::HashMap<(Uuid, String), (Uuid, Observed)> = Default::default();
-        with_pool!(self, pool => {
-            let mut rows = sqlx::query_as::<_, (Uuid, Uuid, String, Json<Value>, DateTime<Utc>)>(
-                "SELECT user_id, tenant_id, interaction_type, metadata, created_at
-                 FROM persona_interactions WHERE created_at >= $1",
-            )
-            .bind(since)
-            .fetch(pool);
-            while let Some((user, tenant, kind, metadata, at)) = rows.try_next().await? {
-                let Ok(kind) = kind.parse() else { continue };
-                days.entry((user, at.format("%Y-%m-%d").to_string()))
-                    .or_insert_with(|| (tenant, Observed::default()))
-                    .1
-                    .add(kind, &metadata.0);
-            }
-        });
-        let days: Vec<_> = days.into_iter().collect();
-        with_writer!(self, pool => {
-            for chunk in days.chunks(1000) {
-                let mut tx = begin_write!(pool);
-                for ((user, day), (tenant, evidence)) in chunk {
-                    sqlx::query(
-                        "INSERT INTO persona_user_daily (user_id, day, tenant_id, interactions, detail_signals,
-                            modules, metrics, actions)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, day) DO NOTHING",
-                    )
-                    .bind(user)
-                    .bind(day)
-                    .bind(tenant)
-                    .bind(evidence.interactions as i32)
-                    .bind(evidence.detail_signals as i32)
-                    .bind(Json(&evidence.modules))
-                    .bind(Json(&evidence.metrics))
-                    .bind(Json(&evidence.actions))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-            }
-        });
-        tracing::info!(rows = days.len(), "built the alignment evidence of the last 30 days");
-        Ok(())
-    }
-
-    /// The user's evidence for the alignment score from `from_day` (`YYYY-MM-DD`, UTC) on:
-    /// at most one small row per day, however many interactions there were.
-    pub async fn alignment_evidence(&self, user: Uuid, from_day: &str) -> Result<Observed> {
-        let rows: Vec<DailyRow> = with_pool!(self, pool => {
-            sqlx::query_as(
-                ALIGNMENT_EVIDENCE,
-            )
-            .bind(user)
-            .bind(from_day)
-            .fetch_all(pool)
-            .await?
-        });
-        let mut total = Observed::default();
-        for row in rows {
-            total.merge(&Observed::from(row));
-        }
-        Ok(total)
     }
 
     /// The user's interactions since `since` (of `kind` when given), newest first.

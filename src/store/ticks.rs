@@ -227,6 +227,13 @@ pub(super) const ABANDON_TICKS: &str = concat!(
 
 /// How many ticks a persona has had.
 pub(super) const COUNT_TICKS: &str = "SELECT COUNT(*) FROM persona_ticks WHERE persona_id = $1";
+/// A finishing tick's calls still `pending` become `unknown` (they may have run).
+pub(super) const PENDING_TO_UNKNOWN: &str =
+    "UPDATE persona_actions SET result = 'unknown' WHERE tick_id = $1 AND result = 'pending'";
+/// The same for every tick whose lease expired before `$1` (swept as abandoned).
+pub(super) const ABANDONED_PENDING_TO_UNKNOWN: &str = "UPDATE persona_actions SET result = 'unknown'
+     WHERE result = 'pending' AND tick_id IN
+        (SELECT id FROM persona_ticks WHERE status = 'running' AND lease_expires_at < $1)";
 
 impl Store {
     /// Inserts a `running` tick with a lease. `Conflict` when the persona already has a
@@ -234,7 +241,7 @@ impl Store {
     pub async fn claim_tick(&self, new: &NewTick) -> Result<Tick> {
         let started_at = now();
         let tick = Tick {
-            id: Uuid::new_v4(),
+            id: super::writer::new_row_id(),
             tenant_id: new.tenant_id,
             persona_id: new.persona_id,
             trigger: new.trigger,
@@ -306,7 +313,7 @@ impl Store {
         let row: Result<Option<TickRow>> = async {
             Ok(with_writer!(self, pool => {
                 let mut tx = begin_write!(pool);
-                sqlx::query("UPDATE persona_actions SET result = 'unknown' WHERE tick_id = $1 AND result = 'pending'")
+                sqlx::query(PENDING_TO_UNKNOWN)
                     .bind(tick_id)
                     .execute(&mut *tx)
                     .await?;
@@ -393,7 +400,7 @@ impl Store {
             .ok_or_else(|| StoreError::Constraint("a slot claim needs scheduled_for".into()))?;
         let started_at = now();
         let lease_expires_at = crate::time::after(started_at, new.lease);
-        let id = Uuid::new_v4();
+        let id = super::writer::new_row_id();
         let attempt: Result<Option<i32>> = async {
             Ok(with_writer!(self, pool => {
                 sqlx::query_scalar(
@@ -409,8 +416,13 @@ impl Store {
                 .bind(lease_expires_at)
                 .bind(max_attempts)
                 .bind(new.target.as_deref())
-                .fetch_optional(pool)
+                // Run to the end, not to the first row: on SQLite the statement commits
+                // when it finishes, and a commit that fails (a full disk) must be an error
+                // here, never a claimed tick that was not written.
+                .fetch_all(pool)
                 .await?
+                .into_iter()
+                .next()
             }))
         }
         .await;
@@ -538,10 +550,7 @@ impl Store {
         let result: Result<u64> = async {
             Ok(with_writer!(self, pool => {
                 let mut tx = begin_write!(pool);
-                sqlx::query(
-                    "UPDATE persona_actions SET result = 'unknown' WHERE result = 'pending' AND tick_id IN
-                        (SELECT id FROM persona_ticks WHERE status = 'running' AND lease_expires_at < $1)",
-                )
+                sqlx::query(ABANDONED_PENDING_TO_UNKNOWN)
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;

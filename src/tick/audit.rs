@@ -35,8 +35,12 @@ pub fn hash_text(tool: &str, text: &str) -> String {
 pub fn redact_truncate(text: &str, secrets: &[impl AsRef<str>], max: usize) -> String {
     // PostgreSQL refuses NUL in TEXT (SQLite stores it): drop it so a call is audited
     // the same on both.
-    let clean = crate::config::redact(text, secrets).replace('\0', "");
-    if clean.chars().count() > max {
+    let mut clean = crate::config::redact(text, secrets);
+    if clean.contains('\0') {
+        clean = clean.replace('\0', "");
+    }
+    // More bytes than `max` is the cheap test that there may be more characters.
+    if clean.len() > max && clean.chars().count() > max {
         let cut: String = clean.chars().take(max).collect();
         format!("{cut}… [truncated]")
     } else {

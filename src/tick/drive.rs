@@ -181,7 +181,7 @@ impl TickEngine {
                 json!({"type": "function", "function": {
                     "name": names.llm_name(&tool.name),
                     "description": tool.description.clone().unwrap_or_default(),
-                    "parameters": tool.input_schema,
+                    "parameters": &*tool.input_schema,
                 }})
             })
             .collect();

@@ -24,8 +24,8 @@ pub mod rating;
 mod replay;
 mod state;
 mod transcript;
+mod validators;
 
-use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -48,6 +48,7 @@ use crate::mcp::McpError;
 use crate::persona::Persona;
 use crate::store::{ActionResult, NewTick, RatingStatus, Store, StoreError, Tick, TickFinish, TickStatus, TickTrigger};
 use state::TickState;
+use validators::ValidatorCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TickError {
@@ -146,9 +147,6 @@ enum Driver {
     Offline { seed: u64, chaos: bool },
 }
 
-/// Compiled tool schemas kept at most (oldest first out).
-const VALIDATOR_CACHE: usize = 512;
-
 /// Everything ticks share: store, config, login cache, the LLM client, rate limits.
 pub struct TickEngine {
     /// Every secret value the process holds (seed secret, LLM key, admin token, JWT and
@@ -167,56 +165,6 @@ pub struct TickEngine {
     validators: Mutex<ValidatorCache>,
     simulator: String,
     candidates: crate::profile::Candidates,
-}
-
-/// A bounded map of compiled schemas; the oldest entry goes when it is full. Keyed by a
-/// hash of the schema's JSON (computed without building the text), the schema kept to
-/// tell a collision from a hit.
-#[derive(Default)]
-struct ValidatorCache {
-    map: HashMap<u64, (serde_json::Value, Arc<jsonschema::Validator>)>,
-    order: VecDeque<u64>,
-}
-
-/// The hash of a schema's compact JSON.
-fn schema_key(schema: &serde_json::Value) -> u64 {
-    use std::hash::Hasher as _;
-    struct Hashing(std::collections::hash_map::DefaultHasher);
-    impl std::io::Write for Hashing {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.write(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut hashing = Hashing(Default::default());
-    // Writing into a hasher cannot fail.
-    let _ = serde_json::to_writer(&mut hashing, schema);
-    hashing.0.finish()
-}
-
-impl ValidatorCache {
-    fn get(&self, schema: &serde_json::Value) -> Option<&Arc<jsonschema::Validator>> {
-        self.map
-            .get(&schema_key(schema))
-            .filter(|(cached, _)| cached == schema)
-            .map(|(_, validator)| validator)
-    }
-
-    fn insert(&mut self, schema: &serde_json::Value, validator: Arc<jsonschema::Validator>) {
-        let key = schema_key(schema);
-        if self.map.len() >= VALIDATOR_CACHE
-            && !self.map.contains_key(&key)
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.map.remove(&oldest);
-        }
-        if self.map.insert(key, (schema.clone(), validator)).is_none() {
-            self.order.push_back(key);
-        }
-    }
 }
 
 /// What a call of the tick needs to know about its tick.
@@ -505,12 +453,18 @@ impl TickEngine {
         if let Some(user_id) = persona.user_id.filter(|_| state.audited_any()) {
             let profiled = async {
                 crate::profile::record_tick(&self.store, persona, tick.id).await?;
-                crate::profile::refresh_alignment(&self.store, persona.tenant_id, user_id, &self.candidates)
-                    .await
-                    .map_err(|err| match err {
-                        crate::profile::ProfileError::Store(err) => err,
-                        other => StoreError::NotFound(other.to_string()),
-                    })?;
+                crate::profile::refresh_alignment(
+                    &self.store,
+                    persona.tenant_id,
+                    user_id,
+                    &self.candidates,
+                    Some(persona),
+                )
+                .await
+                .map_err(|err| match err {
+                    crate::profile::ProfileError::Store(err) => err,
+                    other => StoreError::NotFound(other.to_string()),
+                })?;
                 Ok::<(), StoreError>(())
             };
             if let Err(err) = profiled.await {
@@ -588,28 +542,4 @@ fn product_secrets(config: &Config, env: &Env) -> Vec<String> {
         secrets.push(seed.secret.expose().to_string());
     }
     secrets
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_validator_cache_is_bounded_and_keyed_by_the_schema() {
-        let mut cache = ValidatorCache::default();
-        let schema = |n: usize| json!({"type": "object", "properties": {format!("p{n}"): {"type": "integer"}}});
-        let compiled = |n: usize| Arc::new(jsonschema::validator_for(&schema(n)).unwrap());
-        for n in 0..VALIDATOR_CACHE + 10 {
-            cache.insert(&schema(n), compiled(n));
-        }
-        assert_eq!(cache.map.len(), VALIDATOR_CACHE);
-        assert_eq!(cache.order.len(), VALIDATOR_CACHE);
-        assert!(cache.get(&schema(0)).is_none(), "the oldest went first");
-        let newest = cache.get(&schema(VALIDATOR_CACHE + 9)).expect("the newest is kept");
-        assert!(newest.is_valid(&json!({"p521": 1})));
-        // The same schema with its keys written in another order is the same entry.
-        let reordered: serde_json::Value =
-            serde_json::from_str(r#"{"properties": {"p20": {"type": "integer"}}, "type": "object"}"#).unwrap();
-        assert!(cache.get(&reordered).is_some());
-    }
 }

@@ -41,7 +41,7 @@ impl TranscriptLog {
         if let Value::Object(map) = &mut fields {
             map.insert("step".into(), Value::String(step.into()));
         }
-        let size = fields.to_string().chars().count();
+        let size = json_chars(&fields);
         if self.chars + size > self.cap {
             self.truncated = true;
             return;
@@ -50,17 +50,42 @@ impl TranscriptLog {
         self.entries.push(fields);
     }
 
-    /// The transcript to store, with every secret of the tick redacted.
-    pub fn finish(&self, secrets: &[String]) -> Transcript {
-        let text = crate::config::redact(&Value::Array(self.entries.clone()).to_string(), secrets);
-        // Redaction replaces whole secret values inside JSON strings: the text stays JSON.
-        let entries = serde_json::from_str(&text).unwrap_or_else(|_| json!([]));
+    /// The transcript to store, with every secret of the tick redacted (the log is left
+    /// empty: a tick finishes once).
+    pub fn finish(&mut self, secrets: &[String]) -> Transcript {
+        let entries = Value::Array(std::mem::take(&mut self.entries));
+        let text = entries.to_string();
+        let entries = if secrets.iter().any(|s| s.len() >= 4 && text.contains(s.as_str())) {
+            // Redaction replaces whole secret values inside JSON strings: the text stays JSON.
+            serde_json::from_str(&crate::config::redact(&text, secrets)).unwrap_or_else(|_| json!([]))
+        } else {
+            entries
+        };
         Transcript {
             entries,
             chars: self.chars as i64,
             truncated: self.truncated,
         }
     }
+}
+
+/// The characters of `value`'s compact JSON, counted without building the text.
+fn json_chars(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            // UTF-8: every byte but a continuation byte starts a character.
+            self.0 += bytes.iter().filter(|&&b| b & 0xC0 != 0x80).count();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 fn shorten_strings(value: &mut Value) {
@@ -91,5 +116,15 @@ mod tests {
         assert_eq!(entries.len(), 1, "{entries:?}");
         assert_eq!(entries[0]["content"], "I log in with [redacted]");
         assert_eq!(entries[0]["step"], "assistant");
+    }
+
+    #[test]
+    fn sizes_are_counted_in_characters_of_the_compact_json() {
+        let value = json!({"content": "Grüße ✓ \"quoted\"\n", "n": [1, 2.5, null], "emoji": "🙂"});
+        assert_eq!(json_chars(&value), value.to_string().chars().count());
+        let mut log = TranscriptLog::new(10_000);
+        log.push("user", json!({"content": "nothing secret"}));
+        let kept = log.finish(&["a-secret-value".to_string()]);
+        assert_eq!(kept.entries, json!([{"content": "nothing secret", "step": "user"}]));
     }
 }
