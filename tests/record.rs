@@ -316,11 +316,18 @@ async fn alignment_evidence_is_kept_per_day_not_read_from_history(backend: Backe
     // Module mix 60/40 against 67/33 used: Σ min = 0.6 + 0.333.
     assert_eq!(alignment.score, Some(93.3));
     // The ticked persona handed in (not read again) scores the same.
-    let held = store.get_persona(DEFAULT_TENANT, persona).await.unwrap().unwrap();
+    let mut held = store.get_persona(DEFAULT_TENANT, persona).await.unwrap().unwrap();
     let again = persona_runner::profile::refresh_alignment(&store, DEFAULT_TENANT, user, &candidates, Some(&held))
         .await
         .unwrap();
     assert_eq!(again.score, Some(93.3));
+    // It is the definition used: one whose mix is the observed 2:1 scores 100 (the stored
+    // one still says 60/40).
+    held.module_mix = [("todo".to_string(), 2.0), ("notes".to_string(), 1.0)].into();
+    let held_mix = persona_runner::profile::refresh_alignment(&store, DEFAULT_TENANT, user, &candidates, Some(&held))
+        .await
+        .unwrap();
+    assert_eq!(held_mix.score, Some(100.0));
 }
 
 async fn hot_queries_run_on_indexes(backend: Backend) {

@@ -594,6 +594,9 @@ mod slots {
             panic!("a failed slot is retried");
         };
         assert_eq!(second.attempt, 2);
+        // Time-ordered ids (v7): a later claim sorts after an earlier one.
+        assert_eq!(second.id.get_version_num(), 7);
+        assert!(second.id > first.id, "{} then {}", first.id, second.id);
         store
             .finish_tick(second.id, &TickFinish::status(TickStatus::Failed, None))
             .await

@@ -36,17 +36,16 @@ impl fmt::Display for Secret {
 }
 
 /// `text` with every secret of `secrets` replaced by `[redacted]`. Values shorter than
-/// four characters are left alone: replacing them would mangle ordinary text.
-pub fn redact(text: &str, secrets: &[impl AsRef<str>]) -> String {
-    // A copy only where a secret occurs: this runs on every audited output.
-    let mut clean: Option<String> = None;
+/// four characters are left alone: replacing them would mangle ordinary text. Borrowed
+/// when no secret occurs (this runs on every audited output, and the caller can tell).
+pub fn redact<'a>(text: &'a str, secrets: &[impl AsRef<str>]) -> std::borrow::Cow<'a, str> {
+    let mut clean = std::borrow::Cow::Borrowed(text);
     for secret in secrets.iter().map(AsRef::as_ref).filter(|s| s.len() >= 4) {
-        let current = clean.as_deref().unwrap_or(text);
-        if current.contains(secret) {
-            clean = Some(current.replace(secret, "[redacted]"));
+        if clean.contains(secret) {
+            clean = std::borrow::Cow::Owned(clean.replace(secret, "[redacted]"));
         }
     }
-    clean.unwrap_or_else(|| text.to_string())
+    clean
 }
 
 /// Where a secret came from, for `config check` and error messages (never the value).

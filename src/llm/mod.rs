@@ -36,7 +36,7 @@ pub enum LlmError {
 impl LlmError {
     /// The same error with `secret` removed from its message.
     fn redact(self, secret: &str) -> Self {
-        let clean = |text: String| crate::config::redact(&text, &[secret]);
+        let clean = |text: String| crate::config::redact(&text, &[secret]).into_owned();
         match self {
             Self::Api(text) => Self::Api(clean(text)),
             Self::Transport(text) => Self::Transport(clean(text)),

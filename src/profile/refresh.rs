@@ -75,7 +75,8 @@ impl Candidates {
 /// last 30 days (at most 30 small rows), with a suggestion when it falls below
 /// [`REASSESS_BELOW`]. A suggestion is looked for when the flag is newly raised (or none
 /// was found yet), among `candidates`. `known` is a persona the caller already holds (the
-/// ticked one): when it is the user's assigned persona it is not read again.
+/// ticked one, as it was defined for the tick): when it is the user's assigned persona it
+/// is not read again.
 pub async fn refresh_alignment(
     store: &Store,
     tenant: Uuid,

@@ -35,7 +35,7 @@ pub fn hash_text(tool: &str, text: &str) -> String {
 pub fn redact_truncate(text: &str, secrets: &[impl AsRef<str>], max: usize) -> String {
     // PostgreSQL refuses NUL in TEXT (SQLite stores it): drop it so a call is audited
     // the same on both.
-    let mut clean = crate::config::redact(text, secrets);
+    let mut clean = crate::config::redact(text, secrets).into_owned();
     if clean.contains('\0') {
         clean = clean.replace('\0', "");
     }

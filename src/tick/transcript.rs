@@ -55,11 +55,11 @@ impl TranscriptLog {
     pub fn finish(&mut self, secrets: &[String]) -> Transcript {
         let entries = Value::Array(std::mem::take(&mut self.entries));
         let text = entries.to_string();
-        let entries = if secrets.iter().any(|s| s.len() >= 4 && text.contains(s.as_str())) {
+        let entries = match crate::config::redact(&text, secrets) {
+            // No secret in it: the entries as they are, not parsed back.
+            std::borrow::Cow::Borrowed(_) => entries,
             // Redaction replaces whole secret values inside JSON strings: the text stays JSON.
-            serde_json::from_str(&crate::config::redact(&text, secrets)).unwrap_or_else(|_| json!([]))
-        } else {
-            entries
+            std::borrow::Cow::Owned(clean) => serde_json::from_str(&clean).unwrap_or_else(|_| json!([])),
         };
         Transcript {
             entries,
