@@ -1,6 +1,7 @@
 //! The record on both stores: write-ahead call rows that become `unknown` when their tick
 //! dies, counters for every final status, daily rating roll-ups the report reads, the
-//! alignment evidence kept per day, retention in batches, and hot queries on indexes.
+//! alignment evidence kept per day, a tick's end that records its calls in the profile in
+//! the finish's transaction, retention in batches, and hot queries on indexes.
 
 #[macro_use]
 mod common;
@@ -10,9 +11,10 @@ use std::time::Duration;
 use chrono::Utc;
 use common::{Backend, TestDb};
 use persona_runner::persona::{DEFAULT_TENANT, PersonaSpec};
+use persona_runner::profile::{InteractionType, NewInteraction, Observed, ProfileStatus, TickRecord};
 use persona_runner::store::{
-    ActionKind, ActionResult, Completion, NewAction, NewFeedback, NewTick, Prunable, RatingScope, Store, TickFinish,
-    TickStatus, TickTrigger, Transcript,
+    ActionKind, ActionResult, Completion, NewAction, NewFeedback, NewTick, ProfileEnd, Prunable, RatingScope, Store,
+    TickCall, TickFinish, TickProfile, TickStatus, TickTrigger, Transcript,
 };
 use uuid::Uuid;
 
@@ -330,6 +332,225 @@ async fn alignment_evidence_is_kept_per_day_not_read_from_history(backend: Backe
     assert_eq!(held_mix.score, Some(100.0));
 }
 
+fn answered(tick: Uuid, seq: i32) -> Completion {
+    Completion {
+        tick_id: tick,
+        seq,
+        result: ActionResult::Ok,
+        error_message: None,
+        output: Some(format!("answer {seq}")),
+        latency_ms: Some(3),
+    }
+}
+
+/// A call's result rides with its tick's next row: both land in one commit, and neither
+/// when the call is no longer pending (the tick was declared dead meanwhile).
+async fn a_calls_result_rides_with_the_next_write_ahead_row(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona, _) = persona(&store, 1).await;
+    let running = store.claim_tick(&tick(persona, Duration::from_secs(1))).await.unwrap();
+    store
+        .record_action(&call(running.id, persona, 0, ActionResult::Pending))
+        .await
+        .unwrap();
+    let next = call(running.id, persona, 1, ActionResult::Pending);
+    assert!(
+        store
+            .complete_then_record(&answered(running.id, 0), &next)
+            .await
+            .unwrap()
+    );
+    let rows = store.tick_actions(running.id).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|a| (a.seq, a.result.as_str())).collect::<Vec<_>>(),
+        [(0, "ok"), (1, "pending")]
+    );
+    let recorded = store.recorded_calls(running.id).await.unwrap();
+    assert_eq!(recorded[0].output.as_deref(), Some("answer 0"));
+
+    // The runner stalls past its lease; another declares the tick dead.
+    let later = running.lease_expires_at + chrono::Duration::seconds(1);
+    assert_eq!(store.abandon_expired_ticks(later).await.unwrap(), 1);
+    let after = call(running.id, persona, 2, ActionResult::Pending);
+    assert!(
+        !store
+            .complete_then_record(&answered(running.id, 1), &after)
+            .await
+            .unwrap()
+    );
+    let results: Vec<String> = store
+        .tick_actions(running.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.result)
+        .collect();
+    assert_eq!(
+        results,
+        ["ok", "unknown"],
+        "no late answer, and no row for a call of a dead tick"
+    );
+}
+
+/// Claims a tick of `persona` and audits one call per module given (`None`: not sent).
+async fn tick_with_calls(store: &Store, persona: Uuid, modules: &[Option<&str>]) -> Uuid {
+    let running = store.claim_tick(&tick(persona, Duration::from_secs(60))).await.unwrap();
+    for (seq, module) in modules.iter().enumerate() {
+        let result = if module.is_some() {
+            ActionResult::Ok
+        } else {
+            ActionResult::NotSent
+        };
+        let module = module.unwrap_or("todo");
+        store
+            .record_action(&NewAction {
+                tool_name: format!("{module}.create"),
+                module: module.into(),
+                ..call(running.id, persona, seq as i32, result)
+            })
+            .await
+            .unwrap();
+    }
+    running.id
+}
+
+async fn a_ticks_end_records_its_calls_and_alignment_in_the_finish_transaction(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona_id, user) = persona(&store, 1).await;
+    let persona = store.get_persona(DEFAULT_TENANT, persona_id).await.unwrap().unwrap();
+    let since = Utc::now() - chrono::Duration::hours(1);
+
+    // Five calls sent, one never sent: five interactions, and the 60/40 persona that used
+    // only `todo` scores 60 (settled: not below the flag, no other persona to read).
+    let first = tick_with_calls(
+        &store,
+        persona_id,
+        &[Some("todo"); 5].iter().copied().chain([None]).collect::<Vec<_>>(),
+    )
+    .await;
+    let record = TickRecord::of(&persona, first).unwrap();
+    let ended = store
+        .end_tick(first, &TickFinish::status(TickStatus::Ok, None), Some(&record))
+        .await
+        .unwrap();
+    assert_eq!(ended.tick.status, TickStatus::Ok);
+    assert!(
+        matches!(ended.profile, ProfileEnd::Aligned { interactions: 5 }),
+        "{:?}",
+        ended.profile
+    );
+    let recorded = store
+        .list_interactions(DEFAULT_TENANT, user, since, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 5);
+    assert!(recorded.iter().all(|i| i.tick_id == Some(first)));
+    let profile = store.get_profile(DEFAULT_TENANT, user).await.unwrap().unwrap();
+    assert_eq!(profile.total_interactions, 5);
+    assert_eq!(profile.alignment_score, Some(60.0));
+    assert_eq!(profile.status, ProfileStatus::Active);
+    assert_eq!(
+        store
+            .alignment_evidence(user, &Utc::now().format("%Y-%m-%d").to_string())
+            .await
+            .unwrap()
+            .interactions,
+        5
+    );
+
+    // Calls off the persona's modules flag it: finding a suggestion reads other personas,
+    // so the end records the interactions and leaves the rescore to its caller.
+    let second = tick_with_calls(&store, persona_id, &[Some("calendar"); 20]).await;
+    let record = TickRecord::of(&persona, second).unwrap();
+    let ended = store
+        .end_tick(second, &TickFinish::status(TickStatus::Ok, None), Some(&record))
+        .await
+        .unwrap();
+    assert!(
+        matches!(ended.profile, ProfileEnd::NeedsRescore { interactions: 20 }),
+        "{:?}",
+        ended.profile
+    );
+    let profile = store.get_profile(DEFAULT_TENANT, user).await.unwrap().unwrap();
+    assert_eq!(profile.total_interactions, 25);
+    assert_eq!(
+        profile.alignment_score,
+        Some(60.0),
+        "the end did not store a score it could not settle"
+    );
+}
+
+/// A profile part whose user does not exist: its interactions break a foreign key.
+struct Stranger;
+
+impl TickProfile for Stranger {
+    fn tenant(&self) -> Uuid {
+        DEFAULT_TENANT
+    }
+    fn user(&self) -> Uuid {
+        Uuid::new_v4()
+    }
+    fn interactions(&self, calls: &[TickCall]) -> (Vec<NewInteraction>, Observed) {
+        let interactions: Vec<NewInteraction> = calls
+            .iter()
+            .map(|call| NewInteraction {
+                tenant_id: DEFAULT_TENANT,
+                user_id: self.user(),
+                persona_id: None,
+                tick_id: None,
+                interaction_type: InteractionType::ActionTaken,
+                page_type: None,
+                page_id: None,
+                element_id: Some(call.tool_name.clone()),
+                element_type: None,
+                metadata: serde_json::json!({"action_id": call.tool_name}),
+                duration_seconds: None,
+                feedback_sentiment: None,
+                feedback_comment: None,
+            })
+            .collect();
+        (interactions, Observed::default())
+    }
+    fn learn(&self, _: &mut persona_runner::profile::Learned, _: &NewInteraction) {}
+    fn evidence_from(&self) -> &str {
+        "2000-01-01"
+    }
+    fn alignment(
+        &self,
+        _: &persona_runner::profile::Profile,
+        _: &Observed,
+    ) -> Option<persona_runner::profile::AlignmentUpdate> {
+        None
+    }
+}
+
+async fn a_refused_profile_part_still_finishes_the_tick(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let (persona_id, user) = persona(&store, 1).await;
+    let running = tick_with_calls(&store, persona_id, &[Some("todo"), Some("notes")]).await;
+    let ended = store
+        .end_tick(running, &TickFinish::status(TickStatus::Ok, None), Some(&Stranger))
+        .await
+        .unwrap();
+    assert!(matches!(ended.profile, ProfileEnd::Refused(_)), "{:?}", ended.profile);
+    // The finish committed; the refused part left nothing behind.
+    let tick = store.get_tick(running).await.unwrap().unwrap();
+    assert_eq!(tick.status, TickStatus::Ok);
+    assert!(tick.finished_at.is_some());
+    let since = Utc::now() - chrono::Duration::hours(1);
+    assert!(
+        store
+            .list_interactions(DEFAULT_TENANT, user, since, None, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.row_counts(DEFAULT_TENANT).await.unwrap().interactions, 0);
+}
+
 async fn hot_queries_run_on_indexes(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
@@ -350,5 +571,8 @@ both_backends! {
     the_report_reads_whole_days_from_roll_ups_and_edges_from_ratings,
     retention_deletes_old_rows_in_batches,
     alignment_evidence_is_kept_per_day_not_read_from_history,
+    a_ticks_end_records_its_calls_and_alignment_in_the_finish_transaction,
+    a_calls_result_rides_with_the_next_write_ahead_row,
+    a_refused_profile_part_still_finishes_the_tick,
     hot_queries_run_on_indexes,
 }

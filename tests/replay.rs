@@ -1,15 +1,17 @@
 //! `persona-runner replay` (the real binary) against the real sample gateway: a tick
 //! recorded with the scripted LLM is sent again without any LLM; the same product
-//! answers the same (exit 0), a changed one is reported call by call (exit 1).
+//! answers the same (exit 0), a changed one is reported call by call (exit 1), and one
+//! that dies on a replayed call (its own process) ends the replay there.
 
 #[macro_use]
 mod common;
 
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 use common::{Backend, ScriptedLlm, Step, TEST_SEED, TestDb, TestGateway, text, tool_calls};
 use persona_runner::persona::Persona;
-use persona_runner::store::{Store, TickStatus, TickTrigger};
+use persona_runner::store::{ActionKind, ActionResult, NewAction, NewTick, Store, TickFinish, TickStatus, TickTrigger};
 use persona_runner::tick::TickRequest;
 use serde_json::Value;
 use uuid::Uuid;
@@ -37,14 +39,17 @@ async fn tick(store: &Store, gateway: &TestGateway, persona: &Persona, calls: &[
 /// `persona-runner replay ARGS…` with a config for `db` and `gateway` (no LLM key at all);
 /// awaited, so the gateway in this test's runtime keeps serving.
 async fn replay(dir: &std::path::Path, db: &TestDb, gateway: &TestGateway, args: &[&str]) -> Output {
+    replay_at(dir, db, &gateway.login_url(), &gateway.mcp_url(), args).await
+}
+
+/// The same against any product's login and MCP URLs.
+async fn replay_at(dir: &std::path::Path, db: &TestDb, login_url: &str, mcp_url: &str, args: &[&str]) -> Output {
     let config = dir.join("config.toml");
     std::fs::write(
         &config,
         format!(
-            "[database]\nurl = \"{}\"\n[auth]\nlogin_url = \"{}\"\nseed_secret_env = \"TEST_SEED_SECRET\"\n[mcp]\nurl = \"{}\"\n",
+            "[database]\nurl = \"{}\"\n[auth]\nlogin_url = \"{login_url}\"\nseed_secret_env = \"TEST_SEED_SECRET\"\n[mcp]\nurl = \"{mcp_url}\"\n",
             db.url(),
-            gateway.login_url(),
-            gateway.mcp_url()
         ),
     )
     .unwrap();
@@ -136,3 +141,101 @@ async fn a_replay_reports_what_changed_in_the_product(backend: Backend) {
 }
 
 both_backends!(a_replay_reports_what_changed_in_the_product);
+
+/// The product dies on a replayed call (the sample gateway, its own process, exits during
+/// `lab.crash`, which answered when the tick was recorded): that call is `changed` with the
+/// cause, the calls after it are not sent into the dead session, and the exit code says
+/// something changed.
+#[tokio::test]
+async fn a_product_that_dies_on_a_replayed_call_is_a_change_and_the_rest_are_not_sent() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.store().await;
+    let persona = common::seed_anna(&store).await;
+    let recorded = store
+        .claim_tick(&NewTick {
+            tenant_id: persona.tenant_id,
+            persona_id: persona.id,
+            trigger: TickTrigger::Cli,
+            scheduled_for: None,
+            attempt: 1,
+            runner_id: "recorded".into(),
+            lease: Duration::from_secs(60),
+            target: None,
+        })
+        .await
+        .unwrap();
+    for (seq, tool, arguments, output) in [
+        (0, "todo.list", r#"{"status":"all"}"#, "[]"),
+        (1, "lab.crash", "{}", r#"{"crashed":false}"#),
+        (2, "todo.list", r#"{"status":"open"}"#, "[]"),
+    ] {
+        store
+            .record_action(&NewAction {
+                tenant_id: persona.tenant_id,
+                tick_id: recorded.id,
+                persona_id: persona.id,
+                seq,
+                kind: ActionKind::Call,
+                tool_name: tool.into(),
+                module: tool.split('.').next().unwrap().into(),
+                input_hash: format!("{seq:064}"),
+                result: ActionResult::Ok,
+                error_message: None,
+                arguments: Some(arguments.into()),
+                output: Some(output.into()),
+                chaos: false,
+                latency_ms: Some(5),
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .finish_tick(recorded.id, &TickFinish::status(TickStatus::Ok, None))
+        .await
+        .unwrap();
+    store.close().await;
+
+    let port = common::free_port();
+    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_persona-runner"))
+        .args(["sample-gateway", "--lab", "--listen", &format!("127.0.0.1:{port}")])
+        .env("PERSONA_SEED_SECRET", TEST_SEED)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    common::wait_for_port(port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = replay_at(
+        dir.path(),
+        &db,
+        &format!("http://127.0.0.1:{port}/api/v1/auth/login"),
+        &format!("http://127.0.0.1:{port}/mcp"),
+        &["--json", &recorded.id.to_string()],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_eq!(
+        gateway.wait().await.unwrap().code(),
+        Some(3),
+        "the product died on the call"
+    );
+
+    let reports: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let calls = reports[0]["calls"].as_array().unwrap();
+    assert_ne!(calls[0]["verdict"], "skipped", "sent while the product was up");
+    assert_eq!(calls[1]["verdict"], "changed");
+    assert!(
+        calls[1]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("was ok, now the session ended:"),
+        "{}",
+        calls[1]["detail"]
+    );
+    assert_eq!(calls[2]["verdict"], "skipped");
+    assert_eq!(calls[2]["detail"], "not sent: the session ended at call #1");
+}

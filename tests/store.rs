@@ -413,6 +413,38 @@ async fn ratings_must_be_one_to_five_and_once_per_module(backend: Backend) {
         "one rating per module per tick: {err}"
     );
     assert_eq!(store.row_counts(DEFAULT_TENANT).await.unwrap().feedback, 2);
+
+    // A tick's ratings land together: one refused rating keeps the others out, while a
+    // write queued beside them by another tick still lands.
+    let (ben, _) = store
+        .upsert_persona(DEFAULT_TENANT, &spec("persona.ben@mana.test", "Ben"), "UTC")
+        .await
+        .unwrap();
+    let other = store.claim_tick(&new_tick(ben.id)).await.unwrap();
+    let refused_pair = [
+        feedback(tick.id, persona, "calendar", 4),
+        feedback(tick.id, persona, "mood", 9),
+    ];
+    let beside_it = feedback(other.id, other.persona_id, "todo", 3);
+    let (together, beside) = tokio::join!(store.record_ratings(&refused_pair), store.record_feedback(&beside_it));
+    assert!(matches!(together.unwrap_err(), StoreError::Constraint(_)));
+    beside.unwrap();
+    let modules: Vec<String> = store
+        .tick_feedback(tick.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.module)
+        .collect();
+    assert_eq!(modules, ["notes", "todo"], "calendar was refused with mood");
+    store
+        .record_ratings(&[
+            feedback(tick.id, persona, "calendar", 4),
+            feedback(tick.id, persona, "mood", 2),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.tick_feedback(tick.id).await.unwrap().len(), 4);
 }
 
 async fn expired_leases_are_abandoned_and_free_the_persona(backend: Backend) {

@@ -239,9 +239,61 @@ async fn an_invalid_repair_records_no_rating(backend: Backend) {
     assert_eq!(llm.requests().len(), 4, "play, play, rating, one repair");
 }
 
+/// A tick whose calls drift from the persona flags its user at the tick's end, and the
+/// rescore that looks for a better persona (after the end's commit) points to one.
+async fn a_drifting_tick_flags_its_user_and_suggests_a_better_persona(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let anna = seed_anna(&store).await;
+    let moody: PersonaSpec = serde_json::from_value(json!({
+        "name": "Moritz Mood",
+        "email": "persona.moritz@mana.test",
+        "archetype": "journaler",
+        "systemPrompt": "Du bist Moritz und schreibst jeden Abend auf, wie es dir geht.",
+        "moduleMix": {"mood": 1.0},
+        "tickCadence": "daily"
+    }))
+    .unwrap();
+    let moritz = store.upsert_persona(DEFAULT_TENANT, &moody, "UTC").await.unwrap().0;
+    let gateway = TestGateway::start().await;
+    let moods: Vec<String> = (1..=5).map(|n| format!(r#"{{"score": {n}}}"#)).collect();
+    let calls: Vec<(&str, &str)> = moods.iter().map(|m| ("mood_log", m.as_str())).collect();
+    let llm = ScriptedLlm::start(vec![
+        Step::Reply(tool_calls(&calls)),
+        Step::Reply(text("Genug für heute.")),
+        Step::Reply(text(r#"{"ratings": [{"module": "mood", "rating": 4, "note": "ok"}]}"#)),
+    ])
+    .await;
+    let (config, env) = llm_config(&gateway, &llm);
+    let engine = TickEngine::new(store.clone(), Arc::new(config), &env).unwrap();
+    let summary = run_tick(&engine, &anna).await;
+    assert_eq!(
+        (summary.status, summary.calls_ok),
+        (TickStatus::Ok, 5),
+        "{:?}",
+        summary.error
+    );
+
+    // Only mood against Anna's 60/40 todo/mood: 40, below the flag; Moritz fits fully.
+    let profile = store
+        .get_profile(DEFAULT_TENANT, anna.user_id.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(profile.total_interactions, 5);
+    assert_eq!(profile.alignment_score, Some(40.0));
+    assert!(profile.reassessment_recommended);
+    assert_eq!(
+        profile.status,
+        persona_runner::profile::ProfileStatus::PendingReassessment
+    );
+    assert_eq!(profile.suggested_persona_id, Some(moritz.id));
+}
+
 both_backends! {
     a_scripted_role_play_is_audited_deduped_and_rated,
     an_invalid_repair_records_no_rating,
+    a_drifting_tick_flags_its_user_and_suggests_a_better_persona,
 }
 
 #[tokio::test]

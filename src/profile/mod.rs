@@ -3,7 +3,7 @@
 //! behaviour with the definition of the persona they are assigned to.
 //!
 //! Pure functions over plain data; the store keeps the rows, the API and the tick engine
-//! call [`record`] and [`refresh_alignment`].
+//! call [`record`] and [`refresh_alignment`]; a tick's end records through [`TickRecord`].
 //!
 //! # The alignment formula
 //!
@@ -36,7 +36,7 @@ use crate::persona::{DetailLevel, Persona};
 use crate::store::{Store, StoreError};
 
 mod refresh;
-pub use refresh::{Candidates, MAX_CANDIDATES, refresh_alignment};
+pub use refresh::{Candidates, MAX_CANDIDATES, refresh_alignment, settled_alignment};
 
 /// Days of interactions the alignment score looks at.
 pub const ALIGNMENT_WINDOW_DAYS: i64 = 30;
@@ -378,6 +378,15 @@ pub fn score(observed: &Observed, components: &[Component]) -> Option<f64> {
     Some((mean * 10.0).round() / 10.0)
 }
 
+/// The alignment columns a rescore writes to a profile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AlignmentUpdate {
+    pub score: Option<f64>,
+    pub reassessment_recommended: bool,
+    pub suggested_persona_id: Option<Uuid>,
+    pub status: ProfileStatus,
+}
+
 /// A user's alignment with their persona, as computed now.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Alignment {
@@ -427,44 +436,81 @@ pub async fn record(store: &Store, interaction: &NewInteraction) -> Result<Inter
         .ok_or_else(|| StoreError::NotFound("the recorded interaction".into()))
 }
 
-/// Records the calls of a finished tick as `action_taken` interactions of the persona's
-/// user (one transaction for the whole tick). Calls the runner never sent are not
-/// actions of the persona and are left out.
-pub async fn record_tick(store: &Store, persona: &Persona, tick_id: Uuid) -> Result<usize, StoreError> {
-    let Some(user_id) = persona.user_id else {
-        return Ok(0);
-    };
-    let calls = store.recorded_calls(tick_id).await?;
-    let interactions: Vec<NewInteraction> = calls
-        .iter()
-        .filter(|call| call.kind == "call" && call.result != "not_sent")
-        .map(|call| NewInteraction {
-            tenant_id: persona.tenant_id,
-            user_id,
-            persona_id: Some(persona.id),
-            tick_id: Some(tick_id),
-            interaction_type: InteractionType::ActionTaken,
-            page_type: Some("mcp".into()),
-            page_id: None,
-            element_id: Some(call.tool_name.clone()),
-            element_type: Some("tool".into()),
-            metadata: serde_json::json!({
-                "action_id": call.tool_name, "module": call.module, "result": call.result, "chaos": call.chaos
-            }),
-            // The gateway's latency is not the persona's decision time.
-            duration_seconds: None,
-            feedback_sentiment: None,
-            feedback_comment: None,
+/// What a finished tick records in its persona user's profile, inside the tick's end
+/// transaction ([`Store::end_tick`]): its calls as `action_taken` interactions (calls the
+/// runner never sent are not actions of the persona and are left out), the learned
+/// preferences and the day's evidence moved with them, and the alignment when it is
+/// settled without reading another persona ([`settled_alignment`]).
+pub struct TickRecord<'a> {
+    pub persona: &'a Persona,
+    pub user_id: Uuid,
+    pub tick_id: Uuid,
+    /// When the window of evidence starts (`YYYY-MM-DD`).
+    window_from: String,
+}
+
+impl<'a> TickRecord<'a> {
+    /// The record of `persona`'s tick `tick_id`; `None` when the persona has no user.
+    pub fn of(persona: &'a Persona, tick_id: Uuid) -> Option<Self> {
+        Some(Self {
+            persona,
+            user_id: persona.user_id?,
+            tick_id,
+            window_from: refresh::window_start(crate::time::now()),
         })
-        .collect();
-    let mut delta = Observed::default();
-    for interaction in &interactions {
-        delta.add(interaction.interaction_type, &interaction.metadata);
     }
-    store
-        .record_interactions(persona.tenant_id, user_id, &interactions, learn, &delta)
-        .await?;
-    Ok(interactions.len())
+}
+
+impl crate::store::TickProfile for TickRecord<'_> {
+    fn tenant(&self) -> Uuid {
+        self.persona.tenant_id
+    }
+
+    fn user(&self) -> Uuid {
+        self.user_id
+    }
+
+    fn interactions(&self, calls: &[crate::store::TickCall]) -> (Vec<NewInteraction>, Observed) {
+        let interactions: Vec<NewInteraction> = calls
+            .iter()
+            .filter(|call| call.kind == "call" && call.result != "not_sent")
+            .map(|call| NewInteraction {
+                tenant_id: self.persona.tenant_id,
+                user_id: self.user_id,
+                persona_id: Some(self.persona.id),
+                tick_id: Some(self.tick_id),
+                interaction_type: InteractionType::ActionTaken,
+                page_type: Some("mcp".into()),
+                page_id: None,
+                element_id: Some(call.tool_name.clone()),
+                element_type: Some("tool".into()),
+                metadata: serde_json::json!({
+                    "action_id": call.tool_name, "module": call.module, "result": call.result, "chaos": call.chaos
+                }),
+                // The gateway's latency is not the persona's decision time.
+                duration_seconds: None,
+                feedback_sentiment: None,
+                feedback_comment: None,
+            })
+            .collect();
+        let mut delta = Observed::default();
+        for interaction in &interactions {
+            delta.add(interaction.interaction_type, &interaction.metadata);
+        }
+        (interactions, delta)
+    }
+
+    fn learn(&self, learned: &mut Learned, interaction: &NewInteraction) {
+        learn(learned, interaction);
+    }
+
+    fn evidence_from(&self) -> &str {
+        &self.window_from
+    }
+
+    fn alignment(&self, profile: &Profile, observed: &Observed) -> Option<AlignmentUpdate> {
+        settled_alignment(profile, observed, self.persona)
+    }
 }
 
 #[cfg(test)]

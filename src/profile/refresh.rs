@@ -8,13 +8,14 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    ALIGNMENT_WINDOW_DAYS, Alignment, FORMULA, ProfileError, ProfileStatus, REASSESS_BELOW, Shape, components, score,
+    ALIGNMENT_WINDOW_DAYS, Alignment, AlignmentUpdate, Component, FORMULA, Learned, Observed, Profile, ProfileError,
+    ProfileStatus, REASSESS_BELOW, Shape, components, score,
 };
 use crate::persona::Persona;
 use crate::store::{Store, StoreError};
 
 /// The first UTC day of the alignment window (`YYYY-MM-DD`): today and the 29 days before.
-fn window_start(now: DateTime<Utc>) -> String {
+pub(super) fn window_start(now: DateTime<Utc>) -> String {
     (now - chrono::Duration::days(ALIGNMENT_WINDOW_DAYS - 1))
         .format("%Y-%m-%d")
         .to_string()
@@ -96,15 +97,7 @@ pub async fn refresh_alignment(
         Some(id) => store.get_persona(tenant, id).await?.map(|p| Shape::from(&p)),
         None => None,
     };
-    let (parts, current) = match &assigned {
-        Some(shape) => {
-            let parts = components(shape, &observed, &profile.learned);
-            let current = score(&observed, &parts);
-            (parts, current)
-        }
-        None => (Vec::new(), None),
-    };
-    let flagged = current.is_some_and(|s| s < REASSESS_BELOW);
+    let (parts, current, flagged) = assess(assigned.as_ref(), &observed, &profile.learned);
     let keep_suggestion =
         flagged && profile.status == ProfileStatus::PendingReassessment && profile.suggested_persona_id.is_some();
     let suggestion: Option<(Uuid, String, f64)> = if keep_suggestion {
@@ -132,9 +125,13 @@ pub async fn refresh_alignment(
         ProfileStatus::Active
     };
     let suggested_id = suggestion.as_ref().map(|(id, _, _)| *id);
-    store
-        .set_alignment(tenant, user, current, flagged, suggested_id, status)
-        .await?;
+    let update = AlignmentUpdate {
+        score: current,
+        reassessment_recommended: flagged,
+        suggested_persona_id: suggested_id,
+        status,
+    };
+    store.set_alignment(tenant, user, &update).await?;
     Ok(Alignment {
         persona_id: profile.persona_id,
         score: current,
@@ -146,5 +143,36 @@ pub async fn refresh_alignment(
         suggested_score: suggestion.map(|(_, _, s)| s),
         status,
         formula: FORMULA,
+    })
+}
+
+/// The components, score and reassessment flag of a user's evidence against their
+/// assigned persona (none: no score, no flag).
+fn assess(assigned: Option<&Shape>, observed: &Observed, learned: &Learned) -> (Vec<Component>, Option<f64>, bool) {
+    let Some(shape) = assigned else {
+        return (Vec::new(), None, false);
+    };
+    let parts = components(shape, observed, learned);
+    let current = score(observed, &parts);
+    let flagged = current.is_some_and(|s| s < REASSESS_BELOW);
+    (parts, current, flagged)
+}
+
+/// The alignment to store when deciding it reads no other persona: the user is assigned
+/// `known` (or no persona) and the evidence does not flag a reassessment, so there is no
+/// suggestion to look for. `None` otherwise; [`refresh_alignment`] then reads what the
+/// suggestion needs. The tick's end stores this in its own transaction.
+pub fn settled_alignment(profile: &Profile, observed: &Observed, known: &Persona) -> Option<AlignmentUpdate> {
+    let assigned = match profile.persona_id {
+        Some(id) if id == known.id => Some(Shape::from(known)),
+        Some(_) => return None,
+        None => None,
+    };
+    let (_, current, flagged) = assess(assigned.as_ref(), observed, &profile.learned);
+    (!flagged).then_some(AlignmentUpdate {
+        score: current,
+        reassessment_recommended: false,
+        suggested_persona_id: None,
+        status: ProfileStatus::Active,
     })
 }

@@ -182,13 +182,31 @@ impl Store {
         Ok(updated == 1)
     }
 
+    /// Completes the `pending` call `done` and writes `next`, its tick's next row, in one
+    /// commit; `next` only when `done` was still pending. `false` when it was not (the
+    /// tick was declared dead meanwhile): then nothing was written.
+    pub async fn complete_then_record(&self, done: &Completion, next: &NewAction) -> Result<bool> {
+        let updated = self
+            .writer
+            .submit(Op::CompleteThen(Box::new(done.clone()), Box::new(next.clone())))
+            .await?;
+        Ok(updated == 1)
+    }
+
     /// Stores one rating (and its day's roll-up). The database refuses ratings outside
     /// 1..=5 and a second rating of the same module in the same tick.
     pub async fn record_feedback(&self, feedback: &NewFeedback) -> Result<()> {
-        self.writer
-            .submit(Op::Feedback(Box::new(feedback.clone())))
-            .await
-            .map(drop)
+        self.record_ratings(std::slice::from_ref(feedback)).await
+    }
+
+    /// Stores a tick's ratings together, in one commit: all of them or, when one is
+    /// refused, none.
+    pub async fn record_ratings(&self, ratings: &[NewFeedback]) -> Result<()> {
+        if ratings.is_empty() {
+            return Ok(());
+        }
+        let ops = ratings.iter().map(|r| Op::Feedback(Box::new(r.clone()))).collect();
+        self.writer.submit_all(ops).await.map(drop)
     }
 
     /// The audited rows of a tick, in order.

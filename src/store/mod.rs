@@ -21,6 +21,7 @@ mod plans;
 mod profiles;
 mod retention;
 mod spend;
+mod tick_end;
 mod ticks;
 mod writer;
 
@@ -44,6 +45,7 @@ pub use health::{Health, Outage};
 pub use personas::{CleanupReport, ScheduleRow, UpsertOutcome};
 pub use profiles::PersonaStats;
 pub use retention::Prunable;
+pub use tick_end::{ProfileEnd, TickCall, TickEnd, TickProfile};
 pub use ticks::{NewTick, RatingStatus, SlotClaim, Tick, TickFinish, TickStatus, TickTrigger, Transcript};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");

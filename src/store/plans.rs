@@ -102,6 +102,26 @@ macro_rules! explain_all {
                 plan!($conn, $prefix, $column, super::ticks::ABANDON_TICKS, now),
             ),
             (
+                "a finished tick's calls for the profile",
+                plan!($conn, $prefix, $column, super::tick_end::TICK_CALLS, id),
+            ),
+            (
+                "store an alignment",
+                plan!(
+                    $conn,
+                    $prefix,
+                    $column,
+                    super::profiles::SET_ALIGNMENT,
+                    id,
+                    id,
+                    Some(60.0f64),
+                    false,
+                    no_id,
+                    "active",
+                    now
+                ),
+            ),
+            (
                 "count ticks",
                 plan!($conn, $prefix, $column, super::ticks::COUNT_TICKS, id),
             ),

@@ -12,11 +12,11 @@ use uuid::Uuid;
 use super::evidence::{DailyRow, UPSERT_DAY, bind_day};
 use super::{BackendKind, Result, Store, StoreError, begin_write, with_pool, with_writer};
 use crate::persona::PersonaSpec;
-use crate::profile::{Interaction, Learned, NewInteraction, Observed, Profile, ProfileStatus};
+use crate::profile::{AlignmentUpdate, Interaction, Learned, NewInteraction, Observed, Profile};
 use crate::time::now;
 
 #[derive(sqlx::FromRow)]
-struct ProfileRow {
+pub(super) struct ProfileRow {
     id: Uuid,
     tenant_id: Uuid,
     user_id: Uuid,
@@ -157,6 +157,137 @@ pub(super) const LIST_INTERACTIONS: &str =
                    AND ($4 IS NULL OR interaction_type = $4)
                  ORDER BY created_at DESC, id DESC LIMIT $5";
 
+/// The user's profile row, locked for the transaction on PostgreSQL (SQLite's `BEGIN
+/// IMMEDIATE` already serializes writers).
+pub(super) fn select_profile_for_update(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Sqlite => SELECT_PROFILE,
+        BackendKind::Postgres => select_profile!(" FOR UPDATE"),
+    }
+}
+
+/// A user's evidence of one day, locked like the profile row.
+pub(super) fn select_day_for_update(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Sqlite => {
+            "SELECT interactions, detail_signals, modules, metrics, actions FROM persona_user_daily WHERE user_id = $1 AND day = $2"
+        }
+        BackendKind::Postgres => {
+            "SELECT interactions, detail_signals, modules, metrics, actions FROM persona_user_daily WHERE user_id = $1 AND day = $2 FOR UPDATE"
+        }
+    }
+}
+
+/// Stores a computed alignment (`$3` score … `$7` time).
+pub(super) const SET_ALIGNMENT: &str =
+    "UPDATE persona_user_profiles SET alignment_score = $3, reassessment_recommended = $4,
+        suggested_persona_id = $5, status = $6, updated_at = $7
+     WHERE tenant_id = $1 AND user_id = $2";
+
+/// Binds a tenant, a user and an [`AlignmentUpdate`] to [`SET_ALIGNMENT`].
+macro_rules! bind_alignment {
+    ($query:expr, $tenant:expr, $user:expr, $alignment:expr) => {
+        $query
+            .bind($tenant)
+            .bind($user)
+            .bind($alignment.score)
+            .bind($alignment.reassessment_recommended)
+            .bind($alignment.suggested_persona_id)
+            .bind($alignment.status.as_str())
+            .bind(now())
+    };
+}
+pub(super) use bind_alignment;
+
+/// Records interactions of one user on the open transaction `$tx` (see
+/// [`Store::record_interactions`]; the tick's end runs it inside its own transaction):
+/// inserts them with `$ids`, moves the profile's learned preferences with `$learn`, adds
+/// `$delta` to the day's evidence. Evaluates to the user's profile as it now stands
+/// (`None` without one). With no interactions it only reads the profile.
+macro_rules! record_in_tx {
+    ($tx:ident, $kind:expr, $tenant:expr, $user:expr, $interactions:expr, $ids:expr, $at:expr, $learn:expr, $delta:expr) => {{
+        let (tenant, user, interactions, at): (Uuid, Uuid, &[NewInteraction], DateTime<Utc>) =
+            ($tenant, $user, $interactions, $at);
+        // Many rows per statement (well under either backend's parameter limit).
+        for (chunk, chunk_ids) in interactions.chunks(500).zip($ids.chunks(500)) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO persona_interactions (id, tenant_id, user_id, persona_id, tick_id,
+                    interaction_type, page_type, page_id, element_id, element_type, metadata,
+                    duration_seconds, feedback_sentiment, feedback_comment, created_at) ",
+            );
+            insert.push_values(chunk.iter().zip(chunk_ids), |mut row, (new, id)| {
+                row.push_bind(*id)
+                    .push_bind(tenant)
+                    .push_bind(user)
+                    .push_bind(new.persona_id)
+                    .push_bind(new.tick_id)
+                    .push_bind(new.interaction_type.as_str())
+                    .push_bind(new.page_type.clone())
+                    .push_bind(new.page_id.clone())
+                    .push_bind(new.element_id.clone())
+                    .push_bind(new.element_type.clone())
+                    .push_bind(Json(new.metadata.clone()))
+                    .push_bind(new.duration_seconds)
+                    .push_bind(new.feedback_sentiment.map(|s| s.as_str()))
+                    .push_bind(new.feedback_comment.clone())
+                    .push_bind(at);
+            });
+            insert.build().execute(&mut *$tx).await?;
+        }
+        let row: Option<ProfileRow> = sqlx::query_as(select_profile_for_update($kind))
+            .bind(tenant)
+            .bind(user)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        let mut profile = row.map(Profile::try_from).transpose()?;
+        if let Some(profile) = profile.as_mut().filter(|_| !interactions.is_empty()) {
+            for new in interactions {
+                $learn(&mut profile.learned, new);
+            }
+            let learned = &profile.learned;
+            sqlx::query(
+                "UPDATE persona_user_profiles SET detail_preference = $3, external_data_usage = $4,
+                    decision_speed = $5, collaboration_frequency = $6, metric_preferences = $7,
+                    action_preferences = $8, data_source_preferences = $9, interaction_summary = $10,
+                    total_interactions = total_interactions + $12, last_interaction_at = $11, updated_at = $11
+                 WHERE tenant_id = $1 AND user_id = $2",
+            )
+            .bind(tenant)
+            .bind(user)
+            .bind(learned.detail_preference)
+            .bind(learned.external_data_usage)
+            .bind(learned.decision_speed)
+            .bind(learned.collaboration_frequency)
+            .bind(Json(&learned.metric_preferences))
+            .bind(Json(&learned.action_preferences))
+            .bind(Json(&learned.data_source_preferences))
+            .bind(Json(&learned.interaction_summary))
+            .bind(at)
+            .bind(interactions.len() as i32)
+            .execute(&mut *$tx)
+            .await?;
+            profile.total_interactions += interactions.len() as i32;
+            profile.last_interaction_at = Some(at);
+            profile.updated_at = at;
+        }
+        if !interactions.is_empty() {
+            let day = at.format("%Y-%m-%d").to_string();
+            let existing: Option<DailyRow> = sqlx::query_as(select_day_for_update($kind))
+                .bind(user)
+                .bind(&day)
+                .fetch_optional(&mut *$tx)
+                .await?;
+            let mut evidence = existing.map(Observed::from).unwrap_or_default();
+            evidence.merge($delta);
+            bind_day!(sqlx::query(UPSERT_DAY), user, &day, tenant, evidence)
+                .execute(&mut *$tx)
+                .await?;
+        }
+        profile
+    }};
+}
+pub(super) use record_in_tx;
+
 impl Store {
     /// Makes sure `tenant` exists (tenants of the profile API come from verified tokens
     /// and are created on first use).
@@ -245,91 +376,11 @@ impl Store {
             return Ok(Vec::new());
         }
         let at = now();
-        let day = at.format("%Y-%m-%d").to_string();
         let ids: Vec<Uuid> = interactions.iter().map(|_| super::writer::new_row_id()).collect();
-        // PostgreSQL locks the profile row; SQLite's BEGIN IMMEDIATE serializes writers.
-        let select = match self.kind() {
-            BackendKind::Sqlite => SELECT_PROFILE,
-            BackendKind::Postgres => select_profile!(" FOR UPDATE"),
-        };
-        let daily_select = match self.kind() {
-            BackendKind::Sqlite => {
-                "SELECT interactions, detail_signals, modules, metrics, actions FROM persona_user_daily WHERE user_id = $1 AND day = $2"
-            }
-            BackendKind::Postgres => {
-                "SELECT interactions, detail_signals, modules, metrics, actions FROM persona_user_daily WHERE user_id = $1 AND day = $2 FOR UPDATE"
-            }
-        };
+        let kind = self.kind();
         with_writer!(self, pool => {
             let mut tx = begin_write!(pool);
-            // Many rows per statement (well under either backend's parameter limit).
-            for (chunk, chunk_ids) in interactions.chunks(500).zip(ids.chunks(500)) {
-                let mut insert = sqlx::QueryBuilder::new(
-                    "INSERT INTO persona_interactions (id, tenant_id, user_id, persona_id, tick_id,
-                        interaction_type, page_type, page_id, element_id, element_type, metadata,
-                        duration_seconds, feedback_sentiment, feedback_comment, created_at) ",
-                );
-                insert.push_values(chunk.iter().zip(chunk_ids), |mut row, (new, id)| {
-                    row.push_bind(*id)
-                        .push_bind(tenant)
-                        .push_bind(user)
-                        .push_bind(new.persona_id)
-                        .push_bind(new.tick_id)
-                        .push_bind(new.interaction_type.as_str())
-                        .push_bind(new.page_type.clone())
-                        .push_bind(new.page_id.clone())
-                        .push_bind(new.element_id.clone())
-                        .push_bind(new.element_type.clone())
-                        .push_bind(Json(new.metadata.clone()))
-                        .push_bind(new.duration_seconds)
-                        .push_bind(new.feedback_sentiment.map(|s| s.as_str()))
-                        .push_bind(new.feedback_comment.clone())
-                        .push_bind(at);
-                });
-                insert.build().execute(&mut *tx).await?;
-            }
-            let row: Option<ProfileRow> = sqlx::query_as(select)
-                .bind(tenant)
-                .bind(user)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(row) = row {
-                let mut learned = Profile::try_from(row)?.learned;
-                for new in interactions {
-                    learn(&mut learned, new);
-                }
-                sqlx::query(
-                    "UPDATE persona_user_profiles SET detail_preference = $3, external_data_usage = $4,
-                        decision_speed = $5, collaboration_frequency = $6, metric_preferences = $7,
-                        action_preferences = $8, data_source_preferences = $9, interaction_summary = $10,
-                        total_interactions = total_interactions + $12, last_interaction_at = $11, updated_at = $11
-                     WHERE tenant_id = $1 AND user_id = $2",
-                )
-                .bind(tenant)
-                .bind(user)
-                .bind(learned.detail_preference)
-                .bind(learned.external_data_usage)
-                .bind(learned.decision_speed)
-                .bind(learned.collaboration_frequency)
-                .bind(Json(&learned.metric_preferences))
-                .bind(Json(&learned.action_preferences))
-                .bind(Json(&learned.data_source_preferences))
-                .bind(Json(&learned.interaction_summary))
-                .bind(at)
-                .bind(interactions.len() as i32)
-                .execute(&mut *tx)
-                .await?;
-            }
-            let existing: Option<DailyRow> = sqlx::query_as(daily_select)
-                .bind(user)
-                .bind(&day)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let mut evidence = existing.map(Observed::from).unwrap_or_default();
-            evidence.merge(delta);
-            bind_day!(sqlx::query(UPSERT_DAY), user, &day, tenant, evidence)
-                .execute(&mut *tx)
-                .await?;
+            record_in_tx!(tx, kind, tenant, user, interactions, &ids, at, learn, delta);
             tx.commit().await?;
         });
         Ok(interactions
@@ -400,30 +451,11 @@ impl Store {
     }
 
     /// Stores a computed alignment.
-    pub async fn set_alignment(
-        &self,
-        tenant: Uuid,
-        user: Uuid,
-        score: Option<f64>,
-        reassess: bool,
-        suggested: Option<Uuid>,
-        status: ProfileStatus,
-    ) -> Result<()> {
+    pub async fn set_alignment(&self, tenant: Uuid, user: Uuid, alignment: &AlignmentUpdate) -> Result<()> {
         with_writer!(self, pool => {
-            sqlx::query(
-                "UPDATE persona_user_profiles SET alignment_score = $3, reassessment_recommended = $4,
-                    suggested_persona_id = $5, status = $6, updated_at = $7
-                 WHERE tenant_id = $1 AND user_id = $2",
-            )
-            .bind(tenant)
-            .bind(user)
-            .bind(score)
-            .bind(reassess)
-            .bind(suggested)
-            .bind(status.as_str())
-            .bind(now())
-            .execute(pool)
-            .await?;
+            bind_alignment!(sqlx::query(SET_ALIGNMENT), tenant, user, alignment)
+                .execute(pool)
+                .await?;
         });
         Ok(())
     }

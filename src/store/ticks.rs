@@ -62,10 +62,10 @@ pub struct Tick {
 }
 
 #[derive(sqlx::FromRow)]
-struct TickRow {
+pub(super) struct TickRow {
     id: Uuid,
-    tenant_id: Uuid,
-    persona_id: Uuid,
+    pub(super) tenant_id: Uuid,
+    pub(super) persona_id: Uuid,
     trigger: String,
     scheduled_for: Option<DateTime<Utc>>,
     attempt: i32,
@@ -297,82 +297,6 @@ impl Store {
                 .await?
         });
         row.map(Tick::try_from).transpose()
-    }
-
-    /// Ends a running tick: its `pending` calls become `unknown` (they may have run), its
-    /// counters are derived from its audited calls, the persona's `last_active_at` is
-    /// stamped, the tokens are added to the day's spend, and the transcript is kept, all
-    /// in one transaction. `Conflict` when the tick is not running any more (its lease
-    /// expired and another runner declared it abandoned).
-    pub async fn finish_tick(&self, tick_id: Uuid, finish: &TickFinish) -> Result<Tick> {
-        if finish.status == TickStatus::Running {
-            return Err(StoreError::Constraint("a tick cannot finish as `running`".into()));
-        }
-        let finished_at = now();
-        let day = finished_at.format("%Y-%m-%d").to_string();
-        let row: Result<Option<TickRow>> = async {
-            Ok(with_writer!(self, pool => {
-                let mut tx = begin_write!(pool);
-                sqlx::query(PENDING_TO_UNKNOWN)
-                    .bind(tick_id)
-                    .execute(&mut *tx)
-                    .await?;
-                let row: Option<TickRow> = sqlx::query_as(FINISH_TICK)
-                .bind(tick_id)
-                .bind(finish.status.as_str())
-                .bind(finish.error.as_deref())
-                .bind(finished_at)
-                .bind(finish.turns)
-                .bind(finish.tokens_in)
-                .bind(finish.tokens_out)
-                .bind(finish.llm_model.as_deref())
-                .bind(finish.prompt_version.as_deref())
-                .bind(finish.rating_status.map(RatingStatus::as_str))
-                .bind(finish.rating_raw.as_deref())
-                .bind(finish.simulator.as_deref())
-                .bind(finish.protocol_version.as_deref())
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(row) = &row {
-                    sqlx::query("UPDATE personas SET last_active_at = $2, changed_at = $2 WHERE id = $1")
-                        .bind(row.persona_id)
-                        .bind(finished_at)
-                        .execute(&mut *tx)
-                        .await?;
-                    if finish.tokens_in + finish.tokens_out > 0 {
-                        for sql in super::spend::ADD_TO_DAILY_SPEND {
-                            sqlx::query(sql)
-                                .bind(row.persona_id)
-                                .bind(&day)
-                                .bind(finish.tokens_in)
-                                .bind(finish.tokens_out)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                    }
-                    if let Some(transcript) = &finish.transcript {
-                        sqlx::query(
-                            "INSERT INTO persona_transcripts (tick_id, tenant_id, entries, chars, truncated, created_at)
-                             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tick_id) DO NOTHING",
-                        )
-                        .bind(tick_id)
-                        .bind(row.tenant_id)
-                        .bind(sqlx::types::Json(&transcript.entries))
-                        .bind(transcript.chars)
-                        .bind(transcript.truncated)
-                        .bind(finished_at)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                tx.commit().await?;
-                row
-            }))
-        }
-        .await;
-        self.observe(&row);
-        row?.ok_or_else(|| StoreError::Conflict(format!("tick {tick_id} is not running")))?
-            .try_into()
     }
 
     /// The transcript of a tick, if it kept one.

@@ -22,12 +22,16 @@ use crate::time::now;
 pub(crate) enum Op {
     Action(Box<NewAction>),
     Complete(Box<Completion>),
+    /// A call's completion, then the next row of its tick, written only when the
+    /// completion found its call still pending (its count is the completion's).
+    CompleteThen(Box<Completion>, Box<NewAction>),
     Feedback(Box<NewFeedback>),
 }
 
+/// Writes that land together or not at all (one caller's), and who waits for them.
 struct Job {
-    op: Op,
-    reply: oneshot::Sender<Result<u64>>,
+    ops: Vec<Op>,
+    reply: oneshot::Sender<Result<Vec<u64>>>,
 }
 
 /// The handle every clone of the store shares; the task ends when the last one is dropped.
@@ -58,9 +62,15 @@ impl Writer {
 
     /// Queues `op` and waits for its commit; the rows it changed.
     pub(crate) async fn submit(&self, op: Op) -> Result<u64> {
+        Ok(self.submit_all(vec![op]).await?[0])
+    }
+
+    /// Queues `ops` to be committed together (all or none) and waits for that commit; the
+    /// rows each changed.
+    pub(crate) async fn submit_all(&self, ops: Vec<Op>) -> Result<Vec<u64>> {
         let closed = || StoreError::Unavailable(Outage::Unreachable("the store is closed".into()));
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job { op, reply }).await.map_err(|_| closed())?;
+        self.jobs.send(Job { ops, reply }).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
 }
@@ -68,30 +78,34 @@ impl Writer {
 async fn run(backend: Backend, health: Arc<Health>, mut queue: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.recv().await {
+        let mut queued = first.ops.len();
         batch.push(first);
-        while batch.len() < MAX_BATCH {
+        while queued < MAX_BATCH {
             match queue.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => {
+                    queued += job.ops.len();
+                    batch.push(job);
+                }
                 Err(_) => break,
             }
         }
-        let ops: Vec<&Op> = batch.iter().map(|job| &job.op).collect();
+        let ops: Vec<&Op> = batch.iter().flat_map(|job| &job.ops).collect();
         let outcome = commit(&backend, &ops).await;
-        crate::metrics::global().store_batch(batch.len());
+        crate::metrics::global().store_batch(ops.len());
         match outcome {
             Ok(counts) => {
-                for (job, count) in batch.drain(..).zip(counts) {
-                    let _ = job.reply.send(Ok(count));
+                let mut counts = counts.into_iter();
+                for job in batch.drain(..) {
+                    let mine = counts.by_ref().take(job.ops.len()).collect();
+                    let _ = job.reply.send(Ok(mine));
                 }
             }
-            // One write was refused for itself: give each write its own transaction, so
-            // the others land and only that one fails.
+            // One write was refused for itself: give each job its own transaction, so the
+            // others land and only that one fails.
             Err((Some(_), err)) if err.outage().is_none() && batch.len() > 1 => {
                 for job in batch.drain(..) {
-                    let result = commit(&backend, &[&job.op])
-                        .await
-                        .map(|counts| counts[0])
-                        .map_err(|(_, e)| e);
+                    let ops: Vec<&Op> = job.ops.iter().collect();
+                    let result = commit(&backend, &ops).await.map_err(|(_, e)| e);
                     health.observe(&result);
                     let _ = job.reply.send(result);
                 }
@@ -130,48 +144,69 @@ pub(super) fn new_row_id() -> uuid::Uuid {
     uuid::Uuid::now_v7()
 }
 
+/// Inserts a call's row (a write-ahead `pending` row or a final one) on `$tx`.
+macro_rules! insert_action {
+    ($tx:ident, $action:expr) => {{
+        let action: &NewAction = $action;
+        sqlx::query(
+            "INSERT INTO persona_actions (id, tenant_id, tick_id, persona_id, seq, kind, tool_name,
+                module, input_hash, result, error_message, arguments, output, chaos, latency_ms,
+                created_at, completed_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             ON CONFLICT (tick_id, seq) DO NOTHING",
+        )
+        .bind(super::writer::new_row_id())
+        .bind(action.tenant_id)
+        .bind(action.tick_id)
+        .bind(action.persona_id)
+        .bind(action.seq)
+        .bind(action.kind.as_str())
+        .bind(&action.tool_name)
+        .bind(&action.module)
+        .bind(&action.input_hash)
+        .bind(action.result.as_str())
+        .bind(action.error_message.as_deref())
+        .bind(action.arguments.as_deref())
+        .bind(action.output.as_deref())
+        .bind(action.chaos)
+        .bind(action.latency_ms)
+        .bind(now())
+        .bind((action.result != super::audit::ActionResult::Pending).then(now))
+        .execute(&mut *$tx)
+        .await
+        .map(|done| done.rows_affected())
+    }};
+}
+
+/// Completes a pending call on `$tx`: the rows changed (0: it was not pending).
+macro_rules! complete_call {
+    ($tx:ident, $done:expr) => {{
+        let done: &Completion = $done;
+        sqlx::query(super::writer::COMPLETE_CALL)
+            .bind(done.tick_id)
+            .bind(done.seq)
+            .bind(done.result.as_str())
+            .bind(done.error_message.as_deref())
+            .bind(done.output.as_deref())
+            .bind(done.latency_ms)
+            .bind(now())
+            .execute(&mut *$tx)
+            .await
+            .map(|done| done.rows_affected())
+    }};
+}
+
 /// Executes one write on the transaction `$tx`: the rows it changed.
 macro_rules! apply {
     ($tx:ident, $op:expr) => {
         match $op {
-            Op::Action(action) => sqlx::query(
-                "INSERT INTO persona_actions (id, tenant_id, tick_id, persona_id, seq, kind, tool_name,
-                    module, input_hash, result, error_message, arguments, output, chaos, latency_ms,
-                    created_at, completed_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-                 ON CONFLICT (tick_id, seq) DO NOTHING",
-            )
-            .bind(super::writer::new_row_id())
-            .bind(action.tenant_id)
-            .bind(action.tick_id)
-            .bind(action.persona_id)
-            .bind(action.seq)
-            .bind(action.kind.as_str())
-            .bind(&action.tool_name)
-            .bind(&action.module)
-            .bind(&action.input_hash)
-            .bind(action.result.as_str())
-            .bind(action.error_message.as_deref())
-            .bind(action.arguments.as_deref())
-            .bind(action.output.as_deref())
-            .bind(action.chaos)
-            .bind(action.latency_ms)
-            .bind(now())
-            .bind((action.result != super::audit::ActionResult::Pending).then(now))
-            .execute(&mut *$tx)
-            .await
-            .map(|done| done.rows_affected()),
-            Op::Complete(done) => sqlx::query(super::writer::COMPLETE_CALL)
-                .bind(done.tick_id)
-                .bind(done.seq)
-                .bind(done.result.as_str())
-                .bind(done.error_message.as_deref())
-                .bind(done.output.as_deref())
-                .bind(done.latency_ms)
-                .bind(now())
-                .execute(&mut *$tx)
-                .await
-                .map(|done| done.rows_affected()),
+            Op::Action(action) => insert_action!($tx, action),
+            Op::Complete(done) => complete_call!($tx, done),
+            Op::CompleteThen(done, next) => match complete_call!($tx, done) {
+                Ok(0) => Ok(0),
+                Ok(completed) => insert_action!($tx, next).map(|_| completed),
+                Err(err) => Err(err),
+            },
             Op::Feedback(feedback) => {
                 let at = feedback.recorded_at.unwrap_or_else(now);
                 let inserted = sqlx::query(

@@ -143,7 +143,7 @@ impl TickEngine {
                 None => return self.send(ctx, state, tool, map, record).await,
             },
         };
-        self.store.record_action(&record).await?;
+        self.record_after_unsaved(state, &record).await?;
         self.account(ctx, state, &record, &answer, false);
         Ok(answer)
     }
@@ -234,17 +234,24 @@ impl TickEngine {
         arguments: Map<String, Value>,
         record: NewAction,
     ) -> Result<String, TickError> {
-        if let Some(limit) = &self.tool_limit {
+        // A rate limit that makes the call wait: the last call's result is committed first.
+        if let Some(limit) = &self.tool_limit
+            && limit.check().is_err()
+        {
+            self.save_completion(state).await?;
             limit.until_ready().await;
         }
-        if let Some(limit) = &self.tool_limit_per_persona {
+        if let Some(limit) = &self.tool_limit_per_persona
+            && limit.check_key(&ctx.persona.id).is_err()
+        {
+            self.save_completion(state).await?;
             limit.until_key_ready(&ctx.persona.id).await;
         }
         let pending = NewAction {
             result: ActionResult::Pending,
             ..record
         };
-        self.store.record_action(&pending).await?;
+        self.record_after_unsaved(state, &pending).await?;
         if let Some(agent) = &state.agent {
             agent.set_module(&pending.module);
         }
@@ -308,22 +315,15 @@ impl TickEngine {
             }
         };
         let (result, error_message, output, latency_ms) = completion;
-        let completed = self
-            .store
-            .complete_action(&Completion {
-                tick_id: pending.tick_id,
-                seq: pending.seq,
-                result,
-                error_message: error_message.clone(),
-                output: output.clone(),
-                latency_ms,
-            })
-            .await?;
-        if !completed {
-            return Err(TickError::LeaseLost(
-                "its calls were declared unknown by another runner (the lease had expired)".into(),
-            ));
-        }
+        // Committed with the tick's next row, or alone before the tick next waits.
+        state.unsaved = Some(Completion {
+            tick_id: pending.tick_id,
+            seq: pending.seq,
+            result,
+            error_message: error_message.clone(),
+            output: output.clone(),
+            latency_ms,
+        });
         let record = NewAction {
             result,
             error_message,
@@ -339,6 +339,32 @@ impl TickEngine {
             Some(err) => Err(err.into()),
             None => Ok(answer),
         }
+    }
+
+    /// Writes `record` and, in the same commit, the last call's completion if it is still
+    /// unsaved (a call's result usually rides with the next call's write-ahead row).
+    async fn record_after_unsaved(&self, state: &mut TickState, record: &NewAction) -> Result<(), TickError> {
+        match state.unsaved.take() {
+            None => self.store.record_action(record).await?,
+            Some(done) => {
+                if !self.store.complete_then_record(&done, record).await? {
+                    return Err(lease_lost());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the last call's completion if it is still unsaved: before the tick waits
+    /// for anything (the model, a rate limit, its ratings, its end), so a crash while it
+    /// waits loses no answered call.
+    pub(super) async fn save_completion(&self, state: &mut TickState) -> Result<(), TickError> {
+        if let Some(done) = state.unsaved.take()
+            && !self.store.complete_action(&done).await?
+        {
+            return Err(lease_lost());
+        }
+        Ok(())
     }
 
     async fn call_session(
@@ -401,4 +427,10 @@ impl TickEngine {
             chaos: record.chaos,
         });
     }
+}
+
+/// A completion that found its call no longer pending: another runner declared the tick
+/// dead (its lease had expired) and turned its calls `unknown`.
+fn lease_lost() -> TickError {
+    TickError::LeaseLost("its calls were declared unknown by another runner (the lease had expired)".into())
 }

@@ -206,6 +206,7 @@ impl TickEngine {
                 persona: ctx.label.to_string(),
                 turn: state.turns as u32,
             });
+            self.save_completion(state).await?;
             let turn = llm.chat(&messages, &tools, None).await?;
             state.spend.add(turn.prompt_tokens, turn.completion_tokens);
             messages.push(turn.as_message());
@@ -276,6 +277,7 @@ impl TickEngine {
             .response_format
             .then(|| rating::response_format(&modules));
         let mut answers = Vec::new();
+        self.save_completion(state).await?;
         for attempt in 0..2 {
             let turn = llm.chat(&messages, &[], format.clone()).await?;
             state.spend.add(turn.prompt_tokens, turn.completion_tokens);
@@ -322,10 +324,11 @@ impl TickEngine {
         state: &mut TickState,
         ratings: &[rating::Rating],
     ) -> Result<(), TickError> {
-        for rating in ratings {
-            let stats = state.modules.get(&rating.module).cloned().unwrap_or_default();
-            self.store
-                .record_feedback(&NewFeedback {
+        let records: Vec<NewFeedback> = ratings
+            .iter()
+            .map(|rating| {
+                let stats = state.modules.get(&rating.module).cloned().unwrap_or_default();
+                NewFeedback {
                     tenant_id: ctx.persona.tenant_id,
                     tick_id: ctx.tick_id,
                     persona_id: ctx.persona.id,
@@ -338,9 +341,13 @@ impl TickEngine {
                     evidence_rating: stats.evidence_rating(),
                     simulator: self.simulator().to_string(),
                     recorded_at: None,
-                })
-                .await?;
-        }
+                }
+            })
+            .collect();
+        // The last call's result first (a tick declared dead meanwhile stores no ratings),
+        // then one commit for the tick's ratings: all of them or none.
+        self.save_completion(state).await?;
+        self.store.record_ratings(&records).await?;
         state.transcript.push("ratings", json!({"ratings": ratings}));
         state.ratings.extend(ratings.iter().cloned());
         Ok(())

@@ -408,6 +408,11 @@ impl TickEngine {
             }
         };
         drop(lease);
+        // An answered call whose result was not committed yet (the tick ended right after
+        // it, or was cut): committed before the finish turns pending calls `unknown`.
+        if let Err(err) = self.save_completion(&mut state).await {
+            tracing::warn!(%err, persona = %label, tick = %tick.id, "the last call's result could not be saved");
+        }
         if let Some(session) = state.session.take() {
             session.close().await;
         }
@@ -418,9 +423,12 @@ impl TickEngine {
             tracing::warn!(persona = %label, tick = %tick.id, %error, "tick did not finish cleanly");
         }
         state.transcript.push("end", json!({"status": status, "error": error}));
+        // The tick's calls become the persona user's interactions, and its alignment is
+        // rescored, in the finish's own transaction.
+        let record = crate::profile::TickRecord::of(persona, tick.id).filter(|_| state.audited_any());
         let finished = self
             .store
-            .finish_tick(
+            .end_tick(
                 tick.id,
                 &TickFinish {
                     status,
@@ -436,10 +444,11 @@ impl TickEngine {
                     rating_raw: state.rating_raw.clone(),
                     transcript: Some(state.transcript.finish(&state.redact)),
                 },
+                record.as_ref().map(|r| r as &dyn crate::store::TickProfile),
             )
             .await;
-        match finished {
-            Ok(_) => {}
+        let profiled = match finished {
+            Ok(ended) => ended.profile,
             Err(StoreError::Conflict(_)) => {
                 return Err(TickError::LeaseLost(format!(
                     "tick {} was declared abandoned by another runner before it finished",
@@ -447,30 +456,8 @@ impl TickEngine {
                 )));
             }
             Err(err) => return Err(err.into()),
-        }
-        // The tick's calls become the persona user's interactions; then rescore how far
-        // the role-play drifts from the persona's definition.
-        if let Some(user_id) = persona.user_id.filter(|_| state.audited_any()) {
-            let profiled = async {
-                crate::profile::record_tick(&self.store, persona, tick.id).await?;
-                crate::profile::refresh_alignment(
-                    &self.store,
-                    persona.tenant_id,
-                    user_id,
-                    &self.candidates,
-                    Some(persona),
-                )
-                .await
-                .map_err(|err| match err {
-                    crate::profile::ProfileError::Store(err) => err,
-                    other => StoreError::NotFound(other.to_string()),
-                })?;
-                Ok::<(), StoreError>(())
-            };
-            if let Err(err) = profiled.await {
-                tracing::warn!(%err, persona = %label, "recording the tick in the profile store failed");
-            }
-        }
+        };
+        self.after_profile(profiled, persona, &label).await;
         let summary = TickSummary {
             tick_id: tick.id,
             persona_id: persona.id,
@@ -497,6 +484,31 @@ impl TickEngine {
             summary: Box::new(summary.clone()),
         });
         Ok(summary)
+    }
+}
+
+impl TickEngine {
+    /// What is left of the profile part of a tick's end: a rescore that must read other
+    /// personas (a flagged user's suggestion) runs after the commit; a refused part is
+    /// logged (the tick itself finished).
+    async fn after_profile(&self, profiled: crate::store::ProfileEnd, persona: &Persona, label: &str) {
+        use crate::store::ProfileEnd;
+        let failed = match profiled {
+            ProfileEnd::NeedsRescore { .. } => {
+                let user = persona
+                    .user_id
+                    .expect("a profile part is asked only for a persona with a user");
+                crate::profile::refresh_alignment(&self.store, persona.tenant_id, user, &self.candidates, Some(persona))
+                    .await
+                    .err()
+                    .map(|err| err.to_string())
+            }
+            ProfileEnd::Refused(err) => Some(err.to_string()),
+            ProfileEnd::NotAsked | ProfileEnd::Aligned { .. } | ProfileEnd::NoProfile { .. } => None,
+        };
+        if let Some(err) = failed {
+            tracing::warn!(%err, persona = %label, "recording the tick in the profile store failed");
+        }
     }
 }
 

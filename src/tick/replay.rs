@@ -6,6 +6,8 @@
 //! the tick never sent (deduped, denied, not sent), calls whose first outcome is unknown,
 //! and calls not safe to repeat now (destructive, or refused by today's tool policy).
 //! Outputs are compared after masking what differs by nature (ids, times, dates).
+//! When the session ends during a call (the product died on it, or dropped the login),
+//! that call is `changed` with the cause and the calls after it are skipped, not sent.
 
 use std::sync::LazyLock;
 
@@ -109,8 +111,20 @@ impl TickEngine {
         secrets.extend(credentials.secrets().map(str::to_string));
         secrets.extend(session.secrets());
         let mut calls = Vec::new();
+        // Set once the session is gone (the gateway died, or dropped the login): the
+        // calls after it are listed, not sent into a dead session.
+        let mut ended_at: Option<i32> = None;
         for call in recorded.iter().filter(|c| c.kind == ActionKind::Call.as_str()) {
-            let verdict = self.replay_call(product, &session, call, &secrets).await;
+            let verdict = match ended_at {
+                Some(seq) => Verdict::Skipped(format!("not sent: the session ended at call #{seq}")),
+                None => match self.replay_call(product, &session, call, &secrets).await {
+                    Ok(verdict) => verdict,
+                    Err(verdict) => {
+                        ended_at = Some(call.seq);
+                        verdict
+                    }
+                },
+            };
             calls.push(ReplayedCall {
                 seq: call.seq,
                 tool: call.tool_name.clone(),
@@ -125,43 +139,54 @@ impl TickEngine {
         })
     }
 
+    /// The verdict on one recorded call; `Err` carries the verdict on a call during which
+    /// the session ended (the product, or its connection, died on it).
     async fn replay_call(
         &self,
         product: &super::product::Product,
         session: &McpSession,
         call: &RecordedCall,
         secrets: &[String],
-    ) -> Verdict {
+    ) -> Result<Verdict, Verdict> {
         let was: Result<ActionResult, _> = call.result.parse();
         match was {
             Ok(ActionResult::Ok | ActionResult::Error) => {}
             Ok(ActionResult::Unknown | ActionResult::Pending) => {
-                return Verdict::Skipped("its first outcome is unknown: nothing to compare with".into());
+                return Ok(Verdict::Skipped(
+                    "its first outcome is unknown: nothing to compare with".into(),
+                ));
             }
-            _ => return Verdict::Skipped(format!("the tick did not send it ({})", call.result)),
+            _ => return Ok(Verdict::Skipped(format!("the tick did not send it ({})", call.result))),
         }
         if let Some(refusal) = call
             .error_message
             .as_deref()
             .filter(|e| e.starts_with(super::call::NOT_SENT))
         {
-            return Verdict::Skipped(format!("the tick did not send it ({refusal})"));
+            return Ok(Verdict::Skipped(format!("the tick did not send it ({refusal})")));
         }
         let Some(tool) = session.tools().iter().find(|t| t.name == call.tool_name) else {
-            return Verdict::Changed("the gateway no longer lists this tool".into());
+            return Ok(Verdict::Changed("the gateway no longer lists this tool".into()));
         };
         if let Err(reason) = product.policy.check(tool) {
-            return Verdict::Skipped(format!("not safe to repeat: {reason}"));
+            return Ok(Verdict::Skipped(format!("not safe to repeat: {reason}")));
         }
         let arguments = match call.arguments.as_deref().map(serde_json::from_str::<Value>) {
             Some(Ok(Value::Object(arguments))) => arguments,
             None => Default::default(),
-            _ => return Verdict::Skipped("its recorded arguments are not a JSON object".into()),
+            _ => return Ok(Verdict::Skipped("its recorded arguments are not a JSON object".into())),
         };
         let max_output = self.config.tick.max_output_chars;
         let (now_ok, now_text) = match session.call(&call.tool_name, arguments).await {
             Ok((CallOutcome::Ok { text }, _)) => (true, audit::redact_truncate(&text, secrets, max_output)),
             Ok((CallOutcome::Error { text }, _)) => (false, audit::redact_truncate(&text, secrets, 500)),
+            Err(err) if err.ends_session() => {
+                let cause = audit::redact_truncate(&err.to_string(), secrets, 500);
+                return Err(Verdict::Changed(format!(
+                    "was {}, now the session ended: {cause}",
+                    call.result
+                )));
+            }
             Err(err) => (false, audit::redact_truncate(&err.to_string(), secrets, 500)),
         };
         let was_ok = call.result == ActionResult::Ok.as_str();
@@ -171,13 +196,13 @@ impl TickEngine {
             call.error_message.clone()
         }
         .unwrap_or_default();
-        match (was_ok, now_ok) {
+        Ok(match (was_ok, now_ok) {
             (true, false) => Verdict::Changed(format!("was ok, now an error: {now_text}")),
             (false, true) => Verdict::Changed(format!("was an error ({before}), now ok")),
             _ if normalize(&before) == normalize(&now_text) => Verdict::Same,
             (true, true) => Verdict::Changed(format!("the output differs: was {before:?}, now {now_text:?}")),
             (false, false) => Verdict::Changed(format!("the error differs: was {before:?}, now {now_text:?}")),
-        }
+        })
     }
 }
 

@@ -142,6 +142,9 @@ pub(super) struct TickState {
     pub transcript: TranscriptLog,
     /// The MCP protocol version the gateway agreed to.
     pub protocol_version: Option<String>,
+    /// The last call's completion, not committed yet: it rides with the tick's next row,
+    /// or is committed alone before the tick waits for anything (see `TickEngine::send`).
+    pub unsaved: Option<crate::store::Completion>,
 }
 
 impl TickState {
@@ -154,6 +157,7 @@ impl TickState {
             withheld: HashMap::new(),
             validators: HashMap::new(),
             seq: Arc::new(AtomicI32::new(0)),
+            unsaved: None,
             calls_made: 0,
             seen: HashMap::new(),
             modules: BTreeMap::new(),
