@@ -6,6 +6,7 @@
 //! default file is `config.toml` at the repository root; keep it in step with this module.
 
 mod load;
+mod product;
 pub mod secret;
 mod sections;
 mod validate;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use load::{ConfigSource, LoadedConfig, from_table, load};
+pub use product::*;
 pub use secret::{Secret, SecretOrigin, redact};
 pub use sections::*;
 
@@ -256,7 +258,7 @@ impl Config {
             .chain(shown.targets.values_mut().map(|t| (&mut t.auth, &mut t.mcp)));
         for (auth, mcp) in products {
             for map in [&mut mcp.headers, &mut mcp.env] {
-                *map = sections::masked(map)
+                *map = product::masked(map)
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect();
