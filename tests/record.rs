@@ -357,7 +357,7 @@ async fn a_calls_result_rides_with_the_next_write_ahead_row(backend: Backend) {
     let next = call(running.id, persona, 1, ActionResult::Pending);
     assert!(
         store
-            .complete_then_record(&answered(running.id, 0), &next)
+            .complete_then_record(answered(running.id, 0), &next)
             .await
             .unwrap()
     );
@@ -375,7 +375,7 @@ async fn a_calls_result_rides_with_the_next_write_ahead_row(backend: Backend) {
     let after = call(running.id, persona, 2, ActionResult::Pending);
     assert!(
         !store
-            .complete_then_record(&answered(running.id, 1), &after)
+            .complete_then_record(answered(running.id, 1), &after)
             .await
             .unwrap()
     );

@@ -290,6 +290,48 @@ async fn a_drifting_tick_flags_its_user_and_suggests_a_better_persona(backend: B
     assert_eq!(profile.suggested_persona_id, Some(moritz.id));
 }
 
+/// The model hangs on the turn after a call: the call's answer is already committed while
+/// the tick waits (a crash then would lose nothing), not held until the next call.
+#[tokio::test]
+async fn an_answered_call_is_saved_before_the_tick_waits_for_a_hanging_model() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.store().await;
+    let persona = seed_anna(&store).await;
+    let gateway = TestGateway::start().await;
+    let llm = ScriptedLlm::start(vec![
+        Step::Reply(tool_calls(&[("todo_create", r#"{"title": "Abgabe"}"#)])),
+        Step::Hang,
+    ])
+    .await;
+    let (config, env) = llm_config(&gateway, &llm);
+    let engine = Arc::new(TickEngine::new(store.clone(), Arc::new(config), &env).unwrap());
+    let running = tokio::spawn({
+        let (engine, persona) = (engine.clone(), persona.clone());
+        async move { run_tick(&engine, &persona).await }
+    });
+    let mut results = Vec::new();
+    for _ in 0..100 {
+        if llm.requests().len() == 2 {
+            let ticks = store.list_ticks(DEFAULT_TENANT, &Default::default(), 1).await.unwrap();
+            results = store
+                .tick_actions(ticks[0].id)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|a| a.result)
+                .collect();
+            if !results.is_empty() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(llm.requests().len(), 2, "the model was asked again and hangs");
+    assert!(!running.is_finished(), "the tick is still waiting for the model");
+    assert_eq!(results, ["ok"], "answered, and committed before the wait");
+    running.abort();
+}
+
 both_backends! {
     a_scripted_role_play_is_audited_deduped_and_rated,
     an_invalid_repair_records_no_rating,

@@ -185,10 +185,11 @@ impl Store {
     /// Completes the `pending` call `done` and writes `next`, its tick's next row, in one
     /// commit; `next` only when `done` was still pending. `false` when it was not (the
     /// tick was declared dead meanwhile): then nothing was written.
-    pub async fn complete_then_record(&self, done: &Completion, next: &NewAction) -> Result<bool> {
+    pub async fn complete_then_record(&self, done: Completion, next: &NewAction) -> Result<bool> {
+        // The completion is moved, not copied: it carries the call's output.
         let updated = self
             .writer
-            .submit(Op::CompleteThen(Box::new(done.clone()), Box::new(next.clone())))
+            .submit(Op::CompleteThen(Box::new(done), Box::new(next.clone())))
             .await?;
         Ok(updated == 1)
     }

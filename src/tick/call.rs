@@ -347,7 +347,7 @@ impl TickEngine {
         match state.unsaved.take() {
             None => self.store.record_action(record).await?,
             Some(done) => {
-                if !self.store.complete_then_record(&done, record).await? {
+                if !self.store.complete_then_record(done, record).await? {
                     return Err(lease_lost());
                 }
             }
