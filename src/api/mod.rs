@@ -11,6 +11,7 @@ pub mod auth;
 mod dashboard;
 mod dashboard_views;
 mod error;
+mod history;
 mod params;
 mod profile;
 mod tick_page;
@@ -367,10 +368,10 @@ fn build() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::pause))
         .routes(routes!(admin::resume))
         .routes(routes!(admin::tick))
-        .routes(routes!(admin::tick_all, admin::list_ticks))
-        .routes(routes!(admin::get_tick))
-        .routes(routes!(admin::list_actions))
-        .routes(routes!(admin::feedback))
+        .routes(routes!(admin::tick_all, history::list_ticks))
+        .routes(routes!(history::get_tick))
+        .routes(routes!(history::list_actions))
+        .routes(routes!(history::feedback))
         .routes(routes!(profile::list_personas))
         .routes(routes!(profile::get_persona, profile::update_persona))
         .routes(routes!(profile::persona_stats))

@@ -21,11 +21,13 @@
 //! it in paused (virtual) time with an in-memory host; the daemon plugs in the store and
 //! the tick engine.
 
+mod host;
+mod loader;
 pub mod schedule;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -37,150 +39,9 @@ use uuid::Uuid;
 
 use crate::store::{ScheduleRow, TickTrigger};
 use crate::tick::TickPool;
+pub use host::{Clock, Command, Host, RunOutcome, Settings, Status};
+use loader::{Loaded, loader};
 pub use schedule::{CatchUp, Rule};
-
-/// Wall-clock time for the scheduler: the system clock, or (in tests) a clock that follows
-/// tokio's virtual time from an origin, so paused tests move both together.
-#[derive(Clone, Copy, Debug)]
-pub struct Clock {
-    virtual_origin: Option<(DateTime<Utc>, tokio::time::Instant)>,
-}
-
-impl Clock {
-    /// The system's wall clock: a step (NTP, an operator) is seen at the next wake.
-    pub fn system() -> Self {
-        Self { virtual_origin: None }
-    }
-
-    /// A clock starting at `wall` that advances with tokio's (possibly paused) time.
-    pub fn starting_at(wall: DateTime<Utc>) -> Self {
-        Self {
-            virtual_origin: Some((wall, tokio::time::Instant::now())),
-        }
-    }
-
-    /// Now, at the precision the stores keep (microseconds).
-    pub fn now(&self) -> DateTime<Utc> {
-        use chrono::SubsecRound;
-        match self.virtual_origin {
-            Some((wall, origin)) => crate::time::after(wall, origin.elapsed()).trunc_subsecs(6),
-            None => crate::time::now(),
-        }
-    }
-
-    /// The tokio instant of a wall-clock time (now, if it is past).
-    pub fn instant_at(&self, wall: DateTime<Utc>) -> tokio::time::Instant {
-        let from_now = (wall - self.now()).to_std().unwrap_or_default();
-        tokio::time::Instant::now() + from_now
-    }
-}
-
-/// How a scheduled run went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RunOutcome {
-    /// This runner ran it; `ok` says whether the tick succeeded.
-    Ran { ok: bool },
-    /// Someone else is running this persona right now: look again once its lease could
-    /// have expired and been swept.
-    Busy,
-    /// Nothing to do for this slot: it succeeded elsewhere, used up its attempts, or the
-    /// persona is paused. Go on to the next slot.
-    Settled,
-}
-
-/// What the scheduler needs from the world.
-pub trait Host: Send + Sync + 'static {
-    /// Personas whose schedule changed after `after` (a `(changed_at, id)` cursor; all
-    /// without it), oldest change first, at most `limit`.
-    fn load(
-        &self,
-        after: Option<(DateTime<Utc>, Uuid)>,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<ScheduleRow>, String>> + Send;
-    /// The ids of every schedulable persona (the others are dropped).
-    fn ids(&self) -> impl Future<Output = Result<Vec<Uuid>, String>> + Send;
-    /// Whether personas of `target` run here (`None`: the default target).
-    fn runs_target(&self, target: Option<&str>) -> bool;
-    /// Keeps the next slots of personas (in one batch).
-    fn save_plans(&self, plans: Vec<(Uuid, DateTime<Utc>)>) -> impl Future<Output = ()> + Send;
-    /// Claims and runs the persona's tick for `slot`; `cut` ends it early at shutdown.
-    fn run_slot(
-        &self,
-        persona: Uuid,
-        slot: DateTime<Utc>,
-        cut: CancellationToken,
-    ) -> impl Future<Output = RunOutcome> + Send;
-    /// Runs a one-off tick now (SIGUSR1, tick-all from the API).
-    fn run_now(
-        &self,
-        persona: Uuid,
-        trigger: TickTrigger,
-        cut: CancellationToken,
-    ) -> impl Future<Output = RunOutcome> + Send;
-    /// Marks ticks of dead runners (expired leases) abandoned.
-    fn sweep(&self, now: DateTime<Utc>) -> impl Future<Output = ()> + Send;
-    /// Whether the store takes writes (nothing is claimed while it does not).
-    fn writable(&self) -> bool {
-        true
-    }
-    /// A small write that tells whether the store takes writes again.
-    fn probe(&self) -> impl Future<Output = bool> + Send {
-        async { true }
-    }
-    /// Observes the lag between a slot's due time and its start.
-    fn observe_lag(&self, _lag: Duration) {}
-    /// Observes how many personas are due (waiting for the pool) and running.
-    fn observe_load(&self, _due: usize, _running: usize) {}
-}
-
-/// The scheduler's settings (`[runner]`), replaced on reload.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub jitter: Duration,
-    pub paused: bool,
-    pub catch_up: CatchUp,
-    pub starting_deadline: Duration,
-    pub max_attempts: u32,
-    pub retry_backoff: Duration,
-    /// How often changed personas are loaded (new, deleted, paused, other replicas' progress).
-    pub reload_every: Duration,
-    /// How often expired leases are swept.
-    pub sweep_every: Duration,
-    /// After finding another runner's tick on a persona, how soon to look again: by then
-    /// a dead runner's lease has expired and been swept (lease + sweep).
-    pub busy_recheck: Duration,
-    pub shutdown_grace: Duration,
-    /// The loop wakes at least this often (it feeds the systemd watchdog).
-    pub heartbeat_every: Duration,
-}
-
-/// Commands to a running scheduler.
-#[derive(Debug)]
-pub enum Command {
-    /// Tick every runnable persona now (SIGUSR1, or the API), recorded with this trigger.
-    TickAllNow(TickTrigger),
-    /// New settings; personas are reloaded too (SIGHUP).
-    Reload(Box<Settings>),
-}
-
-/// What the scheduler tells the rest of the process (readiness, metrics).
-#[derive(Debug, Default)]
-pub struct Status {
-    loaded: AtomicBool,
-    scheduled: AtomicUsize,
-}
-
-impl Status {
-    /// Whether the first full load of personas is done.
-    pub fn loaded(&self) -> bool {
-        self.loaded.load(Ordering::Acquire)
-    }
-
-    /// Personas with a plan.
-    pub fn scheduled(&self) -> usize {
-        self.scheduled.load(Ordering::Relaxed)
-    }
-}
 
 /// One persona as the scheduler keeps it: how and when it is due, never its definition.
 #[derive(Debug)]
@@ -218,115 +79,6 @@ impl Entry {
 enum Job {
     Slot(DateTime<Utc>),
     Now(TickTrigger),
-}
-
-/// What the loader found.
-enum Loaded {
-    /// Changed personas (a page of them).
-    Rows(Vec<ScheduleRow>),
-    /// The first full load is complete.
-    FirstLoadDone,
-    /// Every current id: the others were deleted.
-    Ids(Vec<Uuid>),
-}
-
-/// Rows per page of a load.
-const LOAD_PAGE: usize = 5000;
-/// Changes are read again from this far before the newest one seen: replicas' clocks
-/// differ a little, and a change stamped slightly in the past must not be missed.
-const LOOKBACK: Duration = Duration::from_secs(60);
-/// Every this many loads, the full id list is read to drop deleted personas.
-const IDS_EVERY: u32 = 20;
-
-/// Reads what changed, every `reload_every` or when told to, off the dispatch path.
-async fn loader<T: Host>(
-    host: Arc<T>,
-    clock: Clock,
-    out: mpsc::Sender<Loaded>,
-    mut every: watch::Receiver<Duration>,
-    now: Arc<tokio::sync::Notify>,
-    stop: CancellationToken,
-) {
-    let mut newest: Option<DateTime<Utc>> = None;
-    // When the last complete load began: a change committed after it is stamped no earlier
-    // than LOOKBACK before it, so nothing older needs reading again. Without it, an idle
-    // store would have everything stamped in the minute before its newest change read
-    // again on every load (100,000 freshly seeded personas, forever).
-    let mut last_start: Option<DateTime<Utc>> = None;
-    let mut first = true;
-    let mut loads: u32 = 0;
-    let mut failing = false;
-    loop {
-        let started = tokio::time::Instant::now();
-        let started_at = clock.now();
-        let mut cursor = newest
-            .max(last_start)
-            .map(|at| (crate::time::before(at, LOOKBACK), Uuid::nil()));
-        let mut result = Ok(());
-        loop {
-            match host.load(cursor, LOAD_PAGE).await {
-                Ok(rows) => {
-                    let full = rows.len() == LOAD_PAGE;
-                    if let Some(last) = rows.last() {
-                        newest = newest.max(Some(last.changed_at));
-                        cursor = Some((last.changed_at, last.id));
-                    }
-                    if !rows.is_empty() && out.send(Loaded::Rows(rows)).await.is_err() {
-                        return;
-                    }
-                    if !full {
-                        break;
-                    }
-                }
-                Err(err) => {
-                    result = Err(err);
-                    break;
-                }
-            }
-        }
-        loads += 1;
-        if result.is_ok() && (first || loads.is_multiple_of(IDS_EVERY)) {
-            match host.ids().await {
-                Ok(ids) if !first => {
-                    if out.send(Loaded::Ids(ids)).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(err) => result = Err(err),
-            }
-        }
-        match result {
-            Ok(()) => {
-                last_start = Some(started_at);
-                crate::metrics::global().scheduler_reload(started.elapsed());
-                if failing {
-                    tracing::info!("loading personas works again");
-                    failing = false;
-                }
-                if first {
-                    first = false;
-                    if out.send(Loaded::FirstLoadDone).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Err(err) => {
-                // One line per outage, not one per attempt.
-                if !failing {
-                    tracing::warn!(%err, "loading personas failed; keeping the current plan and trying again");
-                    failing = true;
-                }
-            }
-        }
-        let wait = *every.borrow_and_update();
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-            () = now.notified() => {}
-            changed = every.changed() => if changed.is_err() { return },
-        }
-    }
 }
 
 struct Scheduler<T: Host> {

@@ -23,6 +23,7 @@ mod retention;
 mod spend;
 mod tick_end;
 mod ticks;
+mod users;
 mod writer;
 
 use std::path::Path;
@@ -42,11 +43,12 @@ pub use audit::{
 };
 pub use feedback::{DailyRating, NoteRecord, RatingCell, RatingScope};
 pub use health::{Health, Outage};
-pub use personas::{CleanupReport, ScheduleRow, UpsertOutcome};
+pub use personas::{ScheduleRow, UpsertOutcome};
 pub use profiles::PersonaStats;
 pub use retention::Prunable;
 pub use tick_end::{ProfileEnd, TickCall, TickEnd, TickProfile};
 pub use ticks::{NewTick, RatingStatus, SlotClaim, Tick, TickFinish, TickStatus, TickTrigger, Transcript};
+pub use users::CleanupReport;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");

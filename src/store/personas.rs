@@ -1,5 +1,5 @@
-//! Users and personas: the idempotent upsert behind catalog seeding and the admin API,
-//! lookups, and the cleanup of persona users.
+//! Personas: the idempotent upsert behind catalog seeding and the admin API (with the
+//! persona's user), lookups, and what the scheduler reads.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -34,12 +34,6 @@ pub enum UpsertOutcome {
     Created,
     Updated,
     Unchanged,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct CleanupReport {
-    pub users_deleted: u64,
-    pub personas_deleted: u64,
 }
 
 /// Columns of a persona joined with its user's email, in [`PersonaRow`] order.
@@ -562,88 +556,5 @@ impl Store {
                 .rows_affected()
         });
         Ok(updated == 1)
-    }
-
-    /// Creates a user of any kind (tests, the profile store's humans). Fails with
-    /// `Conflict` when the email is taken in the tenant.
-    pub async fn create_user(
-        &self,
-        tenant: Uuid,
-        email: &str,
-        name: &str,
-        kind: crate::persona::UserKind,
-    ) -> Result<Uuid> {
-        let id = Uuid::new_v4();
-        self.insert_user(tenant, id, email, name, kind).await?;
-        Ok(id)
-    }
-
-    /// Inserts the user `id`; `Conflict` when the id or the email is taken.
-    pub(super) async fn insert_user(
-        &self,
-        tenant: Uuid,
-        id: Uuid,
-        email: &str,
-        name: &str,
-        kind: crate::persona::UserKind,
-    ) -> Result<()> {
-        with_writer!(self, pool => {
-            sqlx::query(
-                "INSERT INTO users (id, tenant_id, email, name, kind, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(id)
-            .bind(tenant)
-            .bind(normalize_email(email))
-            .bind(name)
-            .bind(kind.as_str())
-            .bind(now())
-            .execute(pool)
-            .await?;
-        });
-        Ok(())
-    }
-
-    /// Deletes every `kind = persona` user of `tenant` with their personas, ticks, actions,
-    /// feedback, profiles and interactions (by foreign-key cascade). Never touches a human
-    /// or system user, nor a profile-only persona without a user. `Conflict` (nothing
-    /// deleted) while any of them has a running tick.
-    pub async fn delete_persona_users(&self, tenant: Uuid) -> Result<CleanupReport> {
-        with_writer!(self, pool => {
-            let mut tx = begin_write!(pool);
-            // A running tick would go on calling the product with no row to record it in.
-            let running: Vec<String> = sqlx::query_scalar(
-                "SELECT u.email FROM persona_ticks t JOIN personas p ON p.id = t.persona_id
-                   JOIN users u ON u.id = p.user_id
-                 WHERE t.status = 'running' AND p.tenant_id = $1 AND u.kind = 'persona' ORDER BY u.email",
-            )
-            .bind(tenant)
-            .fetch_all(&mut *tx)
-            .await?;
-            if !running.is_empty() {
-                return Err(StoreError::Conflict(format!(
-                    "these personas have a running tick: {}; stop the daemon (or wait) and clean up then",
-                    running.join(", ")
-                )));
-            }
-            let personas = sqlx::query(
-                "DELETE FROM personas WHERE tenant_id = $1
-                   AND user_id IN (SELECT id FROM users WHERE tenant_id = $1 AND kind = 'persona')",
-            )
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            let users = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND kind = 'persona'")
-                .bind(tenant)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            Ok(CleanupReport {
-                users_deleted: users,
-                personas_deleted: personas,
-            })
-        })
     }
 }
