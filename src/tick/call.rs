@@ -315,19 +315,18 @@ impl TickEngine {
             }
         };
         let (result, error_message, output, latency_ms) = completion;
-        // Committed with the tick's next row, or alone before the tick next waits.
+        // Committed with the tick's next row, or alone before the tick next waits. The
+        // output and error move there: accounting reads neither.
         state.unsaved = Some(Completion {
             tick_id: pending.tick_id,
             seq: pending.seq,
             result,
-            error_message: error_message.clone(),
-            output: output.clone(),
+            error_message,
+            output,
             latency_ms,
         });
         let record = NewAction {
             result,
-            error_message,
-            output,
             latency_ms,
             ..pending
         };
@@ -380,7 +379,8 @@ impl TickEngine {
     }
 
     /// Counts an audited call in the tick's evidence and summary, tells the listener, and
-    /// adds it to the transcript.
+    /// adds it to the transcript (the answer as the model saw it; `record`'s output and
+    /// error are not read).
     fn account(&self, ctx: &CallContext<'_>, state: &mut TickState, record: &NewAction, answer: &str, reached: bool) {
         // What the server asked the persona while the call ran comes first.
         state.merge_agent_notes();

@@ -494,15 +494,20 @@ impl TickEngine {
     async fn after_profile(&self, profiled: crate::store::ProfileEnd, persona: &Persona, label: &str) {
         use crate::store::ProfileEnd;
         let failed = match profiled {
-            ProfileEnd::NeedsRescore { .. } => {
-                let user = persona
-                    .user_id
-                    .expect("a profile part is asked only for a persona with a user");
-                crate::profile::refresh_alignment(&self.store, persona.tenant_id, user, &self.candidates, Some(persona))
-                    .await
-                    .err()
-                    .map(|err| err.to_string())
-            }
+            // A profile part is asked only for a persona with a user.
+            ProfileEnd::NeedsRescore { .. } => match persona.user_id {
+                Some(user) => crate::profile::refresh_alignment(
+                    &self.store,
+                    persona.tenant_id,
+                    user,
+                    &self.candidates,
+                    Some(persona),
+                )
+                .await
+                .err()
+                .map(|err| err.to_string()),
+                None => None,
+            },
             ProfileEnd::Refused(err) => Some(err.to_string()),
             ProfileEnd::NotAsked | ProfileEnd::Aligned { .. } | ProfileEnd::NoProfile { .. } => None,
         };
