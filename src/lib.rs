@@ -19,10 +19,13 @@ pub mod http;
 pub mod llm;
 pub mod mcp;
 pub mod metrics;
-pub mod persona;
+pub mod model;
 pub mod profile;
+pub mod redact;
 pub mod retention;
 pub mod scheduler;
 pub mod store;
 pub mod tick;
 pub mod time;
+
+pub use model::persona;

@@ -15,7 +15,7 @@ use crate::persona::Persona;
 use crate::store::{Store, StoreError};
 
 /// The first UTC day of the alignment window (`YYYY-MM-DD`): today and the 29 days before.
-pub(super) fn window_start(now: DateTime<Utc>) -> String {
+pub(crate) fn window_start(now: DateTime<Utc>) -> String {
     (now - chrono::Duration::days(ALIGNMENT_WINDOW_DAYS - 1))
         .format("%Y-%m-%d")
         .to_string()

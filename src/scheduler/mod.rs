@@ -23,7 +23,7 @@
 
 mod host;
 mod loader;
-pub mod schedule;
+pub use crate::model::schedule;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;

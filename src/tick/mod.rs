@@ -12,7 +12,7 @@
 //! those rows. A rating answer that cannot be used is stored as such, never as a rating.
 
 mod agent;
-mod audit;
+use crate::redact as audit;
 mod call;
 mod drive;
 mod lease;

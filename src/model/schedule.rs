@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::persona::Cadence;
+use super::persona::Cadence;
 
 /// A cadence ready for computing slots: cron expressions parsed once.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -35,9 +35,6 @@ use uuid::Uuid;
 use crate::persona::{DetailLevel, Persona};
 use crate::store::{Store, StoreError};
 
-mod refresh;
-pub use refresh::{Candidates, MAX_CANDIDATES, refresh_alignment, settled_alignment};
-
 /// Days of interactions the alignment score looks at.
 pub const ALIGNMENT_WINDOW_DAYS: i64 = 30;
 /// Interactions needed before a score is given.
@@ -456,7 +453,7 @@ impl<'a> TickRecord<'a> {
             persona,
             user_id: persona.user_id?,
             tick_id,
-            window_from: refresh::window_start(crate::time::now()),
+            window_from: crate::profile::window_start(crate::time::now()),
         })
     }
 }
@@ -509,7 +506,7 @@ impl crate::store::TickProfile for TickRecord<'_> {
     }
 
     fn alignment(&self, profile: &Profile, observed: &Observed) -> Option<AlignmentUpdate> {
-        settled_alignment(profile, observed, self.persona)
+        crate::profile::settled_alignment(profile, observed, self.persona)
     }
 }
 
