@@ -1,41 +1,25 @@
-//! What the audit records of a call: the input hash, and text made safe to store.
+//! Text made safe to keep or show: every secret value replaced, and long text cut.
+//! Whatever a product, a model or a dependency echoes back goes through here before it
+//! is stored, logged or sent on.
 
-use serde_json::Value;
-use sha2::{Digest, Sha256};
-
-/// JSON with object keys sorted (recursively) and no insignificant whitespace, whatever
-/// order the model produced. serde_json's map is ordered by key (the `preserve_order`
-/// feature is off; a test below fails if anything turns it on), so its compact output is
-/// already canonical: one pass, no intermediate strings.
-pub fn canonical_json(value: &Value) -> String {
-    value.to_string()
-}
-
-/// Hex SHA-256 over the tool name and the canonical JSON of the arguments, separated by
-/// a newline (which neither can contain unescaped).
-pub fn input_hash(tool: &str, arguments: &Value) -> String {
-    hash_text(tool, &canonical_json(arguments))
-}
-
-/// The hash of a call whose arguments are not JSON: the raw text stands in.
-pub fn hash_text(tool: &str, text: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(tool.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(text.as_bytes());
-    let mut hex = String::with_capacity(64);
-    for byte in hasher.finalize() {
-        use std::fmt::Write as _;
-        let _ = write!(hex, "{byte:02x}");
+/// `text` with every secret of `secrets` replaced by `[redacted]`. Values shorter than
+/// four characters are left alone: replacing them would mangle ordinary text. Borrowed
+/// when no secret occurs (this runs on every audited output, and the caller can tell).
+pub fn redact<'a>(text: &'a str, secrets: &[impl AsRef<str>]) -> std::borrow::Cow<'a, str> {
+    let mut clean = std::borrow::Cow::Borrowed(text);
+    for secret in secrets.iter().map(AsRef::as_ref).filter(|s| s.len() >= 4) {
+        if clean.contains(secret) {
+            clean = std::borrow::Cow::Owned(clean.replace(secret, "[redacted]"));
+        }
     }
-    hex
+    clean
 }
 
 /// `text` with every secret replaced and cut to `max` characters.
 pub fn redact_truncate(text: &str, secrets: &[impl AsRef<str>], max: usize) -> String {
     // PostgreSQL refuses NUL in TEXT (SQLite stores it): drop it so a call is audited
     // the same on both.
-    let mut clean = crate::config::redact(text, secrets).into_owned();
+    let mut clean = redact(text, secrets).into_owned();
     if clean.contains('\0') {
         clean = clean.replace('\0', "");
     }
@@ -51,21 +35,6 @@ pub fn redact_truncate(text: &str, secrets: &[impl AsRef<str>], max: usize) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn key_order_and_whitespace_do_not_change_the_hash() {
-        let a: Value = serde_json::from_str(r#"{ "b": [1, {"y": 2, "x": 1}], "a": "ä" }"#).unwrap();
-        let b = json!({"a": "ä", "b": [1, {"x": 1, "y": 2}]});
-        assert_eq!(canonical_json(&a), r#"{"a":"ä","b":[1,{"x":1,"y":2}]}"#);
-        assert_eq!(input_hash("todo.create", &a), input_hash("todo.create", &b));
-        assert_ne!(input_hash("todo.create", &a), input_hash("todo.update", &a));
-        // Independently computed: printf 'todo.create\n{"title":"x"}' | sha256sum
-        assert_eq!(
-            input_hash("todo.create", &json!({"title": "x"})),
-            "2496d4371e9d9fed85ac8d1ec33ba92fb678db1fea5331b941def36a3ef4d37f"
-        );
-    }
 
     #[test]
     fn secrets_are_redacted_before_truncation() {

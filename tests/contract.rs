@@ -135,3 +135,21 @@ async fn the_sign_in_form_answers_json_errors_as_documented() {
     }
     app.stop().await;
 }
+
+/// The OpenAPI document is the contract: a change to it is a change for every client, so
+/// it is compared byte for byte with the committed copy. When a change is meant, write the
+/// new document there (`PERSONA_RUNNER_BLESS=1 cargo nextest run openapi_document`) and
+/// review the diff.
+#[test]
+fn openapi_document_matches_the_committed_copy() {
+    let served = persona_runner::api::openapi_text();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots/openapi.json");
+    if std::env::var_os("PERSONA_RUNNER_BLESS").is_some() {
+        std::fs::write(path, served).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap();
+    assert!(
+        served == committed,
+        "the OpenAPI document changed; diff it against tests/snapshots/openapi.json"
+    );
+}

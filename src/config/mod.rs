@@ -16,9 +16,10 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::redact::redact;
 pub use load::{ConfigSource, LoadedConfig, from_table, load};
 pub use product::*;
-pub use secret::{Secret, SecretOrigin, redact};
+pub use secret::{Secret, SecretOrigin};
 pub use sections::*;
 
 /// A snapshot of the process environment. Config loading reads only this, so tests can

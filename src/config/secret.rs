@@ -35,19 +35,6 @@ impl fmt::Display for Secret {
     }
 }
 
-/// `text` with every secret of `secrets` replaced by `[redacted]`. Values shorter than
-/// four characters are left alone: replacing them would mangle ordinary text. Borrowed
-/// when no secret occurs (this runs on every audited output, and the caller can tell).
-pub fn redact<'a>(text: &'a str, secrets: &[impl AsRef<str>]) -> std::borrow::Cow<'a, str> {
-    let mut clean = std::borrow::Cow::Borrowed(text);
-    for secret in secrets.iter().map(AsRef::as_ref).filter(|s| s.len() >= 4) {
-        if clean.contains(secret) {
-            clean = std::borrow::Cow::Owned(clean.replace(secret, "[redacted]"));
-        }
-    }
-    clean
-}
-
 /// Where a secret came from, for `config check` and error messages (never the value).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretOrigin {

@@ -2,8 +2,8 @@
 //! move with each interaction, and the alignment score that compares a user's observed
 //! behaviour with the definition of the persona they are assigned to.
 //!
-//! Pure functions over plain data; the store keeps the rows, the API and the tick engine
-//! call [`record`] and [`refresh_alignment`]; a tick's end records through [`TickRecord`].
+//! Pure functions over plain data: the store keeps the rows, and the profile service
+//! (`crate::profile`) records interactions and keeps alignments current with these rules.
 //!
 //! # The alignment formula
 //!
@@ -32,8 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::persona::{DetailLevel, Persona};
-use crate::store::{Store, StoreError};
+use super::persona::{DetailLevel, Persona};
 
 /// Days of interactions the alignment score looks at.
 pub const ALIGNMENT_WINDOW_DAYS: i64 = 30;
@@ -299,8 +298,8 @@ fn intersection(expected: &BTreeMap<String, f64>, observed: &BTreeMap<String, f6
 pub struct Shape {
     pub id: Uuid,
     pub name: String,
-    pub module_mix: crate::persona::ModuleMix,
-    pub key_metrics: Vec<crate::persona::KeyMetric>,
+    pub module_mix: super::persona::ModuleMix,
+    pub key_metrics: Vec<super::persona::KeyMetric>,
     pub actions: Vec<String>,
     pub detail_level: Option<DetailLevel>,
 }
@@ -407,107 +406,83 @@ pub const FORMULA: &str = "weighted mean of the components present (modules 0.4:
     actions 0.2: share of action_taken the persona lists; detail 0.1: 100 - |detail_preference - target|, \
     executive 20 / medium 50 / high 80) over the last 30 days; no score below 5 interactions; below 60 flags reassessment";
 
-/// Why the profile side of a request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ProfileError {
-    #[error("user {0} has no profile yet: assign a persona first (PUT /api/my-persona/reassign)")]
-    NoProfile(Uuid),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+/// The first UTC day of the alignment window (`YYYY-MM-DD`): today and the 29 days before.
+pub fn window_start(now: DateTime<Utc>) -> String {
+    crate::time::before(
+        now,
+        std::time::Duration::from_secs((ALIGNMENT_WINDOW_DAYS as u64 - 1) * 86_400),
+    )
+    .format("%Y-%m-%d")
+    .to_string()
 }
 
-/// Records an interaction and moves the user's learned preferences with it.
-pub async fn record(store: &Store, interaction: &NewInteraction) -> Result<Interaction, StoreError> {
-    let delta = Observed::of(interaction.interaction_type, &interaction.metadata);
-    let mut recorded = store
-        .record_interactions(
-            interaction.tenant_id,
-            interaction.user_id,
-            std::slice::from_ref(interaction),
-            learn,
-            &delta,
-        )
-        .await?;
-    recorded
-        .pop()
-        .ok_or_else(|| StoreError::NotFound("the recorded interaction".into()))
+/// The components, score and reassessment flag of a user's evidence against their
+/// assigned persona (none: no score, no flag).
+pub fn assess(assigned: Option<&Shape>, observed: &Observed, learned: &Learned) -> (Vec<Component>, Option<f64>, bool) {
+    let Some(shape) = assigned else {
+        return (Vec::new(), None, false);
+    };
+    let parts = components(shape, observed, learned);
+    let current = score(observed, &parts);
+    let flagged = current.is_some_and(|s| s < REASSESS_BELOW);
+    (parts, current, flagged)
 }
 
-/// What a finished tick records in its persona user's profile, inside the tick's end
-/// transaction ([`Store::end_tick`]): its calls as `action_taken` interactions (calls the
-/// runner never sent are not actions of the persona and are left out), the learned
-/// preferences and the day's evidence moved with them, and the alignment when it is
-/// settled without reading another persona ([`settled_alignment`]).
-pub struct TickRecord<'a> {
-    pub persona: &'a Persona,
-    pub user_id: Uuid,
-    pub tick_id: Uuid,
-    /// When the window of evidence starts (`YYYY-MM-DD`).
-    window_from: String,
+/// The alignment to store when deciding it reads no other persona: the user is assigned
+/// `known` (or no persona) and the evidence does not flag a reassessment, so there is no
+/// suggestion to look for. `None` otherwise; the profile service then reads what the
+/// suggestion needs. The tick's end stores this in its own transaction.
+pub fn settled_alignment(profile: &Profile, observed: &Observed, known: &Persona) -> Option<AlignmentUpdate> {
+    let assigned = match profile.persona_id {
+        Some(id) if id == known.id => Some(Shape::from(known)),
+        Some(_) => return None,
+        None => None,
+    };
+    let (_, current, flagged) = assess(assigned.as_ref(), observed, &profile.learned);
+    (!flagged).then_some(AlignmentUpdate {
+        score: current,
+        reassessment_recommended: false,
+        suggested_persona_id: None,
+        status: ProfileStatus::Active,
+    })
 }
 
-impl<'a> TickRecord<'a> {
-    /// The record of `persona`'s tick `tick_id`; `None` when the persona has no user.
-    pub fn of(persona: &'a Persona, tick_id: Uuid) -> Option<Self> {
-        Some(Self {
-            persona,
-            user_id: persona.user_id?,
-            tick_id,
-            window_from: crate::profile::window_start(crate::time::now()),
+/// A tick's calls as its persona user's `action_taken` interactions, with the evidence
+/// they add to the day. Calls the runner never built are not actions of the persona, and
+/// a server's requests are not the persona's calls: both are left out.
+pub fn tick_interactions(
+    persona: &Persona,
+    user_id: Uuid,
+    tick_id: Uuid,
+    calls: &[super::call::Call],
+) -> (Vec<NewInteraction>, Observed) {
+    let interactions: Vec<NewInteraction> = calls
+        .iter()
+        .filter(|call| call.is_persona_action())
+        .map(|call| NewInteraction {
+            tenant_id: persona.tenant_id,
+            user_id,
+            persona_id: Some(persona.id),
+            tick_id: Some(tick_id),
+            interaction_type: InteractionType::ActionTaken,
+            page_type: Some("mcp".into()),
+            page_id: None,
+            element_id: Some(call.tool_name.clone()),
+            element_type: Some("tool".into()),
+            metadata: serde_json::json!({
+                "action_id": call.tool_name, "module": call.module, "result": call.result, "chaos": call.chaos
+            }),
+            // The gateway's latency is not the persona's decision time.
+            duration_seconds: None,
+            feedback_sentiment: None,
+            feedback_comment: None,
         })
+        .collect();
+    let mut delta = Observed::default();
+    for interaction in &interactions {
+        delta.add(interaction.interaction_type, &interaction.metadata);
     }
-}
-
-impl crate::store::TickProfile for TickRecord<'_> {
-    fn tenant(&self) -> Uuid {
-        self.persona.tenant_id
-    }
-
-    fn user(&self) -> Uuid {
-        self.user_id
-    }
-
-    fn interactions(&self, calls: &[crate::store::TickCall]) -> (Vec<NewInteraction>, Observed) {
-        let interactions: Vec<NewInteraction> = calls
-            .iter()
-            .filter(|call| call.kind == "call" && call.result != "not_sent")
-            .map(|call| NewInteraction {
-                tenant_id: self.persona.tenant_id,
-                user_id: self.user_id,
-                persona_id: Some(self.persona.id),
-                tick_id: Some(self.tick_id),
-                interaction_type: InteractionType::ActionTaken,
-                page_type: Some("mcp".into()),
-                page_id: None,
-                element_id: Some(call.tool_name.clone()),
-                element_type: Some("tool".into()),
-                metadata: serde_json::json!({
-                    "action_id": call.tool_name, "module": call.module, "result": call.result, "chaos": call.chaos
-                }),
-                // The gateway's latency is not the persona's decision time.
-                duration_seconds: None,
-                feedback_sentiment: None,
-                feedback_comment: None,
-            })
-            .collect();
-        let mut delta = Observed::default();
-        for interaction in &interactions {
-            delta.add(interaction.interaction_type, &interaction.metadata);
-        }
-        (interactions, delta)
-    }
-
-    fn learn(&self, learned: &mut Learned, interaction: &NewInteraction) {
-        learn(learned, interaction);
-    }
-
-    fn evidence_from(&self) -> &str {
-        &self.window_from
-    }
-
-    fn alignment(&self, profile: &Profile, observed: &Observed) -> Option<AlignmentUpdate> {
-        crate::profile::settled_alignment(profile, observed, self.persona)
-    }
+    (interactions, delta)
 }
 
 #[cfg(test)]

@@ -4,22 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{
-    ALIGNMENT_WINDOW_DAYS, Alignment, AlignmentUpdate, Component, FORMULA, Learned, Observed, Profile, ProfileError,
-    ProfileStatus, REASSESS_BELOW, Shape, components, score,
+use super::ProfileError;
+use crate::model::persona::Persona;
+use crate::model::profile::{
+    Alignment, AlignmentUpdate, FORMULA, ProfileStatus, Shape, assess, components, score, window_start,
 };
-use crate::persona::Persona;
 use crate::store::{Store, StoreError};
-
-/// The first UTC day of the alignment window (`YYYY-MM-DD`): today and the 29 days before.
-pub(crate) fn window_start(now: DateTime<Utc>) -> String {
-    (now - chrono::Duration::days(ALIGNMENT_WINDOW_DAYS - 1))
-        .format("%Y-%m-%d")
-        .to_string()
-}
 
 /// The personas a flagged user may be pointed to, per tenant, read from the store at most
 /// every few minutes: a flagged tick must not list a large tenant's personas each time.
@@ -143,36 +135,5 @@ pub async fn refresh_alignment(
         suggested_score: suggestion.map(|(_, _, s)| s),
         status,
         formula: FORMULA,
-    })
-}
-
-/// The components, score and reassessment flag of a user's evidence against their
-/// assigned persona (none: no score, no flag).
-fn assess(assigned: Option<&Shape>, observed: &Observed, learned: &Learned) -> (Vec<Component>, Option<f64>, bool) {
-    let Some(shape) = assigned else {
-        return (Vec::new(), None, false);
-    };
-    let parts = components(shape, observed, learned);
-    let current = score(observed, &parts);
-    let flagged = current.is_some_and(|s| s < REASSESS_BELOW);
-    (parts, current, flagged)
-}
-
-/// The alignment to store when deciding it reads no other persona: the user is assigned
-/// `known` (or no persona) and the evidence does not flag a reassessment, so there is no
-/// suggestion to look for. `None` otherwise; [`refresh_alignment`] then reads what the
-/// suggestion needs. The tick's end stores this in its own transaction.
-pub fn settled_alignment(profile: &Profile, observed: &Observed, known: &Persona) -> Option<AlignmentUpdate> {
-    let assigned = match profile.persona_id {
-        Some(id) if id == known.id => Some(Shape::from(known)),
-        Some(_) => return None,
-        None => None,
-    };
-    let (_, current, flagged) = assess(assigned.as_ref(), observed, &profile.learned);
-    (!flagged).then_some(AlignmentUpdate {
-        score: current,
-        reassessment_recommended: false,
-        suggested_persona_id: None,
-        status: ProfileStatus::Active,
     })
 }

@@ -8,30 +8,7 @@ use uuid::Uuid;
 
 use super::writer::Op;
 use super::{Result, Store, with_pool};
-
-text_enum! {
-    /// The outcome of one audited call.
-    ///
-    /// `pending` is written before the call is sent and completed when the answer
-    /// arrives; a tick that dies in between leaves `unknown` (the call may have run).
-    /// `not_sent`: the runner could not build the call (never sent, never held against
-    /// the product).
-    pub enum ActionResult {
-        Pending => "pending",
-        Ok => "ok",
-        Error => "error",
-        Deduped => "deduped",
-        Denied => "denied",
-        Unknown => "unknown",
-        NotSent => "not_sent",
-    }
-}
-
-text_enum! {
-    /// What an audited row is: a tool call of the persona, or a request of the server
-    /// that the persona answered.
-    pub enum ActionKind { Call => "call", Elicitation => "elicitation", Sampling => "sampling" }
-}
+pub use crate::model::call::{CallKind as ActionKind, CallResult as ActionResult, Completion, EarlierCall};
 
 /// One audited row, as first written.
 #[derive(Clone, Debug)]
@@ -50,17 +27,6 @@ pub struct NewAction {
     pub arguments: Option<String>,
     pub output: Option<String>,
     pub chaos: bool,
-    pub latency_ms: Option<i32>,
-}
-
-/// How a `pending` call ended.
-#[derive(Clone, Debug)]
-pub struct Completion {
-    pub tick_id: Uuid,
-    pub seq: i32,
-    pub result: ActionResult,
-    pub error_message: Option<String>,
-    pub output: Option<String>,
     pub latency_ms: Option<i32>,
 }
 
@@ -287,13 +253,4 @@ impl Store {
             _ => EarlierCall::MayHaveRun,
         }))
     }
-}
-
-/// An earlier identical call, for deduplication.
-#[derive(Clone, Debug, PartialEq)]
-pub enum EarlierCall {
-    /// It ran and answered this.
-    Answered(String),
-    /// It was sent but its answer was never recorded (its tick died): it may have run.
-    MayHaveRun,
 }

@@ -6,60 +6,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{Result, Store, StoreError, begin_write, with_pool, with_writer};
+pub use crate::model::tick::{NewTick, RatingStatus, Tick, TickFinish, TickStatus, Transcript, Trigger as TickTrigger};
 use crate::time::now;
-
-text_enum! {
-    /// What started a tick.
-    pub enum TickTrigger { Schedule => "schedule", Signal => "signal", Cli => "cli", Api => "api" }
-}
-text_enum! {
-    /// How a tick ended (`skipped`: the spend cap was reached before it started, so no
-    /// LLM request was made).
-    pub enum TickStatus {
-        Running => "running",
-        Ok => "ok",
-        Failed => "failed",
-        Timeout => "timeout",
-        Abandoned => "abandoned",
-        Skipped => "skipped",
-    }
-}
-text_enum! {
-    /// Whether a tick's self-rating was usable.
-    pub enum RatingStatus { Valid => "valid", Invalid => "invalid", Skipped => "skipped" }
-}
-
-/// A tick to claim.
-#[derive(Clone, Debug)]
-pub struct NewTick {
-    pub tenant_id: Uuid,
-    pub persona_id: Uuid,
-    pub trigger: TickTrigger,
-    /// The schedule slot this tick serves (`None` for one-off ticks).
-    pub scheduled_for: Option<DateTime<Utc>>,
-    pub attempt: i32,
-    pub runner_id: String,
-    pub lease: std::time::Duration,
-    /// The target (product) it runs against; `None` is the default target.
-    pub target: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct Tick {
-    pub id: Uuid,
-    pub tenant_id: Uuid,
-    pub persona_id: Uuid,
-    pub trigger: TickTrigger,
-    pub scheduled_for: Option<DateTime<Utc>>,
-    pub attempt: i32,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub status: TickStatus,
-    pub error: Option<String>,
-    pub runner_id: String,
-    pub lease_expires_at: DateTime<Utc>,
-    pub target: Option<String>,
-}
 
 #[derive(sqlx::FromRow)]
 pub(super) struct TickRow {
@@ -114,58 +62,6 @@ pub enum SlotClaim {
     /// Someone else is running this persona right now (if that runner dies, its lease
     /// expires and the slot is claimed again).
     Busy,
-}
-
-/// How a tick ended.
-#[derive(Clone, Debug)]
-pub struct TickFinish {
-    pub status: TickStatus,
-    pub error: Option<String>,
-    pub turns: i32,
-    pub tokens_in: i64,
-    pub tokens_out: i64,
-    pub llm_model: Option<String>,
-    /// Hash of the prompt templates the tick used.
-    pub prompt_version: Option<String>,
-    /// The simulator version: driver, model, prompt template hash, temperature.
-    pub simulator: Option<String>,
-    /// The MCP protocol version the gateway agreed to.
-    pub protocol_version: Option<String>,
-    pub rating_status: Option<RatingStatus>,
-    /// The model's raw rating answer, kept when it could not be used.
-    pub rating_raw: Option<String>,
-    /// The conversation, as the model saw it (redacted, capped).
-    pub transcript: Option<Transcript>,
-}
-
-impl TickFinish {
-    /// A finish with only a status and an error (counters zero, nothing rated).
-    pub fn status(status: TickStatus, error: Option<String>) -> Self {
-        Self {
-            status,
-            error,
-            turns: 0,
-            tokens_in: 0,
-            tokens_out: 0,
-            llm_model: None,
-            prompt_version: None,
-            simulator: None,
-            protocol_version: None,
-            rating_status: None,
-            rating_raw: None,
-            transcript: None,
-        }
-    }
-}
-
-/// A tick's conversation: its entries (a JSON array), their size, and whether the cap cut
-/// it short.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
-pub struct Transcript {
-    #[schema(value_type = Vec<Object>)]
-    pub entries: serde_json::Value,
-    pub chars: i64,
-    pub truncated: bool,
 }
 
 /// The counters of every tick being finished, derived from its audited calls. A call

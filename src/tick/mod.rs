@@ -12,7 +12,11 @@
 //! those rows. A rating answer that cannot be used is stored as such, never as a rating.
 
 mod agent;
-use crate::redact as audit;
+/// Transitional: the call's hash moved to `model::call`, redaction to `redact`.
+mod audit {
+    pub use crate::model::call::hash_text;
+    pub use crate::redact::redact_truncate;
+}
 mod call;
 mod drive;
 mod lease;
@@ -37,7 +41,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use audit::{canonical_json, input_hash};
+pub use crate::model::call::{canonical_json, input_hash};
 pub use pool::TickPool;
 pub use replay::{ReplayReport, ReplayedCall, Verdict as ReplayVerdict};
 
