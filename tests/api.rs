@@ -5,12 +5,16 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::time::Duration;
 
 use common::Backend;
 use common::app::{Auth, TestApp, spawn_app, token_with, user_token};
-use persona_runner::persona::{DEFAULT_TENANT, UserKind};
-use persona_runner::store::{NewFeedback, NewTick, TickFinish, TickStatus, TickTrigger};
+use persona_runner::model::persona::{DEFAULT_TENANT, UserKind};
+use persona_runner::model::rating::NewRating;
+use persona_runner::model::tick::{NewTick, TickFinish, TickStatus, Trigger};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -280,7 +284,7 @@ async fn a_one_off_tick_runs_and_its_calls_are_listed_page_by_page(backend: Back
         .claim_tick(&NewTick {
             tenant_id: DEFAULT_TENANT,
             persona_id: busy_id,
-            trigger: TickTrigger::Cli,
+            trigger: Trigger::Cli,
             scheduled_for: None,
             attempt: 1,
             runner_id: "test".into(),
@@ -392,7 +396,7 @@ async fn rate(app: &TestApp, persona: Uuid, ratings: &[Rating<'_>]) {
         .claim_tick(&NewTick {
             tenant_id: DEFAULT_TENANT,
             persona_id: persona,
-            trigger: TickTrigger::Cli,
+            trigger: Trigger::Cli,
             scheduled_for: None,
             attempt: 1,
             runner_id: "test".into(),
@@ -403,7 +407,7 @@ async fn rate(app: &TestApp, persona: Uuid, ratings: &[Rating<'_>]) {
         .unwrap();
     for (module, rating, calls, errors, latency, note) in ratings {
         app.store
-            .record_feedback(&NewFeedback {
+            .record_feedback(&NewRating {
                 tenant_id: DEFAULT_TENANT,
                 tick_id: tick.id,
                 persona_id: persona,

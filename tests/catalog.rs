@@ -3,12 +3,15 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::path::{Path, PathBuf};
 
 use common::{Backend, TestDb};
 use persona_runner::catalog::{self, CatalogError, Rules};
 use persona_runner::config::CatalogConfig;
-use persona_runner::persona::DEFAULT_TENANT;
+use persona_runner::model::persona::DEFAULT_TENANT;
 use serde_json::json;
 
 fn rules() -> Rules {
@@ -236,7 +239,7 @@ async fn a_seed_run_that_fails_leaves_the_store_as_it_was(backend: Backend) {
             DEFAULT_TENANT,
             "persona.human@mana.test",
             "A Human",
-            persona_runner::persona::UserKind::Human,
+            persona_runner::model::persona::UserKind::Human,
         )
         .await
         .unwrap();

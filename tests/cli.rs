@@ -3,6 +3,9 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -152,7 +155,7 @@ fn migrate_reports_the_schema_version() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("3 of 3 migrations applied (3 new)"),
+        text(&out.stdout).contains("4 of 4 migrations applied (4 new)"),
         "{}",
         text(&out.stdout)
     );
@@ -193,7 +196,7 @@ fn config_check_prints_the_effective_config_without_secrets() {
     let out = run_in(dir.path(), &["config", "check"], &env);
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("# database: reachable (3 of 3 migrations applied)"),
+        stdout.contains("# database: reachable (4 of 4 migrations applied)"),
         "{stdout}"
     );
     assert_eq!(

@@ -6,6 +6,9 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use common::Backend;
 use common::app::{Auth, TestApp, spawn_app};
 use serde_json::{Value, json};

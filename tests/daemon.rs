@@ -3,6 +3,9 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -191,7 +194,7 @@ fn signals_tick_reload_and_drain() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let store = common::default_store_in(dir.path()).await;
         let personas = store
-            .list_personas(persona_runner::persona::DEFAULT_TENANT)
+            .list_personas(persona_runner::model::persona::DEFAULT_TENANT)
             .await
             .unwrap();
         let roles: Vec<_> = personas
@@ -420,7 +423,7 @@ async fn a_tick_running_at_shutdown_is_cut_after_the_grace_and_recorded() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(tick.status, persona_runner::store::TickStatus::Failed);
+    assert_eq!(tick.status, persona_runner::model::tick::TickStatus::Failed);
     assert!(tick.error.unwrap().contains("shutdown_grace"));
     assert_eq!(
         store.tick_actions(tick.id).await.unwrap().len(),

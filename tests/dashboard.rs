@@ -5,14 +5,18 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use common::Backend;
 use common::app::{ADMIN_TOKEN, Auth, TestApp, spawn_app};
-use persona_runner::persona::DEFAULT_TENANT;
-use persona_runner::store::{NewFeedback, NewTick, TickFinish, TickStatus, TickTrigger};
+use persona_runner::model::persona::DEFAULT_TENANT;
+use persona_runner::model::rating::NewRating;
+use persona_runner::model::tick::{NewTick, TickFinish, TickStatus, Trigger};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -45,7 +49,7 @@ async fn seed(app: &TestApp, days: i64) -> Vec<Uuid> {
                 .claim_tick(&NewTick {
                     tenant_id: DEFAULT_TENANT,
                     persona_id: *persona,
-                    trigger: TickTrigger::Cli,
+                    trigger: Trigger::Cli,
                     scheduled_for: None,
                     attempt: 1,
                     runner_id: "test".into(),
@@ -74,7 +78,7 @@ async fn seed(app: &TestApp, days: i64) -> Vec<Uuid> {
                 ),
             ] {
                 app.store
-                    .record_feedback(&NewFeedback {
+                    .record_feedback(&NewRating {
                         tenant_id: DEFAULT_TENANT,
                         tick_id: tick.id,
                         persona_id: *persona,

@@ -6,6 +6,9 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -13,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use common::{Backend, ScriptedLlm, Step, TestDb, TestGateway, text, tool_calls};
 use persona_runner::config::{Config, Env, LlmProvider, McpTransport, RootConfig};
-use persona_runner::mcp::{McpSession, ToolPolicy};
-use persona_runner::persona::{DEFAULT_TENANT, Persona, PersonaSpec};
-use persona_runner::store::{RecordedCall, Store, TickStatus, TickTrigger};
-use persona_runner::tick::{TickEngine, TickRequest, TickSummary};
+use persona_runner::mcp::ToolPolicy;
+use persona_runner::model::call::Call;
+use persona_runner::model::persona::{DEFAULT_TENANT, Persona, PersonaSpec};
+use persona_runner::model::tick::{TickStatus, Trigger};
+use persona_runner::store::Store;
+use persona_runner::tick::{TickRequest, TickRunner, TickSummary};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_persona-runner");
@@ -48,21 +53,21 @@ fn offering(gateway: &TestGateway, tools: &[&str]) -> Config {
 }
 
 async fn tick(config: Config, env: &Env, store: &Store, persona: &Persona) -> TickSummary {
-    let engine = TickEngine::new(store.clone(), Arc::new(config), env).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config), env).unwrap();
     let request = TickRequest {
         persona: persona.clone(),
-        trigger: TickTrigger::Cli,
+        trigger: Trigger::Cli,
         scheduled_for: None,
         attempt: 1,
     };
     engine.run(&request, &|_| {}).await.unwrap()
 }
 
-async fn recorded(store: &Store, summary: &TickSummary) -> Vec<RecordedCall> {
-    store.recorded_calls(summary.tick_id).await.unwrap()
+async fn recorded(store: &Store, summary: &TickSummary) -> Vec<Call> {
+    store.tick_calls(summary.tick_id).await.unwrap()
 }
 
-fn output(call: &RecordedCall) -> Value {
+fn output(call: &Call) -> Value {
     serde_json::from_str(call.output.as_deref().unwrap_or("null")).unwrap_or(Value::Null)
 }
 
@@ -95,9 +100,9 @@ async fn the_offline_persona_fills_in_a_form_with_valid_values_and_the_defaults(
     let calls = recorded(&store, &summary).await;
     let form = calls
         .iter()
-        .find(|c| c.kind == "elicitation")
+        .find(|c| c.kind.as_str() == "elicitation")
         .expect("the form is audited");
-    assert_eq!(form.result, "ok");
+    assert_eq!(form.result.as_str(), "ok");
     assert_eq!(form.tool_name, "elicitation/create");
     assert_eq!(form.module, "lab", "audited under the module of the call that asked");
     let answer = output(form);
@@ -107,14 +112,20 @@ async fn the_offline_persona_fills_in_a_form_with_valid_values_and_the_defaults(
     let age = answer["content"]["age"].as_i64().expect("a required integer");
     assert!((0..=120).contains(&age), "{age}");
     // The server got the same answer back.
-    let call = calls.iter().find(|c| c.kind == "call" && c.result == "ok").unwrap();
+    let call = calls
+        .iter()
+        .find(|c| c.kind.as_str() == "call" && c.result.as_str() == "ok")
+        .unwrap();
     let got = serde_json::from_str::<Value>(call.output.as_deref().unwrap()).unwrap();
     assert_eq!(got["action"], "accept");
     assert_eq!(got["content"], answer["content"]);
     // Exchanges with the server are not calls to the product.
     assert_eq!(
         summary.calls_ok as usize,
-        calls.iter().filter(|c| c.kind == "call" && c.result == "ok").count()
+        calls
+            .iter()
+            .filter(|c| c.kind.as_str() == "call" && c.result.as_str() == "ok")
+            .count()
     );
 }
 
@@ -127,8 +138,11 @@ async fn a_url_form_is_declined_and_audited() {
     let summary = tick(offering(&gateway, &["lab.open_link"]), &gateway.env(), &store, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
     let calls = recorded(&store, &summary).await;
-    let form = calls.iter().find(|c| c.kind == "elicitation").expect("audited");
-    assert_eq!(form.result, "denied");
+    let form = calls
+        .iter()
+        .find(|c| c.kind.as_str() == "elicitation")
+        .expect("audited");
+    assert_eq!(form.result.as_str(), "denied");
     assert!(
         form.arguments
             .as_deref()
@@ -136,7 +150,7 @@ async fn a_url_form_is_declined_and_audited() {
             .contains("https://calendar.example/connect")
     );
     assert!(form.error_message.as_deref().unwrap().contains("browser"));
-    let call = calls.iter().find(|c| c.kind == "call").unwrap();
+    let call = calls.iter().find(|c| c.kind.as_str() == "call").unwrap();
     assert!(call.output.as_deref().unwrap().contains("decline"), "{call:?}");
 }
 
@@ -171,16 +185,16 @@ async fn the_llm_persona_answers_a_form_in_character_and_serves_sampling_within_
     let summary = tick(config, &env, &store, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
     let calls = recorded(&store, &summary).await;
-    let form = calls.iter().find(|c| c.kind == "elicitation").unwrap();
+    let form = calls.iter().find(|c| c.kind.as_str() == "elicitation").unwrap();
     assert_eq!(
         output(form)["content"],
         json!({"age": 21, "nickname": "Anni", "newsletter": false})
     );
     let sampling = calls
         .iter()
-        .find(|c| c.kind == "sampling")
+        .find(|c| c.kind.as_str() == "sampling")
         .expect("sampling is audited");
-    assert_eq!(sampling.result, "ok");
+    assert_eq!(sampling.result.as_str(), "ok");
     assert_eq!(output(sampling)["text"], "Exam Friday.");
     let summarized = calls.iter().find(|c| c.tool_name == "lab.summarize").unwrap();
     assert!(summarized.output.as_deref().unwrap().contains("Exam Friday."));
@@ -218,7 +232,10 @@ async fn roots_come_from_the_config() {
     }];
     let summary = tick(config, &gateway.env(), &store, &persona).await;
     let calls = recorded(&store, &summary).await;
-    let call = calls.iter().find(|c| c.kind == "call" && c.result == "ok").unwrap();
+    let call = calls
+        .iter()
+        .find(|c| c.kind.as_str() == "call" && c.result.as_str() == "ok")
+        .unwrap();
     assert!(
         call.output.as_deref().unwrap().contains("file:///home/anna/notes"),
         "{call:?}"
@@ -233,7 +250,10 @@ async fn pictures_become_a_placeholder_and_the_text_after_them_is_kept() {
     let persona = seed_lab_persona(&store).await;
     let summary = tick(offering(&gateway, &["lab.chart"]), &gateway.env(), &store, &persona).await;
     let calls = recorded(&store, &summary).await;
-    let call = calls.iter().find(|c| c.kind == "call" && c.result == "ok").unwrap();
+    let call = calls
+        .iter()
+        .find(|c| c.kind.as_str() == "call" && c.result.as_str() == "ok")
+        .unwrap();
     assert_eq!(
         call.output.as_deref(),
         Some("[image image/png, 29.3 KiB]\nYour mood rose all week.")
@@ -246,7 +266,7 @@ async fn a_task_only_tool_is_withheld_with_its_reason() {
     let config = gateway.config();
     let auth = persona_runner::auth::Authenticator::new(&config, &gateway.env()).unwrap();
     let credentials = auth.credentials(ANNA).await.unwrap();
-    let session = McpSession::open(&config.mcp, &credentials).await.unwrap();
+    let session = common::open_session(&config.mcp, &credentials).await.unwrap();
     let export = session.tools().iter().find(|t| t.name == "lab.export").unwrap();
     assert!(export.task_required);
     let reason = ToolPolicy::new(&config.mcp).check(export).unwrap_err();
@@ -321,7 +341,7 @@ async fn arguments_the_driver_cannot_build_are_not_sent_and_not_held_against_the
     let calls = recorded(&store, &summary).await;
     let why = calls[0].error_message.as_deref().unwrap();
     assert!(why.contains("does not match") && why.contains("+49"), "{why}");
-    assert_eq!(calls[0].result, "not_sent");
+    assert_eq!(calls[0].result.as_str(), "not_sent");
 }
 
 // ---- faults, with the real binary ----
@@ -380,7 +400,7 @@ async fn tick_error(dir: &Path) -> (String, String) {
     };
     let store = Store::open(&config, None).await.unwrap();
     let ticks = store.list_ticks(DEFAULT_TENANT, &Default::default(), 10).await.unwrap();
-    (ticks[0].status.clone(), ticks[0].error.clone().unwrap_or_default())
+    (ticks[0].status.to_string(), ticks[0].error.clone().unwrap_or_default())
 }
 
 #[tokio::test]
@@ -549,7 +569,7 @@ async fn a_stdio_server_gets_none_of_the_runners_secrets() {
         std::env::set_var("PERSONA_SEED_SECRET_TEST_CANARY", "canary-seed-secret");
         std::env::set_var("PERSONA_RUNNER__DATABASE__PASSWORD_TEST", "canary-db-password");
     }
-    let err = McpSession::open(&config.mcp, &credentials).await.err().unwrap();
+    let err = common::open_session(&config.mcp, &credentials).await.err().unwrap();
     assert!(err.to_string().contains("exited"), "{err}");
     let seen = std::fs::read_to_string(&dump).unwrap();
     assert!(!seen.contains("canary-"), "{seen}");

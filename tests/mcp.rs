@@ -4,10 +4,13 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use common::TestGateway;
 use persona_runner::auth::{AuthError, Authenticator};
 use persona_runner::config::{LookupConfig, McpTransport};
-use persona_runner::mcp::{CallOutcome, McpError, McpSession, ToolPolicy};
+use persona_runner::mcp::{CallOutcome, McpError, ToolPolicy};
 use serde_json::json;
 
 const ANNA: &str = "persona.anna@mana.test";
@@ -26,7 +29,7 @@ async fn logs_in_lists_every_page_and_calls_tools_over_http() {
         "refresh follows the JWT exp"
     );
 
-    let session = McpSession::open(&gateway.config().mcp, &credentials).await.unwrap();
+    let session = common::open_session(&gateway.config().mcp, &credentials).await.unwrap();
     // 18 tools in pages of 5: every page was fetched.
     assert_eq!(session.tools().len(), 18);
     let todo = session.tools().iter().find(|t| t.name == "todo.delete").unwrap();
@@ -90,11 +93,11 @@ async fn credentials_are_cached_and_a_rejected_token_surfaces_as_unauthorized() 
     );
 
     gateway.gateway.rotate_signing_key();
-    let err = McpSession::open(&gateway.config().mcp, &first).await.err().unwrap();
+    let err = common::open_session(&gateway.config().mcp, &first).await.err().unwrap();
     assert!(matches!(err, McpError::Unauthorized { .. }), "{err}");
     auth.invalidate(ANNA);
     let fresh = auth.credentials(ANNA).await.unwrap();
-    McpSession::open(&gateway.config().mcp, &fresh)
+    common::open_session(&gateway.config().mcp, &fresh)
         .await
         .unwrap()
         .close()
@@ -149,9 +152,9 @@ async fn session_lookups_feed_header_placeholders() {
     );
 
     // Without the header the gateway refuses; with the placeholder it accepts.
-    assert!(McpSession::open(&config.mcp, &credentials).await.is_err());
+    assert!(common::open_session(&config.mcp, &credentials).await.is_err());
     config.mcp.headers.insert("X-Mana-Space".into(), "{space_id}".into());
-    let session = McpSession::open(&config.mcp, &credentials).await.unwrap();
+    let session = common::open_session(&config.mcp, &credentials).await.unwrap();
     assert_eq!(session.tools().len(), 18);
     session.close().await;
 }
@@ -173,7 +176,7 @@ async fn the_same_tools_over_stdio() {
         password: None,
         session: None,
     };
-    let session = McpSession::open(&config.mcp, &credentials).await.unwrap();
+    let session = common::open_session(&config.mcp, &credentials).await.unwrap();
     assert_eq!(session.tools().len(), 18);
     let (outcome, _) = session
         .call("mood.log", json!({"score": 4}).as_object().cloned().unwrap())

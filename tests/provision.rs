@@ -4,14 +4,17 @@
 
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::process::Output;
 use std::sync::Arc;
 
 use common::app::{Auth, spawn_app};
 use common::{Backend, TEST_SEED, TestDb, TestGateway};
-use persona_runner::persona::DEFAULT_TENANT;
-use persona_runner::store::{TickStatus, TickTrigger};
-use persona_runner::tick::{TickEngine, TickRequest};
+use persona_runner::model::persona::DEFAULT_TENANT;
+use persona_runner::model::tick::{TickStatus, Trigger};
+use persona_runner::tick::{TickRequest, TickRunner};
 use serde_json::json;
 
 const CATALOGS: [&str; 2] = [
@@ -82,10 +85,10 @@ async fn seeding_with_provision_creates_accounts_that_then_log_in() {
     assert!(out.status.success(), "{}", text(&out));
     let personas = store.list_personas(DEFAULT_TENANT).await.unwrap();
     let persona = personas.iter().find(|p| p.target.is_none()).unwrap().clone();
-    let engine = TickEngine::new(store.clone(), Arc::new(gateway.config()), &gateway.env()).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(gateway.config()), &gateway.env()).unwrap();
     let request = TickRequest {
         persona: persona.clone(),
-        trigger: TickTrigger::Cli,
+        trigger: Trigger::Cli,
         scheduled_for: None,
         attempt: 1,
     };
@@ -112,7 +115,7 @@ async fn seeding_with_provision_creates_accounts_that_then_log_in() {
         text(&again)
     );
 
-    let engine = TickEngine::new(store.clone(), Arc::new(gateway.config()), &gateway.env()).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(gateway.config()), &gateway.env()).unwrap();
     let after = engine.run(&request, &|_| {}).await.unwrap();
     assert_eq!(after.status, TickStatus::Ok, "{:?}", after.error);
 

@@ -6,16 +6,19 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::time::Duration;
 
 use chrono::Utc;
 use common::{Backend, TestDb};
-use persona_runner::persona::{DEFAULT_TENANT, PersonaSpec};
-use persona_runner::profile::{InteractionType, NewInteraction, Observed, ProfileStatus, TickRecord};
-use persona_runner::store::{
-    ActionKind, ActionResult, Completion, NewAction, NewFeedback, NewTick, ProfileEnd, Prunable, RatingScope, Store,
-    TickCall, TickFinish, TickProfile, TickStatus, TickTrigger, Transcript,
-};
+use persona_runner::model::call::{Call, CallKind, CallResult, Completion};
+use persona_runner::model::persona::{DEFAULT_TENANT, PersonaSpec};
+use persona_runner::model::profile::{InteractionType, NewInteraction, Observed, ProfileStatus};
+use persona_runner::model::rating::NewRating;
+use persona_runner::model::tick::{NewTick, TickFinish, TickStatus, Transcript, Trigger};
+use persona_runner::store::{ProfileEnd, Prunable, RatingScope, Store, TickProfile};
 use uuid::Uuid;
 
 async fn persona(store: &Store, n: u32) -> (Uuid, Uuid) {
@@ -36,7 +39,7 @@ fn tick(persona: Uuid, lease: Duration) -> NewTick {
     NewTick {
         tenant_id: DEFAULT_TENANT,
         persona_id: persona,
-        trigger: TickTrigger::Cli,
+        trigger: Trigger::Cli,
         scheduled_for: None,
         attempt: 1,
         runner_id: "test".into(),
@@ -45,13 +48,16 @@ fn tick(persona: Uuid, lease: Duration) -> NewTick {
     }
 }
 
-fn call(tick: Uuid, persona: Uuid, seq: i32, result: ActionResult) -> NewAction {
-    NewAction {
+fn call(tick: Uuid, persona: Uuid, seq: i32, result: CallResult) -> Call {
+    Call {
+        id: Call::new_id(),
+        sent: true,
+        created_at: chrono::Utc::now(),
         tenant_id: DEFAULT_TENANT,
         tick_id: tick,
         persona_id: persona,
         seq,
-        kind: ActionKind::Call,
+        kind: CallKind::Call,
         tool_name: "todo.create".into(),
         module: "todo".into(),
         input_hash: format!("{seq:064}"),
@@ -64,8 +70,8 @@ fn call(tick: Uuid, persona: Uuid, seq: i32, result: ActionResult) -> NewAction 
     }
 }
 
-fn rating(tick: Uuid, persona: Uuid, module: &str, rating: i32, at: chrono::DateTime<Utc>) -> NewFeedback {
-    NewFeedback {
+fn rating(tick: Uuid, persona: Uuid, module: &str, rating: i32, at: chrono::DateTime<Utc>) -> NewRating {
+    NewRating {
         tenant_id: DEFAULT_TENANT,
         tick_id: tick,
         persona_id: persona,
@@ -87,7 +93,7 @@ async fn a_call_in_flight_when_its_tick_dies_becomes_unknown_and_is_counted(back
     let (persona, _) = persona(&store, 1).await;
     let crashed = store.claim_tick(&tick(persona, Duration::from_secs(1))).await.unwrap();
     store
-        .record_action(&call(crashed.id, persona, 0, ActionResult::Pending))
+        .record_action(&call(crashed.id, persona, 0, CallResult::Pending))
         .await
         .unwrap();
     assert!(
@@ -95,7 +101,7 @@ async fn a_call_in_flight_when_its_tick_dies_becomes_unknown_and_is_counted(back
             .complete_action(&Completion {
                 tick_id: crashed.id,
                 seq: 0,
-                result: ActionResult::Ok,
+                result: CallResult::Ok,
                 error_message: None,
                 output: Some("{}".into()),
                 latency_ms: Some(5),
@@ -104,11 +110,11 @@ async fn a_call_in_flight_when_its_tick_dies_becomes_unknown_and_is_counted(back
             .unwrap()
     );
     store
-        .record_action(&call(crashed.id, persona, 1, ActionResult::Pending))
+        .record_action(&call(crashed.id, persona, 1, CallResult::Pending))
         .await
         .unwrap();
     store
-        .record_action(&call(crashed.id, persona, 2, ActionResult::Denied))
+        .record_action(&call(crashed.id, persona, 2, CallResult::Denied))
         .await
         .unwrap();
     // The runner dies with call 1 sent and unanswered; its lease runs out.
@@ -119,7 +125,7 @@ async fn a_call_in_flight_when_its_tick_dies_becomes_unknown_and_is_counted(back
         .await
         .unwrap()
         .into_iter()
-        .map(|a| a.result)
+        .map(|a| a.result.to_string())
         .collect();
     assert_eq!(results, ["ok", "unknown", "denied"]);
     // The counters of an abandoned tick are derived like any other's.
@@ -135,7 +141,7 @@ async fn a_call_in_flight_when_its_tick_dies_becomes_unknown_and_is_counted(back
             .complete_action(&Completion {
                 tick_id: crashed.id,
                 seq: 1,
-                result: ActionResult::Ok,
+                result: CallResult::Ok,
                 error_message: None,
                 output: None,
                 latency_ms: Some(5),
@@ -148,7 +154,7 @@ async fn a_call_in_flight_when_its_tick_dies_becomes_unknown_and_is_counted(back
         .earlier_call(persona, &format!("{:064}", 1), later - chrono::Duration::hours(1))
         .await
         .unwrap();
-    assert_eq!(earlier, Some(persona_runner::store::EarlierCall::MayHaveRun));
+    assert_eq!(earlier, Some(persona_runner::model::call::EarlierCall::MayHaveRun));
 }
 
 async fn finishing_turns_pending_calls_unknown_and_keeps_the_transcript(backend: Backend) {
@@ -157,7 +163,7 @@ async fn finishing_turns_pending_calls_unknown_and_keeps_the_transcript(backend:
     let (persona, _) = persona(&store, 1).await;
     let running = store.claim_tick(&tick(persona, Duration::from_secs(60))).await.unwrap();
     store
-        .record_action(&call(running.id, persona, 0, ActionResult::Pending))
+        .record_action(&call(running.id, persona, 0, CallResult::Pending))
         .await
         .unwrap();
     let transcript = Transcript {
@@ -179,7 +185,10 @@ async fn finishing_turns_pending_calls_unknown_and_keeps_the_transcript(backend:
         .await
         .unwrap();
     assert_eq!(finished.status, TickStatus::Timeout);
-    assert_eq!(store.tick_actions(running.id).await.unwrap()[0].result, "unknown");
+    assert_eq!(
+        store.tick_actions(running.id).await.unwrap()[0].result.as_str(),
+        "unknown"
+    );
     assert_eq!(store.tick_transcript(running.id).await.unwrap(), Some(transcript));
 }
 
@@ -255,7 +264,7 @@ async fn retention_deletes_old_rows_in_batches(backend: Backend) {
     let running = store.claim_tick(&tick(persona, Duration::from_secs(60))).await.unwrap();
     for seq in 0..25 {
         store
-            .record_action(&call(running.id, persona, seq, ActionResult::Denied))
+            .record_action(&call(running.id, persona, seq, CallResult::Denied))
             .await
             .unwrap();
     }
@@ -287,12 +296,12 @@ async fn alignment_evidence_is_kept_per_day_not_read_from_history(backend: Backe
     let store = db.store().await;
     let (persona, user) = persona(&store, 1).await;
     let interactions: Vec<_> = (0..30)
-        .map(|n| persona_runner::profile::NewInteraction {
+        .map(|n| persona_runner::model::profile::NewInteraction {
             tenant_id: DEFAULT_TENANT,
             user_id: user,
             persona_id: Some(persona),
             tick_id: None,
-            interaction_type: persona_runner::profile::InteractionType::ActionTaken,
+            interaction_type: persona_runner::model::profile::InteractionType::ActionTaken,
             page_type: None,
             page_id: None,
             element_id: None,
@@ -307,7 +316,7 @@ async fn alignment_evidence_is_kept_per_day_not_read_from_history(backend: Backe
         persona_runner::profile::record(&store, interaction).await.unwrap();
     }
     let today = Utc::now().format("%Y-%m-%d").to_string();
-    let evidence = store.alignment_evidence(user, &today).await.unwrap();
+    let evidence = store.alignment_evidence(DEFAULT_TENANT, user, &today).await.unwrap();
     assert_eq!(evidence.interactions, 30);
     assert_eq!(evidence.modules["todo"], 20.0);
     assert_eq!(evidence.modules["notes"], 10.0);
@@ -336,7 +345,7 @@ fn answered(tick: Uuid, seq: i32) -> Completion {
     Completion {
         tick_id: tick,
         seq,
-        result: ActionResult::Ok,
+        result: CallResult::Ok,
         error_message: None,
         output: Some(format!("answer {seq}")),
         latency_ms: Some(3),
@@ -351,13 +360,13 @@ async fn a_calls_result_rides_with_the_next_write_ahead_row(backend: Backend) {
     let (persona, _) = persona(&store, 1).await;
     let running = store.claim_tick(&tick(persona, Duration::from_secs(1))).await.unwrap();
     store
-        .record_action(&call(running.id, persona, 0, ActionResult::Pending))
+        .record_action(&call(running.id, persona, 0, CallResult::Pending))
         .await
         .unwrap();
-    let next = call(running.id, persona, 1, ActionResult::Pending);
+    let next = call(running.id, persona, 1, CallResult::Pending);
     assert!(
         store
-            .complete_then_record(answered(running.id, 0), &next)
+            .complete_then_record(answered(running.id, 0), next.clone())
             .await
             .unwrap()
     );
@@ -366,16 +375,16 @@ async fn a_calls_result_rides_with_the_next_write_ahead_row(backend: Backend) {
         rows.iter().map(|a| (a.seq, a.result.as_str())).collect::<Vec<_>>(),
         [(0, "ok"), (1, "pending")]
     );
-    let recorded = store.recorded_calls(running.id).await.unwrap();
+    let recorded = store.tick_calls(running.id).await.unwrap();
     assert_eq!(recorded[0].output.as_deref(), Some("answer 0"));
 
     // The runner stalls past its lease; another declares the tick dead.
     let later = running.lease_expires_at + chrono::Duration::seconds(1);
     assert_eq!(store.abandon_expired_ticks(later).await.unwrap(), 1);
-    let after = call(running.id, persona, 2, ActionResult::Pending);
+    let after = call(running.id, persona, 2, CallResult::Pending);
     assert!(
         !store
-            .complete_then_record(answered(running.id, 1), &after)
+            .complete_then_record(answered(running.id, 1), after.clone())
             .await
             .unwrap()
     );
@@ -384,7 +393,7 @@ async fn a_calls_result_rides_with_the_next_write_ahead_row(backend: Backend) {
         .await
         .unwrap()
         .into_iter()
-        .map(|a| a.result)
+        .map(|a| a.result.to_string())
         .collect();
     assert_eq!(
         results,
@@ -398,13 +407,16 @@ async fn tick_with_calls(store: &Store, persona: Uuid, modules: &[Option<&str>])
     let running = store.claim_tick(&tick(persona, Duration::from_secs(60))).await.unwrap();
     for (seq, module) in modules.iter().enumerate() {
         let result = if module.is_some() {
-            ActionResult::Ok
+            CallResult::Ok
         } else {
-            ActionResult::NotSent
+            CallResult::NotSent
         };
         let module = module.unwrap_or("todo");
         store
-            .record_action(&NewAction {
+            .record_action(&Call {
+                id: Call::new_id(),
+                sent: true,
+                created_at: chrono::Utc::now(),
                 tool_name: format!("{module}.create"),
                 module: module.into(),
                 ..call(running.id, persona, seq as i32, result)
@@ -430,7 +442,7 @@ async fn a_ticks_end_records_its_calls_and_alignment_in_the_finish_transaction(b
         &[Some("todo"); 5].iter().copied().chain([None]).collect::<Vec<_>>(),
     )
     .await;
-    let record = TickRecord::of(&persona, first).unwrap();
+    let record = persona_runner::profile::TickInteractions::of(&persona, first).unwrap();
     let ended = store
         .end_tick(first, &TickFinish::status(TickStatus::Ok, None), Some(&record))
         .await
@@ -453,7 +465,7 @@ async fn a_ticks_end_records_its_calls_and_alignment_in_the_finish_transaction(b
     assert_eq!(profile.status, ProfileStatus::Active);
     assert_eq!(
         store
-            .alignment_evidence(user, &Utc::now().format("%Y-%m-%d").to_string())
+            .alignment_evidence(DEFAULT_TENANT, user, &Utc::now().format("%Y-%m-%d").to_string())
             .await
             .unwrap()
             .interactions,
@@ -463,7 +475,7 @@ async fn a_ticks_end_records_its_calls_and_alignment_in_the_finish_transaction(b
     // Calls off the persona's modules flag it: finding a suggestion reads other personas,
     // so the end records the interactions and leaves the rescore to its caller.
     let second = tick_with_calls(&store, persona_id, &[Some("calendar"); 20]).await;
-    let record = TickRecord::of(&persona, second).unwrap();
+    let record = persona_runner::profile::TickInteractions::of(&persona, second).unwrap();
     let ended = store
         .end_tick(second, &TickFinish::status(TickStatus::Ok, None), Some(&record))
         .await
@@ -492,7 +504,7 @@ impl TickProfile for Stranger {
     fn user(&self) -> Uuid {
         Uuid::new_v4()
     }
-    fn interactions(&self, calls: &[TickCall]) -> (Vec<NewInteraction>, Observed) {
+    fn interactions(&self, calls: &[Call]) -> (Vec<NewInteraction>, Observed) {
         let interactions: Vec<NewInteraction> = calls
             .iter()
             .map(|call| NewInteraction {
@@ -513,15 +525,15 @@ impl TickProfile for Stranger {
             .collect();
         (interactions, Observed::default())
     }
-    fn learn(&self, _: &mut persona_runner::profile::Learned, _: &NewInteraction) {}
+    fn learn(&self, _: &mut persona_runner::model::profile::Learned, _: &NewInteraction) {}
     fn evidence_from(&self) -> &str {
         "2000-01-01"
     }
     fn alignment(
         &self,
-        _: &persona_runner::profile::Profile,
+        _: &persona_runner::model::profile::Profile,
         _: &Observed,
-    ) -> Option<persona_runner::profile::AlignmentUpdate> {
+    ) -> Option<persona_runner::model::profile::AlignmentUpdate> {
         None
     }
 }

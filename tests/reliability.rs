@@ -12,12 +12,15 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::path::Path;
 use std::time::Duration;
 
 use common::runner::{Reconciled, Runner, catalog, reconcile};
 use common::{Backend, TEST_SEED, TestDb, TestGateway};
-use persona_runner::persona::DEFAULT_TENANT;
+use persona_runner::model::persona::DEFAULT_TENANT;
 
 /// A daemon config on `database_url` against `gateway`: offline driver, every persona due
 /// every second, short leases and sweeps so abandoned ticks are found quickly.
@@ -279,15 +282,21 @@ async fn a_tick_that_panics_is_recorded_and_its_persona_ticks_again() {
     let ticks = store.list_ticks(DEFAULT_TENANT, &filter, 100).await.unwrap();
     let panicked = ticks
         .iter()
-        .filter(|t| t.status == "failed" && t.error.as_deref().is_some_and(|e| e.contains("the tick panicked")))
+        .filter(|t| {
+            t.status.as_str() == "failed" && t.error.as_deref().is_some_and(|e| e.contains("the tick panicked"))
+        })
         .count();
     assert!(panicked >= 3, "it kept its schedule: {ticks:#?}");
-    assert!(ticks.iter().all(|t| t.status != "running"));
+    assert!(ticks.iter().all(|t| t.status.as_str() != "running"));
     let others = store
         .list_ticks(DEFAULT_TENANT, &Default::default(), 1000)
         .await
         .unwrap();
-    assert!(others.iter().any(|t| t.persona_id != panicky.id && t.status == "ok"));
+    assert!(
+        others
+            .iter()
+            .any(|t| t.persona_id != panicky.id && t.status.as_str() == "ok")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,11 +331,11 @@ async fn a_replica_killed_mid_run_leaves_its_slots_to_the_other() {
         .list_ticks(DEFAULT_TENANT, &Default::default(), 10_000)
         .await
         .unwrap();
-    let abandoned: Vec<_> = ticks.iter().filter(|t| t.status == "abandoned").collect();
+    let abandoned: Vec<_> = ticks.iter().filter(|t| t.status.as_str() == "abandoned").collect();
     assert!(!abandoned.is_empty(), "the victim was killed mid-tick: {ticks:#?}");
     // Every slot ran once at most, whoever ran it.
     let mut ok_per_slot = std::collections::HashMap::new();
-    for tick in ticks.iter().filter(|t| t.status == "ok") {
+    for tick in ticks.iter().filter(|t| t.status.as_str() == "ok") {
         *ok_per_slot.entry((tick.persona_id, tick.scheduled_for)).or_insert(0) += 1;
     }
     assert!(ok_per_slot.values().all(|n| *n == 1), "a slot ran twice");
@@ -380,7 +389,8 @@ both_backends! {
 #[tokio::test]
 async fn a_slot_claim_on_a_full_disk_is_an_outage_not_a_phantom_tick() {
     use persona_runner::config::{DatabaseConfig, DatabaseUrl};
-    use persona_runner::store::{NewTick, SlotClaim, Store, TickTrigger};
+    use persona_runner::model::tick::{NewTick, Trigger};
+    use persona_runner::store::{SlotClaim, Store};
     let dir = tempfile::tempdir().unwrap();
     let space = Space::new(dir.path());
     if !space.mounted {
@@ -396,7 +406,7 @@ async fn a_slot_claim_on_a_full_disk_is_an_outage_not_a_phantom_tick() {
     let claim = |slot| NewTick {
         tenant_id: persona.tenant_id,
         persona_id: persona.id,
-        trigger: TickTrigger::Schedule,
+        trigger: Trigger::Schedule,
         scheduled_for: Some(slot),
         attempt: 1,
         runner_id: "test".into(),

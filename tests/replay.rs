@@ -6,12 +6,17 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::{Backend, ScriptedLlm, Step, TEST_SEED, TestDb, TestGateway, text, tool_calls};
-use persona_runner::persona::Persona;
-use persona_runner::store::{ActionKind, ActionResult, NewAction, NewTick, Store, TickFinish, TickStatus, TickTrigger};
+use persona_runner::model::call::{Call, CallKind, CallResult};
+use persona_runner::model::persona::Persona;
+use persona_runner::model::tick::{NewTick, TickFinish, TickStatus, Trigger};
+use persona_runner::store::Store;
 use persona_runner::tick::TickRequest;
 use serde_json::Value;
 use uuid::Uuid;
@@ -27,7 +32,7 @@ async fn tick(store: &Store, gateway: &TestGateway, persona: &Persona, calls: &[
     let engine = common::scripted_engine(store, gateway, &llm, "test-model");
     let request = TickRequest {
         persona: persona.clone(),
-        trigger: TickTrigger::Cli,
+        trigger: Trigger::Cli,
         scheduled_for: None,
         attempt: 1,
     };
@@ -155,7 +160,7 @@ async fn a_product_that_dies_on_a_replayed_call_is_a_change_and_the_rest_are_not
         .claim_tick(&NewTick {
             tenant_id: persona.tenant_id,
             persona_id: persona.id,
-            trigger: TickTrigger::Cli,
+            trigger: Trigger::Cli,
             scheduled_for: None,
             attempt: 1,
             runner_id: "recorded".into(),
@@ -170,16 +175,19 @@ async fn a_product_that_dies_on_a_replayed_call_is_a_change_and_the_rest_are_not
         (2, "todo.list", r#"{"status":"open"}"#, "[]"),
     ] {
         store
-            .record_action(&NewAction {
+            .record_action(&Call {
+                id: Call::new_id(),
+                sent: true,
+                created_at: chrono::Utc::now(),
                 tenant_id: persona.tenant_id,
                 tick_id: recorded.id,
                 persona_id: persona.id,
                 seq,
-                kind: ActionKind::Call,
+                kind: CallKind::Call,
                 tool_name: tool.into(),
                 module: tool.split('.').next().unwrap().into(),
                 input_hash: format!("{seq:064}"),
-                result: ActionResult::Ok,
+                result: CallResult::Ok,
                 error_message: None,
                 arguments: Some(arguments.into()),
                 output: Some(output.into()),

@@ -5,13 +5,16 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Backend, TestDb, TestGateway};
-use persona_runner::persona::{DEFAULT_TENANT, PersonaSpec};
-use persona_runner::store::TickStatus;
+use persona_runner::model::persona::{DEFAULT_TENANT, PersonaSpec};
+use persona_runner::model::tick::TickStatus;
 
 const BIN: &str = env!("CARGO_BIN_EXE_persona-runner");
 const PERSONAS: usize = 50;

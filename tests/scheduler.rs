@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use persona_runner::persona::DEFAULT_TENANT;
+use persona_runner::model::persona::DEFAULT_TENANT;
+use persona_runner::model::tick::Trigger;
 use persona_runner::scheduler::{self, CatchUp, Clock, Command, Host, RunOutcome, Settings, Status};
-use persona_runner::store::{ScheduleRow, TickTrigger};
+use persona_runner::store::ScheduleRow;
 use persona_runner::tick::TickPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -234,7 +235,7 @@ impl Host for Fake {
     async fn run_slot(&self, persona: Uuid, slot: DateTime<Utc>, cut: CancellationToken) -> RunOutcome {
         self.tick(persona, Some(slot), cut).await
     }
-    async fn run_now(&self, persona: Uuid, _trigger: TickTrigger, cut: CancellationToken) -> RunOutcome {
+    async fn run_now(&self, persona: Uuid, _trigger: Trigger, cut: CancellationToken) -> RunOutcome {
         self.tick(persona, None, cut).await
     }
     async fn sweep(&self, _now: DateTime<Utc>) {}
@@ -504,11 +505,11 @@ async fn the_kill_switch_holds_dispatch_and_signals_tick_everyone() {
         clock,
     );
     tokio::time::sleep(Duration::from_secs(10)).await;
-    commands.send(Command::TickAllNow(TickTrigger::Signal)).await.unwrap();
+    commands.send(Command::TickAllNow(Trigger::Signal)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(fake.runs().is_empty(), "runner.paused holds everything");
     commands.send(Command::Reload(Box::new(settings()))).await.unwrap();
-    commands.send(Command::TickAllNow(TickTrigger::Signal)).await.unwrap();
+    commands.send(Command::TickAllNow(Trigger::Signal)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     let runs = fake.runs();
     assert_eq!(runs.len(), 1, "only the unpaused persona: {runs:?}");

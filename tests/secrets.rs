@@ -5,14 +5,17 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use common::{Backend, ScriptedLlm, Step, TEST_SEED, TestDb, TestGateway, text, tool_calls};
 use persona_runner::config::{LlmProvider, Secret};
-use persona_runner::persona::{DEFAULT_TENANT, PersonaSpec};
-use persona_runner::store::{TickStatus, TickTrigger};
-use persona_runner::tick::{TickEngine, TickRequest};
+use persona_runner::model::persona::{DEFAULT_TENANT, PersonaSpec};
+use persona_runner::model::tick::{TickStatus, Trigger};
+use persona_runner::tick::{TickRequest, TickRunner};
 use serde_json::json;
 
 #[derive(Clone, Default)]
@@ -67,11 +70,11 @@ async fn no_secret_in_any_log_line_at_trace_level() {
     config.llm.api_key_env = "TEST_LLM_KEY".into();
     let mut env = gateway.env();
     env.insert("TEST_LLM_KEY".into(), LLM_KEY.into());
-    let engine = TickEngine::new(store.clone(), Arc::new(config.clone()), &env).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config.clone()), &env).unwrap();
     tracing::info!(?config, ?engine, "configured");
     let request = TickRequest {
         persona: persona.clone(),
-        trigger: TickTrigger::Cli,
+        trigger: Trigger::Cli,
         scheduled_for: None,
         attempt: 1,
     };
@@ -82,7 +85,7 @@ async fn no_secret_in_any_log_line_at_trace_level() {
     // A failing login too: its error is logged.
     let mut wrong = env.clone();
     wrong.insert("TEST_SEED_SECRET".into(), "another-seed-secret-value".into());
-    let failing = TickEngine::new(store.clone(), Arc::new(config), &wrong).unwrap();
+    let failing = TickRunner::new(store.clone(), Arc::new(config), &wrong).unwrap();
     let failed = failing.run(&request, &|_| {}).await.unwrap();
     assert_eq!(failed.status, TickStatus::Failed);
 

@@ -5,11 +5,14 @@
 
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use chrono::{SecondsFormat, Utc};
 use common::app::{AppOptions, Auth, TestApp, spawn_app, spawn_app_with};
 use common::{Backend, ScriptedLlm, Step, text, tool_calls};
-use persona_runner::persona::{DEFAULT_TENANT, Persona};
-use persona_runner::store::{TickStatus, TickTrigger};
+use persona_runner::model::persona::{DEFAULT_TENANT, Persona};
+use persona_runner::model::tick::{TickStatus, Trigger};
 use persona_runner::tick::TickRequest;
 use serde_json::json;
 
@@ -30,7 +33,7 @@ async fn ticks_by(app: &TestApp, persona: &Persona, model: &str, rating: u8) {
     for _ in 0..TICKS {
         let request = TickRequest {
             persona: persona.clone(),
-            trigger: TickTrigger::Cli,
+            trigger: Trigger::Cli,
             scheduled_for: None,
             attempt: 1,
         };

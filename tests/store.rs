@@ -3,14 +3,17 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::time::Duration;
 
 use common::{Backend, TestDb};
-use persona_runner::persona::{Cadence, DEFAULT_TENANT, PersonaSpec, UserKind};
-use persona_runner::store::{
-    ActionKind, ActionResult, NewAction, NewFeedback, NewTick, Store, StoreError, TickFinish, TickStatus, TickTrigger,
-    UpsertOutcome,
-};
+use persona_runner::model::call::{Call, CallKind, CallResult};
+use persona_runner::model::persona::{Cadence, DEFAULT_TENANT, PersonaSpec, UserKind};
+use persona_runner::model::rating::NewRating;
+use persona_runner::model::tick::{NewTick, TickFinish, TickStatus, Trigger};
+use persona_runner::store::{Store, StoreError, UpsertOutcome};
 use uuid::Uuid;
 
 fn spec(email: &str, name: &str) -> PersonaSpec {
@@ -32,7 +35,7 @@ fn new_tick(persona_id: Uuid) -> NewTick {
     NewTick {
         tenant_id: DEFAULT_TENANT,
         persona_id,
-        trigger: TickTrigger::Cli,
+        trigger: Trigger::Cli,
         scheduled_for: None,
         attempt: 1,
         runner_id: "test-runner".into(),
@@ -41,13 +44,16 @@ fn new_tick(persona_id: Uuid) -> NewTick {
     }
 }
 
-fn action(tick_id: Uuid, persona_id: Uuid, seq: i32, result: ActionResult) -> NewAction {
-    NewAction {
+fn action(tick_id: Uuid, persona_id: Uuid, seq: i32, result: CallResult) -> Call {
+    Call {
+        id: Call::new_id(),
+        sent: true,
+        created_at: chrono::Utc::now(),
         tenant_id: DEFAULT_TENANT,
         tick_id,
         persona_id,
         seq,
-        kind: ActionKind::Call,
+        kind: CallKind::Call,
         tool_name: "todo.create".into(),
         module: "todo".into(),
         input_hash: "a".repeat(64),
@@ -60,8 +66,8 @@ fn action(tick_id: Uuid, persona_id: Uuid, seq: i32, result: ActionResult) -> Ne
     }
 }
 
-fn feedback(tick_id: Uuid, persona_id: Uuid, module: &str, rating: i32) -> NewFeedback {
-    NewFeedback {
+fn feedback(tick_id: Uuid, persona_id: Uuid, module: &str, rating: i32) -> NewRating {
+    NewRating {
         tenant_id: DEFAULT_TENANT,
         tick_id,
         persona_id,
@@ -285,7 +291,7 @@ async fn a_slot_attempt_is_claimed_once(backend: Backend) {
     let (persona, _) = seeded(&store).await;
     let slot = persona_runner::time::now();
     let scheduled = NewTick {
-        trigger: TickTrigger::Schedule,
+        trigger: Trigger::Schedule,
         scheduled_for: Some(slot),
         ..new_tick(persona)
     };
@@ -314,11 +320,11 @@ async fn finishing_derives_counters_and_marks_activity(backend: Backend) {
     let (persona, _) = seeded(&store).await;
     let tick = store.claim_tick(&new_tick(persona)).await.unwrap();
     for (seq, result) in [
-        ActionResult::Ok,
-        ActionResult::Ok,
-        ActionResult::Error,
-        ActionResult::Deduped,
-        ActionResult::Denied,
+        CallResult::Ok,
+        CallResult::Ok,
+        CallResult::Error,
+        CallResult::Deduped,
+        CallResult::Denied,
     ]
     .into_iter()
     .enumerate()
@@ -369,16 +375,16 @@ async fn action_seq_is_unique_per_tick(backend: Backend) {
     let (persona, _) = seeded(&store).await;
     let tick = store.claim_tick(&new_tick(persona)).await.unwrap();
     store
-        .record_action(&action(tick.id, persona, 0, ActionResult::Ok))
+        .record_action(&action(tick.id, persona, 0, CallResult::Ok))
         .await
         .unwrap();
     // A retried write of the same call must not duplicate it.
     store
-        .record_action(&action(tick.id, persona, 0, ActionResult::Ok))
+        .record_action(&action(tick.id, persona, 0, CallResult::Ok))
         .await
         .unwrap();
     store
-        .record_action(&action(tick.id, persona, 1, ActionResult::Error))
+        .record_action(&action(tick.id, persona, 1, CallResult::Error))
         .await
         .unwrap();
     assert_eq!(store.row_counts(DEFAULT_TENANT).await.unwrap().actions, 2);
@@ -426,11 +432,14 @@ async fn ratings_must_be_one_to_five_and_once_per_module(backend: Backend) {
         feedback(tick.id, persona, "mood", 9),
     ];
     let beside_it = feedback(other.id, other.persona_id, "todo", 3);
-    let (together, beside) = tokio::join!(store.record_ratings(&refused_pair), store.record_feedback(&beside_it));
+    let (together, beside) = tokio::join!(
+        store.record_ratings(refused_pair.to_vec()),
+        store.record_feedback(&beside_it)
+    );
     assert!(matches!(together.unwrap_err(), StoreError::Constraint(_)));
     beside.unwrap();
     let modules: Vec<String> = store
-        .tick_feedback(tick.id)
+        .tick_ratings(tick.id)
         .await
         .unwrap()
         .into_iter()
@@ -438,13 +447,13 @@ async fn ratings_must_be_one_to_five_and_once_per_module(backend: Backend) {
         .collect();
     assert_eq!(modules, ["notes", "todo"], "calendar was refused with mood");
     store
-        .record_ratings(&[
+        .record_ratings(vec![
             feedback(tick.id, persona, "calendar", 4),
             feedback(tick.id, persona, "mood", 2),
         ])
         .await
         .unwrap();
-    assert_eq!(store.tick_feedback(tick.id).await.unwrap().len(), 4);
+    assert_eq!(store.tick_ratings(tick.id).await.unwrap().len(), 4);
 }
 
 async fn expired_leases_are_abandoned_and_free_the_persona(backend: Backend) {
@@ -482,7 +491,7 @@ async fn cleanup_removes_persona_users_with_everything_and_never_humans(backend:
     );
     let tick = store.claim_tick(&new_tick(persona)).await.unwrap();
     store
-        .record_action(&action(tick.id, persona, 0, ActionResult::Ok))
+        .record_action(&action(tick.id, persona, 0, CallResult::Ok))
         .await
         .unwrap();
     store
@@ -491,12 +500,12 @@ async fn cleanup_removes_persona_users_with_everything_and_never_humans(backend:
         .unwrap();
     persona_runner::profile::record(
         &store,
-        &persona_runner::profile::NewInteraction {
+        &persona_runner::model::profile::NewInteraction {
             tenant_id: DEFAULT_TENANT,
             user_id: user,
             persona_id: Some(persona),
             tick_id: Some(tick.id),
-            interaction_type: persona_runner::profile::InteractionType::ActionTaken,
+            interaction_type: persona_runner::model::profile::InteractionType::ActionTaken,
             page_type: None,
             page_id: None,
             element_id: Some("todo.create".into()),
@@ -597,7 +606,7 @@ mod slots {
 
     fn slot_tick(persona: Uuid, slot: chrono::DateTime<chrono::Utc>, runner: &str) -> NewTick {
         NewTick {
-            trigger: TickTrigger::Schedule,
+            trigger: Trigger::Schedule,
             scheduled_for: Some(slot),
             runner_id: runner.into(),
             ..new_tick(persona)

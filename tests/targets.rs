@@ -4,13 +4,17 @@
 
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::sync::Arc;
 
 use common::{Backend, TestDb, TestGateway};
 use persona_runner::config::TargetConfig;
-use persona_runner::persona::{DEFAULT_TENANT, Persona, PersonaSpec};
-use persona_runner::store::{Store, TickStatus, TickTrigger};
-use persona_runner::tick::{TickEngine, TickError, TickRequest};
+use persona_runner::model::persona::{DEFAULT_TENANT, Persona, PersonaSpec};
+use persona_runner::model::tick::{TickStatus, Trigger};
+use persona_runner::store::Store;
+use persona_runner::tick::{TickError, TickRequest, TickRunner};
 use serde_json::json;
 
 async fn seed(store: &Store, email: &str, name: &str, target: Option<&str>) -> Persona {
@@ -32,7 +36,7 @@ async fn seed(store: &Store, email: &str, name: &str, target: Option<&str>) -> P
 fn request(persona: &Persona) -> TickRequest {
     TickRequest {
         persona: persona.clone(),
-        trigger: TickTrigger::Cli,
+        trigger: Trigger::Cli,
         scheduled_for: None,
         attempt: 1,
     }
@@ -57,7 +61,7 @@ async fn each_persona_uses_the_product_of_its_target() {
             mcp: finance_config.mcp.clone(),
         },
     );
-    let engine = TickEngine::new(store.clone(), Arc::new(config), &consumer.env()).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config), &consumer.env()).unwrap();
     for persona in [&anna, &cfo] {
         let summary = engine.run(&request(persona), &|_| {}).await.unwrap();
         assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);

@@ -4,14 +4,18 @@
 #[macro_use]
 mod common;
 
+#[allow(unused_imports)]
+use common::StoreExt as _;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Backend, ScriptedLlm, Step, TestDb, TestGateway, text, tool_calls};
 use persona_runner::config::{Config, Env, LlmProvider, McpTransport};
-use persona_runner::persona::{DEFAULT_TENANT, Persona, PersonaSpec};
-use persona_runner::store::{RatingStatus, Store, TickStatus, TickTrigger};
-use persona_runner::tick::{TickEngine, TickRequest, TickSummary};
+use persona_runner::model::persona::{DEFAULT_TENANT, Persona, PersonaSpec};
+use persona_runner::model::tick::{RatingStatus, TickStatus, Trigger};
+use persona_runner::store::Store;
+use persona_runner::tick::{TickRequest, TickRunner, TickSummary};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -43,10 +47,10 @@ fn llm_config(gateway: &TestGateway, llm: &ScriptedLlm) -> (Config, Env) {
     (config, env)
 }
 
-async fn run_tick(engine: &TickEngine, persona: &Persona) -> TickSummary {
+async fn run_tick(engine: &TickRunner, persona: &Persona) -> TickSummary {
     let request = TickRequest {
         persona: persona.clone(),
-        trigger: TickTrigger::Cli,
+        trigger: Trigger::Cli,
         scheduled_for: None,
         attempt: 1,
     };
@@ -107,7 +111,7 @@ async fn a_scripted_role_play_is_audited_deduped_and_rated(backend: Backend) {
     ])
     .await;
     let (config, env) = llm_config(&gateway, &llm);
-    let engine = TickEngine::new(store.clone(), Arc::new(config), &env).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
 
     let summary = run_tick(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
@@ -199,7 +203,7 @@ async fn a_scripted_role_play_is_audited_deduped_and_rated(backend: Backend) {
     );
 
     // Ratings with their evidence; the tick record.
-    let feedback = store.tick_feedback(summary.tick_id).await.unwrap();
+    let feedback = store.tick_ratings(summary.tick_id).await.unwrap();
     let todo = feedback.iter().find(|f| f.module == "todo").unwrap();
     // The evidence is what reached the product: the one todo.create (the repeat was not
     // sent, the malformed todo.list never left the runner).
@@ -230,7 +234,7 @@ async fn an_invalid_repair_records_no_rating(backend: Backend) {
     ])
     .await;
     let (config, env) = llm_config(&gateway, &llm);
-    let engine = TickEngine::new(store.clone(), Arc::new(config), &env).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
     let summary = run_tick(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok);
     assert_eq!(summary.rating_status, Some(RatingStatus::Invalid));
@@ -265,7 +269,7 @@ async fn a_drifting_tick_flags_its_user_and_suggests_a_better_persona(backend: B
     ])
     .await;
     let (config, env) = llm_config(&gateway, &llm);
-    let engine = TickEngine::new(store.clone(), Arc::new(config), &env).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
     let summary = run_tick(&engine, &anna).await;
     assert_eq!(
         (summary.status, summary.calls_ok),
@@ -285,7 +289,7 @@ async fn a_drifting_tick_flags_its_user_and_suggests_a_better_persona(backend: B
     assert!(profile.reassessment_recommended);
     assert_eq!(
         profile.status,
-        persona_runner::profile::ProfileStatus::PendingReassessment
+        persona_runner::model::profile::ProfileStatus::PendingReassessment
     );
     assert_eq!(profile.suggested_persona_id, Some(moritz.id));
 }
@@ -304,7 +308,7 @@ async fn an_answered_call_is_saved_before_the_tick_waits_for_a_hanging_model() {
     ])
     .await;
     let (config, env) = llm_config(&gateway, &llm);
-    let engine = Arc::new(TickEngine::new(store.clone(), Arc::new(config), &env).unwrap());
+    let engine = Arc::new(TickRunner::new(store.clone(), Arc::new(config), &env).unwrap());
     let running = tokio::spawn({
         let (engine, persona) = (engine.clone(), persona.clone());
         async move { run_tick(&engine, &persona).await }
@@ -328,7 +332,11 @@ async fn an_answered_call_is_saved_before_the_tick_waits_for_a_hanging_model() {
     }
     assert_eq!(llm.requests().len(), 2, "the model was asked again and hangs");
     assert!(!running.is_finished(), "the tick is still waiting for the model");
-    assert_eq!(results, ["ok"], "answered, and committed before the wait");
+    assert_eq!(
+        results,
+        [persona_runner::model::call::CallResult::Ok],
+        "answered, and committed before the wait"
+    );
     running.abort();
 }
 
@@ -354,7 +362,7 @@ async fn a_tick_cut_off_midway_keeps_its_calls_and_is_abandoned_after_its_lease(
     .await;
     let (mut config, env) = llm_config(&gateway, &llm);
     config.tick.lease = persona_runner::time::HumanDuration(Duration::from_millis(900));
-    let engine = Arc::new(TickEngine::new(store.clone(), Arc::new(config), &env).unwrap());
+    let engine = Arc::new(TickRunner::new(store.clone(), Arc::new(config), &env).unwrap());
     let task = {
         let (engine, persona) = (engine.clone(), persona.clone());
         tokio::spawn(async move { run_tick(&engine, &persona).await })
@@ -383,7 +391,7 @@ async fn a_tick_cut_off_midway_keeps_its_calls_and_is_abandoned_after_its_lease(
         1
     );
     let next = seed_anna(&store).await;
-    let offline = TickEngine::new(store.clone(), Arc::new(gateway.config()), &gateway.env()).unwrap();
+    let offline = TickRunner::new(store.clone(), Arc::new(gateway.config()), &gateway.env()).unwrap();
     assert_eq!(
         run_tick(&offline, &next).await.status,
         TickStatus::Ok,
@@ -402,7 +410,7 @@ async fn the_offline_driver_runs_any_schema_described_gateway_deterministically(
         let persona = seed_anna(&store).await;
         let mut config = gateway.config();
         config.llm.seed = 42;
-        let engine = TickEngine::new(store.clone(), Arc::new(config), &gateway.env()).unwrap();
+        let engine = TickRunner::new(store.clone(), Arc::new(config), &gateway.env()).unwrap();
         assert_eq!(engine.driver_name(), "offline", "no API key: the offline driver");
         let summary = run_tick(&engine, &persona).await;
         assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
@@ -438,7 +446,7 @@ async fn chaos_mode_sends_marked_edge_cases() {
     let persona = seed_anna(&store).await;
     let mut config = gateway.config();
     config.llm.chaos = true;
-    let engine = TickEngine::new(store.clone(), Arc::new(config), &gateway.env()).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config), &gateway.env()).unwrap();
     let mut chaos_calls = 0;
     let mut rejected = 0;
     for _ in 0..4 {
@@ -446,7 +454,7 @@ async fn chaos_mode_sends_marked_edge_cases() {
         for action in store.tick_actions(summary.tick_id).await.unwrap() {
             if action.chaos {
                 chaos_calls += 1;
-                rejected += usize::from(action.result == "error");
+                rejected += usize::from(action.result.as_str() == "error");
             }
         }
     }
@@ -460,7 +468,7 @@ async fn a_rejected_token_means_one_fresh_login() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
     let persona = seed_anna(&store).await;
-    let engine = TickEngine::new(store.clone(), Arc::new(gateway.config()), &gateway.env()).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(gateway.config()), &gateway.env()).unwrap();
     assert_eq!(run_tick(&engine, &persona).await.status, TickStatus::Ok);
     assert_eq!(gateway.gateway.logins(), 1);
     assert_eq!(run_tick(&engine, &persona).await.status, TickStatus::Ok);
@@ -482,7 +490,7 @@ async fn a_tick_over_stdio() {
     config.auth.mode = persona_runner::config::AuthMode::None;
     config.mcp.transport = McpTransport::Stdio;
     config.mcp.command = common::stdio_gateway_command(ANNA);
-    let engine = TickEngine::new(store.clone(), Arc::new(config), &Env::new()).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config), &Env::new()).unwrap();
     let summary = run_tick(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
     let actions = store.tick_actions(summary.tick_id).await.unwrap();
@@ -498,7 +506,7 @@ async fn an_unreachable_gateway_fails_the_tick_with_a_clear_error() {
     let mut config = Config::default();
     config.auth.login_url = "http://127.0.0.1:9/api/v1/auth/login".into();
     config.retry.max_attempts = 1;
-    let engine = TickEngine::new(store.clone(), Arc::new(config), &Env::new()).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config), &Env::new()).unwrap();
     let summary = run_tick(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Failed);
     let error = summary.error.unwrap();
@@ -520,7 +528,7 @@ async fn a_tick_past_its_timeout_is_cut_and_recorded() {
     .await;
     let (mut config, env) = llm_config(&gateway, &llm);
     config.tick.tick_timeout = persona_runner::time::HumanDuration(Duration::from_millis(700));
-    let engine = TickEngine::new(store.clone(), Arc::new(config), &env).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
     let summary = run_tick(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Timeout);
     assert!(summary.error.unwrap().contains("tick.tick_timeout"));
@@ -554,7 +562,7 @@ async fn a_dedup_window_of_a_day_spans_ticks() {
     let (mut config, env) = llm_config(&gateway, &llm);
     config.tick.dedup_window =
         persona_runner::config::DedupWindow::Last(persona_runner::time::HumanDuration::from_secs(86_400));
-    let engine = TickEngine::new(store.clone(), Arc::new(config), &env).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
     assert_eq!(run_tick(&engine, &persona).await.calls_ok, 1);
     let second = run_tick(&engine, &persona).await;
     assert_eq!((second.calls_ok, second.calls_deduped), (0, 1));
@@ -580,11 +588,11 @@ async fn a_static_bearer_token_works_without_login() {
     config.auth.login_url = "http://127.0.0.1:9/unused".into();
     let mut env = Env::new();
     env.insert("PERSONA_RUNNER_GATEWAY_TOKEN".into(), token);
-    let engine = TickEngine::new(store.clone(), Arc::new(config.clone()), &env).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config.clone()), &env).unwrap();
     let summary = run_tick(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
     assert!(summary.calls_ok > 0);
-    let err = TickEngine::new(store.clone(), Arc::new(config), &Env::new()).unwrap_err();
+    let err = TickRunner::new(store.clone(), Arc::new(config), &Env::new()).unwrap_err();
     assert!(err.to_string().contains("PERSONA_RUNNER_GATEWAY_TOKEN"), "{err}");
 }
 
@@ -614,13 +622,13 @@ async fn a_scripted_tick_over_stdio_records_the_right_hash() {
     let env: Env = [("TEST_LLM_KEY".to_string(), LLM_KEY.to_string())]
         .into_iter()
         .collect();
-    let engine = TickEngine::new(store.clone(), Arc::new(config), &env).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
     let summary = run_tick(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
     assert_eq!(summary.rating_status, Some(RatingStatus::Valid));
     let actions = store.tick_actions(summary.tick_id).await.unwrap();
     assert_eq!(actions.len(), 1);
-    assert_eq!(actions[0].result, "ok");
+    assert_eq!(actions[0].result, persona_runner::model::call::CallResult::Ok);
     assert_eq!(
         actions[0].input_hash,
         sha256_hex("todo.create\n{\"due\":\"2026-12-01\",\"title\":\"Klausur anmelden\"}")
@@ -662,10 +670,10 @@ async fn secrets_a_product_echoes_are_neither_stored_nor_shown_to_the_model() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let engine = TickEngine::new(store.clone(), Arc::new(config), &env).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
     let summary = run_tick(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
-    let actions = store.recorded_calls(summary.tick_id).await.unwrap();
+    let actions = store.tick_calls(summary.tick_id).await.unwrap();
     assert_eq!(actions.len(), 1);
     let output = actions[0].output.clone().unwrap_or_default();
     assert!(output.contains("[redacted]"), "the echo came back: {output}");
@@ -707,7 +715,7 @@ async fn a_persona_over_its_daily_token_cap_is_skipped_without_an_llm_request() 
     config.budget.tokens_per_day_per_persona = 50;
     let mut env = gateway.env();
     env.insert("TEST_LLM_KEY".into(), LLM_KEY.into());
-    let engine = TickEngine::new(store.clone(), Arc::new(config), &env).unwrap();
+    let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
     let first = run_tick(&engine, &persona).await;
     assert_ne!(first.status, TickStatus::Skipped, "{:?}", first.error);
     let spent = first.tokens_in + first.tokens_out;

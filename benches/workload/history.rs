@@ -2,7 +2,7 @@
 //! their ratings (with the daily roll-ups the store keeps), written in bulk.
 
 use chrono::{Duration, Utc};
-use persona_runner::persona::DEFAULT_TENANT;
+use persona_runner::model::persona::DEFAULT_TENANT;
 use persona_runner::store::Store;
 use uuid::Uuid;
 
@@ -131,7 +131,7 @@ macro_rules! bulk_write {
 pub async fn fill(store: &Store, url: &str, actions: usize) {
     let mut personas = Vec::new();
     for i in 0..PERSONAS {
-        let spec: persona_runner::persona::PersonaSpec = serde_json::from_value(serde_json::json!({
+        let spec: persona_runner::model::persona::PersonaSpec = serde_json::from_value(serde_json::json!({
             "name": format!("Report {i}"),
             "email": format!("persona.report-{i}@bench.test"),
             "archetype": ARCHETYPES[i % 4],

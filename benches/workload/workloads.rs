@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use persona_runner::config::{DatabaseConfig, DatabaseUrl};
-use persona_runner::persona::DEFAULT_TENANT;
+use persona_runner::model::persona::DEFAULT_TENANT;
 use persona_runner::store::Store;
 use serde_json::json;
 
@@ -128,12 +128,12 @@ async fn add_history(store: &Store, per_persona: usize) {
     for persona in personas {
         let Some(user_id) = persona.user_id else { continue };
         let interactions: Vec<_> = (0..per_persona)
-            .map(|n| persona_runner::profile::NewInteraction {
+            .map(|n| persona_runner::model::profile::NewInteraction {
                 tenant_id: DEFAULT_TENANT,
                 user_id,
                 persona_id: Some(persona.id),
                 tick_id: None,
-                interaction_type: persona_runner::profile::InteractionType::ActionTaken,
+                interaction_type: persona_runner::model::profile::InteractionType::ActionTaken,
                 page_type: Some("mcp".into()),
                 page_id: None,
                 element_id: Some("todo.create".into()),
@@ -144,7 +144,7 @@ async fn add_history(store: &Store, per_persona: usize) {
                 feedback_comment: None,
             })
             .collect();
-        let mut delta = persona_runner::profile::Observed::default();
+        let mut delta = persona_runner::model::profile::Observed::default();
         for i in &interactions {
             delta.add(i.interaction_type, &i.metadata);
         }
@@ -153,7 +153,7 @@ async fn add_history(store: &Store, per_persona: usize) {
                 DEFAULT_TENANT,
                 user_id,
                 &interactions,
-                persona_runner::profile::learn,
+                persona_runner::model::profile::learn,
                 &delta,
             )
             .await
@@ -267,15 +267,15 @@ pub async fn pooling(options: &Options) {
 
 async fn call_latencies(store: &Store) -> Vec<f64> {
     let filter = persona_runner::store::ActionFilter {
-        result: Some("ok".into()),
+        result: Some(persona_runner::model::call::CallResult::Ok),
         ..Default::default()
     };
     store
-        .list_actions(DEFAULT_TENANT, &filter, 100_000)
+        .list_calls(DEFAULT_TENANT, &filter, 100_000)
         .await
         .expect("actions")
         .into_iter()
-        .filter_map(|a| a.latency_ms.map(f64::from))
+        .filter_map(|(a, _)| a.latency_ms.map(f64::from))
         .collect()
 }
 

@@ -15,10 +15,13 @@ use super::ApiState;
 use super::auth::Admin;
 use super::error::{ApiError, ErrorBody, ValidJson, ValidQuery};
 use super::params;
+use super::views::ActionRecord;
 use crate::feedback::Grouping;
-use crate::persona::Persona;
-use crate::profile::Profile;
-use crate::store::{ActionRecord, PersonaSummary, RatingScope, TickFilter, TickRecord, UpsertOutcome};
+use crate::model::persona::Persona;
+use crate::model::persona::UserKind;
+use crate::model::profile::Profile;
+use crate::model::tick::TickRecord;
+use crate::store::{PersonaSummary, RatingScope, TickFilter, UpsertOutcome};
 use crate::tick::TickError;
 
 /// The persona `id` (a UUID or the persona's email) of the caller's tenant.
@@ -53,7 +56,7 @@ pub struct UpsertQuery {
 /// The body is a persona definition as in a catalog file (`catalog/catalog.schema.json`).
 /// The `kind = persona` user is created with it; an email of a human account is refused.
 #[utoipa::path(post, path = "/api/v1/admin/personas", tag = "admin", security(("admin_token" = [])),
-    request_body = crate::persona::PersonaSpec,
+    request_body = crate::model::persona::PersonaSpec,
     params(UpsertQuery),
     responses(
         (status = 201, description = "created", body = UpsertResponse),
@@ -167,7 +170,12 @@ pub async fn get_persona(
 ) -> Result<Json<PersonaDetail>, ApiError> {
     let persona = find(&state, admin.tenant, &id).await?;
     let store = state.store();
-    let recent_actions = store.recent_actions(persona.id, 20).await?;
+    let recent_actions = store
+        .recent_calls(persona.id, 20)
+        .await?
+        .into_iter()
+        .map(ActionRecord::from)
+        .collect();
     let filter = TickFilter {
         persona_id: Some(persona.id),
         ..TickFilter::default()
@@ -238,7 +246,11 @@ pub async fn delete_persona(
     let persona = match store.find_persona(admin.tenant, &id).await? {
         Some(persona) => persona,
         None => {
-            if let Some(kind) = store.user_kind(admin.tenant, &id).await?.filter(|k| k != "persona") {
+            if let Some(kind) = store
+                .user_kind(admin.tenant, &id)
+                .await?
+                .filter(|k| *k != UserKind::Persona)
+            {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     format!("{id} is a {kind} account, not a persona: it is never deleted here"),

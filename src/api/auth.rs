@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::{ApiError, ApiState};
 use crate::auth::constant_time_eq;
 use crate::config::{JwtConfig, Secret};
-use crate::persona::DEFAULT_TENANT;
+use crate::model::persona::DEFAULT_TENANT;
 
 /// Name of the dashboard's session cookie.
 pub const SESSION_COOKIE: &str = "persona_runner_session";

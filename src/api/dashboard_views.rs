@@ -7,8 +7,9 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::dashboard::esc;
+use super::html::esc;
 use crate::feedback::{FeedbackReport, GroupReport};
+use crate::model::tick::TickStatus;
 use crate::store::PersonaSummary;
 
 /// A palette that stays distinguishable on light and dark backgrounds.
@@ -264,9 +265,9 @@ pub(super) fn low_ratings(report: &FeedbackReport) -> String {
 pub(super) fn personas_table(personas: &[PersonaSummary]) -> String {
     let mut rows = String::new();
     for p in personas.iter().filter(|p| p.email.is_some()) {
-        let status = match p.last_tick_status.as_deref() {
-            Some("ok") => "<span class=\"good\">ok</span>".to_string(),
-            Some(other) => format!("<span class=\"bad\">{}</span>", esc(other)),
+        let status = match p.last_tick_status {
+            Some(TickStatus::Ok) => "<span class=\"good\">ok</span>".to_string(),
+            Some(other) => format!("<span class=\"bad\">{}</span>", esc(other.as_str())),
             None => "<span class=\"muted\">never</span>".to_string(),
         };
         // The latest tick's story is one click away.
@@ -275,7 +276,7 @@ pub(super) fn personas_table(personas: &[PersonaSummary]) -> String {
             None => status,
         };
         let alignment = match p.alignment_score {
-            Some(a) if a < crate::profile::REASSESS_BELOW => format!("<span class=\"bad\">{a:.0}</span>"),
+            Some(a) if a < crate::model::profile::REASSESS_BELOW => format!("<span class=\"bad\">{a:.0}</span>"),
             Some(a) => format!("{a:.0}"),
             None => "–".into(),
         };

@@ -12,10 +12,11 @@ use super::ApiState;
 use super::auth::Admin;
 use super::error::{ApiError, ErrorBody, ValidQuery};
 use super::params;
+use super::views::{ActionListing, FeedbackRecord, RecordedCall};
 use crate::feedback::FeedbackReport;
-use crate::store::{
-    ActionFilter, ActionListing, ActionResult, PageCursor, RatingScope, TickFilter, TickRecord, TickStatus, TickTrigger,
-};
+use crate::model::call::CallResult;
+use crate::model::tick::{TickRecord, TickStatus, Transcript, Trigger};
+use crate::store::{ActionFilter, PageCursor, RatingScope, TickFilter};
 
 /// The page size of a listing without `limit`.
 const DEFAULT_PAGE: i64 = 50;
@@ -121,8 +122,8 @@ pub async fn list_ticks(
     )?;
     let filter = TickFilter {
         persona_id: persona_filter(&state, admin.tenant, query.persona).await?,
-        status: params::choice::<TickStatus>("status", query.status.as_deref())?.map(|s| s.as_str().to_string()),
-        trigger: params::choice::<TickTrigger>("trigger", query.trigger.as_deref())?.map(|t| t.as_str().to_string()),
+        status: params::choice::<TickStatus>("status", query.status.as_deref())?,
+        trigger: params::choice::<Trigger>("trigger", query.trigger.as_deref())?,
         since: page.since,
         until: page.until,
         after: page.after,
@@ -137,11 +138,11 @@ pub async fn list_ticks(
 pub struct TickDetail {
     tick: TickRecord,
     /// The transcript (redacted, capped per tick); `null` when none was kept.
-    transcript: Option<crate::store::Transcript>,
+    transcript: Option<Transcript>,
     /// Every audited call, in order.
-    calls: Vec<crate::store::RecordedCall>,
+    calls: Vec<RecordedCall>,
     /// The ratings, with their evidence.
-    ratings: Vec<crate::store::FeedbackRecord>,
+    ratings: Vec<FeedbackRecord>,
 }
 
 /// One tick: its record, transcript, calls and ratings.
@@ -167,8 +168,18 @@ pub async fn get_tick(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no tick {id}")))?;
     Ok(Json(TickDetail {
         transcript: store.tick_transcript(id).await?,
-        calls: store.recorded_calls(id).await?,
-        ratings: store.tick_feedback(id).await?,
+        calls: store
+            .tick_calls(id)
+            .await?
+            .into_iter()
+            .map(RecordedCall::from)
+            .collect(),
+        ratings: store
+            .tick_ratings(id)
+            .await?
+            .into_iter()
+            .map(FeedbackRecord::from)
+            .collect(),
         tick,
     }))
 }
@@ -224,12 +235,18 @@ pub async fn list_actions(
         persona_id: persona_filter(&state, admin.tenant, query.persona).await?,
         tick_id: query.tick.as_deref().map(|t| params::uuid("tick", t)).transpose()?,
         module: params::text(query.module),
-        result: params::choice::<ActionResult>("result", query.result.as_deref())?.map(|r| r.as_str().to_string()),
+        result: params::choice::<CallResult>("result", query.result.as_deref())?,
         since: page.since,
         until: page.until,
         after: page.after,
     };
-    let items = state.store().list_actions(admin.tenant, &filter, page.limit).await?;
+    let items: Vec<ActionListing> = state
+        .store()
+        .list_calls(admin.tenant, &filter, page.limit)
+        .await?
+        .into_iter()
+        .map(|(call, persona)| ActionListing::of(call, persona))
+        .collect();
     let next_cursor = page.next_cursor(&items, |a| (a.created_at, a.id));
     Ok(Json(ActionPage { items, next_cursor }))
 }

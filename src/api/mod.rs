@@ -12,9 +12,11 @@ mod dashboard;
 mod dashboard_views;
 mod error;
 mod history;
+mod html;
 mod params;
 mod profile;
 mod tick_page;
+mod views;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,7 +36,7 @@ pub use auth::JwtVerifier;
 pub use error::{ApiError, ErrorBody, FieldError};
 
 use crate::config::{Config, Secret};
-use crate::persona::Persona;
+use crate::model::persona::Persona;
 use crate::store::Store;
 use crate::tick::TickError;
 

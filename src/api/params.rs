@@ -12,9 +12,10 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::ApiError;
-use crate::persona::Flow;
-use crate::profile::InteractionType;
-use crate::store::{ActionResult, TickStatus, TickTrigger};
+use crate::model::call::CallResult;
+use crate::model::persona::Flow;
+use crate::model::profile::InteractionType;
+use crate::model::tick::{TickStatus, Trigger};
 
 /// Page sizes of the listings.
 pub const PAGE_SIZES: (i64, i64) = (1, 500);
@@ -40,8 +41,8 @@ fn schema_of(path: &str, name: &str) -> Option<Value> {
         "cursor" => json!({"type": "string", "pattern": CURSOR_PATTERN}),
         "tick" => json!({"type": "string", "format": "uuid"}),
         "status" => names(&TickStatus::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
-        "trigger" => names(&TickTrigger::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
-        "result" => names(&ActionResult::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
+        "trigger" => names(&Trigger::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
+        "result" => names(&CallResult::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
         "flow" => names(&Flow::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
         "type" => names(&InteractionType::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
         "provision" => json!({"type": "string", "enum": ["true", "false"]}),

@@ -16,8 +16,9 @@ use super::ApiState;
 use super::auth::{ProfileAdmin, User};
 use super::error::{ApiError, ErrorBody, FieldError, ValidJson, ValidQuery};
 use super::params;
-use crate::persona::{Flow, Persona};
-use crate::profile::{Alignment, Interaction, InteractionType, NewInteraction, Profile, ProfileError, Sentiment};
+use crate::model::persona::{Flow, Persona};
+use crate::model::profile::{Alignment, Interaction, InteractionType, NewInteraction, Profile, Sentiment};
+use crate::profile::ProfileError;
 
 const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
 
@@ -177,7 +178,7 @@ pub struct InteractionBody {
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
     #[schema(minimum = 0, maximum = 2_147_483_647)]
-    #[serde(default, deserialize_with = "crate::persona::whole_number")]
+    #[serde(default, deserialize_with = "crate::model::persona::whole_number")]
     duration_seconds: Option<i32>,
     feedback_sentiment: Option<Sentiment>,
     feedback_comment: Option<String>,

@@ -13,8 +13,9 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::is_admin;
-use super::dashboard::{esc, html, html_page, login_form};
-use crate::persona::DEFAULT_TENANT;
+use super::dashboard::login_form;
+use super::html::{esc, html, html_page};
+use crate::model::persona::DEFAULT_TENANT;
 
 /// One tick's story (HTML).
 #[utoipa::path(get, path = "/ticks/{id}", tag = "dashboard", security((), ("dashboard_session" = [])),
@@ -70,8 +71,8 @@ async fn render(state: &ApiState, id: Uuid) -> Result<Option<String>, crate::sto
         return Ok(None);
     };
     let transcript = store.tick_transcript(id).await?;
-    let calls = store.recorded_calls(id).await?;
-    let ratings = store.tick_feedback(id).await?;
+    let calls = store.tick_calls(id).await?;
+    let ratings = store.tick_ratings(id).await?;
 
     let mut body = String::new();
     let _ = write!(
@@ -80,9 +81,9 @@ async fn render(state: &ApiState, id: Uuid) -> Result<Option<String>, crate::sto
          <section class=\"wide\" id=\"tick\"><h2>{} · {} · {}</h2><p class=\"muted\">{} · trigger {} · simulator {} · {} calls ({} ok, {} error) · {} tokens</p>{}</section>",
         esc(&tick.persona),
         tick.started_at.format("%Y-%m-%d %H:%M UTC"),
-        esc(&tick.status),
+        esc(tick.status.as_str()),
         tick.id,
-        esc(&tick.trigger),
+        esc(tick.trigger.as_str()),
         esc(tick.simulator.as_deref().unwrap_or("–")),
         tick.tool_calls,
         tick.calls_ok,
@@ -132,7 +133,7 @@ async fn render(state: &ApiState, id: Uuid) -> Result<Option<String>, crate::sto
             "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td><pre>{}</pre></td><td><pre>{}</pre></td></tr>",
             c.seq,
             esc(&c.tool_name),
-            esc(&c.result),
+            esc(c.result.as_str()),
             esc(c.arguments.as_deref().unwrap_or_default()),
             esc(c.output.as_deref().or(c.error_message.as_deref()).unwrap_or_default()),
         );

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
-
 use super::derive_password;
 use crate::config::{AuthConfig, Secret};
 use crate::http::RetryPolicy;
@@ -36,30 +34,7 @@ pub enum SignUpError {
     },
 }
 
-/// The body of a sign-up: `template` (JSON) with `{email}`, `{password}` and `{name}`
-/// replaced inside its strings, so every value is escaped as JSON.
-pub fn signup_body(template: &str, email: &str, password: &str, name: &str) -> Result<Value, String> {
-    fn fill(value: &mut Value, email: &str, password: &str, name: &str) {
-        match value {
-            Value::String(text) => {
-                *text = text
-                    .replace("{email}", email)
-                    .replace("{password}", password)
-                    .replace("{name}", name);
-            }
-            Value::Array(items) => items.iter_mut().for_each(|v| fill(v, email, password, name)),
-            Value::Object(map) => map.values_mut().for_each(|v| fill(v, email, password, name)),
-            _ => {}
-        }
-    }
-    let mut body: Value =
-        serde_json::from_str(template).map_err(|err| format!("auth.signup_body is not JSON: {err}"))?;
-    if !template.contains("{email}") || !template.contains("{password}") {
-        return Err("auth.signup_body must use {email} and {password}".into());
-    }
-    fill(&mut body, email, password, name);
-    Ok(body)
-}
+use crate::config::signup_body;
 
 /// Signs personas up in the product, one request each (retried like a login).
 pub struct Provisioner {

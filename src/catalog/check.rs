@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::SCHEMA_JSON;
 use crate::config::CatalogConfig;
-use crate::persona::{Cadence, PersonaSpec, parse_time_zone};
+use crate::model::persona::{Cadence, PersonaSpec, parse_time_zone};
 
 /// The longest persona name.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -196,7 +196,7 @@ fn check_rules(file: &Path, at: &str, persona: &Value, rules: &Rules, seen: &mut
         match check_email(email, &rules.allowed_email_domains) {
             Err(message) => problems.push(problem(file, &path, message)),
             Ok(()) => {
-                let key = crate::persona::normalize_email(email);
+                let key = crate::model::persona::normalize_email(email);
                 if let Some(first) = seen.emails.get(&key) {
                     problems.push(problem(
                         file,

@@ -17,7 +17,7 @@ use uuid::Uuid;
 pub use check::{MAX_NAME_CHARS, MAX_PROMPT_BYTES, MAX_WEIGHT, Problem, Rules, openapi_schemas};
 use check::{Seen, check_entry, problem};
 
-use crate::persona::{Persona, PersonaSpec};
+use crate::model::persona::{Persona, PersonaSpec};
 use crate::store::{CleanupReport, Store, StoreError, UpsertOutcome};
 
 /// The catalog format's JSON Schema, as shipped beside the catalogs.
@@ -366,7 +366,7 @@ pub fn listed_emails(files: &[PathBuf], rules: &Rules) -> Result<std::collection
         match std::fs::File::open(file) {
             Ok(reader) => {
                 scan_file(file, reader, rules, &mut seen, &mut problems, &mut |spec| {
-                    emails.insert(crate::persona::normalize_email(&spec.email));
+                    emails.insert(crate::model::persona::normalize_email(&spec.email));
                 });
             }
             Err(err) => problems.push(problem(file, "(file)", format!("cannot read: {err}"))),

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use persona_runner::feedback::{FeedbackReport, GroupReport};
-use persona_runner::persona::DEFAULT_TENANT;
+use persona_runner::model::persona::DEFAULT_TENANT;
 use persona_runner::store::RatingScope;
 
 use super::{App, Outcome};

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Subcommand;
 use comfy_table::Table;
-use persona_runner::persona::{DEFAULT_TENANT, Persona};
+use persona_runner::model::persona::{DEFAULT_TENANT, Persona};
 
 use super::{App, Outcome};
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use persona_runner::persona::DEFAULT_TENANT;
+use persona_runner::model::persona::DEFAULT_TENANT;
 use persona_runner::store::TickFilter;
-use persona_runner::tick::{ReplayReport, ReplayVerdict, TickEngine};
+use persona_runner::tick::{ReplayReport, ReplayVerdict, TickRunner};
 use uuid::Uuid;
 
 use super::{App, Outcome};
@@ -76,7 +76,7 @@ pub async fn run(args: ReplayArgs, app: &App) -> Result<Outcome> {
     }
     // No LLM is asked: the offline driver's engine is enough to log in and call.
     config.llm.provider = persona_runner::config::LlmProvider::Offline;
-    let engine = Arc::new(TickEngine::new(store, Arc::new(config), &app.env).context("preparing the replay")?);
+    let engine = Arc::new(TickRunner::new(store, Arc::new(config), &app.env).context("preparing the replay")?);
     let mut reports = Vec::new();
     for tick in ticks {
         reports.push(

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use comfy_table::Table;
-use persona_runner::persona::DEFAULT_TENANT;
-use persona_runner::store::{TickStatus, TickTrigger};
-use persona_runner::tick::{TickEngine, TickEvent, TickRequest, TickSummary};
+use persona_runner::model::persona::DEFAULT_TENANT;
+use persona_runner::model::tick::{TickStatus, Trigger};
+use persona_runner::tick::{TickEvent, TickRequest, TickRunner, TickSummary};
 
 use super::{App, Outcome};
 
@@ -55,7 +55,7 @@ pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
         bail!("no runnable persona: seed a catalog first (`persona-runner catalog seed`)");
     }
     let engine = Arc::new(
-        TickEngine::new(store.clone(), Arc::new(app.config().clone()), &app.env)
+        TickRunner::new(store.clone(), Arc::new(app.config().clone()), &app.env)
             .context("preparing the tick engine")?,
     );
     let live = std::io::stderr().is_terminal() && !args.json;
@@ -82,7 +82,7 @@ pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
             let label = persona.label();
             let request = TickRequest {
                 persona,
-                trigger: TickTrigger::Cli,
+                trigger: Trigger::Cli,
                 scheduled_for: None,
                 attempt: 1,
             };

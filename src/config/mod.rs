@@ -9,6 +9,7 @@ mod load;
 mod product;
 pub mod secret;
 mod sections;
+mod template;
 mod validate;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ pub use load::{ConfigSource, LoadedConfig, from_table, load};
 pub use product::*;
 pub use secret::{Secret, SecretOrigin};
 pub use sections::*;
+pub use template::{fill_json, signup_body};
 
 /// A snapshot of the process environment. Config loading reads only this, so tests can
 /// pass their own without touching the real (process-global) environment.

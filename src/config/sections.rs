@@ -268,7 +268,7 @@ pub struct RunnerConfig {
     /// Kill switch: schedule nothing (running ticks finish).
     pub paused: bool,
     /// Missed slots (downtime, long ticks): "one" runs once for the latest, "none" skips.
-    pub catch_up: crate::scheduler::CatchUp,
+    pub catch_up: crate::model::schedule::CatchUp,
     /// A missed slot older than this is skipped even with catch_up = "one".
     pub starting_deadline: HumanDuration,
     /// Attempts per slot (a failed tick is retried with backoff within its slot).
@@ -289,7 +289,7 @@ impl Default for RunnerConfig {
             concurrency: 4,
             jitter: HumanDuration::from_secs(60),
             paused: false,
-            catch_up: crate::scheduler::CatchUp::One,
+            catch_up: crate::model::schedule::CatchUp::One,
             starting_deadline: HumanDuration::from_secs(6 * 3600),
             max_attempts: 3,
             retry_backoff: HumanDuration::from_secs(30),

@@ -23,7 +23,7 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
                 "must be an http:// or https:// URL (or empty)".into(),
             ));
         }
-        crate::auth::signup::signup_body(&config.auth.signup_body, "a@b.test", "p", "n")
+        super::signup_body(&config.auth.signup_body, "a@b.test", "p", "n")
             .map_err(|message| ("auth.signup_body", message))?;
     }
     if config.catalog.allowed_email_domains.is_empty() {
@@ -152,7 +152,7 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
     if !(0.0..=2.0).contains(&config.llm.temperature) {
         return Err(("llm.temperature", "must be between 0 and 2".into()));
     }
-    crate::persona::parse_time_zone(&config.catalog.default_time_zone)
+    crate::model::persona::parse_time_zone(&config.catalog.default_time_zone)
         .map_err(|message| ("catalog.default_time_zone", message))?;
     tracing_subscriber::EnvFilter::try_new(&config.log.level).map_err(|err| {
         (

@@ -13,22 +13,23 @@ use uuid::Uuid;
 
 use crate::api::{BoxFuture, TickControl};
 use crate::config::Config;
-use crate::persona::Persona;
+use crate::model::persona::Persona;
+use crate::model::tick::{Tick, TickStatus, Trigger};
 use crate::scheduler::{Command, Host, RunOutcome};
-use crate::store::{ScheduleRow, SlotClaim, Store, TickStatus, TickTrigger};
-use crate::tick::{TickEngine, TickError, TickEvent, TickPool, TickRequest};
+use crate::store::{ScheduleRow, SlotClaim, Store};
+use crate::tick::{TickError, TickEvent, TickPool, TickRequest, TickRunner};
 
 /// The scheduler's view of the world: the store and the tick engine (replaced on SIGHUP).
 pub struct StoreHost {
     pub(super) store: Store,
-    pub(super) engine: RwLock<Arc<TickEngine>>,
+    pub(super) engine: RwLock<Arc<TickRunner>>,
     pub(super) config: std::sync::RwLock<Arc<Config>>,
     pub(super) max_attempts: AtomicU64,
     pub(super) started_at: DateTime<Utc>,
 }
 
 impl StoreHost {
-    pub fn new(store: Store, engine: Arc<TickEngine>, config: Arc<Config>) -> Self {
+    pub fn new(store: Store, engine: Arc<TickRunner>, config: Arc<Config>) -> Self {
         Self {
             store,
             max_attempts: AtomicU64::new(u64::from(config.runner.max_attempts)),
@@ -38,15 +39,15 @@ impl StoreHost {
         }
     }
 
-    pub async fn engine(&self) -> Arc<TickEngine> {
+    pub async fn engine(&self) -> Arc<TickRunner> {
         self.engine.read().await.clone()
     }
 
     /// Runs a claimed tick to its end (the engine records every way it can end).
     pub async fn run_claimed(
         &self,
-        engine: Arc<TickEngine>,
-        tick: crate::store::Tick,
+        engine: Arc<TickRunner>,
+        tick: Tick,
         request: TickRequest,
         cut: CancellationToken,
     ) -> RunOutcome {
@@ -129,7 +130,7 @@ impl Host for StoreHost {
         let engine = self.engine().await;
         let request = TickRequest {
             persona,
-            trigger: TickTrigger::Schedule,
+            trigger: Trigger::Schedule,
             scheduled_for: Some(slot),
             attempt: 1,
         };
@@ -147,7 +148,7 @@ impl Host for StoreHost {
         }
     }
 
-    async fn run_now(&self, persona: Uuid, trigger: TickTrigger, cut: CancellationToken) -> RunOutcome {
+    async fn run_now(&self, persona: Uuid, trigger: Trigger, cut: CancellationToken) -> RunOutcome {
         let Ok(Some(persona)) = self.store.persona_by_id(persona).await else {
             return RunOutcome::Settled;
         };
@@ -211,7 +212,7 @@ pub struct Control {
 impl Control {
     /// Claims now (so the caller gets the tick id or a conflict at once), then runs the
     /// tick when the pool has room, its lease kept alive meanwhile.
-    async fn start_one(&self, persona: Persona, trigger: TickTrigger) -> Result<Uuid, TickError> {
+    async fn start_one(&self, persona: Persona, trigger: Trigger) -> Result<Uuid, TickError> {
         let engine = self.host.engine().await;
         let request = TickRequest {
             persona,
@@ -234,13 +235,13 @@ impl Control {
 
 impl TickControl for Control {
     fn start(&self, persona: Persona) -> BoxFuture<'_, Result<Uuid, TickError>> {
-        Box::pin(self.start_one(persona, TickTrigger::Api))
+        Box::pin(self.start_one(persona, Trigger::Api))
     }
 
     fn start_all(&self) -> BoxFuture<'_, Result<String, String>> {
         Box::pin(async move {
             if let Some(commands) = &self.commands {
-                return match commands.send(Command::TickAllNow(TickTrigger::Api)).await {
+                return match commands.send(Command::TickAllNow(Trigger::Api)).await {
                     Ok(()) => Ok("every runnable persona is being ticked".to_string()),
                     Err(_) => Err("the scheduler is stopping".to_string()),
                 };
@@ -261,7 +262,7 @@ impl TickControl for Control {
                     let engine = host.engine().await;
                     let request = TickRequest {
                         persona,
-                        trigger: TickTrigger::Api,
+                        trigger: Trigger::Api,
                         scheduled_for: None,
                         attempt: 1,
                     };

@@ -23,10 +23,11 @@ use tokio_util::sync::CancellationToken;
 pub use host::{Control, StoreHost, record_metrics};
 
 use crate::config::{self, Config, Env};
-use crate::persona::DEFAULT_TENANT;
+use crate::model::persona::DEFAULT_TENANT;
+use crate::model::tick::Trigger;
 use crate::scheduler::{self, Command, Settings};
-use crate::store::{Store, TickTrigger};
-use crate::tick::{TickEngine, TickError, TickPool};
+use crate::store::Store;
+use crate::tick::{TickError, TickPool, TickRunner};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -208,7 +209,7 @@ pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<
     let env = &origin.env;
     let password = config.database_password(env)?;
     let store = Store::open(&config.database, password.as_ref()).await?;
-    let engine = Arc::new(TickEngine::new(store.clone(), config.clone(), env)?);
+    let engine = Arc::new(TickRunner::new(store.clone(), config.clone(), env)?);
     let runner_id = engine.runner_id().to_string();
     let host = Arc::new(StoreHost::new(store.clone(), engine, config.clone()));
     let pool = TickPool::new(config.runner.concurrency);
@@ -305,7 +306,7 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
     let http_stop = CancellationToken::new();
     let gateway_task = start_sample_gateway(&config, env, http_stop.clone()).await?;
 
-    let engine = Arc::new(TickEngine::new(store.clone(), config.clone(), env)?);
+    let engine = Arc::new(TickRunner::new(store.clone(), config.clone(), env)?);
     tracing::info!(
         driver = engine.driver_name(),
         simulator = engine.simulator(),
@@ -436,7 +437,7 @@ async fn signals(reload: &Reload<'_>, commands: &mpsc::Sender<Command>, shutdown
             _ = int.recv() => { tracing::info!("SIGINT"); break }
             _ = usr1.recv() => {
                 tracing::info!("SIGUSR1: ticking every runnable persona now");
-                let _ = commands.send(Command::TickAllNow(TickTrigger::Signal)).await;
+                let _ = commands.send(Command::TickAllNow(Trigger::Signal)).await;
             }
             _ = hup.recv() => reload.apply().await,
         }
@@ -482,7 +483,7 @@ impl Reload<'_> {
     async fn try_apply(&self) -> Result<Vec<&'static str>, DaemonError> {
         let env = &self.origin.env;
         let config = Arc::new(self.origin.load()?);
-        let engine = TickEngine::new(self.store.clone(), config.clone(), env)?;
+        let engine = TickRunner::new(self.store.clone(), config.clone(), env)?;
         let sidecar = sidecar_settings(&config, env)?;
         let old = self.current_config();
         *self.host.engine.write().await = Arc::new(engine);

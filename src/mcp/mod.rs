@@ -94,24 +94,6 @@ pub struct Connect<'a> {
     pub capabilities: Capabilities,
 }
 
-impl<'a> Connect<'a> {
-    /// A session with nobody to answer the server's requests (tests, the CLI's checks).
-    pub fn plain(config: &'a McpConfig, policy: &'a ToolPolicy, credentials: &'a Credentials) -> Self {
-        Self {
-            config,
-            policy,
-            credentials,
-            persona: "",
-            oauth: None,
-            agent: None,
-            capabilities: Capabilities {
-                roots: config.roots.clone(),
-                ..Capabilities::default()
-            },
-        }
-    }
-}
-
 /// An open MCP session.
 pub struct McpSession {
     service: RunningService<RoleClient, client::PersonaClient>,
@@ -193,12 +175,6 @@ async fn timed<T>(
 }
 
 impl McpSession {
-    /// Opens a session with nobody to answer the server's own requests, and lists every
-    /// page of tools.
-    pub async fn open(config: &McpConfig, credentials: &Credentials) -> Result<Self, McpError> {
-        Self::connect(Connect::plain(config, &ToolPolicy::new(config), credentials)).await
-    }
-
     /// Opens a session and lists every page of tools.
     pub async fn connect(setup: Connect<'_>) -> Result<Self, McpError> {
         let config = setup.config;

@@ -59,6 +59,12 @@ pub struct Call {
 }
 
 impl Call {
+    /// A new call's id: time-ordered (UUID v7), so a batch of inserts lands on the
+    /// rightmost pages of the id index instead of one random page per row.
+    pub fn new_id() -> Uuid {
+        Uuid::now_v7()
+    }
+
     /// Whether the persona made this call (a tool call, not a server's request) and it is
     /// one of its actions: a call the runner could not build is not.
     pub fn is_persona_action(&self) -> bool {

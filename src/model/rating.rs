@@ -27,7 +27,7 @@ pub struct NewRating {
 
 /// A rating as read back.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
-#[schema(as = FeedbackRecord)]
+#[schema(as = Rating)]
 pub struct Rating {
     pub module: String,
     pub rating: i32,

@@ -112,7 +112,7 @@ pub struct Transcript {
     pub truncated: bool,
 }
 
-/// A tick as listed: its outcome and counters (derived from its calls when it finished).
+/// A tick as listed: its outcome and counters.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct TickRecord {
     pub id: Uuid,
@@ -148,4 +148,17 @@ pub struct TickRecord {
     pub calls_not_sent: i32,
     #[schema(value_type = Option<String>)]
     pub rating_status: Option<RatingStatus>,
+}
+
+/// How a tick's calls ended, counted from its audited rows when it finished (never
+/// counted apart while it ran).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CallCounts {
+    pub tool_calls: i32,
+    pub calls_ok: i32,
+    pub calls_error: i32,
+    pub calls_deduped: i32,
+    pub calls_denied: i32,
+    pub calls_unknown: i32,
+    pub calls_not_sent: i32,
 }

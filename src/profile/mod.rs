@@ -7,14 +7,14 @@ mod refresh;
 
 use uuid::Uuid;
 
-/// Transitional: the rules moved to `model::profile`.
-pub use crate::model::profile::*;
 pub use refresh::{Candidates, MAX_CANDIDATES, refresh_alignment};
-/// Transitional name.
-pub type TickRecord<'a> = TickInteractions<'a>;
 
 use crate::model::call::Call;
 use crate::model::persona::Persona;
+use crate::model::profile::{
+    AlignmentUpdate, Interaction, Learned, NewInteraction, Observed, Profile, learn, settled_alignment,
+    tick_interactions, window_start,
+};
 use crate::store::{Store, StoreError, TickProfile};
 
 /// Why the profile side of a request failed.
@@ -76,30 +76,8 @@ impl TickProfile for TickInteractions<'_> {
         self.user_id
     }
 
-    fn interactions(&self, calls: &[crate::store::TickCall]) -> (Vec<NewInteraction>, Observed) {
-        let calls: Vec<Call> = calls
-            .iter()
-            .map(|call| Call {
-                id: Uuid::nil(),
-                tenant_id: self.persona.tenant_id,
-                tick_id: self.tick_id,
-                persona_id: self.persona.id,
-                seq: 0,
-                kind: call.kind.parse().unwrap_or(crate::model::call::CallKind::Call),
-                tool_name: call.tool_name.clone(),
-                module: call.module.clone(),
-                input_hash: String::new(),
-                result: call.result.parse().unwrap_or(crate::model::call::CallResult::Unknown),
-                error_message: None,
-                arguments: None,
-                output: None,
-                chaos: call.chaos,
-                latency_ms: None,
-                sent: true,
-                created_at: crate::time::now(),
-            })
-            .collect();
-        tick_interactions(self.persona, self.user_id, self.tick_id, &calls)
+    fn interactions(&self, calls: &[Call]) -> (Vec<NewInteraction>, Observed) {
+        tick_interactions(self.persona, self.user_id, self.tick_id, calls)
     }
 
     fn learn(&self, learned: &mut Learned, interaction: &NewInteraction) {

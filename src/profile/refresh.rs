@@ -82,7 +82,7 @@ pub async fn refresh_alignment(
         .await?
         .ok_or(ProfileError::NoProfile(user))?;
     let observed = store
-        .alignment_evidence(user, &window_start(crate::time::now()))
+        .alignment_evidence(tenant, user, &window_start(crate::time::now()))
         .await?;
     let assigned = match profile.persona_id {
         Some(id) if known.is_some_and(|p| p.id == id) => known.map(Shape::from),

@@ -9,7 +9,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::CatchUp;
-use crate::store::{ScheduleRow, TickTrigger};
+use crate::model::tick::Trigger;
+use crate::store::ScheduleRow;
 
 /// Wall-clock time for the scheduler: the system clock, or (in tests) a clock that follows
 /// tokio's virtual time from an origin, so paused tests move both together.
@@ -86,7 +87,7 @@ pub trait Host: Send + Sync + 'static {
     fn run_now(
         &self,
         persona: Uuid,
-        trigger: TickTrigger,
+        trigger: Trigger,
         cut: CancellationToken,
     ) -> impl Future<Output = RunOutcome> + Send;
     /// Marks ticks of dead runners (expired leases) abandoned.
@@ -130,7 +131,7 @@ pub struct Settings {
 #[derive(Debug)]
 pub enum Command {
     /// Tick every runnable persona now (SIGUSR1, or the API), recorded with this trigger.
-    TickAllNow(TickTrigger),
+    TickAllNow(Trigger),
     /// New settings; personas are reloaded too (SIGHUP).
     Reload(Box<Settings>),
 }

@@ -37,7 +37,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::store::{ScheduleRow, TickTrigger};
+use crate::model::tick::Trigger;
+use crate::store::ScheduleRow;
 use crate::tick::TickPool;
 pub use host::{Clock, Command, Host, RunOutcome, Settings, Status};
 use loader::{Loaded, loader};
@@ -78,7 +79,7 @@ impl Entry {
 #[derive(Clone, Copy, Debug)]
 enum Job {
     Slot(DateTime<Utc>),
-    Now(TickTrigger),
+    Now(Trigger),
 }
 
 struct Scheduler<T: Host> {
@@ -91,7 +92,7 @@ struct Scheduler<T: Host> {
     queue: BTreeSet<(DateTime<Utc>, Uuid)>,
     rules: HashMap<String, Arc<(Rule, Duration)>>,
     /// One-off ticks asked for (tick-all), in order.
-    now_requested: VecDeque<(Uuid, TickTrigger)>,
+    now_requested: VecDeque<(Uuid, Trigger)>,
     running: JoinSet<(Uuid, Job, RunOutcome)>,
     jobs: HashMap<tokio::task::Id, (Uuid, Job)>,
     unsaved: Vec<(Uuid, DateTime<Utc>)>,
@@ -362,7 +363,7 @@ impl<T: Host> Scheduler<T> {
         }
     }
 
-    fn tick_all(&mut self, trigger: TickTrigger) {
+    fn tick_all(&mut self, trigger: Trigger) {
         if self.settings.paused {
             return;
         }
@@ -434,7 +435,7 @@ impl<T: Host> Scheduler<T> {
             tracing::warn!(persona = %row.id, cadence = %row.tick_cadence, "a stored cadence does not parse; the persona is not scheduled");
             return;
         };
-        let zone = crate::persona::parse_time_zone(&row.time_zone).unwrap_or(chrono_tz::UTC);
+        let zone = crate::model::persona::parse_time_zone(&row.time_zone).unwrap_or(chrono_tz::UTC);
         let runnable = self.host.runs_target(row.target.as_deref());
         let entry = self.entries.entry(row.id).or_insert_with(|| Entry {
             rule: rule.clone(),

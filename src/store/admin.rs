@@ -4,7 +4,12 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use sqlx::{FromRow as _, Row};
+
 use super::{Result, Store, StoreError, begin_write, with_pool, with_writer};
+use crate::model::call::{Call, CallResult};
+use crate::model::persona::{Flow, UserKind};
+use crate::model::tick::{RatingStatus, TickRecord, TickStatus, Trigger};
 
 /// One line of the persona list.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
@@ -13,7 +18,8 @@ pub struct PersonaSummary {
     pub name: String,
     pub email: Option<String>,
     pub archetype: String,
-    pub flow: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub flow: Option<Flow>,
     pub tick_cadence: String,
     pub time_zone: String,
     pub paused: bool,
@@ -21,68 +27,14 @@ pub struct PersonaSummary {
     pub next_due_at: Option<DateTime<Utc>>,
     /// Tool calls since the `actions_since` the list was asked for.
     pub recent_actions: i64,
-    pub last_tick_status: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub last_tick_status: Option<TickStatus>,
     pub last_tick_at: Option<DateTime<Utc>>,
     /// The latest tick, for a link to its story.
     pub last_tick_id: Option<Uuid>,
     pub average_rating: Option<f64>,
     pub ratings: i64,
     pub alignment_score: Option<f64>,
-}
-
-/// A tick as listed: its outcome and counters.
-#[derive(Clone, Debug, PartialEq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
-pub struct TickRecord {
-    pub id: Uuid,
-    pub persona_id: Uuid,
-    pub persona: String,
-    pub trigger: String,
-    pub scheduled_for: Option<DateTime<Utc>>,
-    pub attempt: i32,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub status: String,
-    pub error: Option<String>,
-    pub runner_id: String,
-    pub llm_model: Option<String>,
-    pub prompt_version: Option<String>,
-    /// Driver, model, prompt template hash and temperature: what produced the ratings.
-    pub simulator: Option<String>,
-    /// The MCP protocol version the gateway agreed to.
-    pub protocol_version: Option<String>,
-    /// The target (product) it ran against; `null`: the default target.
-    pub target: Option<String>,
-    pub tokens_in: i64,
-    pub tokens_out: i64,
-    pub turns: i32,
-    pub tool_calls: i32,
-    pub calls_ok: i32,
-    pub calls_error: i32,
-    pub calls_deduped: i32,
-    pub calls_denied: i32,
-    pub calls_unknown: i32,
-    pub calls_not_sent: i32,
-    pub rating_status: Option<String>,
-}
-
-/// An audited call as listed.
-#[derive(Clone, Debug, PartialEq, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
-pub struct ActionListing {
-    pub id: Uuid,
-    pub tick_id: Uuid,
-    pub persona_id: Uuid,
-    pub persona: String,
-    pub seq: i32,
-    /// `call`, `elicitation` or `sampling`.
-    pub kind: String,
-    pub tool_name: String,
-    pub module: String,
-    pub input_hash: String,
-    pub result: String,
-    pub error_message: Option<String>,
-    pub chaos: bool,
-    pub latency_ms: Option<i32>,
-    pub created_at: DateTime<Utc>,
 }
 
 /// Where a page of a newest-first listing continues: strictly after this row.
@@ -96,8 +48,8 @@ pub struct PageCursor {
 #[derive(Clone, Debug, Default)]
 pub struct TickFilter {
     pub persona_id: Option<Uuid>,
-    pub status: Option<String>,
-    pub trigger: Option<String>,
+    pub status: Option<TickStatus>,
+    pub trigger: Option<Trigger>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub after: Option<PageCursor>,
@@ -109,7 +61,7 @@ pub struct ActionFilter {
     pub persona_id: Option<Uuid>,
     pub tick_id: Option<Uuid>,
     pub module: Option<String>,
-    pub result: Option<String>,
+    pub result: Option<CallResult>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub after: Option<PageCursor>,
@@ -125,24 +77,11 @@ pub struct DeleteReport {
     pub user_deleted: bool,
 }
 
-macro_rules! select_tick_record {
-    ($tail:literal) => {
-        concat!(
-            "SELECT t.id, t.persona_id, p.name AS persona, t.trigger, t.scheduled_for, t.attempt,
-                    t.started_at, t.finished_at, t.status, t.error, t.runner_id, t.llm_model,
-                    t.prompt_version, t.simulator, t.protocol_version, t.target, t.tokens_in, t.tokens_out,
-                    t.turns, t.tool_calls, t.calls_ok, t.calls_error, t.calls_deduped, t.calls_denied,
-                    t.calls_unknown, t.calls_not_sent, t.rating_status
-             FROM persona_ticks t JOIN personas p ON p.id = t.persona_id ",
-            $tail
-        )
-    };
-}
-
 /// Audited calls of a tenant with filters, newest first.
 pub(super) const LIST_ACTIONS: &str =
-    "SELECT a.id, a.tick_id, a.persona_id, p.name AS persona, a.seq, a.kind, a.tool_name, a.module,
-                        a.input_hash, a.result, a.error_message, a.chaos, a.latency_ms, a.created_at
+    "SELECT a.id, a.tenant_id, a.tick_id, a.persona_id, p.name AS persona, a.seq, a.kind, a.tool_name, a.module,
+                        a.input_hash, a.result, a.error_message, a.arguments, a.output, a.chaos, a.latency_ms,
+                        a.sent, a.created_at
                  FROM persona_actions a JOIN personas p ON p.id = a.persona_id
                  WHERE a.tenant_id = $1
                    AND ($2 IS NULL OR a.persona_id = $2)
@@ -154,19 +93,78 @@ pub(super) const LIST_ACTIONS: &str =
                    AND ($8 IS NULL OR a.created_at < $8 OR (a.created_at = $8 AND a.id < $9))
                  ORDER BY a.created_at DESC, a.id DESC LIMIT $10";
 
+/// One tick of a tenant, as listed.
+const TICK_RECORD: &str = "SELECT t.id, t.persona_id, p.name AS persona, t.trigger, t.scheduled_for, t.attempt,
+        t.started_at, t.finished_at, t.status, t.error, t.runner_id, t.llm_model,
+        t.prompt_version, t.simulator, t.protocol_version, t.target, t.tokens_in, t.tokens_out,
+        t.turns, t.tool_calls, t.calls_ok, t.calls_error, t.calls_deduped, t.calls_denied,
+        t.calls_unknown, t.calls_not_sent, t.rating_status
+     FROM persona_ticks t JOIN personas p ON p.id = t.persona_id
+     WHERE t.tenant_id = $1 AND t.id = $2";
+
 /// Ticks of a tenant with filters, newest first.
-pub(super) const LIST_TICKS: &str = select_tick_record!(
-    "WHERE t.tenant_id = $1
+pub(super) const LIST_TICKS: &str =
+    "SELECT t.id, t.persona_id, p.name AS persona, t.trigger, t.scheduled_for, t.attempt,
+        t.started_at, t.finished_at, t.status, t.error, t.runner_id, t.llm_model,
+        t.prompt_version, t.simulator, t.protocol_version, t.target, t.tokens_in, t.tokens_out,
+        t.turns, t.tool_calls, t.calls_ok, t.calls_error, t.calls_deduped, t.calls_denied,
+        t.calls_unknown, t.calls_not_sent, t.rating_status
+     FROM persona_ticks t JOIN personas p ON p.id = t.persona_id
+     WHERE t.tenant_id = $1
        AND ($2 IS NULL OR t.persona_id = $2)
        AND ($3 IS NULL OR t.status = $3)
        AND ($4 IS NULL OR t.trigger = $4)
        AND ($5 IS NULL OR t.started_at >= $5)
        AND ($6 IS NULL OR t.started_at < $6)
        AND ($7 IS NULL OR t.started_at < $7 OR (t.started_at = $7 AND t.id < $8))
-     ORDER BY t.started_at DESC, t.id DESC LIMIT $9"
-);
+     ORDER BY t.started_at DESC, t.id DESC LIMIT $9";
 
-const TICK_RECORD: &str = select_tick_record!("WHERE t.tenant_id = $1 AND t.id = $2");
+impl<'r, R: Row> sqlx::FromRow<'r, R> for TickRecord
+where
+    &'static str: sqlx::ColumnIndex<R>,
+    Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<DateTime<Utc>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Trigger: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    TickStatus: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<RatingStatus>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        Ok(TickRecord {
+            id: row.try_get("id")?,
+            persona_id: row.try_get("persona_id")?,
+            persona: row.try_get("persona")?,
+            trigger: row.try_get("trigger")?,
+            scheduled_for: row.try_get("scheduled_for")?,
+            attempt: row.try_get("attempt")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            status: row.try_get("status")?,
+            error: row.try_get("error")?,
+            runner_id: row.try_get("runner_id")?,
+            llm_model: row.try_get("llm_model")?,
+            prompt_version: row.try_get("prompt_version")?,
+            simulator: row.try_get("simulator")?,
+            protocol_version: row.try_get("protocol_version")?,
+            target: row.try_get("target")?,
+            tokens_in: row.try_get("tokens_in")?,
+            tokens_out: row.try_get("tokens_out")?,
+            turns: row.try_get("turns")?,
+            tool_calls: row.try_get("tool_calls")?,
+            calls_ok: row.try_get("calls_ok")?,
+            calls_error: row.try_get("calls_error")?,
+            calls_deduped: row.try_get("calls_deduped")?,
+            calls_denied: row.try_get("calls_denied")?,
+            calls_unknown: row.try_get("calls_unknown")?,
+            calls_not_sent: row.try_get("calls_not_sent")?,
+            rating_status: row.try_get("rating_status")?,
+        })
+    }
+}
 
 impl Store {
     /// One tick of `tenant` (another tenant's is not found).
@@ -213,8 +211,8 @@ impl Store {
             sqlx::query_as(LIST_TICKS)
             .bind(tenant)
             .bind(filter.persona_id)
-            .bind(filter.status.as_deref())
-            .bind(filter.trigger.as_deref())
+            .bind(filter.status)
+            .bind(filter.trigger)
             .bind(filter.since)
             .bind(filter.until)
             .bind(after_at)
@@ -225,18 +223,17 @@ impl Store {
         }))
     }
 
-    /// Audited calls of `tenant` matching `filter`, newest first, at most `limit`.
-    pub async fn list_actions(&self, tenant: Uuid, filter: &ActionFilter, limit: i64) -> Result<Vec<ActionListing>> {
+    /// Audited calls of `tenant` matching `filter`, newest first, at most `limit`, each
+    /// with the name of its persona.
+    pub async fn list_calls(&self, tenant: Uuid, filter: &ActionFilter, limit: i64) -> Result<Vec<(Call, String)>> {
         let (after_at, after_id) = filter.after.map(|c| (c.at, c.id)).unzip();
         Ok(with_pool!(self, pool => {
-            sqlx::query_as(
-                LIST_ACTIONS,
-            )
+            sqlx::query(LIST_ACTIONS)
             .bind(tenant)
             .bind(filter.persona_id)
             .bind(filter.tick_id)
             .bind(filter.module.as_deref())
-            .bind(filter.result.as_deref())
+            .bind(filter.result)
             .bind(filter.since)
             .bind(filter.until)
             .bind(after_at)
@@ -244,15 +241,18 @@ impl Store {
             .bind(limit)
             .fetch_all(pool)
             .await?
+            .iter()
+            .map(|row| Ok((Call::from_row(row)?, row.try_get("persona")?)))
+            .collect::<sqlx::Result<Vec<_>>>()?
         }))
     }
 
     /// The kind of the user with `email` in `tenant`, if there is one.
-    pub async fn user_kind(&self, tenant: Uuid, email: &str) -> Result<Option<String>> {
+    pub async fn user_kind(&self, tenant: Uuid, email: &str) -> Result<Option<UserKind>> {
         Ok(with_pool!(self, pool => {
             sqlx::query_scalar("SELECT kind FROM users WHERE tenant_id = $1 AND email = $2")
                 .bind(tenant)
-                .bind(crate::persona::normalize_email(email))
+                .bind(crate::model::persona::normalize_email(email))
                 .fetch_optional(pool)
                 .await?
         }))
@@ -266,7 +266,7 @@ impl Store {
     pub async fn delete_persona(&self, tenant: Uuid, id: Uuid) -> Result<DeleteReport> {
         with_writer!(self, pool => {
             let mut tx = begin_write!(pool);
-            let found: Option<(Option<Uuid>, Option<String>, Option<String>)> = sqlx::query_as(
+            let found: Option<(Option<Uuid>, Option<UserKind>, Option<String>)> = sqlx::query_as(
                 "SELECT p.user_id, u.kind, u.email FROM personas p LEFT JOIN users u ON u.id = p.user_id
                  WHERE p.tenant_id = $1 AND p.id = $2",
             )
@@ -277,7 +277,7 @@ impl Store {
             let Some((user_id, kind, email)) = found else {
                 return Err(StoreError::NotFound(format!("persona {id}")));
             };
-            if let Some(kind) = kind.as_deref().filter(|k| *k != "persona") {
+            if let Some(kind) = kind.filter(|k| *k != UserKind::Persona) {
                 return Err(StoreError::Conflict(format!(
                     "the user {} is a {kind} account, not a persona; it is never deleted here",
                     email.unwrap_or_default()

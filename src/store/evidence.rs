@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
+use sqlx::{Database, Encode, Type};
 use uuid::Uuid;
 
-use super::{Result, Store, begin_write, with_pool, with_writer};
-use crate::profile::Observed;
+use super::columns::{Bind, Query};
+use super::{Conn, Result, Store, begin_write, on_conn, with_pool, with_writer};
+use crate::model::profile::Observed;
 use crate::time::now;
 
 /// One user's evidence of one day, as stored.
@@ -37,7 +39,7 @@ impl From<DailyRow> for Observed {
 
 /// A user's alignment evidence from a day on.
 pub(super) const ALIGNMENT_EVIDENCE: &str = "SELECT interactions, detail_signals, modules, metrics, actions
-                 FROM persona_user_daily WHERE user_id = $1 AND day >= $2";
+                 FROM persona_user_daily WHERE user_id = $1 AND day >= $2 AND tenant_id = $3";
 
 /// A day's evidence, replacing what the day had (`$1` user … `$8` actions, bound with
 /// [`bind_day`]).
@@ -53,21 +55,48 @@ const BACKFILL_DAY: &str =
     "INSERT INTO persona_user_daily (user_id, day, tenant_id, interactions, detail_signals, modules, metrics, actions)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, day) DO NOTHING";
 
-/// Binds a day's evidence (an `Observed`) to [`UPSERT_DAY`] or the backfill's insert.
-macro_rules! bind_day {
-    ($query:expr, $user:expr, $day:expr, $tenant:expr, $evidence:expr) => {
-        $query
-            .bind($user)
-            .bind($day)
-            .bind($tenant)
-            .bind($evidence.interactions as i32)
-            .bind($evidence.detail_signals as i32)
-            .bind(sqlx::types::Json(&$evidence.modules))
-            .bind(sqlx::types::Json(&$evidence.metrics))
-            .bind(sqlx::types::Json(&$evidence.actions))
-    };
+/// Binds a day's evidence to [`UPSERT_DAY`] or the backfill's insert.
+pub(super) fn bind_day<'a, 'q, DB: Database>(
+    query: Query<'q, DB>,
+    user: Uuid,
+    day: &'a str,
+    tenant: Uuid,
+    evidence: &'a Observed,
+) -> Query<'q, DB>
+where
+    Uuid: Bind<DB>,
+    i32: Bind<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    Json<&'a BTreeMap<String, f64>>: Encode<'a, DB> + Type<DB>,
+{
+    query
+        .bind(user)
+        .bind(day)
+        .bind(tenant)
+        .bind(evidence.interactions as i32)
+        .bind(evidence.detail_signals as i32)
+        .bind(Json(&evidence.modules))
+        .bind(Json(&evidence.metrics))
+        .bind(Json(&evidence.actions))
 }
-pub(super) use bind_day;
+
+/// The user's evidence for the alignment score from `from_day` (`YYYY-MM-DD`, UTC) on,
+/// read on `conn`: at most one small row per day, however many interactions there were.
+pub(super) async fn alignment_evidence_on(
+    conn: Conn<'_>,
+    tenant: Uuid,
+    user: Uuid,
+    from_day: &str,
+) -> Result<Observed> {
+    let rows: Vec<DailyRow> = on_conn!(conn, c => {
+        sqlx::query_as(ALIGNMENT_EVIDENCE).bind(user).bind(from_day).bind(tenant).fetch_all(&mut *c).await?
+    });
+    let mut total = Observed::default();
+    for row in rows {
+        total.merge(&Observed::from(row));
+    }
+    Ok(total)
+}
 
 impl Store {
     /// Builds the per-day evidence rows from the interactions of the last 30 days when an
@@ -109,7 +138,7 @@ impl Store {
             for chunk in days.chunks(1000) {
                 let mut tx = begin_write!(pool);
                 for ((user, day), (tenant, evidence)) in chunk {
-                    bind_day!(sqlx::query(BACKFILL_DAY), user, day, tenant, evidence)
+                    bind_day(sqlx::query(BACKFILL_DAY), *user, day, *tenant, evidence)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -120,22 +149,12 @@ impl Store {
         Ok(())
     }
 
-    /// The user's evidence for the alignment score from `from_day` (`YYYY-MM-DD`, UTC) on:
-    /// at most one small row per day, however many interactions there were.
-    pub async fn alignment_evidence(&self, user: Uuid, from_day: &str) -> Result<Observed> {
-        let rows: Vec<DailyRow> = with_pool!(self, pool => {
-            sqlx::query_as(
-                ALIGNMENT_EVIDENCE,
-            )
-            .bind(user)
-            .bind(from_day)
-            .fetch_all(pool)
-            .await?
-        });
-        let mut total = Observed::default();
-        for row in rows {
-            total.merge(&Observed::from(row));
-        }
-        Ok(total)
+    /// The evidence of `user` in `tenant` for the alignment score from `from_day`
+    /// (`YYYY-MM-DD`, UTC) on: at most one small row per day.
+    pub async fn alignment_evidence(&self, tenant: Uuid, user: Uuid, from_day: &str) -> Result<Observed> {
+        with_pool!(self, pool => {
+            let mut conn = pool.acquire().await?;
+            alignment_evidence_on(Conn::from(&mut *conn), tenant, user, from_day).await
+        })
     }
 }

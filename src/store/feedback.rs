@@ -87,57 +87,6 @@ pub struct NoteRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// Adds one rating to its day's roll-up: `$1` tenant, `$2` day, `$3` module, `$4`
-/// persona, `$5` simulator, then the rating's contributions (see [`bind_rollup!`]).
-pub(super) const ROLLUP_UPSERT: &str =
-    "INSERT INTO persona_rating_daily (tenant_id, day, module, persona_id, simulator,
-        ratings, rating_sum, r1, r2, r3, r4, r5, evidence_calls, evidence_errors, latency_sum, latency_calls,
-        evidence_rating_sum, evidence_rated, evidenced_rating_sum)
-     VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-     ON CONFLICT (tenant_id, day, module, persona_id, simulator) DO UPDATE SET
-        ratings = persona_rating_daily.ratings + 1,
-        rating_sum = persona_rating_daily.rating_sum + excluded.rating_sum,
-        r1 = persona_rating_daily.r1 + excluded.r1,
-        r2 = persona_rating_daily.r2 + excluded.r2,
-        r3 = persona_rating_daily.r3 + excluded.r3,
-        r4 = persona_rating_daily.r4 + excluded.r4,
-        r5 = persona_rating_daily.r5 + excluded.r5,
-        evidence_calls = persona_rating_daily.evidence_calls + excluded.evidence_calls,
-        evidence_errors = persona_rating_daily.evidence_errors + excluded.evidence_errors,
-        latency_sum = persona_rating_daily.latency_sum + excluded.latency_sum,
-        latency_calls = persona_rating_daily.latency_calls + excluded.latency_calls,
-        evidence_rating_sum = persona_rating_daily.evidence_rating_sum + excluded.evidence_rating_sum,
-        evidence_rated = persona_rating_daily.evidence_rated + excluded.evidence_rated,
-        evidenced_rating_sum = persona_rating_daily.evidenced_rating_sum + excluded.evidenced_rating_sum";
-
-/// Binds [`ROLLUP_UPSERT`] for a `NewFeedback` stored at `$at`.
-macro_rules! bind_rollup {
-    ($query:expr, $feedback:expr, $at:expr) => {{
-        let rating = i64::from($feedback.rating);
-        let timed = $feedback.evidence_mean_latency_ms.is_some();
-        $query
-            .bind($feedback.tenant_id)
-            .bind($at.format("%Y-%m-%d").to_string())
-            .bind(&$feedback.module)
-            .bind($feedback.persona_id)
-            .bind(&$feedback.simulator)
-            .bind(rating)
-            .bind(i64::from(rating == 1))
-            .bind(i64::from(rating == 2))
-            .bind(i64::from(rating == 3))
-            .bind(i64::from(rating == 4))
-            .bind(i64::from(rating == 5))
-            .bind(i64::from($feedback.evidence_calls))
-            .bind(i64::from($feedback.evidence_errors))
-            .bind($feedback.evidence_mean_latency_ms.unwrap_or(0.0) * f64::from($feedback.evidence_calls))
-            .bind(if timed { i64::from($feedback.evidence_calls) } else { 0 })
-            .bind(i64::from($feedback.evidence_rating.unwrap_or(0)))
-            .bind(i64::from($feedback.evidence_rating.is_some()))
-            .bind(if $feedback.evidence_rating.is_some() { rating } else { 0 })
-    }};
-}
-pub(super) use bind_rollup;
-
 /// The filters of a [`RatingScope`] after `$1` tenant and two window bounds (`$2`, `$3`).
 macro_rules! scope_filters {
     ($table:literal) => {

@@ -12,13 +12,15 @@
 //! writer uses the same format.
 
 mod admin;
-mod audit;
+mod calls;
+mod columns;
 mod evidence;
 mod feedback;
 mod health;
 mod personas;
 mod plans;
 mod profiles;
+mod ratings;
 mod retention;
 mod spend;
 mod tick_end;
@@ -36,18 +38,14 @@ use uuid::Uuid;
 
 use crate::config::{DatabaseConfig, Secret};
 
-pub use admin::{ActionFilter, ActionListing, DeleteReport, PageCursor, PersonaSummary, TickFilter, TickRecord};
-pub use audit::{
-    ActionKind, ActionRecord, ActionResult, Completion, EarlierCall, FeedbackRecord, NewAction, NewFeedback,
-    RecordedCall,
-};
+pub use admin::{ActionFilter, DeleteReport, PageCursor, PersonaSummary, TickFilter};
 pub use feedback::{DailyRating, NoteRecord, RatingCell, RatingScope};
 pub use health::{Health, Outage};
 pub use personas::{ScheduleRow, UpsertOutcome};
 pub use profiles::PersonaStats;
 pub use retention::Prunable;
-pub use tick_end::{ProfileEnd, TickCall, TickEnd, TickProfile};
-pub use ticks::{NewTick, RatingStatus, SlotClaim, Tick, TickFinish, TickStatus, TickTrigger, Transcript};
+pub use tick_end::{ProfileEnd, TickEnd, TickProfile};
+pub use ticks::SlotClaim;
 pub use users::CleanupReport;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -183,6 +181,54 @@ macro_rules! begin_write {
     };
 }
 pub(crate) use begin_write;
+
+/// A connection of either backend, borrowed for a few statements (a transaction's, or a
+/// savepoint's inside it).
+pub(crate) enum Conn<'c> {
+    Sqlite(&'c mut sqlx::SqliteConnection),
+    Postgres(&'c mut sqlx::PgConnection),
+}
+
+impl<'c> From<&'c mut sqlx::SqliteConnection> for Conn<'c> {
+    fn from(conn: &'c mut sqlx::SqliteConnection) -> Self {
+        Conn::Sqlite(conn)
+    }
+}
+
+impl<'c> From<&'c mut sqlx::PgConnection> for Conn<'c> {
+    fn from(conn: &'c mut sqlx::PgConnection) -> Self {
+        Conn::Postgres(conn)
+    }
+}
+
+impl Conn<'_> {
+    /// The same connection, borrowed again for the next statement.
+    pub(crate) fn reborrow(&mut self) -> Conn<'_> {
+        match self {
+            Conn::Sqlite(conn) => Conn::Sqlite(conn),
+            Conn::Postgres(conn) => Conn::Postgres(conn),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> BackendKind {
+        match self {
+            Conn::Sqlite(_) => BackendKind::Sqlite,
+            Conn::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+}
+
+/// Runs `$body` with `$c` bound to the connection of `$conn` (a [`Conn`]), whichever
+/// backend it is: the body is compiled once per backend, so each driver type-checks it.
+macro_rules! on_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::store::Conn::Sqlite($c) => $body,
+            $crate::store::Conn::Postgres($c) => $body,
+        }
+    };
+}
+pub(crate) use on_conn;
 
 pub(crate) trait Begin {
     type Db: sqlx::Database;

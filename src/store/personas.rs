@@ -7,7 +7,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{BackendKind, Result, Store, StoreError, begin_write, with_pool, with_writer};
-use crate::persona::{KeyMetric, ModuleMix, Persona, PersonaSpec, normalize_email};
+use crate::model::persona::{KeyMetric, ModuleMix, Persona, PersonaSpec, normalize_email};
 use crate::time::now;
 
 /// PostgreSQL: the transaction-scoped lock that makes seeding runs take turns.

@@ -79,7 +79,7 @@ macro_rules! explain_all {
                     $conn,
                     $prefix,
                     $column,
-                    super::writer::COMPLETE_CALL,
+                    super::calls::COMPLETE_CALL,
                     id,
                     0i32,
                     "ok",
@@ -103,7 +103,7 @@ macro_rules! explain_all {
             ),
             (
                 "a finished tick's calls for the profile",
-                plan!($conn, $prefix, $column, super::tick_end::TICK_CALLS, id),
+                plan!($conn, $prefix, $column, super::calls::TICK_CALLS, id),
             ),
             (
                 "store an alignment",
@@ -127,19 +127,19 @@ macro_rules! explain_all {
             ),
             (
                 "dedup across ticks",
-                plan!($conn, $prefix, $column, super::audit::EARLIER_CALL, id, "h", now),
+                plan!($conn, $prefix, $column, super::calls::EARLIER_CALL, id, "h", now),
             ),
             (
                 "story so far: actions",
-                plan!($conn, $prefix, $column, super::audit::RECENT_ACTIONS, id, 10i64),
+                plan!($conn, $prefix, $column, super::calls::RECENT_CALLS, id, 10i64),
             ),
             (
                 "story so far: ratings",
-                plan!($conn, $prefix, $column, super::audit::RECENT_FEEDBACK, id, 5i64),
+                plan!($conn, $prefix, $column, super::ratings::RECENT_RATINGS, id, 5i64),
             ),
             (
                 "a tick's calls",
-                plan!($conn, $prefix, $column, super::audit::RECORDED_CALLS, id),
+                plan!($conn, $prefix, $column, super::calls::TICK_CALLS, id),
             ),
             (
                 "scheduler load",
@@ -161,7 +161,8 @@ macro_rules! explain_all {
                     $column,
                     super::evidence::ALIGNMENT_EVIDENCE,
                     id,
-                    "2026-01-01"
+                    "2026-01-01",
+                    id
                 ),
             ),
             (

@@ -10,9 +10,9 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::evidence::{DailyRow, UPSERT_DAY, bind_day};
-use super::{BackendKind, Result, Store, StoreError, begin_write, with_pool, with_writer};
-use crate::persona::PersonaSpec;
-use crate::profile::{AlignmentUpdate, Interaction, Learned, NewInteraction, Observed, Profile};
+use super::{BackendKind, Conn, Result, Store, StoreError, begin_write, on_conn, with_pool, with_writer};
+use crate::model::persona::PersonaSpec;
+use crate::model::profile::{AlignmentUpdate, Interaction, Learned, NewInteraction, Observed, Profile};
 use crate::time::now;
 
 #[derive(sqlx::FromRow)]
@@ -184,32 +184,79 @@ pub(super) const SET_ALIGNMENT: &str =
         suggested_persona_id = $5, status = $6, updated_at = $7
      WHERE tenant_id = $1 AND user_id = $2";
 
-/// Binds a tenant, a user and an [`AlignmentUpdate`] to [`SET_ALIGNMENT`].
-macro_rules! bind_alignment {
-    ($query:expr, $tenant:expr, $user:expr, $alignment:expr) => {
-        $query
-            .bind($tenant)
-            .bind($user)
-            .bind($alignment.score)
-            .bind($alignment.reassessment_recommended)
-            .bind($alignment.suggested_persona_id)
-            .bind($alignment.status.as_str())
+/// Stores a computed alignment on `conn`.
+pub(super) async fn set_alignment_on(
+    conn: Conn<'_>,
+    tenant: Uuid,
+    user: Uuid,
+    alignment: &AlignmentUpdate,
+) -> Result<()> {
+    on_conn!(conn, c => {
+        sqlx::query(SET_ALIGNMENT)
+            .bind(tenant)
+            .bind(user)
+            .bind(alignment.score)
+            .bind(alignment.reassessment_recommended)
+            .bind(alignment.suggested_persona_id)
+            .bind(alignment.status)
             .bind(now())
-    };
+            .execute(&mut *c)
+            .await?;
+    });
+    Ok(())
 }
-pub(super) use bind_alignment;
 
-/// Records interactions of one user on the open transaction `$tx` (see
+/// Interactions of one user to record at one time, with their ids and the evidence they
+/// add to the day.
+pub(super) struct Recording<'a> {
+    pub tenant: Uuid,
+    pub user: Uuid,
+    pub interactions: &'a [NewInteraction],
+    pub ids: &'a [Uuid],
+    pub at: DateTime<Utc>,
+    pub delta: &'a Observed,
+}
+
+/// Records interactions of one user on the open transaction `conn` (see
 /// [`Store::record_interactions`]; the tick's end runs it inside its own transaction):
-/// inserts them with `$ids`, moves the profile's learned preferences with `$learn`, adds
-/// `$delta` to the day's evidence. Evaluates to the user's profile as it now stands
-/// (`None` without one). With no interactions it only reads the profile.
-macro_rules! record_in_tx {
-    ($tx:ident, $kind:expr, $tenant:expr, $user:expr, $interactions:expr, $ids:expr, $at:expr, $learn:expr, $delta:expr) => {{
-        let (tenant, user, interactions, at): (Uuid, Uuid, &[NewInteraction], DateTime<Utc>) =
-            ($tenant, $user, $interactions, $at);
-        // Many rows per statement (well under either backend's parameter limit).
-        for (chunk, chunk_ids) in interactions.chunks(500).zip($ids.chunks(500)) {
+/// inserts them, moves the profile's learned preferences with `learn`, adds the delta to
+/// the day's evidence. The user's profile as it now stands (`None` without one). With no
+/// interactions it only reads the profile.
+pub(super) async fn record_on(
+    mut conn: Conn<'_>,
+    recording: &Recording<'_>,
+    learn: impl Fn(&mut Learned, &NewInteraction),
+) -> Result<Option<Profile>> {
+    insert_interactions_on(conn.reborrow(), recording).await?;
+    let select = select_profile_for_update(conn.kind());
+    let row: Option<ProfileRow> = on_conn!(conn.reborrow(), c => {
+        sqlx::query_as(select)
+            .bind(recording.tenant)
+            .bind(recording.user)
+            .fetch_optional(&mut *c)
+            .await?
+    });
+    let mut profile = row.map(Profile::try_from).transpose()?;
+    if let Some(profile) = profile.as_mut().filter(|_| !recording.interactions.is_empty()) {
+        for new in recording.interactions {
+            learn(&mut profile.learned, new);
+        }
+        learned_on(conn.reborrow(), recording, &profile.learned).await?;
+        profile.total_interactions += recording.interactions.len() as i32;
+        profile.last_interaction_at = Some(recording.at);
+        profile.updated_at = recording.at;
+    }
+    if !recording.interactions.is_empty() {
+        add_evidence_on(conn, recording.user, recording.tenant, recording.at, recording.delta).await?;
+    }
+    Ok(profile)
+}
+
+/// Inserts the interactions, many rows per statement (well under either backend's
+/// parameter limit).
+async fn insert_interactions_on(mut conn: Conn<'_>, recording: &Recording<'_>) -> Result<()> {
+    for (chunk, chunk_ids) in recording.interactions.chunks(500).zip(recording.ids.chunks(500)) {
+        on_conn!(conn.reborrow(), c => {
             let mut insert = sqlx::QueryBuilder::new(
                 "INSERT INTO persona_interactions (id, tenant_id, user_id, persona_id, tick_id,
                     interaction_type, page_type, page_id, element_id, element_type, metadata,
@@ -217,76 +264,75 @@ macro_rules! record_in_tx {
             );
             insert.push_values(chunk.iter().zip(chunk_ids), |mut row, (new, id)| {
                 row.push_bind(*id)
-                    .push_bind(tenant)
-                    .push_bind(user)
+                    .push_bind(recording.tenant)
+                    .push_bind(recording.user)
                     .push_bind(new.persona_id)
                     .push_bind(new.tick_id)
-                    .push_bind(new.interaction_type.as_str())
+                    .push_bind(new.interaction_type)
                     .push_bind(new.page_type.clone())
                     .push_bind(new.page_id.clone())
                     .push_bind(new.element_id.clone())
                     .push_bind(new.element_type.clone())
                     .push_bind(Json(new.metadata.clone()))
                     .push_bind(new.duration_seconds)
-                    .push_bind(new.feedback_sentiment.map(|s| s.as_str()))
+                    .push_bind(new.feedback_sentiment)
                     .push_bind(new.feedback_comment.clone())
-                    .push_bind(at);
+                    .push_bind(recording.at);
             });
-            insert.build().execute(&mut *$tx).await?;
-        }
-        let row: Option<ProfileRow> = sqlx::query_as(select_profile_for_update($kind))
-            .bind(tenant)
-            .bind(user)
-            .fetch_optional(&mut *$tx)
-            .await?;
-        let mut profile = row.map(Profile::try_from).transpose()?;
-        if let Some(profile) = profile.as_mut().filter(|_| !interactions.is_empty()) {
-            for new in interactions {
-                $learn(&mut profile.learned, new);
-            }
-            let learned = &profile.learned;
-            sqlx::query(
-                "UPDATE persona_user_profiles SET detail_preference = $3, external_data_usage = $4,
-                    decision_speed = $5, collaboration_frequency = $6, metric_preferences = $7,
-                    action_preferences = $8, data_source_preferences = $9, interaction_summary = $10,
-                    total_interactions = total_interactions + $12, last_interaction_at = $11, updated_at = $11
-                 WHERE tenant_id = $1 AND user_id = $2",
-            )
-            .bind(tenant)
-            .bind(user)
-            .bind(learned.detail_preference)
-            .bind(learned.external_data_usage)
-            .bind(learned.decision_speed)
-            .bind(learned.collaboration_frequency)
-            .bind(Json(&learned.metric_preferences))
-            .bind(Json(&learned.action_preferences))
-            .bind(Json(&learned.data_source_preferences))
-            .bind(Json(&learned.interaction_summary))
-            .bind(at)
-            .bind(interactions.len() as i32)
-            .execute(&mut *$tx)
-            .await?;
-            profile.total_interactions += interactions.len() as i32;
-            profile.last_interaction_at = Some(at);
-            profile.updated_at = at;
-        }
-        if !interactions.is_empty() {
-            let day = at.format("%Y-%m-%d").to_string();
-            let existing: Option<DailyRow> = sqlx::query_as(select_day_for_update($kind))
-                .bind(user)
-                .bind(&day)
-                .fetch_optional(&mut *$tx)
-                .await?;
-            let mut evidence = existing.map(Observed::from).unwrap_or_default();
-            evidence.merge($delta);
-            bind_day!(sqlx::query(UPSERT_DAY), user, &day, tenant, evidence)
-                .execute(&mut *$tx)
-                .await?;
-        }
-        profile
-    }};
+            insert.build().execute(&mut *c).await?;
+        });
+    }
+    Ok(())
 }
-pub(super) use record_in_tx;
+
+/// Stores the learned preferences and counters the interactions moved.
+async fn learned_on(conn: Conn<'_>, recording: &Recording<'_>, learned: &Learned) -> Result<()> {
+    on_conn!(conn, c => {
+        sqlx::query(
+            "UPDATE persona_user_profiles SET detail_preference = $3, external_data_usage = $4,
+                decision_speed = $5, collaboration_frequency = $6, metric_preferences = $7,
+                action_preferences = $8, data_source_preferences = $9, interaction_summary = $10,
+                total_interactions = total_interactions + $12, last_interaction_at = $11, updated_at = $11
+             WHERE tenant_id = $1 AND user_id = $2",
+        )
+        .bind(recording.tenant)
+        .bind(recording.user)
+        .bind(learned.detail_preference)
+        .bind(learned.external_data_usage)
+        .bind(learned.decision_speed)
+        .bind(learned.collaboration_frequency)
+        .bind(Json(&learned.metric_preferences))
+        .bind(Json(&learned.action_preferences))
+        .bind(Json(&learned.data_source_preferences))
+        .bind(Json(&learned.interaction_summary))
+        .bind(recording.at)
+        .bind(recording.interactions.len() as i32)
+        .execute(&mut *c)
+        .await?;
+    });
+    Ok(())
+}
+
+/// Adds `delta` to the user's evidence of the day of `at`.
+async fn add_evidence_on(
+    mut conn: Conn<'_>,
+    user: Uuid,
+    tenant: Uuid,
+    at: DateTime<Utc>,
+    delta: &Observed,
+) -> Result<()> {
+    let day = at.format("%Y-%m-%d").to_string();
+    let select = select_day_for_update(conn.kind());
+    let existing: Option<DailyRow> = on_conn!(conn.reborrow(), c => {
+        sqlx::query_as(select).bind(user).bind(&day).fetch_optional(&mut *c).await?
+    });
+    let mut evidence = existing.map(Observed::from).unwrap_or_default();
+    evidence.merge(delta);
+    on_conn!(conn, c => {
+        bind_day(sqlx::query(UPSERT_DAY), user, &day, tenant, &evidence).execute(&mut *c).await?;
+    });
+    Ok(())
+}
 
 impl Store {
     /// Makes sure `tenant` exists (tenants of the profile API come from verified tokens
@@ -317,7 +363,7 @@ impl Store {
             Some(owner) if owner == tenant => Ok(()),
             Some(_) => Err(StoreError::Conflict(format!("user {id} belongs to another tenant"))),
             None => self
-                .insert_user(tenant, id, email, name, crate::persona::UserKind::Human)
+                .insert_user(tenant, id, email, name, crate::model::persona::UserKind::Human)
                 .await
                 .map_err(|err| match err {
                     StoreError::Conflict(_) => {
@@ -377,10 +423,17 @@ impl Store {
         }
         let at = now();
         let ids: Vec<Uuid> = interactions.iter().map(|_| super::writer::new_row_id()).collect();
-        let kind = self.kind();
+        let recording = Recording {
+            tenant,
+            user,
+            interactions,
+            ids: &ids,
+            at,
+            delta,
+        };
         with_writer!(self, pool => {
             let mut tx = begin_write!(pool);
-            record_in_tx!(tx, kind, tenant, user, interactions, &ids, at, learn, delta);
+            record_on(Conn::from(&mut *tx), &recording, &learn).await?;
             tx.commit().await?;
         });
         Ok(interactions
@@ -453,9 +506,8 @@ impl Store {
     /// Stores a computed alignment.
     pub async fn set_alignment(&self, tenant: Uuid, user: Uuid, alignment: &AlignmentUpdate) -> Result<()> {
         with_writer!(self, pool => {
-            bind_alignment!(sqlx::query(SET_ALIGNMENT), tenant, user, alignment)
-                .execute(pool)
-                .await?;
+            let mut conn = pool.acquire().await?;
+            set_alignment_on(Conn::from(&mut *conn), tenant, user, alignment).await?;
         });
         Ok(())
     }

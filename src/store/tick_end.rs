@@ -5,45 +5,30 @@
 //! alignment moved with them. A crash cannot leave a finished tick whose interactions
 //! were never recorded, and the end is one commit instead of three.
 //!
-//! What the profile part records is the profile module's decision ([`TickProfile`]); the
+//! What the profile part records is the profile service's decision ([`TickProfile`]); the
 //! store only runs it. The part runs under a savepoint: when it is refused (the user was
 //! deleted meanwhile, say), the tick still finishes and the caller hears why.
 
-// `record_in_tx!` expands here and names these.
 use chrono::{DateTime, Utc};
-use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::evidence::{ALIGNMENT_EVIDENCE, DailyRow, UPSERT_DAY, bind_day};
-use super::profiles::{
-    ProfileRow, SET_ALIGNMENT, bind_alignment, record_in_tx, select_day_for_update, select_profile_for_update,
-};
-use super::ticks::{FINISH_TICK, PENDING_TO_UNKNOWN, TickRow};
-use super::{RatingStatus, Result, Store, StoreError, Tick, TickFinish, TickStatus, begin_write, with_writer};
-use crate::profile::{AlignmentUpdate, Learned, NewInteraction, Observed, Profile};
+use super::calls::TICK_CALLS;
+use super::evidence::alignment_evidence_on;
+use super::profiles::{Recording, record_on, set_alignment_on};
+use super::ticks::{DERIVE_COUNTS, FINISH_TICK, PENDING_TO_UNKNOWN};
+use super::{Conn, Result, Store, StoreError, begin_write, on_conn, with_writer};
+use crate::model::call::Call;
+use crate::model::profile::{AlignmentUpdate, Learned, NewInteraction, Observed, Profile};
+use crate::model::tick::{CallCounts, Tick, TickFinish, TickStatus};
 use crate::time::now;
 
-/// A finished tick's calls as the profile records them, in order.
-pub(super) const TICK_CALLS: &str =
-    "SELECT kind, tool_name, module, result, chaos FROM persona_actions WHERE tick_id = $1 ORDER BY seq";
-
-/// A call of a finished tick, as its user's interaction is made from it.
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct TickCall {
-    pub kind: String,
-    pub tool_name: String,
-    pub module: String,
-    pub result: String,
-    pub chaos: bool,
-}
-
 /// What a tick's end records in its persona user's profile (decided by the profile
-/// module, run by the store inside the end's transaction).
+/// service, run by the store inside the end's transaction).
 pub trait TickProfile: Sync {
     fn tenant(&self) -> Uuid;
     fn user(&self) -> Uuid;
     /// The tick's calls as interactions, with the evidence they add to the day.
-    fn interactions(&self, calls: &[TickCall]) -> (Vec<NewInteraction>, Observed);
+    fn interactions(&self, calls: &[Call]) -> (Vec<NewInteraction>, Observed);
     /// Moves learned preferences with one interaction.
     fn learn(&self, learned: &mut Learned, interaction: &NewInteraction);
     /// The first day (`YYYY-MM-DD`) of the evidence the alignment reads.
@@ -68,25 +53,22 @@ pub enum ProfileEnd {
     Refused(StoreError),
 }
 
-/// A finished tick and what its end did to the profile.
+/// A finished tick, its calls counted from the audit, and what its end did to the
+/// profile.
 #[derive(Debug)]
 pub struct TickEnd {
     pub tick: Tick,
+    pub counts: CallCounts,
     pub profile: ProfileEnd,
 }
 
 impl Store {
     /// Ends a running tick: its `pending` calls become `unknown` (they may have run), its
     /// counters are derived from its audited calls, the persona's `last_active_at` is
-    /// stamped, the tokens are added to the day's spend, and the transcript is kept, all
-    /// in one transaction. `Conflict` when the tick is not running any more (its lease
-    /// expired and another runner declared it abandoned).
-    pub async fn finish_tick(&self, tick_id: Uuid, finish: &TickFinish) -> Result<Tick> {
-        Ok(self.end_tick(tick_id, finish, None).await?.tick)
-    }
-
-    /// [`finish_tick`](Self::finish_tick), and in the same transaction the profile part
-    /// of `profile` (see the module docs).
+    /// stamped, the tokens are added to the day's spend, and the transcript is kept; in
+    /// the same transaction the profile part of `profile` (see the module docs).
+    /// `Conflict` when the tick is not running any more (its lease expired and another
+    /// runner declared it abandoned).
     pub async fn end_tick(
         &self,
         tick_id: Uuid,
@@ -97,120 +79,178 @@ impl Store {
             return Err(StoreError::Constraint("a tick cannot finish as `running`".into()));
         }
         let finished_at = now();
-        let kind = self.kind();
-        let ended: Result<(Option<TickRow>, ProfileEnd)> = async {
+        let ended: Result<Option<(Tick, CallCounts, ProfileEnd)>> = async {
             Ok(with_writer!(self, pool => {
                 let mut tx = begin_write!(pool);
-                sqlx::query(PENDING_TO_UNKNOWN)
-                    .bind(tick_id)
-                    .execute(&mut *tx)
-                    .await?;
-                let row: Option<TickRow> = sqlx::query_as(FINISH_TICK)
-                    .bind(tick_id)
-                    .bind(finish.status.as_str())
-                    .bind(finish.error.as_deref())
-                    .bind(finished_at)
-                    .bind(finish.turns)
-                    .bind(finish.tokens_in)
-                    .bind(finish.tokens_out)
-                    .bind(finish.llm_model.as_deref())
-                    .bind(finish.prompt_version.as_deref())
-                    .bind(finish.rating_status.map(RatingStatus::as_str))
-                    .bind(finish.rating_raw.as_deref())
-                    .bind(finish.simulator.as_deref())
-                    .bind(finish.protocol_version.as_deref())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let mut ended = ProfileEnd::NotAsked;
-                if let Some(row) = &row {
-                    sqlx::query("UPDATE personas SET last_active_at = $2, changed_at = $2 WHERE id = $1")
-                        .bind(row.persona_id)
-                        .bind(finished_at)
-                        .execute(&mut *tx)
-                        .await?;
-                    if finish.tokens_in + finish.tokens_out > 0 {
-                        let day = finished_at.format("%Y-%m-%d").to_string();
-                        for sql in super::spend::ADD_TO_DAILY_SPEND {
-                            sqlx::query(sql)
-                                .bind(row.persona_id)
-                                .bind(&day)
-                                .bind(finish.tokens_in)
-                                .bind(finish.tokens_out)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
-                    }
-                    if let Some(transcript) = &finish.transcript {
-                        sqlx::query(
-                            "INSERT INTO persona_transcripts (tick_id, tenant_id, entries, chars, truncated, created_at)
-                             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tick_id) DO NOTHING",
-                        )
-                        .bind(tick_id)
-                        .bind(row.tenant_id)
-                        .bind(sqlx::types::Json(&transcript.entries))
-                        .bind(transcript.chars)
-                        .bind(transcript.truncated)
-                        .bind(finished_at)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    if let Some(asked) = profile {
-                        let mut savepoint = sqlx::Acquire::begin(&mut tx).await?;
-                        let recorded: Result<ProfileEnd> = async {
-                            let calls: Vec<TickCall> =
-                                sqlx::query_as(TICK_CALLS).bind(tick_id).fetch_all(&mut *savepoint).await?;
-                            let (interactions, delta) = asked.interactions(&calls);
-                            let ids: Vec<Uuid> = interactions.iter().map(|_| super::writer::new_row_id()).collect();
-                            let (tenant, user) = (asked.tenant(), asked.user());
-                            let learn = |learned: &mut Learned, new: &NewInteraction| asked.learn(learned, new);
-                            let count = interactions.len();
-                            let Some(now_profile) = record_in_tx!(
-                                savepoint, kind, tenant, user, &interactions, &ids, finished_at, learn, &delta
-                            ) else {
-                                return Ok(ProfileEnd::NoProfile { interactions: count });
-                            };
-                            let days: Vec<DailyRow> = sqlx::query_as(ALIGNMENT_EVIDENCE)
-                                .bind(user)
-                                .bind(asked.evidence_from())
-                                .fetch_all(&mut *savepoint)
-                                .await?;
-                            let mut observed = Observed::default();
-                            for day in days {
-                                observed.merge(&Observed::from(day));
-                            }
-                            Ok(match asked.alignment(&now_profile, &observed) {
-                                Some(update) => {
-                                    bind_alignment!(sqlx::query(SET_ALIGNMENT), tenant, user, update)
-                                        .execute(&mut *savepoint)
-                                        .await?;
-                                    ProfileEnd::Aligned { interactions: count }
-                                }
-                                None => ProfileEnd::NeedsRescore { interactions: count },
-                            })
-                        }
-                        .await;
-                        ended = match recorded {
-                            Ok(ended) => {
-                                savepoint.commit().await?;
-                                ended
-                            }
-                            Err(err) => {
-                                savepoint.rollback().await?;
-                                ProfileEnd::Refused(err)
-                            }
-                        };
-                    }
-                }
+                let ended = end_on(Conn::from(&mut *tx), tick_id, finish, finished_at, profile).await?;
                 tx.commit().await?;
-                (row, ended)
+                ended
             }))
         }
         .await;
         self.observe(&ended);
-        let (row, profile) = ended?;
-        let tick = row
-            .ok_or_else(|| StoreError::Conflict(format!("tick {tick_id} is not running")))?
-            .try_into()?;
-        Ok(TickEnd { tick, profile })
+        let (tick, counts, profile) =
+            ended?.ok_or_else(|| StoreError::Conflict(format!("tick {tick_id} is not running")))?;
+        Ok(TickEnd { tick, counts, profile })
     }
+}
+
+/// The steps of a tick's end on the open transaction `conn`: the finish, then (when the
+/// tick was still running) the persona, the spend, the transcript and the profile part.
+async fn end_on(
+    mut conn: Conn<'_>,
+    tick_id: Uuid,
+    finish: &TickFinish,
+    finished_at: DateTime<Utc>,
+    profile: Option<&dyn TickProfile>,
+) -> Result<Option<(Tick, CallCounts, ProfileEnd)>> {
+    let Some((tick, counts)) = finish_on(conn.reborrow(), tick_id, finish, finished_at).await? else {
+        return Ok(None);
+    };
+    on_conn!(conn.reborrow(), c => {
+        sqlx::query("UPDATE personas SET last_active_at = $2, changed_at = $2 WHERE id = $1")
+            .bind(tick.persona_id)
+            .bind(finished_at)
+            .execute(&mut *c)
+            .await?;
+    });
+    add_spend_on(conn.reborrow(), &tick, finish, finished_at).await?;
+    if let Some(transcript) = &finish.transcript {
+        on_conn!(conn.reborrow(), c => {
+            sqlx::query(
+                "INSERT INTO persona_transcripts (tick_id, tenant_id, entries, chars, truncated, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tick_id) DO NOTHING",
+            )
+            .bind(tick_id)
+            .bind(tick.tenant_id)
+            .bind(sqlx::types::Json(&transcript.entries))
+            .bind(transcript.chars)
+            .bind(transcript.truncated)
+            .bind(finished_at)
+            .execute(&mut *c)
+            .await?;
+        });
+    }
+    let ended = match profile {
+        Some(asked) => profile_on(conn, tick_id, finished_at, asked).await?,
+        None => ProfileEnd::NotAsked,
+    };
+    Ok(Some((tick, counts, ended)))
+}
+
+/// Finishes the tick if it is still running: its pending calls become `unknown`, its
+/// counters are derived from its calls. `None` when it was not running.
+async fn finish_on(
+    mut conn: Conn<'_>,
+    tick_id: Uuid,
+    finish: &TickFinish,
+    finished_at: DateTime<Utc>,
+) -> Result<Option<(Tick, CallCounts)>> {
+    Ok(on_conn!(conn.reborrow(), c => {
+        sqlx::query(PENDING_TO_UNKNOWN).bind(tick_id).execute(&mut *c).await?;
+        let finished: Option<Tick> = sqlx::query_as(FINISH_TICK)
+            .bind(tick_id)
+            .bind(finish.status)
+            .bind(finish.error.as_deref())
+            .bind(finished_at)
+            .bind(finish.turns)
+            .bind(finish.tokens_in)
+            .bind(finish.tokens_out)
+            .bind(finish.llm_model.as_deref())
+            .bind(finish.prompt_version.as_deref())
+            .bind(finish.rating_status)
+            .bind(finish.rating_raw.as_deref())
+            .bind(finish.simulator.as_deref())
+            .bind(finish.protocol_version.as_deref())
+            .fetch_optional(&mut *c)
+            .await?;
+        match finished {
+            Some(tick) => {
+                let counts: CallCounts = sqlx::query_as(DERIVE_COUNTS).bind(tick_id).fetch_one(&mut *c).await?;
+                Some((tick, counts))
+            }
+            None => None,
+        }
+    }))
+}
+
+/// Adds the tick's tokens to the day's spend (per persona and in all).
+async fn add_spend_on(mut conn: Conn<'_>, tick: &Tick, finish: &TickFinish, finished_at: DateTime<Utc>) -> Result<()> {
+    if finish.tokens_in + finish.tokens_out <= 0 {
+        return Ok(());
+    }
+    let day = finished_at.format("%Y-%m-%d").to_string();
+    for sql in super::spend::ADD_TO_DAILY_SPEND {
+        on_conn!(conn.reborrow(), c => {
+            sqlx::query(sql)
+                .bind(tick.persona_id)
+                .bind(&day)
+                .bind(finish.tokens_in)
+                .bind(finish.tokens_out)
+                .execute(&mut *c)
+                .await?;
+        });
+    }
+    Ok(())
+}
+
+/// The profile part, under a savepoint: refused, it is rolled back and reported, and the
+/// tick's end goes on.
+async fn profile_on(
+    conn: Conn<'_>,
+    tick_id: Uuid,
+    finished_at: DateTime<Utc>,
+    asked: &dyn TickProfile,
+) -> Result<ProfileEnd> {
+    Ok(on_conn!(conn, c => {
+        let mut savepoint = sqlx::Connection::begin(&mut *c).await?;
+        match record_tick_on(Conn::from(&mut *savepoint), tick_id, finished_at, asked).await {
+            Ok(ended) => {
+                savepoint.commit().await?;
+                ended
+            }
+            Err(err) => {
+                savepoint.rollback().await?;
+                ProfileEnd::Refused(err)
+            }
+        }
+    }))
+}
+
+/// The tick's calls as its user's interactions, the learning and evidence they bring, and
+/// the alignment when it is settled here.
+async fn record_tick_on(
+    mut conn: Conn<'_>,
+    tick_id: Uuid,
+    finished_at: DateTime<Utc>,
+    asked: &dyn TickProfile,
+) -> Result<ProfileEnd> {
+    let calls: Vec<Call> = on_conn!(conn.reborrow(), c => {
+        sqlx::query_as(TICK_CALLS).bind(tick_id).fetch_all(&mut *c).await?
+    });
+    let (interactions, delta) = asked.interactions(&calls);
+    let ids: Vec<Uuid> = interactions.iter().map(|_| super::writer::new_row_id()).collect();
+    let (tenant, user) = (asked.tenant(), asked.user());
+    let count = interactions.len();
+    let learn = |learned: &mut Learned, new: &NewInteraction| asked.learn(learned, new);
+    let recording = Recording {
+        tenant,
+        user,
+        interactions: &interactions,
+        ids: &ids,
+        at: finished_at,
+        delta: &delta,
+    };
+    let recorded = record_on(conn.reborrow(), &recording, learn).await?;
+    let Some(profile) = recorded else {
+        return Ok(ProfileEnd::NoProfile { interactions: count });
+    };
+    let observed = alignment_evidence_on(conn.reborrow(), tenant, user, asked.evidence_from()).await?;
+    Ok(match asked.alignment(&profile, &observed) {
+        Some(update) => {
+            set_alignment_on(conn, tenant, user, &update).await?;
+            ProfileEnd::Aligned { interactions: count }
+        }
+        None => ProfileEnd::NeedsRescore { interactions: count },
+    })
 }

@@ -3,50 +3,58 @@
 //! the expiry of leases left behind by a crashed runner.
 
 use chrono::{DateTime, Utc};
+use sqlx::Row;
 use uuid::Uuid;
 
 use super::{Result, Store, StoreError, begin_write, with_pool, with_writer};
-pub use crate::model::tick::{NewTick, RatingStatus, Tick, TickFinish, TickStatus, Transcript, Trigger as TickTrigger};
+use crate::model::tick::{CallCounts, NewTick, Tick, TickStatus, Transcript, Trigger};
 use crate::time::now;
 
-#[derive(sqlx::FromRow)]
-pub(super) struct TickRow {
-    id: Uuid,
-    pub(super) tenant_id: Uuid,
-    pub(super) persona_id: Uuid,
-    trigger: String,
-    scheduled_for: Option<DateTime<Utc>>,
-    attempt: i32,
-    started_at: DateTime<Utc>,
-    finished_at: Option<DateTime<Utc>>,
-    status: String,
-    error: Option<String>,
-    runner_id: String,
-    lease_expires_at: DateTime<Utc>,
-    target: Option<String>,
+impl<'r, R: Row> sqlx::FromRow<'r, R> for Tick
+where
+    &'static str: sqlx::ColumnIndex<R>,
+    Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<DateTime<Utc>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Trigger: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    TickStatus: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        Ok(Tick {
+            id: row.try_get("id")?,
+            tenant_id: row.try_get("tenant_id")?,
+            persona_id: row.try_get("persona_id")?,
+            trigger: row.try_get("trigger")?,
+            scheduled_for: row.try_get("scheduled_for")?,
+            attempt: row.try_get("attempt")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            status: row.try_get("status")?,
+            error: row.try_get("error")?,
+            runner_id: row.try_get("runner_id")?,
+            lease_expires_at: row.try_get("lease_expires_at")?,
+            target: row.try_get("target")?,
+        })
+    }
 }
 
-impl TryFrom<TickRow> for Tick {
-    type Error = StoreError;
-    fn try_from(row: TickRow) -> Result<Self> {
-        let corrupt = |message| StoreError::Corrupt {
-            table: "persona_ticks",
-            message,
-        };
-        Ok(Tick {
-            id: row.id,
-            tenant_id: row.tenant_id,
-            persona_id: row.persona_id,
-            trigger: row.trigger.parse().map_err(corrupt)?,
-            scheduled_for: row.scheduled_for,
-            attempt: row.attempt,
-            started_at: row.started_at,
-            finished_at: row.finished_at,
-            status: row.status.parse().map_err(corrupt)?,
-            error: row.error,
-            runner_id: row.runner_id,
-            lease_expires_at: row.lease_expires_at,
-            target: row.target,
+impl<'r, R: Row> sqlx::FromRow<'r, R> for CallCounts
+where
+    &'static str: sqlx::ColumnIndex<R>,
+    i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        Ok(CallCounts {
+            tool_calls: row.try_get("tool_calls")?,
+            calls_ok: row.try_get("calls_ok")?,
+            calls_error: row.try_get("calls_error")?,
+            calls_deduped: row.try_get("calls_deduped")?,
+            calls_denied: row.try_get("calls_denied")?,
+            calls_unknown: row.try_get("calls_unknown")?,
+            calls_not_sent: row.try_get("calls_not_sent")?,
         })
     }
 }
@@ -64,34 +72,6 @@ pub enum SlotClaim {
     Busy,
 }
 
-/// The counters of every tick being finished, derived from its audited calls. A call
-/// still `pending` is made `unknown` first (it may have run).
-macro_rules! counters_set {
-    () => {
-        "tool_calls = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = persona_ticks.id AND a.kind = 'call'),
-         calls_ok = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = persona_ticks.id AND a.kind = 'call' AND a.result = 'ok'),
-         calls_error = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = persona_ticks.id AND a.kind = 'call' AND a.result = 'error'),
-         calls_deduped = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = persona_ticks.id AND a.kind = 'call' AND a.result = 'deduped'),
-         calls_denied = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = persona_ticks.id AND a.kind = 'call' AND a.result = 'denied'),
-         calls_unknown = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = persona_ticks.id AND a.kind = 'call' AND a.result = 'unknown'),
-         calls_not_sent = (SELECT COUNT(*) FROM persona_actions a WHERE a.tick_id = persona_ticks.id AND a.kind = 'call' AND a.result = 'not_sent')"
-    };
-}
-
-/// The columns of [`TickRow`].
-macro_rules! tick_columns {
-    () => {
-        "id, tenant_id, persona_id, trigger, scheduled_for, attempt, started_at,
-         finished_at, status, error, runner_id, lease_expires_at, target"
-    };
-}
-
-macro_rules! select_tick {
-    ($tail:literal) => {
-        concat!("SELECT ", tick_columns!(), " FROM persona_ticks ", $tail)
-    };
-}
-
 /// Claims the next attempt of a slot in one statement (see `claim_slot`).
 pub(super) const CLAIM_SLOT: &str =
     "INSERT INTO persona_ticks (id, tenant_id, persona_id, trigger, scheduled_for, attempt,
@@ -103,23 +83,35 @@ pub(super) const CLAIM_SLOT: &str =
                         AND NOT (SELECT p.paused FROM personas p WHERE p.id = $3)
                      RETURNING attempt";
 
-/// Finishes a running tick with its counters derived (see `finish_tick`).
-pub(super) const FINISH_TICK: &str = concat!(
-    "UPDATE persona_ticks SET status = $2, error = $3, finished_at = $4,
+/// Finishes a running tick (see `Store::end_tick`); its counters follow with
+/// [`DERIVE_COUNTS`].
+pub(super) const FINISH_TICK: &str = "UPDATE persona_ticks SET status = $2, error = $3, finished_at = $4,
         turns = $5, tokens_in = $6, tokens_out = $7, llm_model = $8, prompt_version = $9,
-        rating_status = $10, rating_raw = $11, simulator = $12, protocol_version = $13, ",
-    counters_set!(),
-    " WHERE id = $1 AND status = 'running' RETURNING ",
-    tick_columns!()
-);
+        rating_status = $10, rating_raw = $11, simulator = $12, protocol_version = $13
+     WHERE id = $1 AND status = 'running'
+     RETURNING id, tenant_id, persona_id, trigger, scheduled_for, attempt, started_at,
+        finished_at, status, error, runner_id, lease_expires_at, target";
 
-/// Declares the ticks of dead runners abandoned, with their counters derived.
-pub(super) const ABANDON_TICKS: &str = concat!(
-    "UPDATE persona_ticks SET status = 'abandoned', finished_at = $1,
-        error = 'lease expired: the runner stopped renewing it (crashed or cut off)', ",
-    counters_set!(),
-    " WHERE status = 'running' AND lease_expires_at < $1 RETURNING persona_id"
-);
+/// A finished tick's counters, derived from its audited calls (one pass over its few rows;
+/// a call still `pending` was made `unknown` first): the counters are never counted apart.
+pub(super) const DERIVE_COUNTS: &str = "UPDATE persona_ticks SET
+        (tool_calls, calls_ok, calls_error, calls_deduped, calls_denied, calls_unknown, calls_not_sent) =
+        (SELECT COUNT(*),
+                COALESCE(SUM(CASE WHEN a.result = 'ok' THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN a.result = 'error' THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN a.result = 'deduped' THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN a.result = 'denied' THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN a.result = 'unknown' THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN a.result = 'not_sent' THEN 1 ELSE 0 END), 0)
+           FROM persona_actions a WHERE a.tick_id = $1 AND a.kind = 'call')
+     WHERE id = $1
+     RETURNING tool_calls, calls_ok, calls_error, calls_deduped, calls_denied, calls_unknown, calls_not_sent";
+
+/// Declares the ticks of dead runners abandoned; their counters follow with
+/// [`DERIVE_COUNTS`].
+pub(super) const ABANDON_TICKS: &str = "UPDATE persona_ticks SET status = 'abandoned', finished_at = $1,
+        error = 'lease expired: the runner stopped renewing it (crashed or cut off)'
+     WHERE status = 'running' AND lease_expires_at < $1 RETURNING id, persona_id";
 
 /// How many ticks a persona has had.
 pub(super) const COUNT_TICKS: &str = "SELECT COUNT(*) FROM persona_ticks WHERE persona_id = $1";
@@ -161,7 +153,7 @@ impl Store {
                 .bind(tick.id)
                 .bind(tick.tenant_id)
                 .bind(tick.persona_id)
-                .bind(tick.trigger.as_str())
+                .bind(tick.trigger)
                 .bind(tick.scheduled_for)
                 .bind(tick.attempt)
                 .bind(tick.started_at)
@@ -186,13 +178,16 @@ impl Store {
     }
 
     pub async fn get_tick(&self, id: Uuid) -> Result<Option<Tick>> {
-        let row: Option<TickRow> = with_pool!(self, pool => {
-            sqlx::query_as(select_tick!("WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(pool)
-                .await?
-        });
-        row.map(Tick::try_from).transpose()
+        Ok(with_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, tenant_id, persona_id, trigger, scheduled_for, attempt, started_at,
+                        finished_at, status, error, runner_id, lease_expires_at, target
+                 FROM persona_ticks WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        }))
     }
 
     /// The transcript of a tick, if it kept one.
@@ -229,7 +224,7 @@ impl Store {
                 .bind(id)
                 .bind(new.tenant_id)
                 .bind(new.persona_id)
-                .bind(new.trigger.as_str())
+                .bind(new.trigger)
                 .bind(slot)
                 .bind(started_at)
                 .bind(&new.runner_id)
@@ -281,11 +276,6 @@ impl Store {
         }
     }
 
-    /// Keeps the persona's next slot, so a restart (or another replica) knows it.
-    pub async fn set_next_due(&self, persona_id: Uuid, at: Option<DateTime<Utc>>) -> Result<()> {
-        self.set_next_due_many(&[(persona_id, at)]).await
-    }
-
     /// Keeps the next slots of many personas in one transaction (planning 100,000 personas
     /// is one commit, not 100,000).
     pub async fn set_next_due_many(&self, plans: &[(Uuid, Option<DateTime<Utc>>)]) -> Result<()> {
@@ -320,18 +310,6 @@ impl Store {
         .await;
         self.observe(&result);
         result
-    }
-
-    /// Scheduled ticks whose slot lies in `[from, to]`, by slot.
-    pub async fn schedule_ticks(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<Tick>> {
-        let rows: Vec<TickRow> = with_pool!(self, pool => {
-            sqlx::query_as(select_tick!("WHERE scheduled_for >= $1 AND scheduled_for <= $2 ORDER BY scheduled_for, persona_id, attempt"))
-                .bind(from)
-                .bind(to)
-                .fetch_all(pool)
-                .await?
-        });
-        rows.into_iter().map(Tick::try_from).collect()
     }
 
     /// Extends the lease of a running tick. `false` when it is no longer running (it
@@ -374,10 +352,14 @@ impl Store {
                 .bind(at)
                 .execute(&mut *tx)
                 .await?;
-                let personas: Vec<Uuid> = sqlx::query_scalar(ABANDON_TICKS)
+                let abandoned: Vec<(Uuid, Uuid)> = sqlx::query_as(ABANDON_TICKS)
                 .bind(at)
                 .fetch_all(&mut *tx)
                 .await?;
+                for (tick, _) in &abandoned {
+                    sqlx::query(DERIVE_COUNTS).bind(tick).execute(&mut *tx).await?;
+                }
+                let personas: Vec<Uuid> = abandoned.iter().map(|(_, persona)| *persona).collect();
                 for persona in &personas {
                     sqlx::query("UPDATE personas SET changed_at = $2 WHERE id = $1")
                         .bind(persona)

@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use super::{Result, Store, StoreError, begin_write, with_writer};
-use crate::persona::normalize_email;
+use crate::model::persona::normalize_email;
 use crate::time::now;
 
 /// What a cleanup deleted.
@@ -22,7 +22,7 @@ impl Store {
         tenant: Uuid,
         email: &str,
         name: &str,
-        kind: crate::persona::UserKind,
+        kind: crate::model::persona::UserKind,
     ) -> Result<Uuid> {
         let id = Uuid::new_v4();
         self.insert_user(tenant, id, email, name, kind).await?;
@@ -36,7 +36,7 @@ impl Store {
         id: Uuid,
         email: &str,
         name: &str,
-        kind: crate::persona::UserKind,
+        kind: crate::model::persona::UserKind,
     ) -> Result<()> {
         with_writer!(self, pool => {
             sqlx::query(

@@ -10,23 +10,26 @@
 //! fails. A connection whose transaction could not be ended is closed, never reused (see
 //! `reusable` in the store).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::audit::{Completion, NewAction, NewFeedback};
-use super::{Backend, Begin, Health, Outage, Result, StoreError};
-use crate::time::now;
+use super::{Backend, Begin, Conn, Health, Outage, Result, StoreError};
 
-/// One write of the tick path.
-pub(crate) enum Op {
-    Action(Box<NewAction>),
-    Complete(Box<Completion>),
-    /// A call's completion, then the next row of its tick, written only when the
-    /// completion found its call still pending (its count is the completion's).
-    CompleteThen(Box<Completion>, Box<NewAction>),
-    Feedback(Box<NewFeedback>),
+/// What a [`Write`] runs as: the rows it changed, or the database's refusal.
+pub(crate) type WriteFuture<'t> = Pin<Box<dyn Future<Output = Result<u64, sqlx::Error>> + Send + 't>>;
+
+/// One write of the tick path, run on the batch's open transaction. The rows that write
+/// (calls, ratings) implement it beside their SQL; the writer only batches and commits.
+pub(crate) trait Write: Send + Sync + 'static {
+    /// Runs the write on `conn` (the batch's transaction): the rows it changed.
+    fn apply<'t>(&'t self, conn: Conn<'t>) -> WriteFuture<'t>;
 }
+
+/// A boxed write, as jobs carry them.
+pub(crate) type Op = Box<dyn Write>;
 
 /// Writes that land together or not at all (one caller's), and who waits for them.
 struct Job {
@@ -133,133 +136,41 @@ fn shared(err: &StoreError) -> StoreError {
     }
 }
 
-/// A call's completion: its write-ahead row gets the result.
-pub(super) const COMPLETE_CALL: &str = "UPDATE persona_actions SET result = $3, error_message = $4, output = $5,
-        latency_ms = $6, completed_at = $7
-     WHERE tick_id = $1 AND seq = $2 AND result = 'pending'";
-
 /// A new row's id: time-ordered (UUID v7), so a batch of inserts lands on the rightmost
 /// pages of the id index instead of one random page per row (fewer pages per commit).
 pub(super) fn new_row_id() -> uuid::Uuid {
     uuid::Uuid::now_v7()
 }
 
-/// Inserts a call's row (a write-ahead `pending` row or a final one) on `$tx`.
-macro_rules! insert_action {
-    ($tx:ident, $action:expr) => {{
-        let action: &NewAction = $action;
-        sqlx::query(
-            "INSERT INTO persona_actions (id, tenant_id, tick_id, persona_id, seq, kind, tool_name,
-                module, input_hash, result, error_message, arguments, output, chaos, latency_ms,
-                created_at, completed_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-             ON CONFLICT (tick_id, seq) DO NOTHING",
-        )
-        .bind(super::writer::new_row_id())
-        .bind(action.tenant_id)
-        .bind(action.tick_id)
-        .bind(action.persona_id)
-        .bind(action.seq)
-        .bind(action.kind.as_str())
-        .bind(&action.tool_name)
-        .bind(&action.module)
-        .bind(&action.input_hash)
-        .bind(action.result.as_str())
-        .bind(action.error_message.as_deref())
-        .bind(action.arguments.as_deref())
-        .bind(action.output.as_deref())
-        .bind(action.chaos)
-        .bind(action.latency_ms)
-        .bind(now())
-        .bind((action.result != super::audit::ActionResult::Pending).then(now))
-        .execute(&mut *$tx)
-        .await
-        .map(|done| done.rows_affected())
-    }};
-}
-
-/// Completes a pending call on `$tx`: the rows changed (0: it was not pending).
-macro_rules! complete_call {
-    ($tx:ident, $done:expr) => {{
-        let done: &Completion = $done;
-        sqlx::query(super::writer::COMPLETE_CALL)
-            .bind(done.tick_id)
-            .bind(done.seq)
-            .bind(done.result.as_str())
-            .bind(done.error_message.as_deref())
-            .bind(done.output.as_deref())
-            .bind(done.latency_ms)
-            .bind(now())
-            .execute(&mut *$tx)
-            .await
-            .map(|done| done.rows_affected())
-    }};
-}
-
-/// Executes one write on the transaction `$tx`: the rows it changed.
-macro_rules! apply {
-    ($tx:ident, $op:expr) => {
-        match $op {
-            Op::Action(action) => insert_action!($tx, action),
-            Op::Complete(done) => complete_call!($tx, done),
-            Op::CompleteThen(done, next) => match complete_call!($tx, done) {
-                Ok(0) => Ok(0),
-                Ok(completed) => insert_action!($tx, next).map(|_| completed),
-                Err(err) => Err(err),
-            },
-            Op::Feedback(feedback) => {
-                let at = feedback.recorded_at.unwrap_or_else(now);
-                let inserted = sqlx::query(
-                    "INSERT INTO persona_feedback (id, tenant_id, tick_id, persona_id, module, rating,
-                        notes, evidence_calls, evidence_errors, evidence_mean_latency_ms, evidence_rating,
-                        simulator, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                )
-                .bind(super::writer::new_row_id())
-                .bind(feedback.tenant_id)
-                .bind(feedback.tick_id)
-                .bind(feedback.persona_id)
-                .bind(&feedback.module)
-                .bind(feedback.rating)
-                .bind(feedback.notes.as_deref())
-                .bind(feedback.evidence_calls)
-                .bind(feedback.evidence_errors)
-                .bind(feedback.evidence_mean_latency_ms)
-                .bind(feedback.evidence_rating)
-                .bind(&feedback.simulator)
-                .bind(at)
-                .execute(&mut *$tx)
-                .await;
-                match inserted {
-                    Err(err) => Err(err),
-                    Ok(_) => super::feedback::bind_rollup!(sqlx::query(super::feedback::ROLLUP_UPSERT), feedback, at)
-                        .execute(&mut *$tx)
-                        .await
-                        .map(|_| 1),
-                }
-            }
-        }
-    };
-}
-
-macro_rules! commit_on {
-    ($pool:ident, $ops:ident) => {{
-        let mut tx = $pool.begin_write().await.map_err(|e| (None, e))?;
-        let mut counts = Vec::with_capacity($ops.len());
-        for (index, op) in $ops.iter().enumerate() {
-            let count = apply!(tx, op).map_err(|e| (Some(index), StoreError::from(e)))?;
-            counts.push(count);
-        }
-        tx.commit().await.map_err(|e| (None, StoreError::from(e)))?;
-        Ok(counts)
-    }};
-}
-
 /// Runs `ops` in one transaction; the rows each changed, or the failure with the index of
 /// the write that caused it (`None`: beginning or committing failed).
 async fn commit(backend: &Backend, ops: &[&Op]) -> Result<Vec<u64>, (Option<usize>, StoreError)> {
     match backend {
-        Backend::Sqlite { write, .. } => commit_on!(write, ops),
-        Backend::Postgres(pool) => commit_on!(pool, ops),
+        Backend::Sqlite { write, .. } => {
+            let mut tx = write.begin_write().await.map_err(|e| (None, e))?;
+            let counts = apply_all(ops, Conn::Sqlite(&mut tx)).await?;
+            tx.commit().await.map_err(|e| (None, StoreError::from(e)))?;
+            Ok(counts)
+        }
+        Backend::Postgres(pool) => {
+            let mut tx = pool.begin_write().await.map_err(|e| (None, e))?;
+            let counts = apply_all(ops, Conn::Postgres(&mut tx)).await?;
+            tx.commit().await.map_err(|e| (None, StoreError::from(e)))?;
+            Ok(counts)
+        }
     }
+}
+
+/// Applies `ops` in order on `conn`: the rows each changed, or the index of the one
+/// refused.
+async fn apply_all(ops: &[&Op], mut conn: Conn<'_>) -> Result<Vec<u64>, (Option<usize>, StoreError)> {
+    let mut counts = Vec::with_capacity(ops.len());
+    for (index, op) in ops.iter().enumerate() {
+        let count = op
+            .apply(conn.reborrow())
+            .await
+            .map_err(|e| (Some(index), StoreError::from(e)))?;
+        counts.push(count);
+    }
+    Ok(counts)
 }

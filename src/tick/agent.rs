@@ -13,11 +13,12 @@ use futures_util::future::BoxFuture;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::state::Spend;
+use super::spend::Spend;
 use super::{audit, offline, prompt};
 use crate::llm::LlmClient;
 use crate::mcp::{Agent, ElicitationAnswer, ElicitationRequest, SamplingReply, SamplingRequest};
-use crate::store::{ActionKind, ActionResult, NewAction, Store};
+use crate::model::call::{Call, CallKind, CallResult};
+use crate::store::Store;
 
 /// Longest server message or answer kept in the audit.
 const KEPT_CHARS: usize = 4000;
@@ -67,7 +68,8 @@ impl PersonaAgent {
     async fn audit(&self, exchange: Exchange<'_>) -> bool {
         let module = self.module.lock().expect("agent module lock").clone();
         let arguments = self.keep(&exchange.request.to_string());
-        let record = NewAction {
+        let record = Call {
+            id: Call::new_id(),
             tenant_id: self.tenant_id,
             tick_id: self.tick_id,
             persona_id: self.persona_id,
@@ -75,17 +77,20 @@ impl PersonaAgent {
             kind: exchange.kind,
             tool_name: exchange.method.to_string(),
             module: if module.is_empty() { "other".into() } else { module },
-            input_hash: audit::hash_text(exchange.method, &arguments),
+            input_hash: crate::model::call::hash_text(exchange.method, &arguments),
             result: exchange.result,
             error_message: exchange.error.map(|e| self.keep(&e)),
             arguments: Some(arguments),
             output: Some(self.keep(&exchange.answer.to_string())),
             chaos: false,
             latency_ms: Some(exchange.started.elapsed().as_millis().min(i32::MAX as u128) as i32),
+            // The server's request was answered: the exchange took place.
+            sent: true,
+            created_at: crate::time::now(),
         };
         self.notes.lock().expect("agent notes lock").push((
             match exchange.kind {
-                ActionKind::Sampling => "sampling",
+                CallKind::Sampling => "sampling",
                 _ => "elicitation",
             },
             json!({
@@ -96,7 +101,7 @@ impl PersonaAgent {
                 "error": record.error_message,
             }),
         ));
-        match self.store.record_action(&record).await {
+        match self.store.record_call(record).await {
             Ok(()) => true,
             Err(err) => {
                 *self.failure.lock().expect("agent failure lock") =
@@ -179,10 +184,10 @@ impl PersonaAgent {
             None => self.offline_answer(&request.schema).map(ElicitationAnswer::Accept),
         };
         let (answer, result, error) = match answer {
-            Ok(answer @ ElicitationAnswer::Accept(_)) => (answer, ActionResult::Ok, None),
-            Ok(answer) => (answer, ActionResult::Denied, None),
+            Ok(answer @ ElicitationAnswer::Accept(_)) => (answer, CallResult::Ok, None),
+            Ok(answer) => (answer, CallResult::Denied, None),
             // An answer that cannot be used is not sent: the form is declined.
-            Err(problem) => (ElicitationAnswer::Decline, ActionResult::Error, Some(problem)),
+            Err(problem) => (ElicitationAnswer::Decline, CallResult::Error, Some(problem)),
         };
         let shown = match &answer {
             ElicitationAnswer::Accept(content) => json!({"action": "accept", "content": content}),
@@ -191,7 +196,7 @@ impl PersonaAgent {
         };
         let audited = self
             .audit(Exchange {
-                kind: ActionKind::Elicitation,
+                kind: CallKind::Elicitation,
                 method: "elicitation/create",
                 request: json!({"message": request.message, "requestedSchema": request.schema}),
                 answer: shown,
@@ -246,16 +251,12 @@ impl PersonaAgent {
             }
         };
         let (result, answer, error) = match &reply {
-            Ok(reply) => (
-                ActionResult::Ok,
-                json!({"text": reply.text, "model": reply.model}),
-                None,
-            ),
-            Err(why) => (ActionResult::Denied, Value::Null, Some(why.clone())),
+            Ok(reply) => (CallResult::Ok, json!({"text": reply.text, "model": reply.model}), None),
+            Err(why) => (CallResult::Denied, Value::Null, Some(why.clone())),
         };
         let audited = self
             .audit(Exchange {
-                kind: ActionKind::Sampling,
+                kind: CallKind::Sampling,
                 method: "sampling/createMessage",
                 request: shown_request,
                 answer,
@@ -276,11 +277,11 @@ impl PersonaAgent {
 
 /// One exchange with the server, as audited.
 struct Exchange<'a> {
-    kind: ActionKind,
+    kind: CallKind,
     method: &'a str,
     request: Value,
     answer: Value,
-    result: ActionResult,
+    result: CallResult,
     error: Option<String>,
     started: Instant,
 }
@@ -294,11 +295,11 @@ impl Agent for PersonaAgent {
         async move {
             let started = Instant::now();
             self.audit(Exchange {
-                kind: ActionKind::Elicitation,
+                kind: CallKind::Elicitation,
                 method: "elicitation/create",
                 request: json!({"mode": "url", "message": message, "url": url}),
                 answer: json!({"action": "decline"}),
-                result: ActionResult::Denied,
+                result: CallResult::Denied,
                 error: Some("a URL form needs a browser, which a persona does not have: declined".into()),
                 started,
             })

@@ -9,20 +9,20 @@
 use serde_json::{Map, Value, json};
 
 use super::state::{Arguments, TickState};
-use super::{CallContext, TickEngine, TickError, TickEvent, audit, input_hash};
+use super::{CallContext, TickError, TickEvent, TickRunner, audit};
 use crate::config::DedupWindow;
 use crate::mcp::{CallOutcome, McpError};
-use crate::store::{ActionKind, ActionResult, Completion, EarlierCall, NewAction};
+use crate::model::call::{Call, CallKind, CallResult, Completion, EarlierCall, canonical_json, hash_text, input_hash};
 
 /// A call refused before it was sent: how it is audited and what the model is told.
 struct Refusal {
-    result: ActionResult,
+    result: CallResult,
     audit: String,
     answer: String,
 }
 
 impl Refusal {
-    fn new(result: ActionResult, audit: impl Into<String>, answer: impl Into<String>) -> Self {
+    fn new(result: CallResult, audit: impl Into<String>, answer: impl Into<String>) -> Self {
         Self {
             result,
             audit: audit.into(),
@@ -30,9 +30,6 @@ impl Refusal {
         }
     }
 }
-
-/// How the audit's error text of a call refused before sending begins (replay skips them).
-pub(super) const NOT_SENT: &str = "not sent:";
 
 /// Longest arguments text kept in the audit (what replay sends again).
 const ARGUMENTS_CHARS: usize = 16_000;
@@ -45,13 +42,13 @@ fn parse(arguments: &Arguments) -> Result<Value, Refusal> {
         Arguments::Raw(text) => serde_json::from_str::<Value>(text).map_err(|err| {
             let problem = format!("the arguments are not valid JSON ({err})");
             Refusal::new(
-                ActionResult::Error,
+                CallResult::Error,
                 format!("not sent: {problem}"),
                 format!("Error: {problem}. Call the tool again with a JSON object."),
             )
         }),
         Arguments::Unbuildable(why) => Err(Refusal::new(
-            ActionResult::NotSent,
+            CallResult::NotSent,
             format!("not sent: the offline driver cannot build arguments for this schema ({why})"),
             "Not sent: no valid arguments could be built.",
         )),
@@ -69,7 +66,7 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-impl TickEngine {
+impl TickRunner {
     /// Executes one requested call and returns what the model is told. `Err` ends the
     /// tick: the audit could not be written, or the MCP session is gone.
     pub(super) async fn call_tool(
@@ -89,35 +86,38 @@ impl TickEngine {
         let parsed = parse(&arguments);
         let hash = match (&parsed, &arguments) {
             (Ok(value), _) => input_hash(tool, value),
-            (Err(_), Arguments::Raw(text)) => audit::hash_text(tool, text),
-            (Err(_), Arguments::Unbuildable(why)) => audit::hash_text(tool, why),
+            (Err(_), Arguments::Raw(text)) => hash_text(tool, text),
+            (Err(_), Arguments::Unbuildable(why)) => hash_text(tool, why),
             (Err(_), Arguments::Value(value)) => input_hash(tool, value),
         };
         let arguments_text = match (&parsed, &arguments) {
-            (Ok(value), _) => Some(super::canonical_json(value)),
+            (Ok(value), _) => Some(canonical_json(value)),
             (Err(_), Arguments::Raw(text)) => Some(text.clone()),
             _ => None,
         };
-        let record = NewAction {
+        let record = Call {
+            id: Call::new_id(),
             tenant_id: ctx.persona.tenant_id,
             tick_id: ctx.tick_id,
             persona_id: ctx.persona.id,
             seq,
-            kind: ActionKind::Call,
+            kind: CallKind::Call,
             tool_name: tool.to_string(),
             module,
             input_hash: hash.clone(),
-            result: ActionResult::Denied,
+            result: CallResult::Denied,
             error_message: None,
             arguments: arguments_text.map(|text| audit::redact_truncate(&text, &state.redact, ARGUMENTS_CHARS)),
             output: None,
             chaos,
             latency_ms: None,
+            sent: false,
+            created_at: crate::time::now(),
         };
         let vetted = parsed.and_then(|value| self.vet(state, tool, value, chaos));
         let (record, answer) = match vetted {
             Err(refusal) => {
-                let record = NewAction {
+                let record = Call {
                     result: refusal.result,
                     error_message: Some(audit::redact_truncate(&refusal.audit, &state.redact, 500)),
                     ..record
@@ -134,8 +134,8 @@ impl TickEngine {
                                                     run. Not sent again.)"
                             .to_string(),
                     };
-                    let record = NewAction {
-                        result: ActionResult::Deduped,
+                    let record = Call {
+                        result: CallResult::Deduped,
                         ..record
                     };
                     (record, answer)
@@ -143,7 +143,7 @@ impl TickEngine {
                 None => return self.send(ctx, state, tool, map, record).await,
             },
         };
-        self.record_after_unsaved(state, &record).await?;
+        self.record_after_unsaved(state, record.clone()).await?;
         self.account(ctx, state, &record, &answer, false);
         Ok(answer)
     }
@@ -152,7 +152,7 @@ impl TickEngine {
     fn vet(&self, state: &mut TickState, tool: &str, value: Value, chaos: bool) -> Result<Map<String, Value>, Refusal> {
         if state.calls_made >= self.config.tick.max_tool_calls {
             return Err(Refusal::new(
-                ActionResult::Denied,
+                CallResult::Denied,
                 "not sent: the tick's tool-call budget (tick.max_tool_calls) is used up",
                 "Error: you have used up your actions for now; this call was not executed.",
             ));
@@ -160,7 +160,7 @@ impl TickEngine {
         if !state.offered.iter().any(|t| t.name == tool) {
             let reason = state.withheld.get(tool).map_or("no such tool", String::as_str);
             return Err(Refusal::new(
-                ActionResult::Denied,
+                CallResult::Denied,
                 format!("not sent: {reason}"),
                 format!("Error: the tool `{tool}` is not available to you ({reason})."),
             ));
@@ -170,7 +170,7 @@ impl TickEngine {
             Value::Object(map) => map,
             other => {
                 return Err(Refusal::new(
-                    ActionResult::Error,
+                    CallResult::Error,
                     format!("not sent: the arguments must be a JSON object, got {}", kind(&other)),
                     "Error: the arguments must be a JSON object.",
                 ));
@@ -193,7 +193,7 @@ impl TickEngine {
             if !problems.is_empty() {
                 let problem = format!("the arguments do not match the tool's schema: {}", problems.join("; "));
                 return Err(Refusal::new(
-                    ActionResult::Error,
+                    CallResult::Error,
                     format!("not sent: {problem}"),
                     format!("Error: {problem}."),
                 ));
@@ -232,7 +232,7 @@ impl TickEngine {
         state: &mut TickState,
         tool: &str,
         arguments: Map<String, Value>,
-        record: NewAction,
+        record: Call,
     ) -> Result<String, TickError> {
         // A rate limit that makes the call wait: the last call's result is committed first.
         if let Some(limit) = &self.tool_limit
@@ -247,14 +247,17 @@ impl TickEngine {
             self.save_completion(state).await?;
             limit.until_key_ready(&ctx.persona.id).await;
         }
-        let pending = NewAction {
-            result: ActionResult::Pending,
+        let pending = Call {
+            result: CallResult::Pending,
+            sent: true,
+            created_at: crate::time::now(),
             ..record
         };
-        self.record_after_unsaved(state, &pending).await?;
         if let Some(agent) = &state.agent {
             agent.set_module(&pending.module);
         }
+        // The row goes to the writer; the tick keeps a copy to account for the call.
+        self.record_after_unsaved(state, pending.clone()).await?;
         let mut outcome = self.call_session(state, tool, arguments.clone()).await;
         if matches!(outcome, Err(McpError::Unauthorized { .. })) && !state.reauthenticated {
             state.reauthenticated = true;
@@ -280,14 +283,14 @@ impl TickEngine {
                 let text = audit::redact_truncate(&text, &state.redact, max_output);
                 state.seen.insert(pending.input_hash.clone(), text.clone());
                 (
-                    (ActionResult::Ok, None, Some(text.clone()), latency_of(elapsed)),
+                    (CallResult::Ok, None, Some(text.clone()), latency_of(elapsed)),
                     text,
                     None,
                 )
             }
             Ok((CallOutcome::Error { text }, elapsed)) => (
                 (
-                    ActionResult::Error,
+                    CallResult::Error,
                     Some(audit::redact_truncate(&text, &state.redact, 500)),
                     None,
                     latency_of(elapsed),
@@ -303,9 +306,9 @@ impl TickEngine {
                 // A session that is gone ends the tick; whether the call ran is unknown.
                 reached = err.reached_product();
                 let (result, fatal) = if err.ends_session() {
-                    (ActionResult::Unknown, Some(err))
+                    (CallResult::Unknown, Some(err))
                 } else {
-                    (ActionResult::Error, None)
+                    (CallResult::Error, None)
                 };
                 (
                     (result, Some(message.clone()), None, None),
@@ -325,7 +328,7 @@ impl TickEngine {
             output,
             latency_ms,
         });
-        let record = NewAction {
+        let record = Call {
             result,
             latency_ms,
             ..pending
@@ -342,9 +345,9 @@ impl TickEngine {
 
     /// Writes `record` and, in the same commit, the last call's completion if it is still
     /// unsaved (a call's result usually rides with the next call's write-ahead row).
-    async fn record_after_unsaved(&self, state: &mut TickState, record: &NewAction) -> Result<(), TickError> {
+    async fn record_after_unsaved(&self, state: &mut TickState, record: Call) -> Result<(), TickError> {
         match state.unsaved.take() {
-            None => self.store.record_action(record).await?,
+            None => self.store.record_call(record).await?,
             Some(done) => {
                 if !self.store.complete_then_record(done, record).await? {
                     return Err(lease_lost());
@@ -359,7 +362,7 @@ impl TickEngine {
     /// waits loses no answered call.
     pub(super) async fn save_completion(&self, state: &mut TickState) -> Result<(), TickError> {
         if let Some(done) = state.unsaved.take()
-            && !self.store.complete_action(&done).await?
+            && !self.store.complete_call(done).await?
         {
             return Err(lease_lost());
         }
@@ -381,15 +384,14 @@ impl TickEngine {
     /// Counts an audited call in the tick's evidence and summary, tells the listener, and
     /// adds it to the transcript (the answer as the model saw it; `record`'s output and
     /// error are not read).
-    fn account(&self, ctx: &CallContext<'_>, state: &mut TickState, record: &NewAction, answer: &str, reached: bool) {
+    fn account(&self, ctx: &CallContext<'_>, state: &mut TickState, record: &Call, answer: &str, reached: bool) {
         // What the server asked the persona while the call ran comes first.
         state.merge_agent_notes();
-        state.counts.add(record.result);
-        if !matches!(record.result, ActionResult::Denied | ActionResult::NotSent) {
+        if !matches!(record.result, CallResult::Denied | CallResult::NotSent) {
             let stats = state.modules.entry(record.module.clone()).or_default();
             stats.attempts += 1;
             if reached {
-                let failed = record.result != ActionResult::Ok;
+                let failed = record.result != CallResult::Ok;
                 stats.sent += 1;
                 stats.sent_errors += u32::from(failed);
                 if record.chaos {

@@ -10,15 +10,16 @@ use sha2::Digest as _;
 
 use super::agent::PersonaAgent;
 use super::state::{Arguments, TickState};
-use super::{CallContext, Driver, TickEngine, TickError, TickEvent, audit, offline, prompt, rating};
+use super::{CallContext, Driver, TickError, TickEvent, TickRunner, audit, offline, prompt, rating};
 use crate::llm::{LlmClient, ToolNames};
 use crate::mcp::{Capabilities, Connect, McpError, McpSession, ToolInfo};
-use crate::store::{NewFeedback, RatingStatus};
+use crate::model::rating::NewRating;
+use crate::model::tick::RatingStatus;
 
 /// How much of an unusable rating answer is kept on the tick.
 const RATING_RAW_CHARS: usize = 20_000;
 
-impl TickEngine {
+impl TickRunner {
     /// Logs in and opens the MCP session; one fresh login and one retry on a 401.
     pub(super) async fn connect(&self, ctx: &CallContext<'_>, state: &mut TickState) -> Result<(), TickError> {
         let email = ctx.persona.email.as_deref().unwrap_or_default();
@@ -164,11 +165,8 @@ impl TickEngine {
         let persona = ctx.persona;
         let limits = &self.config.tick;
         let story = prompt::story_so_far(
-            &self
-                .store
-                .recent_actions(persona.id, limits.story_actions as i64)
-                .await?,
-            &self.store.recent_feedback(persona.id, 5).await?,
+            &self.store.recent_calls(persona.id, limits.story_actions as i64).await?,
+            &self.store.recent_ratings(persona.id, 5).await?,
         );
         // Every listed tool gets a name, so a call to a withheld one maps back to it.
         let mut withheld: Vec<&str> = state.withheld.keys().map(String::as_str).collect();
@@ -322,13 +320,13 @@ impl TickEngine {
         &self,
         ctx: &CallContext<'_>,
         state: &mut TickState,
-        ratings: &[rating::Rating],
+        ratings: &[rating::ModuleRating],
     ) -> Result<(), TickError> {
-        let records: Vec<NewFeedback> = ratings
+        let records: Vec<NewRating> = ratings
             .iter()
             .map(|rating| {
                 let stats = state.modules.get(&rating.module).cloned().unwrap_or_default();
-                NewFeedback {
+                NewRating {
                     tenant_id: ctx.persona.tenant_id,
                     tick_id: ctx.tick_id,
                     persona_id: ctx.persona.id,
@@ -347,7 +345,7 @@ impl TickEngine {
         // The last call's result first (a tick declared dead meanwhile stores no ratings),
         // then one commit for the tick's ratings: all of them or none.
         self.save_completion(state).await?;
-        self.store.record_ratings(&records).await?;
+        self.store.record_ratings(records).await?;
         state.transcript.push("ratings", json!({"ratings": ratings}));
         state.ratings.extend(ratings.iter().cloned());
         Ok(())
@@ -439,14 +437,14 @@ impl TickEngine {
             offline::collect_ids(&answer, &mut state.known_ids);
         }
         // Only calls that reached the product count; a module with none is not rated.
-        let ratings: Vec<rating::Rating> = state
+        let ratings: Vec<rating::ModuleRating> = state
             .modules
             .iter()
             .filter_map(|(module, stats)| {
                 let rating = stats.evidence_rating()?;
                 let (calls, errors) = stats.evidence();
                 let latency = stats.latency_text();
-                Some(rating::Rating {
+                Some(rating::ModuleRating {
                     module: module.clone(),
                     rating,
                     note: format!(

@@ -12,11 +12,7 @@
 //! those rows. A rating answer that cannot be used is stored as such, never as a rating.
 
 mod agent;
-/// Transitional: the call's hash moved to `model::call`, redaction to `redact`.
-mod audit {
-    pub use crate::model::call::hash_text;
-    pub use crate::redact::redact_truncate;
-}
+use crate::redact as audit;
 mod call;
 mod drive;
 mod lease;
@@ -26,6 +22,7 @@ mod product;
 mod prompt;
 pub mod rating;
 mod replay;
+mod spend;
 mod state;
 mod transcript;
 mod validators;
@@ -41,7 +38,6 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use crate::model::call::{canonical_json, input_hash};
 pub use pool::TickPool;
 pub use replay::{ReplayReport, ReplayedCall, Verdict as ReplayVerdict};
 
@@ -49,8 +45,10 @@ use crate::auth::AuthError;
 use crate::config::{Config, ConfigError, Env, LlmProvider};
 use crate::llm::{LlmClient, LlmError};
 use crate::mcp::McpError;
-use crate::persona::Persona;
-use crate::store::{ActionResult, NewTick, RatingStatus, Store, StoreError, Tick, TickFinish, TickStatus, TickTrigger};
+use crate::model::call::CallResult;
+use crate::model::persona::Persona;
+use crate::model::tick::{CallCounts, NewTick, RatingStatus, Tick, TickFinish, TickStatus, Trigger};
+use crate::store::{ProfileEnd, Store, StoreError};
 use state::TickState;
 use validators::ValidatorCache;
 
@@ -100,7 +98,7 @@ pub enum TickEvent {
         persona: String,
         tool: String,
         module: String,
-        result: ActionResult,
+        result: CallResult,
         latency_ms: Option<i32>,
         chaos: bool,
     },
@@ -115,7 +113,7 @@ pub struct TickSummary {
     pub tick_id: Uuid,
     pub persona_id: Uuid,
     pub persona: String,
-    pub trigger: TickTrigger,
+    pub trigger: Trigger,
     pub status: TickStatus,
     pub error: Option<String>,
     pub calls_ok: u32,
@@ -127,7 +125,7 @@ pub struct TickSummary {
     /// Calls the runner could not build (never sent).
     pub calls_not_sent: u32,
     pub modules: Vec<String>,
-    pub ratings: Vec<rating::Rating>,
+    pub ratings: Vec<rating::ModuleRating>,
     pub rating_status: Option<RatingStatus>,
     pub tokens_in: i64,
     pub tokens_out: i64,
@@ -141,7 +139,7 @@ pub struct TickSummary {
 #[derive(Clone, Debug)]
 pub struct TickRequest {
     pub persona: Persona,
-    pub trigger: TickTrigger,
+    pub trigger: Trigger,
     pub scheduled_for: Option<DateTime<Utc>>,
     pub attempt: i32,
 }
@@ -152,7 +150,7 @@ enum Driver {
 }
 
 /// Everything ticks share: store, config, login cache, the LLM client, rate limits.
-pub struct TickEngine {
+pub struct TickRunner {
     /// Every secret value the process holds (seed secret, LLM key, admin token, JWT and
     /// OAuth secrets, database password, gateway token): whatever a product echoes back,
     /// none of them is stored, logged by us or sent to the LLM.
@@ -193,7 +191,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "no message".into())
 }
 
-impl TickEngine {
+impl TickRunner {
     /// Builds the engine. `llm.provider = "auto"` uses the LLM when an API key is
     /// configured and the offline driver otherwise.
     pub fn new(store: Store, config: Arc<Config>, env: &Env) -> Result<Self, TickError> {
@@ -380,7 +378,6 @@ impl TickEngine {
             persona: label.clone(),
             tick: tick.id,
         });
-        let lease = lease::Lease::start(self.store.clone(), tick.id, self.config.tick.lease.0);
         let mut state = self.tick_state();
         let ctx = CallContext {
             persona,
@@ -388,80 +385,8 @@ impl TickEngine {
             label: &label,
             events,
         };
-        let timeout = self.config.tick.tick_timeout;
-        let over_budget = self.over_budget(persona.id).await;
-        let (status, error) = if persona.user_id.is_none() {
-            (
-                TickStatus::Failed,
-                Some(TickError::NotRunnable(label.clone()).to_string()),
-            )
-        } else if let Some(reason) = over_budget {
-            state.rating_status = Some(RatingStatus::Skipped);
-            (TickStatus::Skipped, Some(reason))
-        } else {
-            let play = std::panic::AssertUnwindSafe(self.play(&ctx, &mut state)).catch_unwind();
-            tokio::select! {
-                outcome = tokio::time::timeout(timeout.0, play) => match outcome {
-                    Ok(Ok(Ok(()))) => (TickStatus::Ok, None),
-                    Ok(Ok(Err(err))) => (TickStatus::Failed, Some(err.to_string())),
-                    Ok(Err(panic)) => (TickStatus::Failed, Some(format!("the tick panicked: {}", panic_message(&*panic)))),
-                    Err(_) => (TickStatus::Timeout, Some(format!("the tick ran past tick.tick_timeout ({timeout})"))),
-                },
-                () = cut.cancelled() => (TickStatus::Failed, Some("cut short: the daemon is shutting down and runner.shutdown_grace ran out".to_string())),
-                reason = lease.lost() => (TickStatus::Failed, Some(format!("the tick lost its lease and stopped at once: {reason}"))),
-            }
-        };
-        drop(lease);
-        // An answered call whose result was not committed yet (the tick ended right after
-        // it, or was cut): committed before the finish turns pending calls `unknown`.
-        if let Err(err) = self.save_completion(&mut state).await {
-            tracing::warn!(%err, persona = %label, tick = %tick.id, "the last call's result could not be saved");
-        }
-        if let Some(session) = state.session.take() {
-            session.close().await;
-        }
-        state.merge_agent_notes();
-        // Stored on the tick: redacted like every text we keep.
-        let error = error.map(|e| audit::redact_truncate(&e, &state.redact, 2000));
-        if let Some(error) = &error {
-            tracing::warn!(persona = %label, tick = %tick.id, %error, "tick did not finish cleanly");
-        }
-        state.transcript.push("end", json!({"status": status, "error": error}));
-        // The tick's calls become the persona user's interactions, and its alignment is
-        // rescored, in the finish's own transaction.
-        let record = crate::profile::TickRecord::of(persona, tick.id).filter(|_| state.audited_any());
-        let finished = self
-            .store
-            .end_tick(
-                tick.id,
-                &TickFinish {
-                    status,
-                    error: error.clone(),
-                    turns: state.turns,
-                    tokens_in: state.spend.tokens_in(),
-                    tokens_out: state.spend.tokens_out(),
-                    llm_model: Some(self.driver_name().to_string()),
-                    prompt_version: Some(prompt::version().to_string()),
-                    simulator: Some(self.simulator.clone()),
-                    protocol_version: state.protocol_version.clone(),
-                    rating_status: state.rating_status,
-                    rating_raw: state.rating_raw.clone(),
-                    transcript: Some(state.transcript.finish(&state.redact)),
-                },
-                record.as_ref().map(|r| r as &dyn crate::store::TickProfile),
-            )
-            .await;
-        let profiled = match finished {
-            Ok(ended) => ended.profile,
-            Err(StoreError::Conflict(_)) => {
-                return Err(TickError::LeaseLost(format!(
-                    "tick {} was declared abandoned by another runner before it finished",
-                    tick.id
-                )));
-            }
-            Err(err) => return Err(err.into()),
-        };
-        self.after_profile(profiled, persona, &label).await;
+        let (status, error) = self.play_to_end(&ctx, &mut state, cut).await;
+        let (error, counts) = self.finish(&ctx, &mut state, status, error).await?;
         let summary = TickSummary {
             tick_id: tick.id,
             persona_id: persona.id,
@@ -469,12 +394,12 @@ impl TickEngine {
             trigger: request.trigger,
             status,
             error,
-            calls_ok: state.counts.ok,
-            calls_error: state.counts.error,
-            calls_deduped: state.counts.deduped,
-            calls_denied: state.counts.denied,
-            calls_unknown: state.counts.unknown,
-            calls_not_sent: state.counts.not_sent,
+            calls_ok: counts.calls_ok.max(0) as u32,
+            calls_error: counts.calls_error.max(0) as u32,
+            calls_deduped: counts.calls_deduped.max(0) as u32,
+            calls_denied: counts.calls_denied.max(0) as u32,
+            calls_unknown: counts.calls_unknown.max(0) as u32,
+            calls_not_sent: counts.calls_not_sent.max(0) as u32,
             modules: state.used_modules(),
             ratings: state.ratings.clone(),
             rating_status: state.rating_status,
@@ -489,14 +414,103 @@ impl TickEngine {
         });
         Ok(summary)
     }
+
+    /// Plays the tick under its lease, its timeout, the shutdown's cut and the spend cap:
+    /// how it ended and why.
+    async fn play_to_end(
+        &self,
+        ctx: &CallContext<'_>,
+        state: &mut TickState,
+        cut: &CancellationToken,
+    ) -> (TickStatus, Option<String>) {
+        let lease = lease::Lease::start(self.store.clone(), ctx.tick_id, self.config.tick.lease.0);
+        let timeout = self.config.tick.tick_timeout;
+        if ctx.persona.user_id.is_none() {
+            return (
+                TickStatus::Failed,
+                Some(TickError::NotRunnable(ctx.label.to_string()).to_string()),
+            );
+        }
+        if let Some(reason) = self.over_budget(ctx.persona.id).await {
+            state.rating_status = Some(RatingStatus::Skipped);
+            return (TickStatus::Skipped, Some(reason));
+        }
+        let play = std::panic::AssertUnwindSafe(self.play(ctx, state)).catch_unwind();
+        tokio::select! {
+            outcome = tokio::time::timeout(timeout.0, play) => match outcome {
+                Ok(Ok(Ok(()))) => (TickStatus::Ok, None),
+                Ok(Ok(Err(err))) => (TickStatus::Failed, Some(err.to_string())),
+                Ok(Err(panic)) => (TickStatus::Failed, Some(format!("the tick panicked: {}", panic_message(&*panic)))),
+                Err(_) => (TickStatus::Timeout, Some(format!("the tick ran past tick.tick_timeout ({timeout})"))),
+            },
+            () = cut.cancelled() => (TickStatus::Failed, Some("cut short: the daemon is shutting down and scheduler.shutdown_grace ran out".to_string())),
+            reason = lease.lost() => (TickStatus::Failed, Some(format!("the tick lost its lease and stopped at once: {reason}"))),
+        }
+    }
+
+    /// Ends the tick in the store: the last call's result saved, the session closed, the
+    /// transcript kept, the tick's calls made its user's interactions. The error as stored
+    /// (redacted) and the tick's calls as the store counted them.
+    async fn finish(
+        &self,
+        ctx: &CallContext<'_>,
+        state: &mut TickState,
+        status: TickStatus,
+        error: Option<String>,
+    ) -> Result<(Option<String>, CallCounts), TickError> {
+        let (label, tick_id) = (ctx.label, ctx.tick_id);
+        // An answered call whose result was not committed yet (the tick ended right after
+        // it, or was cut): committed before the finish turns pending calls `unknown`.
+        if let Err(err) = self.save_completion(state).await {
+            tracing::warn!(%err, persona = %label, tick = %tick_id, "the last call's result could not be saved");
+        }
+        if let Some(session) = state.session.take() {
+            session.close().await;
+        }
+        state.merge_agent_notes();
+        // Stored on the tick: redacted like every text we keep.
+        let error = error.map(|e| audit::redact_truncate(&e, &state.redact, 2000));
+        if let Some(error) = &error {
+            tracing::warn!(persona = %label, tick = %tick_id, %error, "tick did not finish cleanly");
+        }
+        state.transcript.push("end", json!({"status": status, "error": error}));
+        // The tick's calls become the persona user's interactions, and its alignment is
+        // rescored, in the finish's own transaction.
+        let record = crate::profile::TickInteractions::of(ctx.persona, tick_id).filter(|_| state.audited_any());
+        let finish = TickFinish {
+            status,
+            error: error.clone(),
+            turns: state.turns,
+            tokens_in: state.spend.tokens_in(),
+            tokens_out: state.spend.tokens_out(),
+            llm_model: Some(self.driver_name().to_string()),
+            prompt_version: Some(prompt::version().to_string()),
+            simulator: Some(self.simulator.clone()),
+            protocol_version: state.protocol_version.clone(),
+            rating_status: state.rating_status,
+            rating_raw: state.rating_raw.clone(),
+            transcript: Some(state.transcript.finish(&state.redact)),
+        };
+        let profile = record.as_ref().map(|r| r as &dyn crate::store::TickProfile);
+        let ended = match self.store.end_tick(tick_id, &finish, profile).await {
+            Ok(ended) => ended,
+            Err(StoreError::Conflict(_)) => {
+                return Err(TickError::LeaseLost(format!(
+                    "tick {tick_id} was declared abandoned by another runner before it finished"
+                )));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        self.after_profile(ended.profile, ctx.persona, label).await;
+        Ok((error, ended.counts))
+    }
 }
 
-impl TickEngine {
+impl TickRunner {
     /// What is left of the profile part of a tick's end: a rescore that must read other
     /// personas (a flagged user's suggestion) runs after the commit; a refused part is
     /// logged (the tick itself finished).
-    async fn after_profile(&self, profiled: crate::store::ProfileEnd, persona: &Persona, label: &str) {
-        use crate::store::ProfileEnd;
+    async fn after_profile(&self, profiled: ProfileEnd, persona: &Persona, label: &str) {
         let failed = match profiled {
             // A profile part is asked only for a persona with a user.
             ProfileEnd::NeedsRescore { .. } => match persona.user_id {
@@ -521,9 +535,9 @@ impl TickEngine {
     }
 }
 
-impl std::fmt::Debug for TickEngine {
+impl std::fmt::Debug for TickRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TickEngine")
+        f.debug_struct("TickRunner")
             .field("driver", &self.driver_name())
             .finish_non_exhaustive()
     }

@@ -9,7 +9,7 @@ use super::TickError;
 use crate::auth::Authenticator;
 use crate::config::{Config, Env, McpConfig};
 use crate::mcp::{OAuth, ToolPolicy};
-use crate::persona::Persona;
+use crate::model::persona::Persona;
 
 /// How personas reach one product.
 pub(crate) struct Product {

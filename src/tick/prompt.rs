@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::persona::Persona;
-use crate::store::{ActionRecord, FeedbackRecord};
+use crate::model::call::Call;
+use crate::model::persona::Persona;
+use crate::model::rating::Rating;
 
 const ROLEPLAY: &str = include_str!("../../prompts/roleplay.md");
 const RATING: &str = include_str!("../../prompts/rating.md");
@@ -43,7 +44,7 @@ pub fn preferred_modules(persona: &Persona) -> String {
 }
 
 /// A few lines on what the persona did lately and how it felt about it.
-pub fn story_so_far(actions: &[ActionRecord], feedback: &[FeedbackRecord]) -> String {
+pub fn story_so_far(actions: &[Call], feedback: &[Rating]) -> String {
     if actions.is_empty() && feedback.is_empty() {
         return "Nothing yet: this is your first time in the app.".into();
     }

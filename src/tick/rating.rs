@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 /// One usable rating.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct Rating {
+pub struct ModuleRating {
     pub module: String,
     pub rating: i32,
     pub note: String,
@@ -51,7 +51,7 @@ fn extract(text: &str) -> Option<&str> {
 
 /// Checks an answer against the modules that must be rated. `Err` says what is wrong,
 /// in words the repair turn can quote back to the model.
-pub fn parse(answer: &str, modules: &[String]) -> Result<Vec<Rating>, String> {
+pub fn parse(answer: &str, modules: &[String]) -> Result<Vec<ModuleRating>, String> {
     let json = extract(answer).ok_or("the answer contains no JSON object")?;
     let value: Value = serde_json::from_str(json).map_err(|err| format!("the JSON does not parse: {err}"))?;
     let items = value
@@ -91,7 +91,7 @@ pub fn parse(answer: &str, modules: &[String]) -> Result<Vec<Rating>, String> {
                 continue;
             }
         };
-        ratings.push(Rating {
+        ratings.push(ModuleRating {
             module: module.to_string(),
             rating: value,
             note: note.unwrap_or_default().trim().to_string(),
@@ -121,7 +121,7 @@ mod tests {
         let ratings = parse(answer, &modules()).unwrap();
         assert_eq!(
             ratings[1],
-            Rating {
+            ModuleRating {
                 module: "mood".into(),
                 rating: 2,
                 note: "slow".into()

@@ -15,9 +15,9 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{TickEngine, TickError, audit};
+use super::{TickError, TickRunner, audit};
 use crate::mcp::{CallOutcome, Capabilities, Connect, McpSession};
-use crate::store::{ActionKind, ActionResult, RecordedCall};
+use crate::model::call::{Call, CallKind, CallResult};
 
 /// What replaying one recorded call found.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -77,7 +77,7 @@ pub fn normalize(text: &str) -> String {
     })
 }
 
-impl TickEngine {
+impl TickRunner {
     /// Sends the recorded calls of `tick_id` again and compares the answers.
     pub async fn replay(&self, tick_id: Uuid) -> Result<ReplayReport, TickError> {
         let tick = self
@@ -94,7 +94,7 @@ impl TickEngine {
             .email
             .clone()
             .ok_or_else(|| TickError::NotRunnable(persona.name.clone()))?;
-        let recorded = self.store.recorded_calls(tick_id).await?;
+        let recorded = self.store.tick_calls(tick_id).await?;
         let product = self.products.of(&persona);
         let credentials = product.auth.credentials(&email).await?;
         let session = McpSession::connect(Connect {
@@ -114,7 +114,7 @@ impl TickEngine {
         // Set once the session is gone (the gateway died, or dropped the login): the
         // calls after it are listed, not sent into a dead session.
         let mut ended_at: Option<i32> = None;
-        for call in recorded.iter().filter(|c| c.kind == ActionKind::Call.as_str()) {
+        for call in recorded.iter().filter(|c| c.kind == CallKind::Call) {
             let verdict = match ended_at {
                 Some(seq) => Verdict::Skipped(format!("not sent: the session ended at call #{seq}")),
                 None => match self.replay_call(product, &session, call, &secrets).await {
@@ -145,24 +145,20 @@ impl TickEngine {
         &self,
         product: &super::product::Product,
         session: &McpSession,
-        call: &RecordedCall,
+        call: &Call,
         secrets: &[String],
     ) -> Result<Verdict, Verdict> {
-        let was: Result<ActionResult, _> = call.result.parse();
-        match was {
-            Ok(ActionResult::Ok | ActionResult::Error) => {}
-            Ok(ActionResult::Unknown | ActionResult::Pending) => {
+        match call.result {
+            CallResult::Ok | CallResult::Error => {}
+            CallResult::Unknown | CallResult::Pending => {
                 return Ok(Verdict::Skipped(
                     "its first outcome is unknown: nothing to compare with".into(),
                 ));
             }
             _ => return Ok(Verdict::Skipped(format!("the tick did not send it ({})", call.result))),
         }
-        if let Some(refusal) = call
-            .error_message
-            .as_deref()
-            .filter(|e| e.starts_with(super::call::NOT_SENT))
-        {
+        if !call.sent {
+            let refusal = call.error_message.as_deref().unwrap_or("refused before sending");
             return Ok(Verdict::Skipped(format!("the tick did not send it ({refusal})")));
         }
         let Some(tool) = session.tools().iter().find(|t| t.name == call.tool_name) else {
@@ -189,7 +185,7 @@ impl TickEngine {
             }
             Err(err) => (false, audit::redact_truncate(&err.to_string(), secrets, 500)),
         };
-        let was_ok = call.result == ActionResult::Ok.as_str();
+        let was_ok = call.result == CallResult::Ok;
         let before = if was_ok {
             call.output.clone()
         } else {

@@ -3,14 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use serde_json::Value;
 
+use super::spend::Spend;
 use super::transcript::TranscriptLog;
 use crate::auth::Credentials;
 use crate::mcp::{McpSession, ToolInfo};
-use crate::store::{ActionResult, RatingStatus};
+use crate::model::call::Completion;
+use crate::model::tick::RatingStatus;
 
 /// Per-module evidence of one tick.
 #[derive(Clone, Debug, Default)]
@@ -54,30 +56,6 @@ impl ModuleStats {
     }
 }
 
-/// How many audited calls ended how (the tick's summary, without reading them back).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct Counts {
-    pub ok: u32,
-    pub error: u32,
-    pub deduped: u32,
-    pub denied: u32,
-    pub unknown: u32,
-    pub not_sent: u32,
-}
-
-impl Counts {
-    pub fn add(&mut self, result: ActionResult) {
-        match result {
-            ActionResult::Ok => self.ok += 1,
-            ActionResult::Error => self.error += 1,
-            ActionResult::Deduped => self.deduped += 1,
-            ActionResult::Denied => self.denied += 1,
-            ActionResult::Unknown | ActionResult::Pending => self.unknown += 1,
-            ActionResult::NotSent => self.not_sent += 1,
-        }
-    }
-}
-
 /// The arguments of a call as they arrived.
 pub(super) enum Arguments {
     /// Text from the model, normally JSON.
@@ -86,32 +64,6 @@ pub(super) enum Arguments {
     Value(Value),
     /// The offline driver could not build valid arguments; why.
     Unbuildable(String),
-}
-
-/// Prompt and completion tokens spent, by the role-play and by answering the server.
-#[derive(Debug, Default)]
-pub(super) struct Spend {
-    tokens_in: AtomicI64,
-    tokens_out: AtomicI64,
-}
-
-impl Spend {
-    pub fn add(&self, tokens_in: u64, tokens_out: u64) {
-        self.tokens_in.fetch_add(tokens_in as i64, Ordering::Relaxed);
-        self.tokens_out.fetch_add(tokens_out as i64, Ordering::Relaxed);
-    }
-
-    pub fn tokens_in(&self) -> i64 {
-        self.tokens_in.load(Ordering::Relaxed)
-    }
-
-    pub fn tokens_out(&self) -> i64 {
-        self.tokens_out.load(Ordering::Relaxed)
-    }
-
-    pub fn total(&self) -> u64 {
-        (self.tokens_in() + self.tokens_out()).max(0) as u64
-    }
 }
 
 pub(super) struct TickState {
@@ -129,22 +81,21 @@ pub(super) struct TickState {
     /// Outputs of this tick's successful calls by input hash (dedup within the tick).
     pub seen: HashMap<String, String>,
     pub modules: BTreeMap<String, ModuleStats>,
-    pub counts: Counts,
     pub turns: i32,
     /// Tokens spent by the tick, shared with the agent answering the server's requests.
     pub spend: Arc<Spend>,
     pub reauthenticated: bool,
     pub rating_status: Option<RatingStatus>,
     pub rating_raw: Option<String>,
-    pub ratings: Vec<super::rating::Rating>,
+    pub ratings: Vec<super::rating::ModuleRating>,
     /// Ids seen in this tick's tool outputs, for the offline driver's `*_id` arguments.
     pub known_ids: Vec<i64>,
     pub transcript: TranscriptLog,
     /// The MCP protocol version the gateway agreed to.
     pub protocol_version: Option<String>,
     /// The last call's completion, not committed yet: it rides with the tick's next row,
-    /// or is committed alone before the tick waits for anything (see `TickEngine::send`).
-    pub unsaved: Option<crate::store::Completion>,
+    /// or is committed alone before the tick waits for anything (see `TickRunner::send`).
+    pub unsaved: Option<Completion>,
 }
 
 impl TickState {
@@ -161,7 +112,6 @@ impl TickState {
             calls_made: 0,
             seen: HashMap::new(),
             modules: BTreeMap::new(),
-            counts: Counts::default(),
             turns: 0,
             spend: Arc::new(Spend::default()),
             reauthenticated: false,

@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 
-use crate::store::Transcript;
+use crate::model::tick::Transcript;
 
 /// The transcript being written during a tick.
 #[derive(Debug)]

@@ -9,6 +9,10 @@
 
 pub mod app;
 pub mod runner;
+pub mod store_ext;
+
+#[allow(unused_imports)]
+pub use store_ext::{StoreExt, open_session};
 
 use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt;
@@ -560,8 +564,8 @@ pub async fn wait_for_port(port: u16) {
 }
 
 /// Anna, a persona of the todo module on a daily cadence (the scripted-tick tests' persona).
-pub async fn seed_anna(store: &persona_runner::store::Store) -> persona_runner::persona::Persona {
-    let spec: persona_runner::persona::PersonaSpec = serde_json::from_value(serde_json::json!({
+pub async fn seed_anna(store: &persona_runner::store::Store) -> persona_runner::model::persona::Persona {
+    let spec: persona_runner::model::persona::PersonaSpec = serde_json::from_value(serde_json::json!({
         "name": "Anna Keller",
         "email": "persona.anna@mana.test",
         "archetype": "adhd-student",
@@ -571,7 +575,7 @@ pub async fn seed_anna(store: &persona_runner::store::Store) -> persona_runner::
     }))
     .unwrap();
     store
-        .upsert_persona(persona_runner::persona::DEFAULT_TENANT, &spec, "UTC")
+        .upsert_persona(persona_runner::model::persona::DEFAULT_TENANT, &spec, "UTC")
         .await
         .unwrap()
         .0
@@ -584,7 +588,7 @@ pub fn scripted_engine(
     gateway: &TestGateway,
     llm: &ScriptedLlm,
     model: &str,
-) -> persona_runner::tick::TickEngine {
+) -> persona_runner::tick::TickRunner {
     let mut config = gateway.config();
     config.llm.provider = persona_runner::config::LlmProvider::Openai;
     config.llm.base_url = llm.base_url();
@@ -592,5 +596,5 @@ pub fn scripted_engine(
     config.llm.api_key_env = "TEST_LLM_KEY".into();
     let mut env = gateway.env();
     env.insert("TEST_LLM_KEY".into(), "sk-test".into());
-    persona_runner::tick::TickEngine::new(store.clone(), std::sync::Arc::new(config), &env).unwrap()
+    persona_runner::tick::TickRunner::new(store.clone(), std::sync::Arc::new(config), &env).unwrap()
 }

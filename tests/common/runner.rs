@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::StoreExt as _;
 use persona_runner::store::Store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_persona-runner");
@@ -157,7 +158,7 @@ pub struct Reconciled {
 /// Compares every call `gateway` executed with the audit rows of `store`: per persona,
 /// tool and canonical arguments, `answered ≤ executed ≤ answered + unknown`.
 pub async fn reconcile(store: &Store, gateway: &persona_runner::gateway::Gateway) -> Reconciled {
-    use persona_runner::persona::DEFAULT_TENANT;
+    use persona_runner::model::persona::DEFAULT_TENANT;
     let personas = store.list_personas(DEFAULT_TENANT).await.unwrap();
     let user_of: HashMap<String, uuid::Uuid> = personas
         .iter()
@@ -166,7 +167,7 @@ pub async fn reconcile(store: &Store, gateway: &persona_runner::gateway::Gateway
     let mut executed: HashMap<(uuid::Uuid, String), i64> = HashMap::new();
     for call in gateway.calls() {
         let persona = user_of[&call.user];
-        let hash = persona_runner::tick::input_hash(&call.tool, &call.arguments);
+        let hash = persona_runner::model::call::input_hash(&call.tool, &call.arguments);
         *executed.entry((persona, hash)).or_default() += 1;
     }
     let mut answered: HashMap<(uuid::Uuid, String), i64> = HashMap::new();
@@ -176,7 +177,7 @@ pub async fn reconcile(store: &Store, gateway: &persona_runner::gateway::Gateway
         .list_ticks(DEFAULT_TENANT, &Default::default(), 100_000)
         .await
         .unwrap();
-    report.stuck_ticks = ticks.iter().filter(|t| t.status == "running").count();
+    report.stuck_ticks = ticks.iter().filter(|t| t.status.as_str() == "running").count();
     for tick in &ticks {
         for action in store.tick_actions(tick.id).await.unwrap() {
             let key = (tick.persona_id, action.input_hash.clone());
