@@ -41,6 +41,32 @@ pub fn after(at: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
         .map_or_else(latest, |t| t.min(latest()))
 }
 
+/// A monotonic clock's instant a span later, saturating: a span past what the clock can
+/// hold (an `expires_in` of 2⁶⁴ − 1 seconds, say) means "a century on", never a panic.
+pub fn instant_after<I: MonotonicInstant>(at: I, span: Duration) -> I {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 86_400);
+    at.checked_add_span(span)
+        .or_else(|| at.checked_add_span(CENTURY.min(span)))
+        .unwrap_or(at)
+}
+
+/// The monotonic instants of std and tokio, for [`instant_after`].
+pub trait MonotonicInstant: Copy {
+    fn checked_add_span(self, span: Duration) -> Option<Self>;
+}
+
+impl MonotonicInstant for std::time::Instant {
+    fn checked_add_span(self, span: Duration) -> Option<Self> {
+        self.checked_add(span)
+    }
+}
+
+impl MonotonicInstant for tokio::time::Instant {
+    fn checked_add_span(self, span: Duration) -> Option<Self> {
+        self.checked_add(span)
+    }
+}
+
 /// `at - span`, saturating at [`earliest`].
 pub fn before(at: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(span)

@@ -335,7 +335,7 @@ fn tick_runs_personas_in_process_and_reports_each() {
     assert!(text(&out.stderr).contains("no persona with id or email `nobody@mana.test`"));
 
     let mut all_env = env.clone();
-    all_env.push(("PERSONA_RUNNER__RUNNER__CONCURRENCY", "3"));
+    all_env.push(("PERSONA_RUNNER__SCHEDULER__CONCURRENCY", "3"));
     all_env.push(("PERSONA_RUNNER__LOG__LEVEL", "warn"));
     let out = run_in(dir.path(), &["tick", "--all", "--json"], &all_env);
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use persona_runner::model::persona::DEFAULT_TENANT;
 use persona_runner::model::tick::Trigger;
-use persona_runner::scheduler::{self, CatchUp, Clock, Command, Host, RunOutcome, Settings, Status};
+use persona_runner::scheduler::{self, CatchUp, Clock, Command, Port, RunOutcome, SchedulerSettings, Status};
 use persona_runner::store::ScheduleRow;
 use persona_runner::tick::TickPool;
 use tokio::sync::mpsc;
@@ -34,8 +34,8 @@ fn persona(n: u128, cadence: &str) -> ScheduleRow {
     }
 }
 
-fn settings() -> Settings {
-    Settings {
+fn settings() -> SchedulerSettings {
+    SchedulerSettings {
         jitter: Duration::ZERO,
         paused: false,
         catch_up: CatchUp::One,
@@ -202,8 +202,12 @@ impl Fake {
     }
 }
 
-impl Host for Fake {
-    async fn load(&self, after: Option<(DateTime<Utc>, Uuid)>, limit: usize) -> Result<Vec<ScheduleRow>, String> {
+impl Port for Fake {
+    async fn load(
+        &self,
+        after: Option<(DateTime<Utc>, Uuid)>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleRow>, persona_runner::store::StoreError> {
         let mut rows: Vec<ScheduleRow> = self
             .personas
             .lock()
@@ -216,7 +220,7 @@ impl Host for Fake {
         rows.truncate(limit);
         Ok(rows)
     }
-    async fn ids(&self) -> Result<Vec<Uuid>, String> {
+    async fn ids(&self) -> Result<Vec<Uuid>, persona_runner::store::StoreError> {
         Ok(self.personas.lock().unwrap().iter().map(|p| p.id).collect())
     }
     fn runs_target(&self, target: Option<&str>) -> bool {
@@ -244,7 +248,7 @@ impl Host for Fake {
 /// Starts the scheduler with a pool of `concurrency`.
 fn start(
     fake: Arc<Fake>,
-    settings: Settings,
+    settings: SchedulerSettings,
     concurrency: usize,
     clock: Clock,
 ) -> (mpsc::Sender<Command>, CancellationToken, tokio::task::JoinHandle<()>) {
@@ -264,11 +268,11 @@ fn start(
 }
 
 /// Runs the scheduler for `length` of virtual time, then shuts it down.
-async fn run_for(fake: Arc<Fake>, settings: Settings, clock: Clock, length: Duration) {
+async fn run_for(fake: Arc<Fake>, settings: SchedulerSettings, clock: Clock, length: Duration) {
     run_with(fake, settings, 4, clock, length).await;
 }
 
-async fn run_with(fake: Arc<Fake>, settings: Settings, concurrency: usize, clock: Clock, length: Duration) {
+async fn run_with(fake: Arc<Fake>, settings: SchedulerSettings, concurrency: usize, clock: Clock, length: Duration) {
     let (_commands, shutdown, task) = start(fake, settings, concurrency, clock);
     tokio::time::sleep(length).await;
     shutdown.cancel();
@@ -344,7 +348,7 @@ async fn jitter_spreads_personas_sharing_a_slot() {
     let clock = Clock::starting_at(utc("2026-05-06T09:59:00Z"));
     let personas: Vec<ScheduleRow> = (1..=20).map(|n| persona(n, "0 10 * * *")).collect();
     let fake = Fake::new(clock, personas, Duration::from_secs(1));
-    let settings = Settings {
+    let settings = SchedulerSettings {
         jitter: Duration::from_secs(300),
         ..settings()
     };
@@ -390,11 +394,11 @@ async fn missed_slots_after_downtime_coalesce_into_one_run() {
 
     // catch_up = none skips them; so does a deadline shorter than the latest one's delay (20 min).
     for settings in [
-        Settings {
+        SchedulerSettings {
             catch_up: CatchUp::None,
             ..settings()
         },
-        Settings {
+        SchedulerSettings {
             starting_deadline: Duration::from_secs(600),
             ..settings()
         },
@@ -476,7 +480,7 @@ async fn a_failed_interval_tick_is_retried_although_reloads_replan_it() {
     fake.failing.lock().unwrap().insert((Uuid::from_u128(1), slot), 1);
     // Reloads (every 2 s) come before the retry (after 10 s) and see the failed tick's
     // fresh last_active_at.
-    let settings = Settings {
+    let settings = SchedulerSettings {
         reload_every: Duration::from_secs(2),
         ..settings()
     };
@@ -497,7 +501,7 @@ async fn the_kill_switch_holds_dispatch_and_signals_tick_everyone() {
     let fake = Fake::new(clock, vec![persona(1, "0 0 1 1 *"), paused_one], Duration::from_secs(1));
     let (commands, shutdown, task) = start(
         fake.clone(),
-        Settings {
+        SchedulerSettings {
             paused: true,
             ..settings()
         },
@@ -507,7 +511,7 @@ async fn the_kill_switch_holds_dispatch_and_signals_tick_everyone() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     commands.send(Command::TickAllNow(Trigger::Signal)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert!(fake.runs().is_empty(), "runner.paused holds everything");
+    assert!(fake.runs().is_empty(), "scheduler.paused holds everything");
     commands.send(Command::Reload(Box::new(settings()))).await.unwrap();
     commands.send(Command::TickAllNow(Trigger::Signal)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -543,7 +547,7 @@ async fn reloads_do_not_postpone_a_persona_that_never_ran() {
     // jitter offset of persona 1 is 44 s, so a moving slot would be caught here.
     let clock = Clock::starting_at(utc("2026-05-06T10:00:00Z"));
     let fake = Fake::new(clock, vec![persona(1, "daily")], Duration::from_secs(1));
-    let settings = Settings {
+    let settings = SchedulerSettings {
         jitter: Duration::from_secs(60),
         reload_every: Duration::from_secs(15),
         ..settings()
@@ -565,7 +569,7 @@ async fn catch_up_none_runs_every_slot_within_its_jitter_despite_reloads() {
     let clock = Clock::starting_at(utc("2026-05-06T12:00:30Z"));
     let personas: Vec<ScheduleRow> = (1..=20).map(|n| persona(n, "*/5 * * * *")).collect();
     let fake = Fake::new(clock, personas, Duration::from_secs(2));
-    let settings = Settings {
+    let settings = SchedulerSettings {
         catch_up: CatchUp::None,
         jitter: Duration::from_secs(60),
         reload_every: Duration::from_secs(15),
@@ -590,7 +594,7 @@ async fn catch_up_none_runs_every_slot_within_its_jitter_despite_reloads() {
 async fn jitter_at_least_the_period_does_not_starve_a_persona() {
     let clock = Clock::starting_at(utc("2026-05-06T12:00:00Z"));
     let fake = Fake::new(clock, vec![persona(7, "*/2 * * * *")], Duration::from_secs(1));
-    let settings = Settings {
+    let settings = SchedulerSettings {
         jitter: Duration::from_secs(600),
         ..settings()
     };
@@ -636,7 +640,7 @@ async fn a_paused_persona_is_never_claimed() {
         vec![persona(1, "*/10 * * * * *"), persona(2, "*/10 * * * * *")],
         Duration::from_secs(1),
     );
-    let settings = Settings {
+    let settings = SchedulerSettings {
         reload_every: Duration::from_secs(15),
         ..settings()
     };

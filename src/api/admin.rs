@@ -380,6 +380,6 @@ pub async fn tick_all(State(state): State<ApiState>, _admin: Admin) -> Result<Re
     let status = ticks
         .start_all()
         .await
-        .map_err(|message| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message))?;
+        .map_err(|err| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, err.to_string()))?;
     Ok((StatusCode::ACCEPTED, Json(TicksStarted { status })).into_response())
 }

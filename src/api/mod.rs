@@ -40,20 +40,20 @@ use crate::model::persona::Persona;
 use crate::store::Store;
 use crate::tick::TickError;
 
-/// A boxed future, for the object-safe [`TickControl`].
+/// A boxed future, for the object-safe [`TickPort`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Starts one-off ticks for the API, in the process's one tick pool: `run` hands over its
 /// engine and scheduler, `serve` an engine of its own.
-pub trait TickControl: Send + Sync + 'static {
+pub trait TickPort: Send + Sync + 'static {
     /// Claims a tick for `persona` and runs it in the pool; the tick's id.
     fn start(&self, persona: Persona) -> BoxFuture<'_, Result<Uuid, TickError>>;
     /// Ticks every runnable persona now (as SIGUSR1 does); what was started.
-    fn start_all(&self) -> BoxFuture<'_, Result<String, String>>;
+    fn start_all(&self) -> BoxFuture<'_, Result<String, TickError>>;
 }
 
 /// What a SIGHUP may change: the config and the secrets it names.
-pub struct Settings {
+pub struct ApiSettings {
     pub config: Arc<Config>,
     admin_token: Option<Secret>,
     jwt: Option<Arc<JwtVerifier>>,
@@ -61,7 +61,7 @@ pub struct Settings {
     provisioners: std::collections::BTreeMap<Option<String>, Arc<crate::auth::Provisioner>>,
 }
 
-impl Settings {
+impl ApiSettings {
     pub fn new(config: Arc<Config>, admin_token: Option<Secret>, jwt_secret: Option<Secret>) -> Self {
         let jwt = JwtVerifier::new(&config.api.jwt, jwt_secret.as_ref()).map(Arc::new);
         Self {
@@ -99,8 +99,8 @@ impl Settings {
 
 struct Inner {
     store: Store,
-    settings: std::sync::RwLock<Arc<Settings>>,
-    ticks: Option<Arc<dyn TickControl>>,
+    settings: std::sync::RwLock<Arc<ApiSettings>>,
+    ticks: Option<Arc<dyn TickPort>>,
     scheduler: Option<Arc<crate::scheduler::Status>>,
     candidates: crate::profile::Candidates,
     sessions: auth::Sessions,
@@ -113,8 +113,8 @@ pub struct ApiState(Arc<Inner>);
 impl ApiState {
     pub fn new(
         store: Store,
-        settings: Settings,
-        ticks: Option<Arc<dyn TickControl>>,
+        settings: ApiSettings,
+        ticks: Option<Arc<dyn TickPort>>,
         scheduler: Option<Arc<crate::scheduler::Status>>,
     ) -> Self {
         Self(Arc::new(Inner {
@@ -139,7 +139,7 @@ impl ApiState {
         &self.0.store
     }
 
-    fn settings(&self) -> Arc<Settings> {
+    fn settings(&self) -> Arc<ApiSettings> {
         self.0.settings.read().expect("settings lock").clone()
     }
 
@@ -148,7 +148,7 @@ impl ApiState {
     }
 
     /// New settings (SIGHUP). The listen address and the body limit stay until a restart.
-    pub fn reload(&self, settings: Settings) {
+    pub fn reload(&self, settings: ApiSettings) {
         *self.0.settings.write().expect("settings lock") = Arc::new(settings);
     }
 
@@ -164,7 +164,7 @@ impl ApiState {
         self.settings().provisioners.get(&target.map(str::to_string)).cloned()
     }
 
-    fn ticks(&self) -> Option<&Arc<dyn TickControl>> {
+    fn ticks(&self) -> Option<&Arc<dyn TickPort>> {
         self.0.ticks.as_ref()
     }
 }

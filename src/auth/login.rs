@@ -142,7 +142,7 @@ impl Authenticator {
 
     async fn log_in(&self, email: &str) -> Result<Credentials, AuthError> {
         let mut values = BTreeMap::from([("email".to_string(), email.to_string())]);
-        let far_future = Utc::now() + chrono::Duration::days(3650);
+        let far_future = crate::time::after(Utc::now(), Duration::from_secs(3650 * 86_400));
         let (token, user_id, refresh_at, password) = match self.config.mode {
             AuthMode::None => (None, None, far_future, None),
             AuthMode::Oauth if self.config.oauth.authorize_with == AuthorizeWith::None => {

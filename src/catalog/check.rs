@@ -189,6 +189,14 @@ pub(super) fn check_entry(
 /// The checks a JSON Schema cannot express. Fields of the wrong type are left to the
 /// schema's report, so each problem is reported once.
 fn check_rules(file: &Path, at: &str, persona: &Value, rules: &Rules, seen: &mut Seen, problems: &mut Vec<Problem>) {
+    check_identity(file, at, persona, rules, seen, problems);
+    check_prompt(file, at, persona, rules, problems);
+    check_schedule(file, at, persona, problems);
+    check_mix(file, at, persona, problems);
+}
+
+/// Email (allowed domain, unique) and name (length, unique).
+fn check_identity(file: &Path, at: &str, persona: &Value, rules: &Rules, seen: &mut Seen, problems: &mut Vec<Problem>) {
     let field = |name: &str| persona.get(name).and_then(Value::as_str);
     let path = |name: &str| join(at, name);
     if let Some(email) = field("email") {
@@ -229,6 +237,12 @@ fn check_rules(file: &Path, at: &str, persona: &Value, rules: &Rules, seen: &mut
                 .insert(name.trim().to_string(), format!("{}: {path}", file.display()));
         }
     }
+}
+
+/// The system prompt: long enough to describe someone, short enough to send every turn.
+fn check_prompt(file: &Path, at: &str, persona: &Value, rules: &Rules, problems: &mut Vec<Problem>) {
+    let field = |name: &str| persona.get(name).and_then(Value::as_str);
+    let path = |name: &str| join(at, name);
     if let Some(prompt) = field("systemPrompt") {
         let chars = prompt.trim().chars().count();
         if chars < rules.min_prompt_chars {
@@ -253,6 +267,12 @@ fn check_rules(file: &Path, at: &str, persona: &Value, rules: &Rules, seen: &mut
             ));
         }
     }
+}
+
+/// The cadence (parses, fires soon enough) and the time zone.
+fn check_schedule(file: &Path, at: &str, persona: &Value, problems: &mut Vec<Problem>) {
+    let field = |name: &str| persona.get(name).and_then(Value::as_str);
+    let path = |name: &str| join(at, name);
     if let Some(cadence) = field("tickCadence") {
         match cadence.parse::<Cadence>() {
             Err(message) => problems.push(problem(file, path("tickCadence"), message)),
@@ -268,6 +288,11 @@ fn check_rules(file: &Path, at: &str, persona: &Value, rules: &Rules, seen: &mut
     {
         problems.push(problem(file, path("timeZone"), message));
     }
+}
+
+/// The module mix: some weight positive, none absurd.
+fn check_mix(file: &Path, at: &str, persona: &Value, problems: &mut Vec<Problem>) {
+    let path = |name: &str| join(at, name);
     if let Some(mix) = persona.get("moduleMix").and_then(Value::as_object) {
         let weights: Vec<f64> = mix.values().filter_map(Value::as_f64).collect();
         // Negative weights are the schema's to report; here only "nothing to do".
@@ -299,7 +324,7 @@ fn fires_soon(cadence: &Cadence) -> Result<(), String> {
         .parse()
         .map_err(|err| format!("`{expr}` is not a valid cron expression: {err}"))?;
     let now = crate::time::now();
-    let horizon = now + chrono::Duration::days(CRON_HORIZON_DAYS);
+    let horizon = crate::time::after(now, std::time::Duration::from_secs(CRON_HORIZON_DAYS as u64 * 86_400));
     match cron.find_next_occurrence(&now, false) {
         Ok(next) if next <= horizon => Ok(()),
         _ => Err(format!(

@@ -51,105 +51,119 @@ pub async fn run(command: CatalogCommand, app: &App) -> Result<Outcome> {
         }
     };
     match command {
-        CatalogCommand::Validate { files: given } => {
-            let files = files(given);
-            match catalog::validate(&files, &rules) {
-                Ok(checked) => {
-                    for file in &checked {
-                        out!(
-                            "ok: {} ({} personas{})",
-                            file.file.display(),
-                            file.personas,
-                            file.target
-                                .as_deref()
-                                .map(|t| format!(", target {t}"))
-                                .unwrap_or_default()
-                        );
-                    }
-                    Ok(Outcome::Success)
-                }
-                Err(CatalogError::Invalid(problems)) => {
-                    for problem in &problems {
-                        out!("{problem}");
-                    }
-                    eprintln!("{} problem(s) in {} file(s)", problems.len(), files.len());
-                    Ok(Outcome::Problems)
-                }
-                Err(other) => Err(other.into()),
-            }
-        }
+        CatalogCommand::Validate { files: given } => validate(&files(given), &rules),
         CatalogCommand::Seed {
             files: given,
             json,
             provision,
             dry_run,
-        } => {
-            let files = files(given);
-            if dry_run {
-                return provision_personas(app, &files, &rules, true).await;
-            }
-            let store = app.store().await?;
-            let seeded = catalog::seed_files(
-                &store,
-                DEFAULT_TENANT,
-                &files,
-                &rules,
-                &app.config().catalog.default_time_zone,
-            )
-            .await;
-            store.close().await;
-            let report = match seeded {
-                Ok(report) => report,
-                Err(err) => return report_invalid(err),
-            };
-            if json {
-                out!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                out!(
-                    "seeded {}: {} created, {} updated, {} unchanged",
-                    store.url(),
-                    report.created,
-                    report.updated,
-                    report.unchanged
-                );
-            }
-            if provision {
-                return provision_personas(app, &files, &rules, false).await;
-            }
-            Ok(Outcome::Success)
-        }
-        CatalogCommand::Cleanup { files: given, dry_run } => {
-            let listed = match catalog::listed_emails(&files(given), &rules) {
-                Ok(listed) => listed,
-                Err(err) => return report_invalid(err),
-            };
-            let store = app.store().await?;
-            if dry_run {
-                let counts = store.row_counts(DEFAULT_TENANT).await?;
-                out!(
-                    "would delete {} persona users and their personas, ticks ({}), actions ({}), feedback ({})",
-                    counts.persona_users,
-                    counts.ticks,
-                    counts.actions,
-                    counts.feedback
-                );
-                store.close().await;
-                return Ok(Outcome::Success);
-            }
-            let outcome = catalog::cleanup(&store, DEFAULT_TENANT, &listed).await;
-            store.close().await;
-            let outcome = outcome?;
-            for email in &outcome.unlisted {
-                eprintln!("warning: {email} was in the store but in no catalog (deleted with the rest)");
-            }
-            out!(
-                "deleted {} persona users and {} personas (with their ticks, actions, feedback and profiles)",
-                outcome.deleted.users_deleted,
-                outcome.deleted.personas_deleted
-            );
-            Ok(Outcome::Success)
-        }
+        } => seed(app, &files(given), &rules, json, provision, dry_run).await,
+        CatalogCommand::Cleanup { files: given, dry_run } => cleanup(app, &files(given), &rules, dry_run).await,
     }
+}
+
+/// `catalog validate`: every problem with its JSON path.
+fn validate(files: &[PathBuf], rules: &Rules) -> Result<Outcome> {
+    match catalog::validate(files, rules) {
+        Ok(checked) => {
+            for file in &checked {
+                out!(
+                    "ok: {} ({} personas{})",
+                    file.file.display(),
+                    file.personas,
+                    file.target
+                        .as_deref()
+                        .map(|t| format!(", target {t}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(Outcome::Success)
+        }
+        Err(CatalogError::Invalid(problems)) => {
+            for problem in &problems {
+                out!("{problem}");
+            }
+            eprintln!("{} problem(s) in {} file(s)", problems.len(), files.len());
+            Ok(Outcome::Problems)
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// `catalog seed`: the idempotent upsert, then (with `--provision`) the sign-ups.
+async fn seed(
+    app: &App,
+    files: &[PathBuf],
+    rules: &Rules,
+    json: bool,
+    provision: bool,
+    dry_run: bool,
+) -> Result<Outcome> {
+    if dry_run {
+        return provision_personas(app, files, rules, true).await;
+    }
+    let store = app.store().await?;
+    let seeded = catalog::seed_files(
+        &store,
+        DEFAULT_TENANT,
+        files,
+        rules,
+        &app.config().catalog.default_time_zone,
+    )
+    .await;
+    store.close().await;
+    let report = match seeded {
+        Ok(report) => report,
+        Err(err) => return report_invalid(err),
+    };
+    if json {
+        out!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        out!(
+            "seeded {}: {} created, {} updated, {} unchanged",
+            store.url(),
+            report.created,
+            report.updated,
+            report.unchanged
+        );
+    }
+    if provision {
+        return provision_personas(app, files, rules, false).await;
+    }
+    Ok(Outcome::Success)
+}
+
+/// `catalog cleanup`: every persona user deleted with what it left.
+async fn cleanup(app: &App, files: &[PathBuf], rules: &Rules, dry_run: bool) -> Result<Outcome> {
+    let listed = match catalog::listed_emails(files, rules) {
+        Ok(listed) => listed,
+        Err(err) => return report_invalid(err),
+    };
+    let store = app.store().await?;
+    if dry_run {
+        let counts = store.row_counts(DEFAULT_TENANT).await?;
+        out!(
+            "would delete {} persona users and their personas, ticks ({}), actions ({}), feedback ({})",
+            counts.persona_users,
+            counts.ticks,
+            counts.actions,
+            counts.feedback
+        );
+        store.close().await;
+        return Ok(Outcome::Success);
+    }
+    let outcome = catalog::cleanup(&store, DEFAULT_TENANT, &listed).await;
+    store.close().await;
+    let outcome = outcome?;
+    for email in &outcome.unlisted {
+        eprintln!("warning: {email} was in the store but in no catalog (deleted with the rest)");
+    }
+    out!(
+        "deleted {} persona users and {} personas (with their ticks, actions, feedback and profiles)",
+        outcome.deleted.users_deleted,
+        outcome.deleted.personas_deleted
+    );
+    Ok(Outcome::Success)
 }
 
 fn report_invalid(err: CatalogError) -> Result<Outcome> {

@@ -100,6 +100,9 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&loaded.config, &env);
+    for deprecated in &loaded.deprecations {
+        tracing::warn!("{deprecated}");
+    }
     persona_runner::http::configure(&loaded.config.http);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -269,6 +272,9 @@ async fn config_check(app: &App) -> Result<Outcome> {
     out!("# config: {}", loaded.source);
     for var in &loaded.overrides {
         out!("# overridden by {var}");
+    }
+    for deprecated in &loaded.deprecations {
+        out!("# deprecated: {deprecated}");
     }
     out!("{}", loaded.config.to_redacted_toml());
     let mut ok = true;

@@ -17,7 +17,7 @@ pub struct TickArgs {
     /// A persona by email or id (repeatable).
     #[arg(long = "persona", value_name = "EMAIL|ID", required_unless_present = "all")]
     personas: Vec<String>,
-    /// Every runnable persona (not paused, with a login identity), within runner.concurrency.
+    /// Every runnable persona (not paused, with a login identity), within scheduler.concurrency.
     #[arg(long, conflicts_with = "personas")]
     all: bool,
     /// Print the summaries as JSON.
@@ -66,9 +66,9 @@ pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
     });
     eprintln!("ticking {} persona(s) with {}", personas.len(), engine.driver_name());
 
-    // At most `runner.concurrency` ticks in flight, and only those spawned: a tick's
+    // At most `scheduler.concurrency` ticks in flight, and only those spawned: a tick's
     // future is ~18 KB, so spawning every persona up front would hold them all at once.
-    let concurrency = app.config().runner.concurrency.max(1);
+    let concurrency = app.config().scheduler.concurrency.max(1);
     let mut tasks = tokio::task::JoinSet::new();
     let mut results = Vec::new();
     for (index, persona) in personas.into_iter().enumerate() {

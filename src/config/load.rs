@@ -28,6 +28,9 @@ pub struct LoadedConfig {
     pub source: ConfigSource,
     /// Environment variables that overrode keys, for `config check`.
     pub overrides: Vec<String>,
+    /// Old keys that still load, each with what to write instead (logged as warnings and
+    /// shown by `config check`).
+    pub deprecations: Vec<String>,
 }
 
 /// Finds and loads the config: `explicit` (`--config`), else `$PERSONA_RUNNER_CONFIG`,
@@ -48,11 +51,12 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<LoadedConfig, ConfigEr
             }
         }
     };
-    let (config, overrides) = from_table(table, env)?;
+    let (config, overrides, deprecations) = load_table(table, env)?;
     Ok(LoadedConfig {
         config,
         source,
         overrides,
+        deprecations,
     })
 }
 
@@ -67,13 +71,61 @@ fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
     })
 }
 
+/// Sections that were renamed: the old name still loads, into the new one, with a warning.
+const RENAMED_SECTIONS: [(&str, &str, &str); 1] = [("runner", "scheduler", "it configures the scheduler")];
+
 /// Applies environment overrides to `table`, then deserializes and validates it.
-pub fn from_table(mut table: toml::Table, env: &Env) -> Result<(Config, Vec<String>), ConfigError> {
+pub fn from_table(table: toml::Table, env: &Env) -> Result<(Config, Vec<String>), ConfigError> {
+    load_table(table, env).map(|(config, overrides, _)| (config, overrides))
+}
+
+/// Moves the keys of renamed sections to their new names, saying so for each. A key set
+/// under both names keeps the new name's value.
+fn rename_sections(table: &mut toml::Table, deprecations: &mut Vec<String>) {
+    for (old, new, why) in RENAMED_SECTIONS {
+        let Some(toml::Value::Table(moved)) = table.remove(old) else {
+            continue;
+        };
+        deprecations.push(format!(
+            "the section [{old}] is deprecated ({why}): rename it to [{new}]"
+        ));
+        let target = table
+            .entry(new)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(target) = target {
+            for (key, value) in moved {
+                target.entry(key).or_insert(value);
+            }
+        }
+    }
+}
+
+/// The dotted key an override names, renamed sections moved to their new names.
+fn current_key(mut key: Vec<String>, var: &str, deprecations: &mut Vec<String>) -> Vec<String> {
+    if let Some((old, new, why)) = RENAMED_SECTIONS
+        .iter()
+        .find(|(old, ..)| key.first().is_some_and(|k| k == old))
+    {
+        let upper = new.to_uppercase();
+        deprecations.push(format!(
+            "{var}: the section `{old}` is deprecated ({why}): use {ENV_PREFIX}{upper}__{}",
+            key[1..].join("__").to_uppercase()
+        ));
+        key[0] = new.to_string();
+    }
+    key
+}
+
+/// [`from_table`], and the deprecated keys it met.
+fn load_table(mut table: toml::Table, env: &Env) -> Result<(Config, Vec<String>, Vec<String>), ConfigError> {
+    let mut deprecations = Vec::new();
+    rename_sections(&mut table, &mut deprecations);
     let mut overrides: Vec<(String, String)> = Vec::new();
     let mut vars: Vec<_> = env.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
     vars.sort();
     for (var, raw) in vars {
         let key: Vec<String> = var[ENV_PREFIX.len()..].split("__").map(str::to_lowercase).collect();
+        let key = current_key(key, var, &mut deprecations);
         let dotted = key.join(".");
         if key.iter().any(String::is_empty) {
             return Err(invalid(
@@ -102,7 +154,11 @@ pub fn from_table(mut table: toml::Table, env: &Env) -> Result<(Config, Vec<Stri
         invalid(&key, origin_of(&key), &message)
     })?;
     validate(&config).map_err(|(key, message)| invalid(key, origin_of(key), &message))?;
-    Ok((config, overrides.into_iter().map(|(_, var)| var).collect()))
+    Ok((
+        config,
+        overrides.into_iter().map(|(_, var)| var).collect(),
+        deprecations,
+    ))
 }
 
 fn invalid(key: &str, var: Option<&str>, message: &str) -> ConfigError {
@@ -143,4 +199,39 @@ fn set_path(table: &mut toml::Table, key: &[String], value: toml::Value) -> Resu
     }
     current.insert(last.clone(), value);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, vars: &[(&str, &str)]) -> (Config, Vec<String>) {
+        let env: Env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (config, _, deprecations) = load_table(text.parse().unwrap(), &env).unwrap();
+        (config, deprecations)
+    }
+
+    #[test]
+    fn the_old_runner_section_still_loads_into_the_scheduler_with_a_warning() {
+        let (config, deprecations) = load("[runner]\nconcurrency = 7\njitter = \"5s\"\n", &[]);
+        assert_eq!(config.scheduler.concurrency, 7);
+        assert_eq!(config.scheduler.jitter.0, std::time::Duration::from_secs(5));
+        assert_eq!(
+            deprecations,
+            ["the section [runner] is deprecated (it configures the scheduler): rename it to [scheduler]"]
+        );
+        // Both names: the new one wins where both set a key.
+        let (config, _) = load(
+            "[runner]\nconcurrency = 7\npaused = true\n[scheduler]\nconcurrency = 2\n",
+            &[],
+        );
+        assert_eq!((config.scheduler.concurrency, config.scheduler.paused), (2, true));
+        let (config, deprecations) = load("", &[("PERSONA_RUNNER__RUNNER__MAX_ATTEMPTS", "5")]);
+        assert_eq!(config.scheduler.max_attempts, 5);
+        assert!(
+            deprecations[0].contains("use PERSONA_RUNNER__SCHEDULER__MAX_ATTEMPTS"),
+            "{deprecations:?}"
+        );
+        assert!(load("[scheduler]\nconcurrency = 3\n", &[]).1.is_empty());
+    }
 }

@@ -257,10 +257,11 @@ impl Default for TickConfig {
     }
 }
 
-/// The daemon's scheduler (`persona-runner run`).
+/// The daemon's scheduler (`persona-runner run`), `[scheduler]` (it was `[runner]`, which
+/// still loads with a deprecation warning).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct RunnerConfig {
+pub struct SchedulerConfig {
     /// Ticks running at once (the daemon's pool, and `tick --all`).
     pub concurrency: usize,
     /// Personas sharing a slot start spread over this much (a stable offset per persona).
@@ -283,7 +284,7 @@ pub struct RunnerConfig {
     pub sweep_every: HumanDuration,
 }
 
-impl Default for RunnerConfig {
+impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             concurrency: 4,

@@ -4,6 +4,22 @@ use super::*;
 
 /// Checks the values serde cannot: returns the key and what is wrong with it.
 pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
+    database(config)?;
+    signup(config)?;
+    catalog(config)?;
+    api(config)?;
+    limits(config)?;
+    mcp(config)?;
+    durations(config)?;
+    scale(config)?;
+    pool(config)?;
+    pointers(config)?;
+    oauth(config)?;
+    rest(config)
+}
+
+/// `[database]`.
+fn database(config: &Config) -> Result<(), (&'static str, String)> {
     match config.database.url.scheme() {
         "sqlite" | "postgres" | "postgresql" => {}
         other => {
@@ -16,6 +32,11 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
     if config.database.max_connections == 0 {
         return Err(("database.max_connections", "must be at least 1".into()));
     }
+    Ok(())
+}
+
+/// Provisioning's sign-up endpoint and body template.
+fn signup(config: &Config) -> Result<(), (&'static str, String)> {
     if !config.auth.signup_url.is_empty() {
         if !(config.auth.signup_url.starts_with("http://") || config.auth.signup_url.starts_with("https://")) {
             return Err((
@@ -26,6 +47,11 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
         super::signup_body(&config.auth.signup_body, "a@b.test", "p", "n")
             .map_err(|message| ("auth.signup_body", message))?;
     }
+    Ok(())
+}
+
+/// `[catalog]`'s email domains.
+fn catalog(config: &Config) -> Result<(), (&'static str, String)> {
     if config.catalog.allowed_email_domains.is_empty() {
         return Err((
             "catalog.allowed_email_domains",
@@ -43,6 +69,11 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
             format!("`{bad}` is not a domain suffix; write `test` or `mana.test`, without `@` or a leading dot"),
         ));
     }
+    Ok(())
+}
+
+/// `[api]`, with its JWT verification.
+fn api(config: &Config) -> Result<(), (&'static str, String)> {
     if config.api.max_body_bytes < 1024 {
         return Err(("api.max_body_bytes", "must be at least 1024".into()));
     }
@@ -76,6 +107,11 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
             "issuer and audience must not be empty: every token is checked against both".into(),
         ));
     }
+    Ok(())
+}
+
+/// The feedback report's thresholds, the scheduler's and the retry policy's counts.
+fn limits(config: &Config) -> Result<(), (&'static str, String)> {
     if !(config.feedback.regression_drop > 0.0 && config.feedback.regression_drop <= 4.0) {
         return Err((
             "feedback.regression_drop",
@@ -85,15 +121,23 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
     if config.feedback.regression_min_ratings < 1 {
         return Err(("feedback.regression_min_ratings", "must be at least 1".into()));
     }
-    if config.runner.concurrency == 0 {
-        return Err(("runner.concurrency", "must be at least 1".into()));
+    if config.scheduler.concurrency == 0 {
+        return Err(("scheduler.concurrency", "must be at least 1".into()));
     }
-    if config.runner.max_attempts == 0 {
-        return Err(("runner.max_attempts", "must be at least 1 (the first attempt)".into()));
+    if config.scheduler.max_attempts == 0 {
+        return Err((
+            "scheduler.max_attempts",
+            "must be at least 1 (the first attempt)".into(),
+        ));
     }
     if config.retry.max_attempts == 0 {
         return Err(("retry.max_attempts", "must be at least 1 (the first attempt)".into()));
     }
+    Ok(())
+}
+
+/// `[mcp]`: the module separator, the stdio command and the policy's globs.
+fn mcp(config: &Config) -> Result<(), (&'static str, String)> {
     if config.mcp.module_separator.is_empty() {
         return Err(("mcp.module_separator", "must not be empty; e.g. \".\"".into()));
     }
@@ -115,13 +159,17 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
     for glob in config.mcp.modules.keys() {
         globset::Glob::new(glob).map_err(|err| ("mcp.modules", format!("`{glob}` is not a glob: {err}")))?;
     }
-    durations(config)?;
-    if config.runner.concurrency > MAX_CONCURRENCY {
+    Ok(())
+}
+
+/// How many ticks at once, and what spend costs.
+fn scale(config: &Config) -> Result<(), (&'static str, String)> {
+    if config.scheduler.concurrency > MAX_CONCURRENCY {
         return Err((
-            "runner.concurrency",
+            "scheduler.concurrency",
             format!(
                 "{} is more ticks at once than any gateway or LLM endpoint takes; at most {MAX_CONCURRENCY}",
-                config.runner.concurrency
+                config.scheduler.concurrency
             ),
         ));
     }
@@ -136,11 +184,19 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
             ));
         }
     }
+    Ok(())
+}
+
+/// The pool's upper bound.
+fn pool(config: &Config) -> Result<(), (&'static str, String)> {
     if config.database.max_connections > 1000 {
         return Err(("database.max_connections", "must be at most 1000".into()));
     }
-    pointers(config)?;
-    oauth(config)?;
+    Ok(())
+}
+
+/// The roots offered, the temperature, the catalog's default zone, the log filter.
+fn rest(config: &Config) -> Result<(), (&'static str, String)> {
     for root in &config.mcp.roots {
         if !root.uri.contains("://") {
             return Err((
@@ -176,8 +232,8 @@ fn durations(config: &Config) -> Result<(), (&'static str, String)> {
         ("tick.lease", config.tick.lease),
         ("mcp.call_timeout", config.mcp.call_timeout),
         ("mcp.connect_timeout", config.mcp.connect_timeout),
-        ("runner.reload_every", config.runner.reload_every),
-        ("runner.sweep_every", config.runner.sweep_every),
+        ("scheduler.reload_every", config.scheduler.reload_every),
+        ("scheduler.sweep_every", config.scheduler.sweep_every),
         ("auth.token_ttl", config.auth.token_ttl),
         ("retention.every", config.retention.every),
     ] {
@@ -185,14 +241,14 @@ fn durations(config: &Config) -> Result<(), (&'static str, String)> {
             return Err((key, "must be longer than 0s".into()));
         }
     }
-    if config.runner.reload_every.0 < std::time::Duration::from_secs(1) {
+    if config.scheduler.reload_every.0 < std::time::Duration::from_secs(1) {
         return Err((
-            "runner.reload_every",
+            "scheduler.reload_every",
             "must be at least 1s (each reload reads the changed personas)".into(),
         ));
     }
-    if config.runner.sweep_every.0 < std::time::Duration::from_secs(1) {
-        return Err(("runner.sweep_every", "must be at least 1s".into()));
+    if config.scheduler.sweep_every.0 < std::time::Duration::from_secs(1) {
+        return Err(("scheduler.sweep_every", "must be at least 1s".into()));
     }
     Ok(())
 }

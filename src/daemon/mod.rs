@@ -10,7 +10,7 @@
 //! (TERM/INT drain, HUP reload, USR1 tick everyone), and speaks systemd's notify
 //! protocol. `serve` runs the sidecar alone.
 
-mod host;
+mod ports;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-pub use host::{Control, StoreHost, record_metrics};
+pub use ports::{ApiPort, SchedulerPort, record_metrics};
 
 use crate::config::{self, Config, Env};
 use crate::model::persona::DEFAULT_TENANT;
 use crate::model::tick::Trigger;
-use crate::scheduler::{self, Command, Settings};
+use crate::scheduler::{self, Command, SchedulerSettings};
 use crate::store::Store;
 use crate::tick::{TickError, TickPool, TickRunner};
 
@@ -71,19 +71,19 @@ impl ConfigOrigin {
     }
 }
 
-pub fn settings(config: &Config) -> Settings {
-    let runner = &config.runner;
-    Settings {
-        jitter: runner.jitter.0,
-        paused: runner.paused,
-        catch_up: runner.catch_up,
-        starting_deadline: runner.starting_deadline.0,
-        max_attempts: runner.max_attempts,
-        retry_backoff: runner.retry_backoff.0,
-        reload_every: runner.reload_every.0,
-        sweep_every: runner.sweep_every.0,
-        busy_recheck: config.tick.lease.0.saturating_add(runner.sweep_every.0),
-        shutdown_grace: runner.shutdown_grace.0,
+pub fn settings(config: &Config) -> SchedulerSettings {
+    let section = &config.scheduler;
+    SchedulerSettings {
+        jitter: section.jitter.0,
+        paused: section.paused,
+        catch_up: section.catch_up,
+        starting_deadline: section.starting_deadline.0,
+        max_attempts: section.max_attempts,
+        retry_backoff: section.retry_backoff.0,
+        reload_every: section.reload_every.0,
+        sweep_every: section.sweep_every.0,
+        busy_recheck: config.tick.lease.0.saturating_add(section.sweep_every.0),
+        shutdown_grace: section.shutdown_grace.0,
         heartbeat_every: Duration::from_secs(2),
     }
 }
@@ -144,9 +144,9 @@ async fn seed_catalogs(store: &Store, config: &Config, first_start: bool) -> Res
 }
 
 /// The sidecar's settings from a config (SIGHUP builds them again).
-fn sidecar_settings(config: &Arc<Config>, env: &Env) -> Result<crate::api::Settings, DaemonError> {
+fn sidecar_settings(config: &Arc<Config>, env: &Env) -> Result<crate::api::ApiSettings, DaemonError> {
     Ok(
-        crate::api::Settings::new(config.clone(), config.admin_token(env)?, config.jwt_secret(env)?)
+        crate::api::ApiSettings::new(config.clone(), config.admin_token(env)?, config.jwt_secret(env)?)
             .with_provisioning(env),
     )
 }
@@ -202,7 +202,7 @@ fn survive_file_size_limits() {
 
 /// `persona-runner serve`: the sidecar alone (APIs, dashboard, one-off ticks), without
 /// the scheduler, until SIGTERM/SIGINT (or `shutdown`); running one-off ticks get
-/// `runner.shutdown_grace`.
+/// `scheduler.shutdown_grace`.
 pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<(), DaemonError> {
     survive_file_size_limits();
     let config = Arc::new(origin.load()?);
@@ -211,9 +211,9 @@ pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<
     let store = Store::open(&config.database, password.as_ref()).await?;
     let engine = Arc::new(TickRunner::new(store.clone(), config.clone(), env)?);
     let runner_id = engine.runner_id().to_string();
-    let host = Arc::new(StoreHost::new(store.clone(), engine, config.clone()));
-    let pool = TickPool::new(config.runner.concurrency);
-    let control = Arc::new(Control {
+    let host = Arc::new(SchedulerPort::new(store.clone(), engine, config.clone()));
+    let pool = TickPool::new(config.scheduler.concurrency);
+    let control = Arc::new(ApiPort {
         host,
         pool: pool.clone(),
         commands: None,
@@ -231,7 +231,7 @@ pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<
     terminated(&shutdown).await;
     shutdown.cancel();
     notify(&[sd_notify::NotifyState::Stopping]);
-    pool.drain(config.runner.shutdown_grace.0).await;
+    pool.drain(config.scheduler.shutdown_grace.0).await;
     http_stop.cancel();
     let _ = sidecar.await;
     let _ = watch.await;
@@ -310,15 +310,15 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
     tracing::info!(
         driver = engine.driver_name(),
         simulator = engine.simulator(),
-        "tick engine ready"
+        "tick runner ready"
     );
-    let host = Arc::new(StoreHost::new(store.clone(), engine, config.clone()));
-    let pool = TickPool::new(config.runner.concurrency);
+    let host = Arc::new(SchedulerPort::new(store.clone(), engine, config.clone()));
+    let pool = TickPool::new(config.scheduler.concurrency);
     let status = Arc::new(scheduler::Status::default());
     let (commands, receiver) = mpsc::channel(16);
 
     // The sidecar: health, readiness, metrics, the admin and profile APIs, the dashboard.
-    let control = Arc::new(Control {
+    let control = Arc::new(ApiPort {
         host: host.clone(),
         pool: pool.clone(),
         commands: Some(commands.clone()),
@@ -334,46 +334,24 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
     // The scheduler, with a heartbeat the watchdog checks.
     let started = Instant::now();
     let beat = Arc::new(AtomicU64::new(0));
-    let scheduler_stop = shutdown.child_token();
-    let scheduler_task = {
-        let (host, pool, beat, status) = (host.clone(), pool.clone(), beat.clone(), status.clone());
-        let settings = settings(&config);
-        tokio::spawn(async move {
-            let wiring = scheduler::Wiring {
-                host,
-                pool,
-                settings,
-                clock: scheduler::Clock::system(),
-                commands: receiver,
-                shutdown: scheduler_stop,
-                status,
-            };
-            scheduler::run(wiring, move || {
-                beat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-            })
-            .await;
-        })
+    let wiring = scheduler::Wiring {
+        host: host.clone(),
+        pool: pool.clone(),
+        settings: settings(&config),
+        clock: scheduler::Clock::system(),
+        commands: receiver,
+        shutdown: shutdown.child_token(),
+        status: status.clone(),
     };
-    let watchdog_task = sd_notify::watchdog_enabled().map(|interval| {
-        let (beat, stop) = (beat.clone(), shutdown.child_token());
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(interval / 2);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = every.tick() => {}
-                }
-                // Ping only while the scheduler loop is alive.
-                let last = Duration::from_millis(beat.load(Ordering::Relaxed));
-                if started.elapsed().saturating_sub(last) < interval {
-                    notify(&[sd_notify::NotifyState::Watchdog]);
-                }
-            }
-        })
-    });
-    let maintenance_task = {
-        let (store, config, stop) = (store.clone(), config.clone(), shutdown.child_token());
-        tokio::spawn(async move { crate::retention::run(store, config.retention.clone(), stop).await })
+    let tasks = Tasks {
+        scheduler: spawn_scheduler(wiring, beat.clone(), started),
+        watchdog: spawn_watchdog(beat, started, shutdown.child_token()),
+        maintenance: {
+            let (store, config, stop) = (store.clone(), config.clone(), shutdown.child_token());
+            tokio::spawn(async move { crate::retention::run(store, config.retention.clone(), stop).await })
+        },
+        sidecar: sidecar_task,
+        gateway: gateway_task,
     };
 
     notify(&[
@@ -396,25 +374,77 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
         sd_notify::NotifyState::Stopping,
         sd_notify::NotifyState::Status("draining running ticks"),
     ]);
-    tracing::info!("shutting down: no new ticks; running ticks get runner.shutdown_grace");
-    let stopping = Instant::now();
-    let _ = scheduler_task.await;
-    // One-off ticks started through the API get what is left of the same grace, then
-    // are cut: one grace in all, not one after the other.
-    let grace = reload.current_config().runner.shutdown_grace.0;
-    pool.drain(grace.saturating_sub(stopping.elapsed())).await;
-    if let Some(watchdog) = watchdog_task {
-        let _ = watchdog.await;
-    }
-    let _ = maintenance_task.await;
-    http_stop.cancel();
-    let _ = sidecar_task.await;
-    if let Some(gateway) = gateway_task {
-        let _ = gateway.await;
-    }
+    tracing::info!("shutting down: no new ticks; running ticks get scheduler.shutdown_grace");
+    let grace = reload.current_config().scheduler.shutdown_grace.0;
+    tasks.drain(&pool, grace, http_stop).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The daemon's tasks, ended in order at shutdown.
+struct Tasks {
+    scheduler: tokio::task::JoinHandle<()>,
+    watchdog: Option<tokio::task::JoinHandle<()>>,
+    maintenance: tokio::task::JoinHandle<()>,
+    sidecar: tokio::task::JoinHandle<()>,
+    gateway: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Tasks {
+    /// Waits for the scheduler's drain, gives one-off ticks what is left of the same
+    /// grace (one grace in all, not one after the other), then stops the HTTP servers
+    /// last, so draining ticks still reach the sample product and health stays visible.
+    async fn drain(self, pool: &TickPool, grace: Duration, http_stop: CancellationToken) {
+        let stopping = Instant::now();
+        let _ = self.scheduler.await;
+        pool.drain(grace.saturating_sub(stopping.elapsed())).await;
+        if let Some(watchdog) = self.watchdog {
+            let _ = watchdog.await;
+        }
+        let _ = self.maintenance.await;
+        http_stop.cancel();
+        let _ = self.sidecar.await;
+        if let Some(gateway) = self.gateway {
+            let _ = gateway.await;
+        }
+    }
+}
+
+/// The scheduler's loop as a task; each wake stores a heartbeat for the watchdog.
+fn spawn_scheduler(
+    wiring: scheduler::Wiring<SchedulerPort>,
+    beat: Arc<AtomicU64>,
+    started: Instant,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        scheduler::run(wiring, move || {
+            beat.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        })
+        .await;
+    })
+}
+
+/// systemd's watchdog, pinged at half its interval while the scheduler loop is alive.
+fn spawn_watchdog(
+    beat: Arc<AtomicU64>,
+    started: Instant,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = sd_notify::watchdog_enabled()?;
+    Some(tokio::spawn(async move {
+        let mut every = tokio::time::interval(interval / 2);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let last = Duration::from_millis(beat.load(Ordering::Relaxed));
+            if started.elapsed().saturating_sub(last) < interval {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+    }))
 }
 
 /// Handles signals until TERM/INT (or the token) asks to stop.
@@ -450,7 +480,7 @@ async fn signals(reload: &Reload<'_>, commands: &mpsc::Sender<Command>, shutdown
 struct Reload<'a> {
     origin: &'a ConfigOrigin,
     store: &'a Store,
-    host: &'a Arc<StoreHost>,
+    host: &'a Arc<SchedulerPort>,
     pool: &'a Arc<TickPool>,
     api: &'a crate::api::ApiState,
     commands: &'a mpsc::Sender<Command>,
@@ -482,7 +512,11 @@ impl Reload<'_> {
     /// The keys that changed but need a restart.
     async fn try_apply(&self) -> Result<Vec<&'static str>, DaemonError> {
         let env = &self.origin.env;
-        let config = Arc::new(self.origin.load()?);
+        let loaded = config::load(self.origin.explicit.as_deref(), &self.origin.env)?;
+        for deprecated in &loaded.deprecations {
+            tracing::warn!("{deprecated}");
+        }
+        let config = Arc::new(loaded.config);
         let engine = TickRunner::new(self.store.clone(), config.clone(), env)?;
         let sidecar = sidecar_settings(&config, env)?;
         let old = self.current_config();
@@ -490,8 +524,8 @@ impl Reload<'_> {
         *self.host.config.write().expect("config lock") = config.clone();
         self.host
             .max_attempts
-            .store(u64::from(config.runner.max_attempts), Ordering::Relaxed);
-        self.pool.resize(config.runner.concurrency);
+            .store(u64::from(config.scheduler.max_attempts), Ordering::Relaxed);
+        self.pool.resize(config.scheduler.concurrency);
         let _ = self.commands.send(Command::Reload(Box::new(settings(&config)))).await;
         self.api.reload(sidecar);
         if let Err(err) = seed_catalogs(self.store, &config, false).await {

@@ -206,17 +206,51 @@ pub fn definitions() -> Vec<Value> {
 /// Runs a tool whose arguments already passed its schema. `Err` is a tool-level error
 /// (reported with `isError`), e.g. an unknown id.
 pub fn run(data: &mut UserData, tool: &str, args: &Value) -> Result<Value, String> {
-    let arg = |key: &str| args.get(key).cloned().unwrap_or(Value::Null);
-    let text = |key: &str| args.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
-    let number = |key: &str| args.get(key).and_then(Value::as_u64).unwrap_or_default();
-    match tool {
-        "todo.create" => {
+    let args = Args(args);
+    let (module, verb) = tool.split_once('.').unwrap_or((tool, ""));
+    match module {
+        "todo" => todo(data, verb, &args),
+        "calendar" => calendar(data, verb, &args),
+        "journal" => journal(data, verb, &args),
+        "notes" => notes(data, verb, &args),
+        "habits" => habits(data, verb, &args),
+        "mood" => mood(data, verb, &args),
+        "contacts" => contacts(data, verb, &args),
+        _ => Err(format!("unknown tool {tool}")),
+    }
+}
+
+/// A call's arguments, read leniently (the schema was checked before).
+struct Args<'a>(&'a Value);
+
+impl Args<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+
+    fn arg(&self, key: &str) -> Value {
+        self.0.get(key).cloned().unwrap_or(Value::Null)
+    }
+
+    fn text(&self, key: &str) -> String {
+        self.0.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+    }
+
+    fn number(&self, key: &str) -> u64 {
+        self.0.get(key).and_then(Value::as_u64).unwrap_or_default()
+    }
+}
+
+/// The `todo.*` tools.
+fn todo(data: &mut UserData, verb: &str, args: &Args<'_>) -> Result<Value, String> {
+    match verb {
+        "create" => {
             let id = data.id();
-            let todo = json!({"id": id, "title": text("title"), "due": arg("due"), "priority": args.get("priority").cloned().unwrap_or(json!("normal")), "done": false});
+            let todo = json!({"id": id, "title": args.text("title"), "due": args.arg("due"), "priority": args.get("priority").cloned().unwrap_or(json!("normal")), "done": false});
             data.todos.insert(id, todo.clone());
             Ok(todo)
         }
-        "todo.list" => {
+        "list" => {
             let status = args.get("status").and_then(Value::as_str).unwrap_or("open");
             Ok(json!(
                 data.todos
@@ -229,46 +263,67 @@ pub fn run(data: &mut UserData, tool: &str, args: &Value) -> Result<Value, Strin
                     .collect::<Vec<_>>()
             ))
         }
-        "todo.complete" => {
-            let id = number("id");
+        "complete" => {
+            let id = args.number("id");
             let todo = data.todos.get_mut(&id).ok_or(format!("no to-do with id {id}"))?;
             todo["done"] = json!(true);
             Ok(todo.clone())
         }
-        "todo.delete" => {
-            let id = number("id");
+        "delete" => {
+            let id = args.number("id");
             data.todos
                 .remove(&id)
                 .map(|_| json!({"deleted": id}))
                 .ok_or(format!("no to-do with id {id}"))
         }
-        "calendar.add_event" => {
-            let start = text("start");
+        _ => Err(format!("unknown tool todo.{verb}")),
+    }
+}
+
+/// The `calendar.*` tools.
+fn calendar(data: &mut UserData, verb: &str, args: &Args<'_>) -> Result<Value, String> {
+    match verb {
+        "add_event" => {
+            let start = args.text("start");
             chrono::DateTime::parse_from_rfc3339(&start)
                 .map_err(|_| format!("start `{start}` is not an RFC 3339 date-time"))?;
             let id = data.id();
-            let event = json!({"id": id, "title": text("title"), "start": start, "duration_minutes": arg("duration_minutes"), "location": arg("location")});
+            let event = json!({"id": id, "title": args.text("title"), "start": start, "duration_minutes": args.arg("duration_minutes"), "location": args.arg("location")});
             data.events.insert(id, event.clone());
             Ok(event)
         }
-        "calendar.list" => Ok(json!(data.events.values().collect::<Vec<_>>())),
-        "journal.add" => {
-            let entry = json!({"id": data.id(), "text": text("text"), "tags": args.get("tags").cloned().unwrap_or(json!([])), "at": crate::time::now().to_rfc3339()});
+        "list" => Ok(json!(data.events.values().collect::<Vec<_>>())),
+        _ => Err(format!("unknown tool calendar.{verb}")),
+    }
+}
+
+/// The `journal.*` tools.
+fn journal(data: &mut UserData, verb: &str, args: &Args<'_>) -> Result<Value, String> {
+    match verb {
+        "add" => {
+            let entry = json!({"id": data.id(), "text": args.text("text"), "tags": args.get("tags").cloned().unwrap_or(json!([])), "at": crate::time::now().to_rfc3339()});
             data.journal.push(entry.clone());
             Ok(entry)
         }
-        "journal.list" => {
+        "list" => {
             let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(10) as usize;
             Ok(json!(data.journal.iter().rev().take(limit).collect::<Vec<_>>()))
         }
-        "notes.create" => {
+        _ => Err(format!("unknown tool journal.{verb}")),
+    }
+}
+
+/// The `notes.*` tools.
+fn notes(data: &mut UserData, verb: &str, args: &Args<'_>) -> Result<Value, String> {
+    match verb {
+        "create" => {
             let id = data.id();
-            let note = json!({"id": id, "title": text("title"), "body": text("body"), "pinned": args.get("pinned").cloned().unwrap_or(json!(false))});
+            let note = json!({"id": id, "title": args.text("title"), "body": args.text("body"), "pinned": args.get("pinned").cloned().unwrap_or(json!(false))});
             data.notes.insert(id, note.clone());
             Ok(note)
         }
-        "notes.search" => {
-            let query = text("query").to_lowercase();
+        "search" => {
+            let query = args.text("query").to_lowercase();
             Ok(json!(
                 data.notes
                     .values()
@@ -279,14 +334,21 @@ pub fn run(data: &mut UserData, tool: &str, args: &Value) -> Result<Value, Strin
                     .collect::<Vec<_>>()
             ))
         }
-        "habits.create" => {
+        _ => Err(format!("unknown tool notes.{verb}")),
+    }
+}
+
+/// The `habits.*` tools.
+fn habits(data: &mut UserData, verb: &str, args: &Args<'_>) -> Result<Value, String> {
+    match verb {
+        "create" => {
             let id = data.id();
-            let habit = json!({"id": id, "name": text("name"), "frequency": text("frequency")});
+            let habit = json!({"id": id, "name": args.text("name"), "frequency": args.text("frequency")});
             data.habits.insert(id, habit.clone());
             Ok(habit)
         }
-        "habits.log" => {
-            let id = number("habit_id");
+        "log" => {
+            let id = args.number("habit_id");
             if !data.habits.contains_key(&id) {
                 return Err(format!("no habit with id {id}"));
             }
@@ -294,7 +356,7 @@ pub fn run(data: &mut UserData, tool: &str, args: &Value) -> Result<Value, Strin
             data.habit_logs.push(entry.clone());
             Ok(entry)
         }
-        "habits.list" => Ok(json!(
+        "list" => Ok(json!(
             data.habits
                 .values()
                 .map(|h| {
@@ -303,20 +365,35 @@ pub fn run(data: &mut UserData, tool: &str, args: &Value) -> Result<Value, Strin
                 })
                 .collect::<Vec<_>>()
         )),
-        "mood.log" => {
-            let entry = json!({"score": arg("score"), "note": arg("note"), "at": crate::time::now().to_rfc3339()});
+        _ => Err(format!("unknown tool habits.{verb}")),
+    }
+}
+
+/// The `mood.*` tools.
+fn mood(data: &mut UserData, verb: &str, args: &Args<'_>) -> Result<Value, String> {
+    match verb {
+        "log" => {
+            let entry =
+                json!({"score": args.arg("score"), "note": args.arg("note"), "at": crate::time::now().to_rfc3339()});
             data.moods.push(entry.clone());
             Ok(entry)
         }
-        "mood.history" => Ok(json!(data.moods)),
-        "contacts.add" => {
+        "history" => Ok(json!(data.moods)),
+        _ => Err(format!("unknown tool mood.{verb}")),
+    }
+}
+
+/// The `contacts.*` tools.
+fn contacts(data: &mut UserData, verb: &str, args: &Args<'_>) -> Result<Value, String> {
+    match verb {
+        "add" => {
             let id = data.id();
-            let contact = json!({"id": id, "name": text("name"), "email": arg("email"), "birthday": arg("birthday"), "address": arg("address")});
+            let contact = json!({"id": id, "name": args.text("name"), "email": args.arg("email"), "birthday": args.arg("birthday"), "address": args.arg("address")});
             data.contacts.insert(id, contact.clone());
             Ok(contact)
         }
-        "contacts.find" => {
-            let query = text("query").to_lowercase();
+        "find" => {
+            let query = args.text("query").to_lowercase();
             Ok(json!(
                 data.contacts
                     .values()
@@ -324,11 +401,11 @@ pub fn run(data: &mut UserData, tool: &str, args: &Value) -> Result<Value, Strin
                     .collect::<Vec<_>>()
             ))
         }
-        "contacts.purge" => {
+        "purge" => {
             let count = data.contacts.len();
             data.contacts.clear();
             Ok(json!({"deleted": count}))
         }
-        other => Err(format!("unknown tool {other}")),
+        _ => Err(format!("unknown tool contacts.{verb}")),
     }
 }

@@ -64,14 +64,28 @@ pub struct SamplingReply {
     pub stop_reason: String,
 }
 
+/// Why the persona did not serve a server's sampling request (the server is told).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SamplingRefused {
+    #[error("this persona has no model to sample with")]
+    NoModel,
+    #[error("the tick's token budget (tick.max_tokens_per_tick) is spent")]
+    BudgetSpent,
+    /// The persona's model failed; what it said.
+    #[error("the model failed: {0}")]
+    ModelFailed(String),
+    #[error("the client could not record this request")]
+    NotRecorded,
+}
+
 /// Whoever answers the server's requests for the persona (the tick, per session).
 pub trait Agent: Send + Sync + 'static {
     fn elicit(&self, request: ElicitationRequest) -> BoxFuture<'_, ElicitationAnswer>;
     /// A URL-mode elicitation: the persona cannot open a browser; it is declined (and
     /// audited).
     fn decline_url(&self, message: String, url: String) -> BoxFuture<'_, ()>;
-    /// `Err` carries what the server is told (budget spent, no model).
-    fn sample(&self, request: SamplingRequest) -> BoxFuture<'_, Result<SamplingReply, String>>;
+    /// `Err` says why not; the server is told.
+    fn sample(&self, request: SamplingRequest) -> BoxFuture<'_, Result<SamplingReply, SamplingRefused>>;
 }
 
 /// What the client declares.
@@ -257,7 +271,7 @@ impl ClientHandler for PersonaClient {
                 CreateMessageResult::new(SamplingMessage::assistant_text(reply.text), reply.model)
                     .with_stop_reason(reply.stop_reason),
             ),
-            Err(refusal) => Err(ErrorData::internal_error(refusal, None)),
+            Err(refusal) => Err(ErrorData::internal_error(refusal.to_string(), None)),
         }
     }
 

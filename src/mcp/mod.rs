@@ -34,8 +34,8 @@ use serde_json::Value;
 use crate::auth::Credentials;
 use crate::config::{McpConfig, McpTransport};
 pub use client::{
-    Agent, Capabilities, ElicitationAnswer, ElicitationRequest, SamplingReply, SamplingRequest, SamplingTurn,
-    apply_defaults,
+    Agent, Capabilities, ElicitationAnswer, ElicitationRequest, SamplingRefused, SamplingReply, SamplingRequest,
+    SamplingTurn, apply_defaults,
 };
 pub use error::{McpError, Step};
 pub use oauth::OAuth;
@@ -174,6 +174,15 @@ async fn timed<T>(
     }
 }
 
+/// A session's service, once `initialize` is done, with what it needs to report on it.
+struct Opened {
+    service: RunningService<RoleClient, client::PersonaClient>,
+    server: String,
+    child: Option<stdio::Child>,
+    auth: Option<Arc<http::HttpAuth>>,
+    credentials_sent: bool,
+}
+
 impl McpSession {
     /// Opens a session and lists every page of tools.
     pub async fn connect(setup: Connect<'_>) -> Result<Self, McpError> {
@@ -184,77 +193,15 @@ impl McpSession {
             agent: setup.agent.clone(),
             capabilities: setup.capabilities.clone(),
         };
-        let (service, server, child, auth, credentials_sent) = match config.transport {
-            McpTransport::Http => {
-                let server = crate::http::display_url(&config.url);
-                let (auth, credentials_sent) = match (&setup.oauth, &setup.credentials.token) {
-                    (Some(oauth), _) => (
-                        http::HttpAuth::OAuth(oauth::Authorizer::new(
-                            oauth.clone(),
-                            setup.persona,
-                            &config.url,
-                            setup.credentials.session.clone(),
-                        )),
-                        true,
-                    ),
-                    (None, Some(token)) => (http::HttpAuth::Bearer(token.clone()), true),
-                    (None, None) => (http::HttpAuth::None, false),
-                };
-                let auth = Arc::new(auth);
-                let client = http::GatewayHttp {
-                    inner: session_http().clone(),
-                    auth: auth.clone(),
-                    tasks: tasks.clone(),
-                };
-                let mut transport_config = StreamableHttpClientTransportConfig::with_uri(config.url.as_str())
-                    .custom_headers(headers(config, setup.credentials)?)
-                    .reinit_on_expired_session(true);
-                // rmcp's default SSE reconnect policy retries forever with an uncapped delay.
-                // One reconnect, after the server's own `retry:` hint (SEP-1699), resumes a
-                // stream a proxy cut; a server that died refuses it, and the call ends
-                // within that hint (rmcp servers say 3 s) instead of retrying on.
-                let mut reconnect = rmcp::transport::common::client_side_sse::ExponentialBackoff::default();
-                reconnect.max_times = Some(1);
-                reconnect.base_duration = Duration::from_millis(200);
-                reconnect.max_delay = Some(Duration::from_secs(2));
-                transport_config.retry_config = Arc::new(reconnect);
-                let transport = StreamableHttpClientTransport::with_client(client, transport_config);
-                let service = timed(&server, Step::Initialize, timeout, None, async {
-                    handler
-                        .serve(transport)
-                        .await
-                        .map_err(|err| error::from_initialize(&server, &err, credentials_sent))
-                })
-                .await?;
-                (service, server, None, Some(auth), credentials_sent)
-            }
-            McpTransport::Stdio => {
-                let server = format!("the stdio server `{}`", config.command.join(" "));
-                let (child, stdout, stdin) = stdio::spawn(config, tasks.clone()).map_err(|err| McpError::Failed {
-                    server: server.clone(),
-                    step: Step::Start,
-                    cause: err.to_string(),
-                })?;
-                let service = timed(&server, Step::Initialize, timeout, Some(&child), async {
-                    match handler.serve((stdout, stdin)).await {
-                        Ok(service) => Ok(service),
-                        Err(err) => {
-                            let mut failed = error::from_initialize(&server, &err, false);
-                            // The child's exit is reaped a moment after its pipes close.
-                            child.observed.settle().await;
-                            if let McpError::Failed { cause, .. } = &mut failed {
-                                let account = child.observed.account();
-                                if !account.is_empty() {
-                                    cause.push_str(&format!("; {account}"));
-                                }
-                            }
-                            Err(failed)
-                        }
-                    }
-                })
-                .await?;
-                (service, server, Some(child), None, false)
-            }
+        let Opened {
+            service,
+            server,
+            child,
+            auth,
+            credentials_sent,
+        } = match config.transport {
+            McpTransport::Http => open_http(&setup, handler, tasks.clone()).await?,
+            McpTransport::Stdio => open_stdio(config, handler, tasks.clone()).await?,
         };
         let listed = timed(&server, Step::ListTools, timeout, child.as_ref(), async {
             service.list_all_tools().await.map_err(|err| {
@@ -414,6 +361,104 @@ fn service_cause(err: &rmcp::ServiceError, child: Option<&stdio::Child>) -> Stri
         Some(account) => format!("{cause}; {account}"),
         None => cause,
     }
+}
+
+/// `initialize` over Streamable HTTP: bearer or OAuth, the rendered headers, one capped
+/// reconnect of the event stream.
+async fn open_http(
+    setup: &Connect<'_>,
+    handler: client::PersonaClient,
+    tasks: Arc<http::TaskTools>,
+) -> Result<Opened, McpError> {
+    let config = setup.config;
+    let timeout = config.connect_timeout.0;
+    let server = crate::http::display_url(&config.url);
+    let (auth, credentials_sent) = match (&setup.oauth, &setup.credentials.token) {
+        (Some(oauth), _) => (
+            http::HttpAuth::OAuth(oauth::Authorizer::new(
+                oauth.clone(),
+                setup.persona,
+                &config.url,
+                setup.credentials.session.clone(),
+            )),
+            true,
+        ),
+        (None, Some(token)) => (http::HttpAuth::Bearer(token.clone()), true),
+        (None, None) => (http::HttpAuth::None, false),
+    };
+    let auth = Arc::new(auth);
+    let client = http::GatewayHttp {
+        inner: session_http().clone(),
+        auth: auth.clone(),
+        tasks: tasks.clone(),
+    };
+    let mut transport_config = StreamableHttpClientTransportConfig::with_uri(config.url.as_str())
+        .custom_headers(headers(config, setup.credentials)?)
+        .reinit_on_expired_session(true);
+    // rmcp's default SSE reconnect policy retries forever with an uncapped delay.
+    // One reconnect, after the server's own `retry:` hint (SEP-1699), resumes a
+    // stream a proxy cut; a server that died refuses it, and the call ends
+    // within that hint (rmcp servers say 3 s) instead of retrying on.
+    let mut reconnect = rmcp::transport::common::client_side_sse::ExponentialBackoff::default();
+    reconnect.max_times = Some(1);
+    reconnect.base_duration = Duration::from_millis(200);
+    reconnect.max_delay = Some(Duration::from_secs(2));
+    transport_config.retry_config = Arc::new(reconnect);
+    let transport = StreamableHttpClientTransport::with_client(client, transport_config);
+    let service = timed(&server, Step::Initialize, timeout, None, async {
+        handler
+            .serve(transport)
+            .await
+            .map_err(|err| error::from_initialize(&server, &err, credentials_sent))
+    })
+    .await?;
+    Ok(Opened {
+        service,
+        server,
+        child: None,
+        auth: Some(auth),
+        credentials_sent,
+    })
+}
+
+/// `initialize` over a stdio child (its own process group, a clean environment).
+async fn open_stdio(
+    config: &McpConfig,
+    handler: client::PersonaClient,
+    tasks: Arc<http::TaskTools>,
+) -> Result<Opened, McpError> {
+    let timeout = config.connect_timeout.0;
+    let server = format!("the stdio server `{}`", config.command.join(" "));
+    let (child, stdout, stdin) = stdio::spawn(config, tasks.clone()).map_err(|err| McpError::Failed {
+        server: server.clone(),
+        step: Step::Start,
+        cause: err.to_string(),
+    })?;
+    let service = timed(&server, Step::Initialize, timeout, Some(&child), async {
+        match handler.serve((stdout, stdin)).await {
+            Ok(service) => Ok(service),
+            Err(err) => {
+                let mut failed = error::from_initialize(&server, &err, false);
+                // The child's exit is reaped a moment after its pipes close.
+                child.observed.settle().await;
+                if let McpError::Failed { cause, .. } = &mut failed {
+                    let account = child.observed.account();
+                    if !account.is_empty() {
+                        cause.push_str(&format!("; {account}"));
+                    }
+                }
+                Err(failed)
+            }
+        }
+    })
+    .await?;
+    Ok(Opened {
+        service,
+        server,
+        child: Some(child),
+        auth: None,
+        credentials_sent: false,
+    })
 }
 
 #[cfg(test)]

@@ -176,7 +176,7 @@ impl Authorizer {
     pub async fn token(&self) -> Result<Option<String>, OAuthError> {
         let state = self.grant.state.lock().await;
         if let Some((token, expires)) = &state.minted
-            && *expires > Instant::now() + Duration::from_secs(30)
+            && *expires > crate::time::instant_after(Instant::now(), Duration::from_secs(30))
         {
             return Ok(Some(self.hand_out(token.expose().to_string())));
         }
@@ -442,7 +442,7 @@ impl Authorizer {
             .await
             .map_err(|e| OAuthError(format!("cross-app access: {e}")))?;
         let secret = token.access_token.secret().to_string();
-        let expires = Instant::now() + token.expires_in.unwrap_or(Duration::from_secs(300));
+        let expires = crate::time::instant_after(Instant::now(), token.expires_in.unwrap_or(Duration::from_secs(300)));
         state.minted = Some((Secret::new(secret.clone()), expires));
         Ok(secret)
     }
@@ -474,7 +474,10 @@ impl Authorizer {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| OAuthError("the token endpoint's answer has no access_token".into()))?;
         let lifetime = body.get("expires_in").and_then(Value::as_u64).unwrap_or(3600);
-        Ok((token.to_string(), Instant::now() + Duration::from_secs(lifetime)))
+        Ok((
+            token.to_string(),
+            crate::time::instant_after(Instant::now(), Duration::from_secs(lifetime)),
+        ))
     }
 }
 

@@ -99,10 +99,10 @@ pub fn next_slot(
             let next = cron.find_next_occurrence(&after.with_timezone(&zone), false).ok()?;
             Some(next.with_timezone(&Utc))
         }
-        Rule::Hourly => Some(last_active.map_or(after, |t| t + chrono::Duration::hours(1))),
-        Rule::Daily => Some(last_active.map_or(after, |t| t + chrono::Duration::hours(24))),
+        Rule::Hourly => Some(last_active.map_or(after, |t| crate::time::after(t, Duration::from_secs(3600)))),
+        Rule::Daily => Some(last_active.map_or(after, |t| crate::time::after(t, Duration::from_secs(86_400)))),
         Rule::Weekdays => {
-            let due = last_active.map_or(after, |t| t + chrono::Duration::hours(24));
+            let due = last_active.map_or(after, |t| crate::time::after(t, Duration::from_secs(86_400)));
             Some(next_weekday_instant(due, zone))
         }
     }
@@ -116,7 +116,10 @@ fn next_weekday_instant(at: DateTime<Utc>, zone: Tz) -> DateTime<Utc> {
         Weekday::Sun => 1,
         _ => return at,
     };
-    let monday = local.date_naive() + chrono::Duration::days(skip);
+    let monday = local
+        .date_naive()
+        .checked_add_days(chrono::Days::new(skip))
+        .unwrap_or(local.date_naive());
     // Midnight may not exist on a DST day: take the first instant that does.
     (0..3)
         .find_map(|hour| {

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Clock, Host};
+use super::{Clock, Port};
 use crate::store::ScheduleRow;
 
 /// What the loader found.
@@ -31,7 +31,7 @@ const LOOKBACK: Duration = Duration::from_secs(60);
 const IDS_EVERY: u32 = 20;
 
 /// Reads what changed, every `reload_every` or when told to, off the dispatch path.
-pub(super) async fn loader<T: Host>(
+pub(super) async fn loader<T: Port>(
     host: Arc<T>,
     clock: Clock,
     out: mpsc::Sender<Loaded>,

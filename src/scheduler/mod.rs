@@ -17,12 +17,13 @@
 //! written in batches. A paused persona has no due time at all. While the store takes no
 //! writes, nothing is claimed; the store is probed with backoff until it does.
 //!
-//! The loop talks to the world through [`Host`] and keeps time with [`Clock`]. Tests drive
+//! The loop talks to the world through [`Port`] and keeps time with [`Clock`]. Tests drive
 //! it in paused (virtual) time with an in-memory host; the daemon plugs in the store and
 //! the tick engine.
 
-mod host;
+mod edges;
 mod loader;
+mod timers;
 pub use crate::model::schedule;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -40,9 +41,10 @@ use uuid::Uuid;
 use crate::model::tick::Trigger;
 use crate::store::ScheduleRow;
 use crate::tick::TickPool;
-pub use host::{Clock, Command, Host, RunOutcome, Settings, Status};
+pub use edges::{Clock, Command, Port, RunOutcome, SchedulerSettings, Status};
 use loader::{Loaded, loader};
 pub use schedule::{CatchUp, Rule};
+use timers::Timers;
 
 /// One persona as the scheduler keeps it: how and when it is due, never its definition.
 #[derive(Debug)]
@@ -82,10 +84,10 @@ enum Job {
     Now(Trigger),
 }
 
-struct Scheduler<T: Host> {
+struct Scheduler<T: Port> {
     host: Arc<T>,
     pool: Arc<TickPool>,
-    settings: Settings,
+    settings: SchedulerSettings,
     clock: Clock,
     entries: HashMap<Uuid, Entry>,
     /// Due times, earliest first: a wake looks only at what is due.
@@ -100,11 +102,11 @@ struct Scheduler<T: Host> {
 }
 
 /// What a scheduler runs with.
-pub struct Wiring<T: Host> {
+pub struct Wiring<T: Port> {
     pub host: Arc<T>,
     /// The process's tick pool (shared with one-off ticks).
     pub pool: Arc<TickPool>,
-    pub settings: Settings,
+    pub settings: SchedulerSettings,
     pub clock: Clock,
     pub commands: mpsc::Receiver<Command>,
     pub shutdown: CancellationToken,
@@ -114,7 +116,7 @@ pub struct Wiring<T: Host> {
 /// Runs until `shutdown`: then no new ticks start, running ones get the grace period,
 /// then they are cut (and recorded by the host), and the loop returns. `heartbeat` is
 /// called on every wake (the watchdog checks it).
-pub async fn run<T: Host>(wiring: Wiring<T>, heartbeat: impl Fn() + Send) {
+pub async fn run<T: Port>(wiring: Wiring<T>, heartbeat: impl Fn() + Send) {
     let Wiring {
         host,
         pool,
@@ -150,55 +152,19 @@ pub async fn run<T: Host>(wiring: Wiring<T>, heartbeat: impl Fn() + Send) {
         unsaved: Vec::new(),
         status,
     };
-    let mut next_sweep = scheduler.clock.now();
-    let mut next_probe = scheduler.clock.now();
-    let mut probe_delay = Duration::from_secs(1);
-    let mut last_wake = (scheduler.clock.now(), tokio::time::Instant::now());
+    let mut timers = Timers::new(scheduler.clock.now());
     loop {
         heartbeat();
         let now = scheduler.clock.now();
-        // A wall-clock step (NTP, an operator) moves every due time at once: say so.
-        let (last_wall, last_mono) = last_wake;
-        let drift = (now - last_wall).num_milliseconds() - last_mono.elapsed().as_millis() as i64;
-        if drift.abs() > 2000 {
-            tracing::warn!(
-                step_ms = drift,
-                "the wall clock stepped; due times are measured against the new time"
-            );
-        }
-        last_wake = (now, tokio::time::Instant::now());
-
-        let writable = scheduler.host.writable();
-        if !writable && now >= next_probe {
-            if scheduler.host.probe().await {
-                probe_delay = Duration::from_secs(1);
-            } else {
-                probe_delay = (probe_delay * 2).min(Duration::from_secs(30));
-            }
-            next_probe = crate::time::after(now, probe_delay);
-        }
-        if writable && now >= next_sweep {
-            scheduler.host.sweep(now).await;
-            next_sweep = crate::time::after(now, scheduler.settings.sweep_every);
-        }
+        timers.notice_clock_steps(now);
+        scheduler.maintain(now, &mut timers).await;
         if scheduler.host.writable() && !scheduler.settings.paused {
             scheduler.dispatch(now);
         }
         scheduler.save_plans();
         let waiting = scheduler.queue.range(..(now, Uuid::max())).count() + scheduler.now_requested.len();
         scheduler.host.observe_load(waiting, scheduler.running.len());
-
-        // Sleep until the next due time, a completion, a load, a command, or shutdown. The
-        // heartbeat must keep beating, so never sleep longer than `heartbeat_every`.
-        let mut wake = crate::time::after(now, scheduler.settings.heartbeat_every).min(next_sweep);
-        if !scheduler.host.writable() {
-            wake = wake.min(next_probe);
-        } else if !scheduler.settings.paused
-            && scheduler.pool.available() > 0
-            && let Some((due, _)) = scheduler.queue.first()
-        {
-            wake = wake.min(*due);
-        }
+        let wake = scheduler.next_wake(now, &timers);
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep_until(scheduler.clock.instant_at(wake)) => {}
@@ -223,7 +189,7 @@ pub async fn run<T: Host>(wiring: Wiring<T>, heartbeat: impl Fn() + Send) {
     scheduler.drain().await;
 }
 
-impl<T: Host> Scheduler<T> {
+impl<T: Port> Scheduler<T> {
     /// Starts what is due, one-off requests first, while the pool has room.
     fn dispatch(&mut self, now: DateTime<Utc>) {
         while let Some(&(id, trigger)) = self.now_requested.front() {
@@ -535,7 +501,7 @@ impl<T: Host> Scheduler<T> {
 /// The slot to serve for a persona. Interval cadences (`hourly`, `daily`, `weekdays`)
 /// follow the reference semantics: due a period after the last activity, whoever caused
 /// it. Cron cadences continue from the stored next slot.
-fn plan(entry: &Entry, settings: &Settings, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+fn plan(entry: &Entry, settings: &SchedulerSettings, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     match (entry.rule(), entry.next_due_at, entry.last_active_at) {
         (Rule::Cron(_), Some(stored), _) => resolve(entry, stored, now, settings),
         // Never active: keep the first slot planned for it, or it would move with every load.
@@ -549,7 +515,12 @@ fn plan(entry: &Entry, settings: &Settings, now: DateTime<Utc>) -> Option<DateTi
 /// the past means slots were missed (downtime, or a tick that ran long): they coalesce
 /// into one run of the latest missed slot, or are skipped per the catch-up policy. An
 /// interval slot in the past is simply due.
-fn resolve(entry: &Entry, candidate: DateTime<Utc>, now: DateTime<Utc>, settings: &Settings) -> Option<DateTime<Utc>> {
+fn resolve(
+    entry: &Entry,
+    candidate: DateTime<Utc>,
+    now: DateTime<Utc>,
+    settings: &SchedulerSettings,
+) -> Option<DateTime<Utc>> {
     let slack = settings.jitter.min(entry.period() / 2) + Duration::from_secs(60).min(entry.period() / 4);
     if crate::time::after(candidate, slack) >= now {
         return Some(candidate);
@@ -568,6 +539,6 @@ fn resolve(entry: &Entry, candidate: DateTime<Utc>, now: DateTime<Utc>, settings
     }
 }
 
-fn due_of(id: Uuid, entry: &Entry, slot: DateTime<Utc>, settings: &Settings) -> DateTime<Utc> {
+fn due_of(id: Uuid, entry: &Entry, slot: DateTime<Utc>, settings: &SchedulerSettings) -> DateTime<Utc> {
     crate::time::after(slot, schedule::jitter_within(id, settings.jitter, entry.period()))
 }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::spend::Spend;
 use super::{audit, offline, prompt};
 use crate::llm::LlmClient;
-use crate::mcp::{Agent, ElicitationAnswer, ElicitationRequest, SamplingReply, SamplingRequest};
+use crate::mcp::{Agent, ElicitationAnswer, ElicitationRequest, SamplingRefused, SamplingReply, SamplingRequest};
 use crate::model::call::{Call, CallKind, CallResult};
 use crate::store::Store;
 
@@ -208,7 +208,7 @@ impl PersonaAgent {
         if audited { answer } else { ElicitationAnswer::Cancel }
     }
 
-    async fn answer_sampling(&self, request: SamplingRequest) -> Result<SamplingReply, String> {
+    async fn answer_sampling(&self, request: SamplingRequest) -> Result<SamplingReply, SamplingRefused> {
         let started = Instant::now();
         let shown_request = json!({
             "systemPrompt": request.system_prompt,
@@ -217,8 +217,8 @@ impl PersonaAgent {
         });
         let remaining = self.budget.saturating_sub(self.spend.total());
         let reply = match &self.llm {
-            None => Err("this persona has no model to sample with".to_string()),
-            Some(_) if remaining == 0 => Err("the tick's token budget (tick.max_tokens_per_tick) is spent".to_string()),
+            None => Err(SamplingRefused::NoModel),
+            Some(_) if remaining == 0 => Err(SamplingRefused::BudgetSpent),
             Some(llm) => {
                 let system = request
                     .system_prompt
@@ -246,13 +246,13 @@ impl PersonaAgent {
                             stop_reason: stop_reason.to_string(),
                         })
                     }
-                    Err(err) => Err(format!("the model failed: {err}")),
+                    Err(err) => Err(SamplingRefused::ModelFailed(err.to_string())),
                 }
             }
         };
         let (result, answer, error) = match &reply {
             Ok(reply) => (CallResult::Ok, json!({"text": reply.text, "model": reply.model}), None),
-            Err(why) => (CallResult::Denied, Value::Null, Some(why.clone())),
+            Err(why) => (CallResult::Denied, Value::Null, Some(why.to_string())),
         };
         let audited = self
             .audit(Exchange {
@@ -266,7 +266,7 @@ impl PersonaAgent {
             })
             .await;
         if !audited {
-            return Err("the client could not record this request".into());
+            return Err(SamplingRefused::NotRecorded);
         }
         reply.map(|mut reply| {
             reply.text = audit::redact_truncate(&reply.text, &self.redact, usize::MAX);
@@ -308,7 +308,7 @@ impl Agent for PersonaAgent {
         .boxed()
     }
 
-    fn sample(&self, request: SamplingRequest) -> BoxFuture<'_, Result<SamplingReply, String>> {
+    fn sample(&self, request: SamplingRequest) -> BoxFuture<'_, Result<SamplingReply, SamplingRefused>> {
         self.answer_sampling(request).boxed()
     }
 }

@@ -258,65 +258,9 @@ impl TickRunner {
         }
         // The row goes to the writer; the tick keeps a copy to account for the call.
         self.record_after_unsaved(state, pending.clone()).await?;
-        let mut outcome = self.call_session(state, tool, arguments.clone()).await;
-        if matches!(outcome, Err(McpError::Unauthorized { .. })) && !state.reauthenticated {
-            state.reauthenticated = true;
-            let email = ctx.persona.email.as_deref().unwrap_or_default();
-            self.products.of(ctx.persona).auth.invalidate(email);
-            if let Some(old) = state.session.take() {
-                old.close().await;
-            }
-            match self.connect(ctx, state).await {
-                Ok(()) => outcome = self.call_session(state, tool, arguments).await,
-                Err(err) => {
-                    let err = audit::redact_truncate(&err.to_string(), &state.redact, 500);
-                    tracing::warn!(%err, "reconnecting after a 401 failed");
-                }
-            }
-        }
-        let max_output = self.config.tick.max_output_chars;
-        let latency_of = |elapsed: std::time::Duration| Some(elapsed.as_millis().min(i32::MAX as u128) as i32);
-        // Whether the call reached the product (answered, timed out, or lost in flight).
-        let mut reached = true;
-        let (completion, answer, fatal) = match outcome {
-            Ok((CallOutcome::Ok { text }, elapsed)) => {
-                let text = audit::redact_truncate(&text, &state.redact, max_output);
-                state.seen.insert(pending.input_hash.clone(), text.clone());
-                (
-                    (CallResult::Ok, None, Some(text.clone()), latency_of(elapsed)),
-                    text,
-                    None,
-                )
-            }
-            Ok((CallOutcome::Error { text }, elapsed)) => (
-                (
-                    CallResult::Error,
-                    Some(audit::redact_truncate(&text, &state.redact, 500)),
-                    None,
-                    latency_of(elapsed),
-                ),
-                format!(
-                    "Error from the app: {}",
-                    audit::redact_truncate(&text, &state.redact, max_output)
-                ),
-                None,
-            ),
-            Err(err) => {
-                let message = audit::redact_truncate(&err.to_string(), &state.redact, 500);
-                // A session that is gone ends the tick; whether the call ran is unknown.
-                reached = err.reached_product();
-                let (result, fatal) = if err.ends_session() {
-                    (CallResult::Unknown, Some(err))
-                } else {
-                    (CallResult::Error, None)
-                };
-                (
-                    (result, Some(message.clone()), None, None),
-                    format!("Error: the call failed ({message})."),
-                    fatal,
-                )
-            }
-        };
+        let outcome = self.call_with_relogin(ctx, state, tool, arguments).await;
+        let (completion, answer, fatal, reached) =
+            settle(outcome, state, &pending.input_hash, self.config.tick.max_output_chars);
         let (result, error_message, output, latency_ms) = completion;
         // Committed with the tick's next row, or alone before the tick next waits. The
         // output and error move there: accounting reads neither.
@@ -340,6 +284,35 @@ impl TickRunner {
         match fatal {
             Some(err) => Err(err.into()),
             None => Ok(answer),
+        }
+    }
+
+    /// The call, and after a 401 (which proves it did not run) one fresh login and one
+    /// retry.
+    async fn call_with_relogin(
+        &self,
+        ctx: &CallContext<'_>,
+        state: &mut TickState,
+        tool: &str,
+        arguments: Map<String, Value>,
+    ) -> Result<(CallOutcome, std::time::Duration), McpError> {
+        let outcome = self.call_session(state, tool, arguments.clone()).await;
+        if !matches!(outcome, Err(McpError::Unauthorized { .. })) || state.reauthenticated {
+            return outcome;
+        }
+        state.reauthenticated = true;
+        let email = ctx.persona.email.as_deref().unwrap_or_default();
+        self.products.of(ctx.persona).auth.invalidate(email);
+        if let Some(old) = state.session.take() {
+            old.close().await;
+        }
+        match self.connect(ctx, state).await {
+            Ok(()) => self.call_session(state, tool, arguments).await,
+            Err(err) => {
+                let err = audit::redact_truncate(&err.to_string(), &state.redact, 500);
+                tracing::warn!(%err, "reconnecting after a 401 failed");
+                outcome
+            }
         }
     }
 
@@ -429,6 +402,67 @@ impl TickRunner {
             chaos: record.chaos,
         });
     }
+}
+
+/// What a sent call came to: its completion (result, error, output, latency), what the
+/// model is told, the error that ends the tick (a session gone), and whether the call
+/// reached the product (answered, timed out, or lost in flight).
+type Settled = (
+    (CallResult, Option<String>, Option<String>, Option<i32>),
+    String,
+    Option<McpError>,
+    bool,
+);
+
+fn settle(
+    outcome: Result<(CallOutcome, std::time::Duration), McpError>,
+    state: &mut TickState,
+    input_hash: &str,
+    max_output: usize,
+) -> Settled {
+    let latency_of = |elapsed: std::time::Duration| Some(elapsed.as_millis().min(i32::MAX as u128) as i32);
+    // Whether the call reached the product (answered, timed out, or lost in flight).
+    let mut reached = true;
+    let (completion, answer, fatal) = match outcome {
+        Ok((CallOutcome::Ok { text }, elapsed)) => {
+            let text = audit::redact_truncate(&text, &state.redact, max_output);
+            state.seen.insert(input_hash.to_string(), text.clone());
+            (
+                (CallResult::Ok, None, Some(text.clone()), latency_of(elapsed)),
+                text,
+                None,
+            )
+        }
+        Ok((CallOutcome::Error { text }, elapsed)) => (
+            (
+                CallResult::Error,
+                Some(audit::redact_truncate(&text, &state.redact, 500)),
+                None,
+                latency_of(elapsed),
+            ),
+            format!(
+                "Error from the app: {}",
+                audit::redact_truncate(&text, &state.redact, max_output)
+            ),
+            None,
+        ),
+        Err(err) => {
+            let message = audit::redact_truncate(&err.to_string(), &state.redact, 500);
+            // A session that is gone ends the tick; whether the call ran is unknown.
+            reached = err.reached_product();
+            let (result, fatal) = if err.ends_session() {
+                (CallResult::Unknown, Some(err))
+            } else {
+                (CallResult::Error, None)
+            };
+            (
+                (result, Some(message.clone()), None, None),
+                format!("Error: the call failed ({message})."),
+                fatal,
+            )
+        }
+    };
+    (completion, answer, fatal, reached)
 }
 
 /// A completion that found its call no longer pending: another runner declared the tick

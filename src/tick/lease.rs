@@ -32,7 +32,7 @@ impl Lease {
         let (signal, why) = (lost.clone(), reason.clone());
         let task = tokio::spawn(async move {
             let every = (length / 3).max(Duration::from_millis(100));
-            let mut valid_until = tokio::time::Instant::now() + length;
+            let mut valid_until = crate::time::instant_after(tokio::time::Instant::now(), length);
             loop {
                 tokio::time::sleep(every).await;
                 let attempt_at = tokio::time::Instant::now();

@@ -14,14 +14,16 @@
 mod agent;
 use crate::redact as audit;
 mod call;
-mod drive;
 mod lease;
 mod offline;
+mod offline_play;
 mod pool;
 mod product;
 mod prompt;
 pub mod rating;
 mod replay;
+mod roleplay;
+mod session;
 mod spend;
 mod state;
 mod transcript;
@@ -78,6 +80,9 @@ pub enum TickError {
     /// The tick lost its lease (another runner may run the persona now): it stopped.
     #[error("the tick lost its lease and stopped: {0}")]
     LeaseLost(String),
+    /// Expected: the daemon is stopping and starts no more ticks.
+    #[error("the scheduler is stopping: no new ticks are started")]
+    ShuttingDown,
     /// Expected: a tick to replay that cannot be (not found, persona gone).
     #[error("cannot replay: {0}")]
     Replay(String),

@@ -1,5 +1,5 @@
 //! The one bounded pool every tick of a process runs in: scheduled slots, signals, one-off
-//! ticks from the API or the CLI. `runner.concurrency` permits; a tick holds one while it
+//! ticks from the API or the CLI. `scheduler.concurrency` permits; a tick holds one while it
 //! runs. The pool also owns the `cut` token that ends running ticks when the shutdown
 //! grace is over, and tracks the ticks started outside the scheduler so a drain waits for
 //! them.

@@ -1,5 +1,5 @@
-//! The scheduler's edges: what it needs from the world ([`Host`]), how it keeps time
-//! ([`Clock`]), what it is told ([`Settings`], [`Command`]) and what it tells ([`Status`]).
+//! The scheduler's edges: what it needs from the world ([`Port`]), how it keeps time
+//! ([`Clock`]), what it is told ([`SchedulerSettings`], [`Command`]) and what it tells ([`Status`]).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::CatchUp;
 use crate::model::tick::Trigger;
-use crate::store::ScheduleRow;
+use crate::store::{ScheduleRow, StoreError};
 
 /// Wall-clock time for the scheduler: the system clock, or (in tests) a clock that follows
 /// tokio's virtual time from an origin, so paused tests move both together.
@@ -44,7 +44,7 @@ impl Clock {
     /// The tokio instant of a wall-clock time (now, if it is past).
     pub fn instant_at(&self, wall: DateTime<Utc>) -> tokio::time::Instant {
         let from_now = (wall - self.now()).to_std().unwrap_or_default();
-        tokio::time::Instant::now() + from_now
+        crate::time::instant_after(tokio::time::Instant::now(), from_now)
     }
 }
 
@@ -62,16 +62,16 @@ pub enum RunOutcome {
 }
 
 /// What the scheduler needs from the world.
-pub trait Host: Send + Sync + 'static {
+pub trait Port: Send + Sync + 'static {
     /// Personas whose schedule changed after `after` (a `(changed_at, id)` cursor; all
     /// without it), oldest change first, at most `limit`.
     fn load(
         &self,
         after: Option<(DateTime<Utc>, Uuid)>,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<ScheduleRow>, String>> + Send;
+    ) -> impl Future<Output = Result<Vec<ScheduleRow>, StoreError>> + Send;
     /// The ids of every schedulable persona (the others are dropped).
-    fn ids(&self) -> impl Future<Output = Result<Vec<Uuid>, String>> + Send;
+    fn ids(&self) -> impl Future<Output = Result<Vec<Uuid>, StoreError>> + Send;
     /// Whether personas of `target` run here (`None`: the default target).
     fn runs_target(&self, target: Option<&str>) -> bool;
     /// Keeps the next slots of personas (in one batch).
@@ -108,7 +108,7 @@ pub trait Host: Send + Sync + 'static {
 
 /// The scheduler's settings (`[runner]`), replaced on reload.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub struct SchedulerSettings {
     pub jitter: Duration,
     pub paused: bool,
     pub catch_up: CatchUp,
@@ -133,7 +133,7 @@ pub enum Command {
     /// Tick every runnable persona now (SIGUSR1, or the API), recorded with this trigger.
     TickAllNow(Trigger),
     /// New settings; personas are reloaded too (SIGHUP).
-    Reload(Box<Settings>),
+    Reload(Box<SchedulerSettings>),
 }
 
 /// What the scheduler tells the rest of the process (readiness, metrics).

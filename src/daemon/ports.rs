@@ -1,6 +1,6 @@
-//! The daemon's side of the scheduler and of the API's one-off ticks: [`StoreHost`] is
-//! the scheduler's [`Host`] (the store's schedule rows and atomic slot claims, the tick
-//! engine), and [`Control`] starts one-off ticks for the API in the same tick pool.
+//! The daemon's side of the scheduler and of the API's one-off ticks: [`SchedulerPort`] is
+//! the scheduler's [`Port`] (the store's schedule rows and atomic slot claims, the tick
+//! engine), and [`ApiPort`] starts one-off ticks for the API in the same tick pool.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,16 +11,16 @@ use tokio::sync::{RwLock, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::api::{BoxFuture, TickControl};
+use crate::api::{BoxFuture, TickPort};
 use crate::config::Config;
 use crate::model::persona::Persona;
 use crate::model::tick::{Tick, TickStatus, Trigger};
-use crate::scheduler::{Command, Host, RunOutcome};
-use crate::store::{ScheduleRow, SlotClaim, Store};
+use crate::scheduler::{Command, Port, RunOutcome};
+use crate::store::{ScheduleRow, SlotClaim, Store, StoreError};
 use crate::tick::{TickError, TickEvent, TickPool, TickRequest, TickRunner};
 
 /// The scheduler's view of the world: the store and the tick engine (replaced on SIGHUP).
-pub struct StoreHost {
+pub struct SchedulerPort {
     pub(super) store: Store,
     pub(super) engine: RwLock<Arc<TickRunner>>,
     pub(super) config: std::sync::RwLock<Arc<Config>>,
@@ -28,11 +28,11 @@ pub struct StoreHost {
     pub(super) started_at: DateTime<Utc>,
 }
 
-impl StoreHost {
+impl SchedulerPort {
     pub fn new(store: Store, engine: Arc<TickRunner>, config: Arc<Config>) -> Self {
         Self {
             store,
-            max_attempts: AtomicU64::new(u64::from(config.runner.max_attempts)),
+            max_attempts: AtomicU64::new(u64::from(config.scheduler.max_attempts)),
             engine: RwLock::new(engine),
             config: std::sync::RwLock::new(config),
             started_at: crate::time::now(),
@@ -93,16 +93,13 @@ pub fn record_metrics(event: TickEvent) {
     }
 }
 
-impl Host for StoreHost {
-    async fn load(&self, after: Option<(DateTime<Utc>, Uuid)>, limit: usize) -> Result<Vec<ScheduleRow>, String> {
-        self.store
-            .schedule_rows(after, limit as i64)
-            .await
-            .map_err(|e| e.to_string())
+impl Port for SchedulerPort {
+    async fn load(&self, after: Option<(DateTime<Utc>, Uuid)>, limit: usize) -> Result<Vec<ScheduleRow>, StoreError> {
+        self.store.schedule_rows(after, limit as i64).await
     }
 
-    async fn ids(&self) -> Result<Vec<Uuid>, String> {
-        self.store.runnable_ids().await.map_err(|e| e.to_string())
+    async fn ids(&self) -> Result<Vec<Uuid>, StoreError> {
+        self.store.runnable_ids().await
     }
 
     fn runs_target(&self, target: Option<&str>) -> bool {
@@ -203,13 +200,13 @@ impl Host for StoreHost {
 /// Starts one-off ticks for the API in the process's tick pool. With a scheduler (`run`),
 /// "tick everyone" goes through it as SIGUSR1 does; without one (`serve`) each runnable
 /// persona is claimed here, one pool place at a time.
-pub struct Control {
-    pub(super) host: Arc<StoreHost>,
+pub struct ApiPort {
+    pub(super) host: Arc<SchedulerPort>,
     pub(super) pool: Arc<TickPool>,
     pub(super) commands: Option<mpsc::Sender<Command>>,
 }
 
-impl Control {
+impl ApiPort {
     /// Claims now (so the caller gets the tick id or a conflict at once), then runs the
     /// tick when the pool has room, its lease kept alive meanwhile.
     async fn start_one(&self, persona: Persona, trigger: Trigger) -> Result<Uuid, TickError> {
@@ -233,20 +230,20 @@ impl Control {
     }
 }
 
-impl TickControl for Control {
+impl TickPort for ApiPort {
     fn start(&self, persona: Persona) -> BoxFuture<'_, Result<Uuid, TickError>> {
         Box::pin(self.start_one(persona, Trigger::Api))
     }
 
-    fn start_all(&self) -> BoxFuture<'_, Result<String, String>> {
+    fn start_all(&self) -> BoxFuture<'_, Result<String, TickError>> {
         Box::pin(async move {
             if let Some(commands) = &self.commands {
                 return match commands.send(Command::TickAllNow(Trigger::Api)).await {
                     Ok(()) => Ok("every runnable persona is being ticked".to_string()),
-                    Err(_) => Err("the scheduler is stopping".to_string()),
+                    Err(_) => Err(TickError::ShuttingDown),
                 };
             }
-            let ids = self.host.store.runnable_ids().await.map_err(|e| e.to_string())?;
+            let ids = self.host.store.runnable_ids().await?;
             let count = ids.len();
             let (host, pool) = (self.host.clone(), self.pool.clone());
             // One persona at a time, as the pool frees places: memory stays flat.
