@@ -1,5 +1,5 @@
 //! Prometheus metrics of the process, served as text at `/metrics`. One registry per
-//! process: the LLM client, the tick engine's events and the scheduler report here.
+//! process: the LLM client, the tick runner's events and the scheduler report here.
 
 use std::sync::LazyLock;
 use std::time::Duration;

@@ -65,7 +65,7 @@ pub fn openapi_schemas() -> Vec<(String, Value)> {
     for (name, definition) in catalog["$defs"].as_object().into_iter().flatten() {
         let mut definition = definition.clone();
         rewrite(&mut definition);
-        if name == "persona" {
+        if name == EDITABLE_DEFINITION {
             let mut edit = definition.clone();
             if let Some(edit) = edit.as_object_mut() {
                 edit.remove("required");
@@ -185,6 +185,9 @@ pub(super) fn check_entry(
         )]
     })
 }
+
+/// The catalog schema's definition of a persona, whose edit form the API also documents.
+const EDITABLE_DEFINITION: &str = "persona";
 
 /// The checks a JSON Schema cannot express. Fields of the wrong type are left to the
 /// schema's report, so each problem is reported once.

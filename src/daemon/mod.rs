@@ -5,7 +5,7 @@
 //!   ticks have drained, so they still reach the product and health stays observable;
 //! - awaiting every task before returning.
 //!
-//! It wires the scheduler to the store and the tick engine, serves the sidecar (`api`:
+//! It wires the scheduler to the store and the tick runner, serves the sidecar (`api`:
 //! health, metrics, admin and profile APIs, dashboard, one-off ticks), handles signals
 //! (TERM/INT drain, HUP reload, USR1 tick everyone), and speaks systemd's notify
 //! protocol. `serve` runs the sidecar alone.
@@ -475,7 +475,7 @@ async fn signals(reload: &Reload<'_>, commands: &mpsc::Sender<Command>, shutdown
     shutdown.cancel();
 }
 
-/// What SIGHUP reloads: the config, the tick engine, the scheduler's settings, the pool's
+/// What SIGHUP reloads: the config, the tick runner, the scheduler's settings, the pool's
 /// size, the sidecar's settings and secrets, and (with `catalog.sync`) the catalogs.
 struct Reload<'a> {
     origin: &'a ConfigOrigin,

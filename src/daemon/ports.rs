@@ -19,7 +19,7 @@ use crate::scheduler::{Command, Port, RunOutcome};
 use crate::store::{ScheduleRow, SlotClaim, Store, StoreError};
 use crate::tick::{TickError, TickEvent, TickPool, TickRequest, TickRunner};
 
-/// The scheduler's view of the world: the store and the tick engine (replaced on SIGHUP).
+/// The scheduler's view of the world: the store and the tick runner (replaced on SIGHUP).
 pub struct SchedulerPort {
     pub(super) store: Store,
     pub(super) engine: RwLock<Arc<TickRunner>>,

@@ -19,7 +19,7 @@
 //!
 //! The loop talks to the world through [`Port`] and keeps time with [`Clock`]. Tests drive
 //! it in paused (virtual) time with an in-memory host; the daemon plugs in the store and
-//! the tick engine.
+//! the tick runner.
 
 mod edges;
 mod loader;

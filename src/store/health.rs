@@ -106,7 +106,10 @@ impl Health {
         // A trial that lasted without failure ends the outage (one line).
         if let Some(((outage, since), trial_start)) = state.trial.take() {
             if trial_start.elapsed() >= self.trial {
-                let lasted = (crate::time::now() - since).to_std().unwrap_or_default();
+                let lasted = crate::time::now()
+                    .signed_duration_since(since)
+                    .to_std()
+                    .unwrap_or_default();
                 tracing::warn!(cause = %outage, ?lasted, "the store takes writes again: scheduling resumes");
             } else {
                 state.trial = Some(((outage, since), trial_start));

@@ -17,6 +17,7 @@ mod columns;
 mod evidence;
 mod feedback;
 mod health;
+mod interactions;
 mod personas;
 mod plans;
 mod profiles;
@@ -91,6 +92,13 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         use sqlx::error::ErrorKind;
+        // A stored text that is not one of its enum's values (see `columns`).
+        if let sqlx::Error::ColumnDecode { index, source } = &err {
+            return Self::Corrupt {
+                table: "a stored row",
+                message: format!("column {index}: {source}"),
+            };
+        }
         if let Some(outage) = Outage::of(&err) {
             return Self::Unavailable(outage);
         }

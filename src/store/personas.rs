@@ -4,10 +4,14 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
+use sqlx::{Database, Encode, Type};
 use uuid::Uuid;
 
-use super::{BackendKind, Result, Store, StoreError, begin_write, with_pool, with_writer};
-use crate::model::persona::{KeyMetric, ModuleMix, Persona, PersonaSpec, normalize_email};
+use super::columns::{Bind, Query};
+use super::{BackendKind, Conn, Result, Store, StoreError, begin_write, on_conn, with_pool, with_writer};
+use crate::model::persona::{
+    DetailLevel, Flow, HeadlineType, KeyMetric, ModuleMix, Persona, PersonaSpec, UserKind, normalize_email,
+};
 use crate::time::now;
 
 /// PostgreSQL: the transaction-scoped lock that makes seeding runs take turns.
@@ -53,42 +57,55 @@ macro_rules! select_persona {
     };
 }
 
-/// Binds `$3..$26` of the persona insert/update statements (after id and user id). A
-/// macro rather than a generic function: it expands inside each `with_pool!` arm, where
-/// the backend is concrete.
-macro_rules! bind_spec {
-    ($query:expr, $spec:expr, $time_zone:expr, $paused:expr $(,)?) => {
-        $query
-            .bind($spec.archetype.as_str())
-            .bind($spec.system_prompt.as_str())
-            .bind(Json(&$spec.module_mix))
-            .bind($spec.tick_cadence.as_str())
-            .bind($time_zone)
-            .bind($spec.locale.as_deref())
-            .bind($paused)
-            .bind($spec.name.as_str())
-            .bind($spec.description.as_deref())
-            .bind($spec.flow.map(|f| f.as_str()))
-            .bind($spec.role_index)
-            .bind($spec.primary_authority.as_deref())
-            .bind($spec.decision_focus.as_deref())
-            .bind($spec.primary_dashboard.as_deref())
-            .bind(Json(&$spec.key_metrics))
-            .bind($spec.detail_level.map(|d| d.as_str()))
-            .bind($spec.headline_type.map(|h| h.as_str()))
-            .bind($spec.hero_chart_type.as_deref())
-            .bind(Json(&$spec.context_factors))
-            .bind(Json(&$spec.required_data_sources))
-            .bind(Json(&$spec.actions))
-            .bind($spec.default_profile.as_ref().map(Json))
-            .bind(Json(&$spec.page_templates))
-            .bind($spec.target.as_deref())
-    };
+/// Binds `$3..$26` of the persona insert/update statements (after id and user id).
+pub(super) fn bind_spec<'a, 'q, DB: Database>(
+    query: Query<'q, DB>,
+    spec: &'a PersonaSpec,
+    time_zone: &'a str,
+    paused: bool,
+) -> Query<'q, DB>
+where
+    bool: Bind<DB>,
+    Option<i32>: Bind<DB>,
+    Option<Flow>: Bind<DB>,
+    Option<DetailLevel>: Bind<DB>,
+    Option<HeadlineType>: Bind<DB>,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    Option<&'a str>: Encode<'a, DB> + Type<DB>,
+    Json<&'a ModuleMix>: Encode<'a, DB> + Type<DB>,
+    Json<&'a Vec<KeyMetric>>: Encode<'a, DB> + Type<DB>,
+    Json<&'a Vec<String>>: Encode<'a, DB> + Type<DB>,
+    Json<&'a Vec<Value>>: Encode<'a, DB> + Type<DB>,
+    Option<Json<&'a Value>>: Encode<'a, DB> + Type<DB>,
+{
+    query
+        .bind(spec.archetype.as_str())
+        .bind(spec.system_prompt.as_str())
+        .bind(Json(&spec.module_mix))
+        .bind(spec.tick_cadence.as_str())
+        .bind(time_zone)
+        .bind(spec.locale.as_deref())
+        .bind(paused)
+        .bind(spec.name.as_str())
+        .bind(spec.description.as_deref())
+        .bind(spec.flow)
+        .bind(spec.role_index)
+        .bind(spec.primary_authority.as_deref())
+        .bind(spec.decision_focus.as_deref())
+        .bind(spec.primary_dashboard.as_deref())
+        .bind(Json(&spec.key_metrics))
+        .bind(spec.detail_level)
+        .bind(spec.headline_type)
+        .bind(spec.hero_chart_type.as_deref())
+        .bind(Json(&spec.context_factors))
+        .bind(Json(&spec.required_data_sources))
+        .bind(Json(&spec.actions))
+        .bind(spec.default_profile.as_ref().map(Json))
+        .bind(Json(&spec.page_templates))
+        .bind(spec.target.as_deref())
 }
 
-pub(super) use bind_spec;
-
-/// The persona insert: `$1` id, `$2` user id, `$3..$26` as [`bind_spec!`] binds them,
+/// The persona insert: `$1` id, `$2` user id, `$3..$26` as [`bind_spec`] binds them,
 /// `$27` the time, `$28` the tenant; `$tail` may add a conflict clause.
 macro_rules! insert_persona {
     ($tail:literal) => {
@@ -108,7 +125,7 @@ macro_rules! insert_persona {
 }
 pub(super) use insert_persona;
 
-/// `SET` list of the definition columns as [`bind_spec!`] binds them (`$3..$26`), and
+/// `SET` list of the definition columns as [`bind_spec`] binds them (`$3..$26`), and
 /// `updated_at = changed_at = $27`.
 macro_rules! spec_set {
     () => {
@@ -139,14 +156,14 @@ struct PersonaRow {
     last_active_at: Option<DateTime<Utc>>,
     next_due_at: Option<DateTime<Utc>>,
     description: Option<String>,
-    flow: Option<String>,
+    flow: Option<Flow>,
     role_index: Option<i32>,
     primary_authority: Option<String>,
     decision_focus: Option<String>,
     primary_dashboard: Option<String>,
     key_metrics: Json<Vec<KeyMetric>>,
-    detail_level: Option<String>,
-    headline_type: Option<String>,
+    detail_level: Option<DetailLevel>,
+    headline_type: Option<HeadlineType>,
     hero_chart_type: Option<String>,
     context_factors: Json<Vec<String>>,
     required_data_sources: Json<Vec<String>>,
@@ -156,16 +173,6 @@ struct PersonaRow {
     target: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-}
-
-fn parse_opt<T: std::str::FromStr<Err = String>>(value: Option<String>) -> Result<Option<T>> {
-    value
-        .map(|v| v.parse())
-        .transpose()
-        .map_err(|message| StoreError::Corrupt {
-            table: "personas",
-            message,
-        })
 }
 
 impl TryFrom<PersonaRow> for Persona {
@@ -191,14 +198,14 @@ impl TryFrom<PersonaRow> for Persona {
             last_active_at: row.last_active_at,
             next_due_at: row.next_due_at,
             description: row.description,
-            flow: parse_opt(row.flow)?,
+            flow: row.flow,
             role_index: row.role_index,
             primary_authority: row.primary_authority,
             decision_focus: row.decision_focus,
             primary_dashboard: row.primary_dashboard,
             key_metrics: row.key_metrics.0,
-            detail_level: parse_opt(row.detail_level)?,
-            headline_type: parse_opt(row.headline_type)?,
+            detail_level: row.detail_level,
+            headline_type: row.headline_type,
             hero_chart_type: row.hero_chart_type,
             context_factors: row.context_factors.0,
             required_data_sources: row.required_data_sources.0,
@@ -212,111 +219,128 @@ impl TryFrom<PersonaRow> for Persona {
     }
 }
 
-/// Upserts one spec inside the transaction `$tx` (see [`Store::upsert_personas`]):
-/// evaluates to `(persona id, outcome)`, or returns the error from the enclosing function.
-macro_rules! upsert_one {
-    ($tx:ident, $tenant:expr, $spec:expr, $default_time_zone:expr, $at:expr) => {{
-        let (tenant, spec, at) = ($tenant, $spec, $at);
-        let email = normalize_email(&spec.email);
-        let time_zone = spec.time_zone.clone().unwrap_or_else(|| $default_time_zone.to_string());
-        let tx = &mut $tx;
-        let user: Option<(Uuid, String, String)> =
-            sqlx::query_as("SELECT id, kind, name FROM users WHERE tenant_id = $1 AND email = $2")
-                .bind(tenant)
-                .bind(&email)
-                .fetch_optional(&mut **tx)
-                .await?;
-        let user_id = match user {
-            Some((_, kind, _)) if kind != "persona" => {
-                return Err(StoreError::Conflict(format!(
-                    "{email} belongs to a {kind} account; a persona needs its own email"
-                )));
-            }
-            Some((id, _, name)) => {
-                if name != spec.name {
+/// The persona user of `email` in `tenant`, created (`kind = persona`) when missing and
+/// renamed when its name changed. `Conflict` when the email belongs to another kind of
+/// account.
+async fn persona_user_on(mut conn: Conn<'_>, tenant: Uuid, email: &str, name: &str, at: DateTime<Utc>) -> Result<Uuid> {
+    let user: Option<(Uuid, UserKind, String)> = on_conn!(conn.reborrow(), c => {
+        sqlx::query_as("SELECT id, kind, name FROM users WHERE tenant_id = $1 AND email = $2")
+            .bind(tenant)
+            .bind(email)
+            .fetch_optional(&mut *c)
+            .await?
+    });
+    match user {
+        Some((_, kind, _)) if kind != UserKind::Persona => Err(StoreError::Conflict(format!(
+            "{email} belongs to a {kind} account; a persona needs its own email"
+        ))),
+        Some((id, _, stored)) => {
+            if stored != name {
+                on_conn!(conn, c => {
                     sqlx::query("UPDATE users SET name = $1 WHERE id = $2")
-                        .bind(&spec.name)
+                        .bind(name)
                         .bind(id)
-                        .execute(&mut **tx)
+                        .execute(&mut *c)
                         .await?;
-                }
-                id
+                });
             }
-            None => {
-                let id = Uuid::new_v4();
+            Ok(id)
+        }
+        None => {
+            let id = Uuid::new_v4();
+            on_conn!(conn, c => {
                 sqlx::query(
                     "INSERT INTO users (id, tenant_id, email, name, kind, created_at)
-                         VALUES ($1, $2, $3, $4, 'persona', $5)",
+                     VALUES ($1, $2, $3, $4, 'persona', $5)",
                 )
                 .bind(id)
                 .bind(tenant)
-                .bind(&email)
-                .bind(&spec.name)
+                .bind(email)
+                .bind(name)
                 .bind(at)
-                .execute(&mut **tx)
+                .execute(&mut *c)
                 .await?;
-                id
-            }
-        };
+            });
+            Ok(id)
+        }
+    }
+}
 
-        let by_user: Option<PersonaRow> = sqlx::query_as(select_persona!("WHERE p.user_id = $1"))
-            .bind(user_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        let existing = match by_user {
-            Some(row) => Some(row),
-            None => {
-                let by_name: Option<PersonaRow> =
-                    sqlx::query_as(select_persona!("WHERE p.tenant_id = $1 AND p.name = $2"))
-                        .bind(tenant)
-                        .bind(&spec.name)
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                match by_name {
-                    Some(row) if row.user_id.is_some() => {
-                        return Err(StoreError::Conflict(format!(
-                            "the name `{}` is already used by the persona {}",
-                            spec.name,
-                            row.email.as_deref().unwrap_or("without email")
-                        )));
-                    }
-                    other => other,
-                }
-            }
-        };
+/// The stored persona a spec updates: the one of its user, else a profile-only one of
+/// the same name (adopted). `Conflict` when the name belongs to a persona with a user.
+async fn existing_on(
+    mut conn: Conn<'_>,
+    tenant: Uuid,
+    user_id: Uuid,
+    spec: &PersonaSpec,
+) -> Result<Option<PersonaRow>> {
+    let by_user: Option<PersonaRow> = on_conn!(conn.reborrow(), c => {
+        sqlx::query_as(select_persona!("WHERE p.user_id = $1")).bind(user_id).fetch_optional(&mut *c).await?
+    });
+    if by_user.is_some() {
+        return Ok(by_user);
+    }
+    let by_name: Option<PersonaRow> = on_conn!(conn, c => {
+        sqlx::query_as(select_persona!("WHERE p.tenant_id = $1 AND p.name = $2"))
+            .bind(tenant)
+            .bind(&spec.name)
+            .fetch_optional(&mut *c)
+            .await?
+    });
+    match by_name {
+        Some(row) if row.user_id.is_some() => Err(StoreError::Conflict(format!(
+            "the name `{}` is already used by the persona {}",
+            spec.name,
+            row.email.as_deref().unwrap_or("without email")
+        ))),
+        other => Ok(other),
+    }
+}
 
-        let (id, outcome) = match existing {
-            Some(row) => {
-                let mut current = Persona::try_from(row)?;
-                // An adopted profile-only persona gains its login identity now.
-                if current.user_id.is_none() {
-                    current.email = None;
-                }
-                if current.matches_spec(spec, &time_zone) && current.user_id == Some(user_id) {
-                    (current.id, UpsertOutcome::Unchanged)
-                } else {
-                    let paused = spec.paused.unwrap_or(current.paused);
-                    bind_spec!(
-                        sqlx::query(concat!(
-                            "UPDATE personas SET user_id = $2, ",
-                            spec_set!(),
-                            " WHERE id = $1"
-                        ))
-                        .bind(current.id)
-                        .bind(user_id),
+/// Upserts one spec on the open transaction `conn` (see [`Store::upsert_personas`]): the
+/// persona's id and what was done.
+async fn upsert_on(
+    mut conn: Conn<'_>,
+    tenant: Uuid,
+    spec: &PersonaSpec,
+    default_time_zone: &str,
+    at: DateTime<Utc>,
+) -> Result<(Uuid, UpsertOutcome)> {
+    let email = normalize_email(&spec.email);
+    let time_zone = spec.time_zone.clone().unwrap_or_else(|| default_time_zone.to_string());
+    let user_id = persona_user_on(conn.reborrow(), tenant, &email, &spec.name, at).await?;
+    let existing = existing_on(conn.reborrow(), tenant, user_id, spec).await?;
+    let (id, outcome) = match existing {
+        Some(row) => {
+            let mut current = Persona::try_from(row)?;
+            // An adopted profile-only persona gains its login identity now.
+            if current.user_id.is_none() {
+                current.email = None;
+            }
+            if current.matches_spec(spec, &time_zone) && current.user_id == Some(user_id) {
+                (current.id, UpsertOutcome::Unchanged)
+            } else {
+                let paused = spec.paused.unwrap_or(current.paused);
+                on_conn!(conn.reborrow(), c => {
+                    bind_spec(
+                        sqlx::query(concat!("UPDATE personas SET user_id = $2, ", spec_set!(), " WHERE id = $1"))
+                            .bind(current.id)
+                            .bind(user_id),
                         spec,
                         &time_zone,
                         paused,
                     )
                     .bind(at)
-                    .execute(&mut **tx)
+                    .execute(&mut *c)
                     .await?;
-                    (current.id, UpsertOutcome::Updated)
-                }
+                });
+                (current.id, UpsertOutcome::Updated)
             }
-            None => {
-                let id = Uuid::new_v4();
-                bind_spec!(
+        }
+        None => {
+            let id = Uuid::new_v4();
+            on_conn!(conn.reborrow(), c => {
+                bind_spec(
                     sqlx::query(insert_persona!("")).bind(id).bind(user_id),
                     spec,
                     &time_zone,
@@ -324,27 +348,29 @@ macro_rules! upsert_one {
                 )
                 .bind(at)
                 .bind(tenant)
-                .execute(&mut **tx)
+                .execute(&mut *c)
                 .await?;
-                (id, UpsertOutcome::Created)
-            }
-        };
-        // The persona user is a user of the profile store too: it gets its profile
-        // with the persona, once.
+            });
+            (id, UpsertOutcome::Created)
+        }
+    };
+    // The persona user is a user of the profile store too: it gets its profile with the
+    // persona, once.
+    on_conn!(conn, c => {
         sqlx::query(
             "INSERT INTO persona_user_profiles (id, tenant_id, user_id, persona_id, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $5)
-                 ON CONFLICT (user_id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $5)
+             ON CONFLICT (user_id) DO NOTHING",
         )
         .bind(Uuid::new_v4())
         .bind(tenant)
         .bind(user_id)
         .bind(id)
         .bind(at)
-        .execute(&mut **tx)
+        .execute(&mut *c)
         .await?;
-        (id, outcome)
-    }};
+    });
+    Ok((id, outcome))
 }
 
 /// What the scheduler loads: the personas changed since a time.
@@ -400,7 +426,7 @@ impl Store {
                 }
                 for (i, spec) in specs.into_iter().enumerate() {
                     index = Some(i);
-                    let (id, outcome) = upsert_one!(tx, tenant, spec, default_time_zone, at);
+                    let (id, outcome) = upsert_on(Conn::from(&mut *tx), tenant, spec, default_time_zone, at).await?;
                     each(i, id, outcome);
                 }
                 index = None;
@@ -432,7 +458,7 @@ impl Store {
             }
             while let Some(item) = items.recv().await {
                 let item = current.insert(item);
-                let (_, outcome) = upsert_one!(tx, tenant, spec_of(item), default_time_zone, at);
+                let (_, outcome) = upsert_on(Conn::from(&mut *tx), tenant, spec_of(item), default_time_zone, at).await?;
                 each(outcome);
             }
             *current = None;
@@ -494,16 +520,6 @@ impl Store {
             .bind(limit)
             .fetch_all(pool)
             .await?
-        });
-        rows.into_iter().map(Persona::try_from).collect()
-    }
-
-    /// Every persona with a login identity, across tenants, in full (for `tick --all`).
-    pub async fn runnable_personas(&self) -> Result<Vec<Persona>> {
-        let rows: Vec<PersonaRow> = with_pool!(self, pool => {
-            sqlx::query_as(select_persona!("WHERE p.user_id IS NOT NULL AND NOT p.paused ORDER BY p.tenant_id, p.name"))
-                .fetch_all(pool)
-                .await?
         });
         rows.into_iter().map(Persona::try_from).collect()
     }

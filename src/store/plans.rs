@@ -171,7 +171,7 @@ macro_rules! explain_all {
                     $conn,
                     $prefix,
                     $column,
-                    super::profiles::LIST_INTERACTIONS,
+                    super::interactions::LIST_INTERACTIONS,
                     id,
                     id,
                     now,

@@ -14,7 +14,8 @@ use uuid::Uuid;
 
 use super::calls::TICK_CALLS;
 use super::evidence::alignment_evidence_on;
-use super::profiles::{Recording, record_on, set_alignment_on};
+use super::interactions::{Recording, record_on};
+use super::profiles::set_alignment_on;
 use super::ticks::{DERIVE_COUNTS, FINISH_TICK, PENDING_TO_UNKNOWN};
 use super::{Conn, Result, Store, StoreError, begin_write, on_conn, with_writer};
 use crate::model::call::Call;

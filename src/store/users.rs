@@ -1,4 +1,4 @@
-//! Users: creating one of any kind, and the cleanup that deletes a tenant's persona users
+//! Users: inserting one, and the cleanup that deletes a tenant's persona users
 //! with everything they left.
 
 use uuid::Uuid;
@@ -15,20 +15,6 @@ pub struct CleanupReport {
 }
 
 impl Store {
-    /// Creates a user of any kind (tests, the profile store's humans). Fails with
-    /// `Conflict` when the email is taken in the tenant.
-    pub async fn create_user(
-        &self,
-        tenant: Uuid,
-        email: &str,
-        name: &str,
-        kind: crate::model::persona::UserKind,
-    ) -> Result<Uuid> {
-        let id = Uuid::new_v4();
-        self.insert_user(tenant, id, email, name, kind).await?;
-        Ok(id)
-    }
-
     /// Inserts the user `id`; `Conflict` when the id or the email is taken.
     pub(super) async fn insert_user(
         &self,
