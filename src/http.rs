@@ -18,10 +18,59 @@ pub fn install_crypto_provider() {
 
 /// Whether connections are kept alive and reused (`http.keep_alive`), set once at start.
 static KEEP_ALIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+/// Whether same-origin redirects are followed (`http.follow_redirects`).
+static FOLLOW_REDIRECTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Applies the `[http]` settings to every client built from now on.
 pub fn configure(config: &crate::config::HttpConfig) {
     KEEP_ALIVE.store(config.keep_alive, std::sync::atomic::Ordering::Relaxed);
+    FOLLOW_REDIRECTS.store(config.follow_redirects, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A redirect we refused to follow: to another origin (what we send would go with it:
+/// a login's password, a token, a key), or one too many.
+#[derive(Debug)]
+pub enum RedirectRefused {
+    CrossOrigin { to: String },
+    TooMany(usize),
+    NotFollowed { to: String },
+}
+
+impl std::fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::CrossOrigin { to } => write!(
+                f,
+                "it redirected to another origin ({to}), which is not followed: credentials stay with their origin"
+            ),
+            Self::TooMany(n) => write!(f, "it redirected more than {n} times (a redirect loop?)"),
+            Self::NotFollowed { to } => {
+                write!(f, "it redirected to {to}, and http.follow_redirects is off")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
+/// Redirects within the first URL's origin, at most 10; none across origins.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    const MAX: usize = 10;
+    let follow = FOLLOW_REDIRECTS.load(std::sync::atomic::Ordering::Relaxed);
+    reqwest::redirect::Policy::custom(move |attempt| {
+        let to = display_url(attempt.url().as_str());
+        let first = attempt.previous().first().map(|url| url.origin());
+        if first.is_some_and(|origin| origin != attempt.url().origin()) {
+            return attempt.error(RedirectRefused::CrossOrigin { to });
+        }
+        if !follow {
+            return attempt.error(RedirectRefused::NotFollowed { to });
+        }
+        if attempt.previous().len() > MAX {
+            return attempt.error(RedirectRefused::TooMany(MAX));
+        }
+        attempt.follow()
+    })
 }
 
 /// A client for our outbound calls (login, lookups, the LLM, JWKS).
@@ -43,6 +92,7 @@ pub fn builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
     install_crypto_provider();
     let builder = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
+        .redirect(redirect_policy())
         .tcp_nodelay(true)
         .user_agent(concat!("persona-runner/", env!("CARGO_PKG_VERSION")));
     if KEEP_ALIVE.load(std::sync::atomic::Ordering::Relaxed) {
@@ -96,11 +146,36 @@ pub fn retryable_error(err: &reqwest::Error) -> bool {
 /// A reqwest error's message without its URL (which may carry query secrets), for errors
 /// we show or store. (reqwest already strips the URL's password.)
 pub fn describe(err: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<RedirectRefused>() {
+            return refused.to_string();
+        }
+        source = cause.source();
+    }
+    if err.is_timeout() {
+        return if err.is_body() || err.is_decode() {
+            "the answer did not arrive in time (the timeout ran out while the body was still coming)".into()
+        } else {
+            "no answer in time (the timeout ran out)".into()
+        };
+    }
     let mut text = err.to_string();
     if let Some(url) = err.url() {
         text = text.replace(url.as_str(), "<url>");
     }
-    text
+    // The root cause in words ("Connection refused"), not reqwest's outer layer alone.
+    let mut cause = err.source();
+    let mut root = None;
+    while let Some(next) = cause {
+        root = Some(next.to_string());
+        cause = next.source();
+    }
+    match root {
+        Some(root) if !text.contains(&root) => format!("{text}: {}", crate::redact::plain_debug(&root)),
+        _ => text,
+    }
 }
 
 /// A configured URL as errors and logs show it: without user info and query, where

@@ -17,6 +17,7 @@ pub mod feedback;
 pub mod gateway;
 pub mod http;
 pub mod llm;
+pub mod logging;
 pub mod mcp;
 pub mod metrics;
 pub mod model;

@@ -190,9 +190,41 @@ fn allowed_domains_come_from_the_config() {
     let strict = Rules {
         allowed_email_domains: vec!["example.test".into()],
         min_prompt_chars: 10,
+        max_file_bytes: 1024,
     };
     let problems = catalog::validate_text(Path::new("x.json"), &text, &strict).unwrap_err();
     assert!(problems[0].message.contains(".example.test"), "{}", problems[0].message);
+}
+
+#[test]
+fn a_file_over_the_size_cap_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.json");
+    std::fs::write(
+        &file,
+        json!({"personas": [broken_catalog()["personas"][0].clone()]}).to_string(),
+    )
+    .unwrap();
+    let size = std::fs::metadata(&file).unwrap().len();
+    let rules = |max_file_bytes| Rules {
+        allowed_email_domains: vec!["test".into()],
+        min_prompt_chars: 1,
+        max_file_bytes,
+    };
+    let err = catalog::validate(std::slice::from_ref(&file), &rules(size - 1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("big.json"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "the file has {size} bytes, more than catalog.max_file_bytes = {}",
+            size - 1
+        )),
+        "{err}"
+    );
+    // At the cap the file is read and checked as usual.
+    let checked = catalog::validate(&[file], &rules(size)).unwrap();
+    assert_eq!(checked[0].personas, 1);
 }
 
 async fn seeding_twice_leaves_22_personas_unchanged(backend: Backend) {

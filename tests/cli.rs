@@ -155,7 +155,7 @@ fn migrate_reports_the_schema_version() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("4 of 4 migrations applied (4 new)"),
+        text(&out.stdout).contains("5 of 5 migrations applied (5 new)"),
         "{}",
         text(&out.stdout)
     );
@@ -196,7 +196,7 @@ fn config_check_prints_the_effective_config_without_secrets() {
     let out = run_in(dir.path(), &["config", "check"], &env);
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("# database: reachable (4 of 4 migrations applied)"),
+        stdout.contains("# database: reachable (5 of 5 migrations applied)"),
         "{stdout}"
     );
     assert_eq!(
@@ -376,4 +376,45 @@ fn tick_runs_personas_in_process_and_reports_each() {
             .unwrap()
     });
     assert!(overlap <= 3, "{overlap} ticks ran at once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_check_reports_the_model_and_warns_when_a_first_request_does_not_fit() {
+    let llm = common::ScriptedLlm::start(Vec::new()).await;
+    let dir = common::workdir_with_catalogs();
+    let base_url = llm.base_url();
+    // No product listens here (not even a sample gateway on the default port).
+    let nowhere = format!("http://127.0.0.1:{}", common::free_port());
+    let (login, mcp) = (format!("{nowhere}/login"), format!("{nowhere}/mcp"));
+    let env = [
+        ("PERSONA_RUNNER__DATABASE__URL", "sqlite://check.db"),
+        ("PERSONA_RUNNER__AUTH__LOGIN_URL", login.as_str()),
+        ("PERSONA_RUNNER__MCP__URL", mcp.as_str()),
+        ("PERSONA_RUNNER__LLM__PROVIDER", "openai"),
+        ("PERSONA_RUNNER__LLM__BASE_URL", base_url.as_str()),
+        ("OPENAI_API_KEY", "sk-local-check"),
+    ];
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.path().to_path_buf();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            run_in(&dir, &["config", "check"], &env)
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("serves test-model; context window 1024 tokens (from /models)"),
+        "{stdout}"
+    );
+    // No product runs here: the estimate leaves the tools out, and still exceeds 1024.
+    assert!(stdout.contains("# product: not reachable now"), "{stdout}");
+    assert!(stdout.contains("estimated"), "{stdout}");
+    assert!(
+        stdout.contains("WARNING: that is more than the model's context window of 1024 tokens"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("sk-local-check"), "the key is never printed");
 }

@@ -52,6 +52,8 @@ fn call(tick: Uuid, persona: Uuid, seq: i32, result: CallResult) -> Call {
     Call {
         id: Call::new_id(),
         sent: true,
+        recovered: false,
+        refusal: None,
         created_at: chrono::Utc::now(),
         tenant_id: DEFAULT_TENANT,
         tick_id: tick,

@@ -178,6 +178,8 @@ async fn a_product_that_dies_on_a_replayed_call_is_a_change_and_the_rest_are_not
             .record_action(&Call {
                 id: Call::new_id(),
                 sent: true,
+                recovered: false,
+                refusal: None,
                 created_at: chrono::Utc::now(),
                 tenant_id: persona.tenant_id,
                 tick_id: recorded.id,

@@ -48,6 +48,8 @@ fn action(tick_id: Uuid, persona_id: Uuid, seq: i32, result: CallResult) -> Call
     Call {
         id: Call::new_id(),
         sent: true,
+        recovered: false,
+        refusal: None,
         created_at: chrono::Utc::now(),
         tenant_id: DEFAULT_TENANT,
         tick_id,

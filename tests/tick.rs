@@ -12,49 +12,17 @@ use std::time::Duration;
 
 use common::{Backend, ScriptedLlm, Step, TestDb, TestGateway, text, tool_calls};
 use persona_runner::config::{Config, Env, LlmProvider, McpTransport};
-use persona_runner::model::persona::{DEFAULT_TENANT, Persona, PersonaSpec};
-use persona_runner::model::tick::{RatingStatus, TickStatus, Trigger};
-use persona_runner::store::Store;
-use persona_runner::tick::{TickRequest, TickRunner, TickSummary};
+use persona_runner::model::persona::{DEFAULT_TENANT, PersonaSpec};
+use persona_runner::model::tick::{RatingStatus, TickStatus};
+use persona_runner::tick::TickRunner;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 const ANNA: &str = "persona.anna@mana.test";
 const LLM_KEY: &str = "sk-test-key-never-logged-4711";
 
-async fn seed_anna(store: &Store) -> Persona {
-    let spec: PersonaSpec = serde_json::from_value(json!({
-        "name": "Anna Keller",
-        "email": ANNA,
-        "archetype": "adhd-student",
-        "systemPrompt": "Du bist Anna, 21, studierst Biologie in Leipzig und vergisst ständig Abgaben. Du schreibst kurz und chaotisch.",
-        "moduleMix": {"todo": 0.6, "mood": 0.4},
-        "tickCadence": "daily",
-        "timeZone": "Europe/Berlin"
-    }))
-    .unwrap();
-    store.upsert_persona(DEFAULT_TENANT, &spec, "UTC").await.unwrap().0
-}
-
 fn llm_config(gateway: &TestGateway, llm: &ScriptedLlm) -> (Config, Env) {
-    let mut config = gateway.config();
-    config.llm.provider = LlmProvider::Openai;
-    config.llm.base_url = llm.base_url();
-    config.llm.model = "test-model".into();
-    config.llm.api_key_env = "TEST_LLM_KEY".into();
-    let mut env = gateway.env();
-    env.insert("TEST_LLM_KEY".into(), LLM_KEY.into());
-    (config, env)
-}
-
-async fn run_tick(engine: &TickRunner, persona: &Persona) -> TickSummary {
-    let request = TickRequest {
-        persona: persona.clone(),
-        trigger: Trigger::Cli,
-        scheduled_for: None,
-        attempt: 1,
-    };
-    engine.run(&request, &|_| {}).await.unwrap()
+    common::llm_config(gateway, llm, "test-model", LLM_KEY)
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -83,7 +51,7 @@ fn tool_answers(request: &Value) -> Vec<(String, String)> {
 async fn a_scripted_role_play_is_audited_deduped_and_rated(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
-    let persona = seed_anna(&store).await;
+    let persona = common::seed_chaotic_anna(&store).await;
     let gateway = TestGateway::start().await;
     let create = r#"{"title": "Biologie-Referat vorbereiten", "priority": "high"}"#;
     let llm = ScriptedLlm::start(vec![
@@ -113,7 +81,7 @@ async fn a_scripted_role_play_is_audited_deduped_and_rated(backend: Backend) {
     let (config, env) = llm_config(&gateway, &llm);
     let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
 
-    let summary = run_tick(&engine, &persona).await;
+    let summary = common::tick_once(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
     assert_eq!(summary.rating_status, Some(RatingStatus::Valid));
     assert_eq!(
@@ -224,7 +192,7 @@ async fn a_scripted_role_play_is_audited_deduped_and_rated(backend: Backend) {
 async fn an_invalid_repair_records_no_rating(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
-    let persona = seed_anna(&store).await;
+    let persona = common::seed_chaotic_anna(&store).await;
     let gateway = TestGateway::start().await;
     let llm = ScriptedLlm::start(vec![
         Step::Reply(tool_calls(&[("mood_log", r#"{"score": 2}"#)])),
@@ -235,7 +203,7 @@ async fn an_invalid_repair_records_no_rating(backend: Backend) {
     .await;
     let (config, env) = llm_config(&gateway, &llm);
     let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
-    let summary = run_tick(&engine, &persona).await;
+    let summary = common::tick_once(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok);
     assert_eq!(summary.rating_status, Some(RatingStatus::Invalid));
     assert!(summary.ratings.is_empty(), "never a made-up rating");
@@ -248,7 +216,7 @@ async fn an_invalid_repair_records_no_rating(backend: Backend) {
 async fn a_drifting_tick_flags_its_user_and_suggests_a_better_persona(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
-    let anna = seed_anna(&store).await;
+    let anna = common::seed_chaotic_anna(&store).await;
     let moody: PersonaSpec = serde_json::from_value(json!({
         "name": "Moritz Mood",
         "email": "persona.moritz@mana.test",
@@ -270,7 +238,7 @@ async fn a_drifting_tick_flags_its_user_and_suggests_a_better_persona(backend: B
     .await;
     let (config, env) = llm_config(&gateway, &llm);
     let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
-    let summary = run_tick(&engine, &anna).await;
+    let summary = common::tick_once(&engine, &anna).await;
     assert_eq!(
         (summary.status, summary.calls_ok),
         (TickStatus::Ok, 5),
@@ -300,7 +268,7 @@ async fn a_drifting_tick_flags_its_user_and_suggests_a_better_persona(backend: B
 async fn an_answered_call_is_saved_before_the_tick_waits_for_a_hanging_model() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
-    let persona = seed_anna(&store).await;
+    let persona = common::seed_chaotic_anna(&store).await;
     let gateway = TestGateway::start().await;
     let llm = ScriptedLlm::start(vec![
         Step::Reply(tool_calls(&[("todo_create", r#"{"title": "Abgabe"}"#)])),
@@ -311,7 +279,7 @@ async fn an_answered_call_is_saved_before_the_tick_waits_for_a_hanging_model() {
     let engine = Arc::new(TickRunner::new(store.clone(), Arc::new(config), &env).unwrap());
     let running = tokio::spawn({
         let (engine, persona) = (engine.clone(), persona.clone());
-        async move { run_tick(&engine, &persona).await }
+        async move { common::tick_once(&engine, &persona).await }
     });
     let mut results = Vec::new();
     for _ in 0..100 {
@@ -350,7 +318,7 @@ both_backends! {
 async fn a_tick_cut_off_midway_keeps_its_calls_and_is_abandoned_after_its_lease() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
-    let persona = seed_anna(&store).await;
+    let persona = common::seed_chaotic_anna(&store).await;
     let gateway = TestGateway::start().await;
     let llm = ScriptedLlm::start(vec![
         Step::Reply(tool_calls(&[
@@ -365,7 +333,7 @@ async fn a_tick_cut_off_midway_keeps_its_calls_and_is_abandoned_after_its_lease(
     let engine = Arc::new(TickRunner::new(store.clone(), Arc::new(config), &env).unwrap());
     let task = {
         let (engine, persona) = (engine.clone(), persona.clone());
-        tokio::spawn(async move { run_tick(&engine, &persona).await })
+        tokio::spawn(async move { common::tick_once(&engine, &persona).await })
     };
     // Wait until the model hangs on its second turn, then kill the tick.
     for _ in 0..100 {
@@ -390,10 +358,10 @@ async fn a_tick_cut_off_midway_keeps_its_calls_and_is_abandoned_after_its_lease(
         store.abandon_expired_ticks(persona_runner::time::now()).await.unwrap(),
         1
     );
-    let next = seed_anna(&store).await;
+    let next = common::seed_chaotic_anna(&store).await;
     let offline = TickRunner::new(store.clone(), Arc::new(gateway.config()), &gateway.env()).unwrap();
     assert_eq!(
-        run_tick(&offline, &next).await.status,
+        common::tick_once(&offline, &next).await.status,
         TickStatus::Ok,
         "the persona is free again"
     );
@@ -407,12 +375,12 @@ async fn the_offline_driver_runs_any_schema_described_gateway_deterministically(
         let gateway = TestGateway::start().await;
         let db = TestDb::new(Backend::Sqlite).await;
         let store = db.store().await;
-        let persona = seed_anna(&store).await;
+        let persona = common::seed_chaotic_anna(&store).await;
         let mut config = gateway.config();
         config.llm.seed = 42;
         let engine = TickRunner::new(store.clone(), Arc::new(config), &gateway.env()).unwrap();
         assert_eq!(engine.driver_name(), "offline", "no API key: the offline driver");
-        let summary = run_tick(&engine, &persona).await;
+        let summary = common::tick_once(&engine, &persona).await;
         assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
         assert_eq!(summary.rating_status, Some(RatingStatus::Valid));
         let actions = store.tick_actions(summary.tick_id).await.unwrap();
@@ -443,14 +411,14 @@ async fn chaos_mode_sends_marked_edge_cases() {
     let gateway = TestGateway::start().await;
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
-    let persona = seed_anna(&store).await;
+    let persona = common::seed_chaotic_anna(&store).await;
     let mut config = gateway.config();
     config.llm.chaos = true;
     let engine = TickRunner::new(store.clone(), Arc::new(config), &gateway.env()).unwrap();
     let mut chaos_calls = 0;
     let mut rejected = 0;
     for _ in 0..4 {
-        let summary = run_tick(&engine, &persona).await;
+        let summary = common::tick_once(&engine, &persona).await;
         for action in store.tick_actions(summary.tick_id).await.unwrap() {
             if action.chaos {
                 chaos_calls += 1;
@@ -467,15 +435,15 @@ async fn a_rejected_token_means_one_fresh_login() {
     let gateway = TestGateway::start().await;
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
-    let persona = seed_anna(&store).await;
+    let persona = common::seed_chaotic_anna(&store).await;
     let engine = TickRunner::new(store.clone(), Arc::new(gateway.config()), &gateway.env()).unwrap();
-    assert_eq!(run_tick(&engine, &persona).await.status, TickStatus::Ok);
+    assert_eq!(common::tick_once(&engine, &persona).await.status, TickStatus::Ok);
     assert_eq!(gateway.gateway.logins(), 1);
-    assert_eq!(run_tick(&engine, &persona).await.status, TickStatus::Ok);
+    assert_eq!(common::tick_once(&engine, &persona).await.status, TickStatus::Ok);
     assert_eq!(gateway.gateway.logins(), 1, "the cached token serves the next tick");
     // The product rotates its keys: the cached token is now refused.
     gateway.gateway.rotate_signing_key();
-    let summary = run_tick(&engine, &persona).await;
+    let summary = common::tick_once(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
     assert!(summary.calls_ok > 0);
     assert_eq!(gateway.gateway.logins(), 2, "exactly one fresh login");
@@ -485,13 +453,13 @@ async fn a_rejected_token_means_one_fresh_login() {
 async fn a_tick_over_stdio() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
-    let persona = seed_anna(&store).await;
+    let persona = common::seed_chaotic_anna(&store).await;
     let mut config = Config::default();
     config.auth.mode = persona_runner::config::AuthMode::None;
     config.mcp.transport = McpTransport::Stdio;
     config.mcp.command = common::stdio_gateway_command(ANNA);
     let engine = TickRunner::new(store.clone(), Arc::new(config), &Env::new()).unwrap();
-    let summary = run_tick(&engine, &persona).await;
+    let summary = common::tick_once(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
     let actions = store.tick_actions(summary.tick_id).await.unwrap();
     assert!(!actions.is_empty());
@@ -502,12 +470,12 @@ async fn a_tick_over_stdio() {
 async fn an_unreachable_gateway_fails_the_tick_with_a_clear_error() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
-    let persona = seed_anna(&store).await;
+    let persona = common::seed_chaotic_anna(&store).await;
     let mut config = Config::default();
     config.auth.login_url = "http://127.0.0.1:9/api/v1/auth/login".into();
     config.retry.max_attempts = 1;
     let engine = TickRunner::new(store.clone(), Arc::new(config), &Env::new()).unwrap();
-    let summary = run_tick(&engine, &persona).await;
+    let summary = common::tick_once(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Failed);
     let error = summary.error.unwrap();
     assert!(error.contains(ANNA) && error.contains("cannot reach"), "{error}");
@@ -519,7 +487,7 @@ async fn an_unreachable_gateway_fails_the_tick_with_a_clear_error() {
 async fn a_tick_past_its_timeout_is_cut_and_recorded() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
-    let persona = seed_anna(&store).await;
+    let persona = common::seed_chaotic_anna(&store).await;
     let gateway = TestGateway::start().await;
     let llm = ScriptedLlm::start(vec![
         Step::Reply(tool_calls(&[("mood_log", r#"{"score": 1}"#)])),
@@ -529,7 +497,7 @@ async fn a_tick_past_its_timeout_is_cut_and_recorded() {
     let (mut config, env) = llm_config(&gateway, &llm);
     config.tick.tick_timeout = persona_runner::time::HumanDuration(Duration::from_millis(700));
     let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
-    let summary = run_tick(&engine, &persona).await;
+    let summary = common::tick_once(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Timeout);
     assert!(summary.error.unwrap().contains("tick.tick_timeout"));
     assert_eq!(summary.calls_ok, 1, "the call made before the cut is kept");
@@ -546,7 +514,7 @@ async fn a_tick_past_its_timeout_is_cut_and_recorded() {
 async fn a_dedup_window_of_a_day_spans_ticks() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
-    let persona = seed_anna(&store).await;
+    let persona = common::seed_chaotic_anna(&store).await;
     let gateway = TestGateway::start().await;
     let call = r#"{"title": "Wohnung putzen"}"#;
     let rating = r#"{"ratings": [{"module": "todo", "rating": 3, "note": "ok"}]}"#;
@@ -563,8 +531,8 @@ async fn a_dedup_window_of_a_day_spans_ticks() {
     config.tick.dedup_window =
         persona_runner::config::DedupWindow::Last(persona_runner::time::HumanDuration::from_secs(86_400));
     let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
-    assert_eq!(run_tick(&engine, &persona).await.calls_ok, 1);
-    let second = run_tick(&engine, &persona).await;
+    assert_eq!(common::tick_once(&engine, &persona).await.calls_ok, 1);
+    let second = common::tick_once(&engine, &persona).await;
     assert_eq!((second.calls_ok, second.calls_deduped), (0, 1));
     assert_eq!(gateway.gateway.calls().len(), 1, "the product saw the call once");
     let answers = tool_answers(&llm.requests()[4]);
@@ -578,7 +546,7 @@ async fn a_dedup_window_of_a_day_spans_ticks() {
 async fn a_static_bearer_token_works_without_login() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
-    let persona = seed_anna(&store).await;
+    let persona = common::seed_chaotic_anna(&store).await;
     let gateway = TestGateway::start().await;
     let token = gateway
         .gateway
@@ -589,7 +557,7 @@ async fn a_static_bearer_token_works_without_login() {
     let mut env = Env::new();
     env.insert("PERSONA_RUNNER_GATEWAY_TOKEN".into(), token);
     let engine = TickRunner::new(store.clone(), Arc::new(config.clone()), &env).unwrap();
-    let summary = run_tick(&engine, &persona).await;
+    let summary = common::tick_once(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
     assert!(summary.calls_ok > 0);
     let err = TickRunner::new(store.clone(), Arc::new(config), &Env::new()).unwrap_err();
@@ -600,7 +568,7 @@ async fn a_static_bearer_token_works_without_login() {
 async fn a_scripted_tick_over_stdio_records_the_right_hash() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
-    let persona = seed_anna(&store).await;
+    let persona = common::seed_chaotic_anna(&store).await;
     let llm = ScriptedLlm::start(vec![
         Step::Reply(tool_calls(&[(
             "todo_create",
@@ -623,7 +591,7 @@ async fn a_scripted_tick_over_stdio_records_the_right_hash() {
         .into_iter()
         .collect();
     let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
-    let summary = run_tick(&engine, &persona).await;
+    let summary = common::tick_once(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
     assert_eq!(summary.rating_status, Some(RatingStatus::Valid));
     let actions = store.tick_actions(summary.tick_id).await.unwrap();
@@ -639,7 +607,7 @@ async fn a_scripted_tick_over_stdio_records_the_right_hash() {
 async fn secrets_a_product_echoes_are_neither_stored_nor_shown_to_the_model() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
-    let persona = seed_anna(&store).await;
+    let persona = common::seed_chaotic_anna(&store).await;
     let gateway = TestGateway::start().await;
     const ADMIN: &str = "admin-token-echoed-by-the-product";
     const JWT: &str = "jwt-secret-echoed-by-the-product";
@@ -671,7 +639,7 @@ async fn secrets_a_product_echoes_are_neither_stored_nor_shown_to_the_model() {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
-    let summary = run_tick(&engine, &persona).await;
+    let summary = common::tick_once(&engine, &persona).await;
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
     let actions = store.tick_calls(summary.tick_id).await.unwrap();
     assert_eq!(actions.len(), 1);
@@ -700,7 +668,7 @@ async fn secrets_a_product_echoes_are_neither_stored_nor_shown_to_the_model() {
 async fn a_persona_over_its_daily_token_cap_is_skipped_without_an_llm_request() {
     let db = TestDb::new(Backend::Sqlite).await;
     let store = db.store().await;
-    let persona = seed_anna(&store).await;
+    let persona = common::seed_chaotic_anna(&store).await;
     let gateway = TestGateway::start().await;
     // One tick: a turn without tools, then the rating (each reply costs tokens).
     let llm = ScriptedLlm::start(vec![
@@ -716,13 +684,13 @@ async fn a_persona_over_its_daily_token_cap_is_skipped_without_an_llm_request() 
     let mut env = gateway.env();
     env.insert("TEST_LLM_KEY".into(), LLM_KEY.into());
     let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
-    let first = run_tick(&engine, &persona).await;
+    let first = common::tick_once(&engine, &persona).await;
     assert_ne!(first.status, TickStatus::Skipped, "{:?}", first.error);
     let spent = first.tokens_in + first.tokens_out;
     assert!(spent >= 50, "the first tick spent the cap: {spent}");
     let requests = llm.requests().len();
 
-    let second = run_tick(&engine, &persona).await;
+    let second = common::tick_once(&engine, &persona).await;
     assert_eq!(second.status, TickStatus::Skipped);
     let reason = second.error.clone().unwrap();
     assert!(

@@ -3,7 +3,7 @@
 //! did (ticks, actions, the feedback report) is in [`super::history`].
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::Admin;
-use super::error::{ApiError, ErrorBody, ValidJson, ValidQuery};
+use super::error::{ApiError, ErrorBody, ValidJson, ValidPath, ValidQuery};
 use super::params;
 use super::views::ActionRecord;
 use crate::feedback::Grouping;
@@ -166,7 +166,7 @@ pub struct PersonaDetail {
 pub async fn get_persona(
     State(state): State<ApiState>,
     admin: Admin,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath,
 ) -> Result<Json<PersonaDetail>, ApiError> {
     let persona = find(&state, admin.tenant, &id).await?;
     let store = state.store();
@@ -240,7 +240,7 @@ pub struct DeleteResponse {
 pub async fn delete_persona(
     State(state): State<ApiState>,
     admin: Admin,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath,
 ) -> Result<Json<DeleteResponse>, ApiError> {
     let store = state.store();
     let persona = match store.find_persona(admin.tenant, &id).await? {
@@ -289,7 +289,7 @@ async fn set_paused(state: &ApiState, admin: Admin, id: &str, paused: bool) -> R
 pub async fn pause(
     State(state): State<ApiState>,
     admin: Admin,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath,
 ) -> Result<Json<Persona>, ApiError> {
     set_paused(&state, admin, &id, true).await
 }
@@ -306,7 +306,7 @@ pub async fn pause(
 pub async fn resume(
     State(state): State<ApiState>,
     admin: Admin,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath,
 ) -> Result<Json<Persona>, ApiError> {
     set_paused(&state, admin, &id, false).await
 }
@@ -329,7 +329,7 @@ pub struct TickStarted {
         (status = 422, description = "a profile-only persona has no login and cannot be ticked", body = ErrorBody),
         (status = 503, description = "no admin token configured, or no tick engine", body = ErrorBody),
     ))]
-pub async fn tick(State(state): State<ApiState>, admin: Admin, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn tick(State(state): State<ApiState>, admin: Admin, ValidPath(id): ValidPath) -> Result<Response, ApiError> {
     let persona = find(&state, admin.tenant, &id).await?;
     let ticks = state
         .ticks()

@@ -152,7 +152,7 @@ pub(super) fn chart(report: &FeedbackReport, since: DateTime<Utc>, until: DateTi
 /// Each simulator version that rated: how many ratings, and how lenient it is against
 /// the rating the evidence alone gives.
 pub(super) fn simulators_table(report: &FeedbackReport) -> String {
-    if report.simulators.is_empty() {
+    if report.simulators.is_empty() && report.fitness.is_empty() {
         return String::new();
     }
     let mut rows = String::new();
@@ -176,10 +176,52 @@ pub(super) fn simulators_table(report: &FeedbackReport) -> String {
         );
     }
     format!(
-        "<section id=\"simulators\"><h2>Simulators</h2><p class=\"muted\">A simulator is driver · model · prompt template (· temperature). \
+        "<section class=\"wide\" id=\"simulators\"><h2>Simulators</h2><p class=\"muted\">A simulator is driver · model · prompt template (· temperature). \
          Ratings of different simulators are never compared; leniency is a simulator's own average minus what the evidence gives.</p>\
          <div class=\"scroll\"><table><thead><tr><th>simulator</th><th>n</th><th>avg</th><th>evidence</th><th>leniency</th><th>days</th></tr></thead>\
-         <tbody>{rows}</tbody></table></div></section>"
+         <tbody>{rows}</tbody></table></div>{}</section>",
+        fitness_table(report)
+    )
+}
+
+/// Whether each simulator version is fit to simulate: idle ticks, calls recovered from
+/// text, unknown tools, arguments the schema refused, rating answers.
+fn fitness_table(report: &FeedbackReport) -> String {
+    let mut rows = String::new();
+    for fit in &report.fitness {
+        let idle = if fit.idle > 0 {
+            format!(
+                "<span class=\"bad\">{} ({:.0}%)</span>",
+                fit.idle,
+                fit.idle_rate * 100.0
+            )
+        } else {
+            "0".into()
+        };
+        let _ = write!(
+            rows,
+            "<tr class=\"fitness\"><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{idle}</td><td class=\"num\">{}</td>\
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{} / {} / {}</td></tr>",
+            esc(if fit.simulator.is_empty() {
+                "(unknown)"
+            } else {
+                &fit.simulator
+            }),
+            fit.ticks,
+            fit.calls,
+            fit.recovered,
+            fit.unknown_tools,
+            fit.schema_refused,
+            fit.ratings_valid_first,
+            fit.ratings_valid_repaired,
+            fit.ratings_invalid,
+        );
+    }
+    format!(
+        "<h3>Fitness to simulate</h3><p class=\"muted\">Idle: ticks in which the persona never used the app (no evidence). \
+         Recovered: calls the model wrote as text. Ratings: valid at once / after one repair / invalid.</p>\
+         <div class=\"scroll\"><table><caption>Simulator fitness over the window</caption><thead><tr><th>simulator</th><th>ticks</th><th>idle</th><th>calls</th>\
+         <th>recovered</th><th>unknown tools</th><th>schema refused</th><th>ratings</th></tr></thead><tbody>{rows}</tbody></table></div>"
     )
 }
 

@@ -212,6 +212,21 @@ fn nul_at(value: &serde_json::Value, path: String) -> Option<String> {
     }
 }
 
+/// A path's one parameter as text, refused (400, in the one error body) when it is not
+/// valid UTF-8 once percent-decoded (`%FF`).
+pub struct ValidPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ValidPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|path| ValidPath(path.0))
+            .map_err(|_| ApiError::field("(path)", "the path's parameter is not valid UTF-8 text once decoded"))
+    }
+}
+
 /// A query string whose parameters are all optional text, parsed by the handler with
 /// errors that name the parameter; unknown parameters are refused.
 pub struct ValidQuery<T>(pub T);

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::Admin;
-use super::error::{ApiError, ErrorBody, ValidQuery};
+use super::error::{ApiError, ErrorBody, ValidPath, ValidQuery};
 use super::params;
 use super::views::{ActionListing, FeedbackRecord, RecordedCall};
 use crate::feedback::FeedbackReport;
@@ -158,7 +158,7 @@ pub struct TickDetail {
 pub async fn get_tick(
     State(state): State<ApiState>,
     admin: Admin,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    ValidPath(id): ValidPath,
 ) -> Result<Json<TickDetail>, ApiError> {
     let id = params::uuid("id", &id)?;
     let store = state.store();

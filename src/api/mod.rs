@@ -15,6 +15,7 @@ mod history;
 mod html;
 mod params;
 mod profile;
+pub mod server;
 mod tick_page;
 mod views;
 
@@ -385,17 +386,13 @@ fn build() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// Serves `router` on `listener` until `stop` is cancelled, then finishes open requests.
+/// Serves `router` on `listener` until `stop` is cancelled, then finishes open requests,
+/// within `limits` (see `api::server`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     stop: tokio_util::sync::CancellationToken,
+    limits: server::Limits,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+    server::serve(listener, router(state), stop, limits).await
 }

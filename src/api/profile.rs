@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::{ProfileAdmin, User};
-use super::error::{ApiError, ErrorBody, FieldError, ValidJson, ValidQuery};
+use super::error::{ApiError, ErrorBody, FieldError, ValidJson, ValidPath, ValidQuery};
 use super::params;
 use crate::model::persona::{Flow, Persona};
 use crate::model::profile::{Alignment, Interaction, InteractionType, NewInteraction, Profile, Sentiment};
@@ -98,7 +98,7 @@ pub async fn list_personas(
 pub async fn get_persona(
     State(state): State<ApiState>,
     user: User,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath,
 ) -> Result<Json<Persona>, ApiError> {
     Ok(Json(persona_in_tenant(&state, user.tenant, &id).await?))
 }
@@ -123,7 +123,7 @@ pub async fn get_persona(
 pub async fn update_persona(
     State(state): State<ApiState>,
     ProfileAdmin(user): ProfileAdmin,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath,
     ValidJson(patch): ValidJson<serde_json::Map<String, Value>>,
 ) -> Result<Json<Persona>, ApiError> {
     let persona = persona_in_tenant(&state, user.tenant, &id).await?;
@@ -385,7 +385,7 @@ pub struct PersonaStatsBody {
 pub async fn persona_stats(
     State(state): State<ApiState>,
     user: User,
-    Path(id): Path<String>,
+    ValidPath(id): ValidPath,
     ValidQuery(query): ValidQuery<StatsQuery>,
 ) -> Result<Json<PersonaStatsBody>, ApiError> {
     let days = days(query.days.as_deref())?;

@@ -25,6 +25,18 @@ pub enum AuthError {
     },
     #[error("login of {email} failed: cannot reach {url}: {reason}")]
     Unreachable { email: String, url: String, reason: String },
+    #[error("login of {email} failed: {url}: {reason}")]
+    Redirect { email: String, url: String, reason: String },
+    #[error(
+        "login of {email} failed: {url} answered HTTP {status}, but {reason} (is auth.login_url the \
+         product's JSON login API rather than a web page?)"
+    )]
+    NotJson {
+        email: String,
+        url: String,
+        status: u16,
+        reason: String,
+    },
     #[error("login of {email}: the response has no {what} at JSON pointer `{pointer}` (see auth.{key})")]
     MissingField {
         email: String,
@@ -199,10 +211,13 @@ impl Authenticator {
                     .json(&serde_json::json!({"email": email, "password": password.expose()}))
             })
             .await
-            .map_err(|err| AuthError::Unreachable {
-                email: email.into(),
-                url: crate::http::display_url(url),
-                reason: crate::http::describe(&err),
+            .map_err(|err| {
+                let (email, url, reason) = (email.into(), crate::http::display_url(url), crate::http::describe(&err));
+                if err.is_redirect() {
+                    AuthError::Redirect { email, url, reason }
+                } else {
+                    AuthError::Unreachable { email, url, reason }
+                }
             })?;
         let status = response.status();
         if !status.is_success() {
@@ -221,12 +236,18 @@ impl Authenticator {
                 hint,
             });
         }
+        let html = is_html(response.headers());
         let body: Value = crate::http::read_json(response, crate::http::MAX_BODY_BYTES)
             .await
-            .map_err(|reason| AuthError::Unreachable {
+            .map_err(|reason| AuthError::NotJson {
                 email: email.into(),
                 url: crate::http::display_url(url),
-                reason,
+                status: status.as_u16(),
+                reason: if html {
+                    "with an HTML page, not JSON".into()
+                } else {
+                    reason
+                },
             })?;
         let token = body
             .pointer(&self.config.token_pointer)
@@ -309,6 +330,13 @@ pub fn pick(body: &Value, lookup: &LookupConfig) -> Option<String> {
         single => single,
     };
     scalar(item.pointer(&lookup.value))
+}
+
+fn is_html(headers: &reqwest::header::HeaderMap) -> bool {
+    headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim_start().to_ascii_lowercase().starts_with("text/html"))
 }
 
 fn scalar(value: Option<&Value>) -> Option<String> {

@@ -125,6 +125,8 @@ pub(super) fn shape_problem(file: &Path, path: impl Into<String>, message: impl 
 pub struct Rules {
     pub allowed_email_domains: Vec<String>,
     pub min_prompt_chars: usize,
+    /// Largest catalog file read, in bytes (`catalog.max_file_bytes`).
+    pub max_file_bytes: u64,
 }
 
 impl From<&CatalogConfig> for Rules {
@@ -132,6 +134,7 @@ impl From<&CatalogConfig> for Rules {
         Self {
             allowed_email_domains: config.allowed_email_domains.clone(),
             min_prompt_chars: config.min_prompt_chars,
+            max_file_bytes: config.max_file_bytes,
         }
     }
 }

@@ -103,6 +103,21 @@ pub fn valid_target(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// Opens a catalog file no larger than `rules.max_file_bytes`: a file past the cap is
+/// refused before a byte is read.
+fn open(file: &Path, rules: &Rules) -> Result<std::fs::File, String> {
+    let reader = std::fs::File::open(file).map_err(|err| format!("cannot read: {err}"))?;
+    let size = reader.metadata().map_err(|err| format!("cannot read: {err}"))?.len();
+    if size > rules.max_file_bytes {
+        return Err(format!(
+            "the file has {size} bytes, more than catalog.max_file_bytes = {}: split it into several \
+             catalog files, or raise the cap",
+            rules.max_file_bytes
+        ));
+    }
+    Ok(reader)
+}
+
 /// Checks `files` together (duplicates count across files) without holding them in
 /// memory. What each holds, or every problem of every file.
 pub fn validate(files: &[PathBuf], rules: &Rules) -> Result<Vec<Checked>, CatalogError> {
@@ -110,13 +125,13 @@ pub fn validate(files: &[PathBuf], rules: &Rules) -> Result<Vec<Checked>, Catalo
     let mut seen = Seen::default();
     let mut checked = Vec::new();
     for file in files {
-        match std::fs::File::open(file) {
+        match open(file, rules) {
             Ok(reader) => {
                 if let Some(found) = scan_file(file, reader, rules, &mut seen, &mut problems, &mut |_| {}) {
                     checked.push(found);
                 }
             }
-            Err(err) => problems.push(problem(file, "(file)", format!("cannot read: {err}"))),
+            Err(err) => problems.push(problem(file, "(file)", err)),
         }
     }
     if problems.is_empty() {
@@ -132,10 +147,10 @@ pub fn load(files: &[PathBuf], rules: &Rules) -> Result<Vec<Catalog>, CatalogErr
     let mut seen = Seen::default();
     let mut catalogs = Vec::new();
     for file in files {
-        let reader = match std::fs::File::open(file) {
+        let reader = match open(file, rules) {
             Ok(reader) => reader,
             Err(err) => {
-                problems.push(problem(file, "(file)", format!("cannot read: {err}")));
+                problems.push(problem(file, "(file)", err));
                 continue;
             }
         };
@@ -218,6 +233,7 @@ pub fn validate_edit(
     let rules = Rules {
         allowed_email_domains: vec!["invalid".into()],
         min_prompt_chars: rules.min_prompt_chars,
+        max_file_bytes: rules.max_file_bytes,
     };
     validate_persona(&merged, &rules).map(|spec| PersonaSpec {
         email: String::new(),
@@ -232,6 +248,7 @@ pub fn role_personas() -> Vec<PersonaSpec> {
     let rules = Rules {
         allowed_email_domains: vec!["test".into()],
         min_prompt_chars: 1,
+        max_file_bytes: ROLE_CATALOG.len() as u64,
     };
     validate_text(Path::new("catalog/sop-finance.json"), ROLE_CATALOG, &rules)
         .map(|catalog| catalog.personas)
@@ -363,13 +380,13 @@ pub fn listed_emails(files: &[PathBuf], rules: &Rules) -> Result<std::collection
     let mut seen = Seen::default();
     let mut emails = std::collections::HashSet::new();
     for file in files {
-        match std::fs::File::open(file) {
+        match open(file, rules) {
             Ok(reader) => {
                 scan_file(file, reader, rules, &mut seen, &mut problems, &mut |spec| {
                     emails.insert(crate::model::persona::normalize_email(&spec.email));
                 });
             }
-            Err(err) => problems.push(problem(file, "(file)", format!("cannot read: {err}"))),
+            Err(err) => problems.push(problem(file, "(file)", err)),
         }
     }
     if problems.is_empty() {

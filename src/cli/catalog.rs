@@ -117,7 +117,7 @@ async fn seed(
         Err(err) => return report_invalid(err),
     };
     if json {
-        out!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", super::json(&report)?);
     } else {
         out!(
             "seeded {}: {} created, {} updated, {} unchanged",

@@ -81,7 +81,7 @@ pub async fn run(args: FeedbackArgs, app: &App) -> Result<Outcome> {
 
     let format = if args.json { Format::Json } else { args.format };
     match format {
-        Format::Json => out!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json => out!("{}", super::json(&report)?),
         Format::Csv => out!("{}", persona_runner::feedback::to_csv(&report).trim_end()),
         Format::Table => print_tables(&report),
     }
@@ -180,6 +180,27 @@ fn print_tables(report: &FeedbackReport) {
             simulator
                 .leniency
                 .map_or("- (no evidence)".into(), |l| format!("{l:+.2} against the evidence"))
+        );
+    }
+    for fit in &report.fitness {
+        out!(
+            "fitness of {}: {} ticks, {} idle ({:.0}%), {} calls ({} recovered from text, {} to unknown tools, \
+             {} refused by the schema), ratings {} valid at once, {} after repair, {} invalid",
+            if fit.simulator.is_empty() {
+                "(unknown)"
+            } else {
+                &fit.simulator
+            },
+            fit.ticks,
+            fit.idle,
+            fit.idle_rate * 100.0,
+            fit.calls,
+            fit.recovered,
+            fit.unknown_tools,
+            fit.schema_refused,
+            fit.ratings_valid_first,
+            fit.ratings_valid_repaired,
+            fit.ratings_invalid
         );
     }
     if !report.lowest_notes.is_empty() {

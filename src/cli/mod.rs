@@ -2,11 +2,13 @@
 //! Errors are `anyhow` with context here; the library's typed errors end at this layer.
 
 /// `println!` for command output, except that a closed pipe (`persona-runner … | head`)
-/// ends the program quietly instead of panicking.
+/// ends the program quietly instead of panicking, and control characters other than line
+/// breaks and tabs (a product's text may carry terminal escapes) are written escaped.
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        if let Err(err) = writeln!(std::io::stdout().lock(), $($arg)*) {
+        let text = format!($($arg)*);
+        if let Err(err) = writeln!(std::io::stdout().lock(), "{}", $crate::cli::terminal_safe(&text)) {
             if err.kind() == std::io::ErrorKind::BrokenPipe {
                 std::process::exit(0);
             }
@@ -16,6 +18,7 @@ macro_rules! out {
 }
 
 mod catalog;
+mod check;
 mod feedback;
 mod gateway;
 mod personas;
@@ -28,7 +31,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use persona_runner::config::{self, Config, Env, LoadedConfig};
-use persona_runner::store::{Inspection, Store};
+use persona_runner::store::Store;
 
 #[derive(Parser)]
 #[command(
@@ -83,6 +86,51 @@ enum ConfigCommand {
     Check,
 }
 
+/// `text` with control characters escaped, line breaks and tabs kept: what reaches the
+/// terminal from outside (a product's error, a model's note) cannot move or recolour it.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| persona_runner::redact::is_control(c) && c != '\n' && c != '\t')
+    {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.split('\n')
+            .map(|line| {
+                line.split('\t')
+                    .map(|part| persona_runner::redact::escape_controls(part).into_owned())
+                    .collect::<Vec<_>>()
+                    .join("\t")
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// `value` as pretty JSON for the terminal: the control characters JSON leaves raw (DEL,
+/// C1 controls, U+2028/U+2029) written as `\uXXXX` escapes, so the text stays valid JSON
+/// and reaches no terminal as a control.
+pub fn json(value: &impl serde::Serialize) -> Result<String, serde_json::Error> {
+    let text = serde_json::to_string_pretty(value)?;
+    Ok(text
+        .chars()
+        .map(|c| {
+            if c != '\n' && persona_runner::redact::is_control(c) {
+                format!("\\u{:04x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect())
+}
+
+/// An error for stderr: control characters escaped; a list of problems keeps its lines,
+/// each continuation indented, so no text inside it can pass for a line of its own.
+pub fn error_line(err: &dyn std::fmt::Display) -> String {
+    terminal_safe(&format!("{err:#}")).replace('\n', "\n  ")
+}
+
 /// What a command reports back to `main`: success, or "ran, but found problems" (exit 1).
 pub enum Outcome {
     Success,
@@ -95,11 +143,13 @@ pub fn main() -> ExitCode {
     let loaded = match config::load(cli.config.as_deref(), &env) {
         Ok(loaded) => loaded,
         Err(err) => {
-            eprintln!("error: {err}");
+            eprintln!("error: {}", error_line(&err));
             return ExitCode::from(2);
         }
     };
-    init_logging(&loaded.config, &env);
+    persona_runner::logging::init(&loaded.config.log, &env);
+    // Every secret the process holds is kept out of every log line from here on.
+    persona_runner::tick::process_secrets(&loaded.config, &env);
     for deprecated in &loaded.deprecations {
         tracing::warn!("{deprecated}");
     }
@@ -115,7 +165,10 @@ pub fn main() -> ExitCode {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Problems) => ExitCode::FAILURE,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!(
+                "error: {}",
+                persona_runner::redact::escape_controls(&format!("{err:#}"))
+            );
             ExitCode::FAILURE
         }
     }
@@ -142,7 +195,7 @@ async fn dispatch(
         Command::Personas(command) => personas::run(command, &app).await,
         Command::Migrate => migrate(&app).await,
         Command::Password { email } => password(&email, &app),
-        Command::Config(ConfigCommand::Check) => config_check(&app).await,
+        Command::Config(ConfigCommand::Check) => check::config_check(&app).await,
         Command::SampleGateway(args) => gateway::run(args, &app).await,
     }
 }
@@ -201,40 +254,6 @@ async fn run_daemon(app: &App) -> Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// Log targets of dependencies that print request or response bodies, and the most they
-/// may say.
-const BODY_PRINTING_TARGETS: [(&str, tracing::Level); 3] = [
-    ("rmcp", tracing::Level::INFO),
-    ("async_openai", tracing::Level::ERROR),
-    ("sqlx::query", tracing::Level::INFO),
-];
-
-fn init_logging(config: &Config, env: &Env) {
-    use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    use tracing_subscriber::{EnvFilter, Layer as _};
-    let filter = env
-        .get("RUST_LOG")
-        .and_then(|directive| EnvFilter::try_new(directive).ok())
-        .unwrap_or_else(|| EnvFilter::new(&config.log.level));
-    // Dependencies that print message bodies (tool results a product may echo secrets
-    // into, error bodies that echo request headers) are capped, whatever the filter says:
-    // no secret reaches a log line through them. The caps only ever lower a level: both
-    // filters must pass (a cap added as a directive would raise `rmcp` to info under
-    // `level = "warn"`, and formatting those lines cost a tenth of a tick's CPU).
-    let caps = BODY_PRINTING_TARGETS.iter().fold(
-        Targets::new().with_default(LevelFilter::TRACE),
-        |caps, (target, level)| caps.with_target(*target, *level),
-    );
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry();
-    match config.log.format {
-        config::LogFormat::Json => registry.with(layer.json().with_filter(filter.and(caps))).init(),
-        config::LogFormat::Text => registry.with(layer.with_filter(filter.and(caps))).init(),
-    }
-}
-
 async fn migrate(app: &App) -> Result<Outcome> {
     let password = app.config().database_password(&app.env)?;
     let store = Store::connect(&app.config().database, password.as_ref())
@@ -265,88 +284,4 @@ fn password(email: &str, app: &App) -> Result<Outcome> {
         persona_runner::auth::derive_password(&seed.secret, email).expose()
     );
     Ok(Outcome::Success)
-}
-
-async fn config_check(app: &App) -> Result<Outcome> {
-    let loaded = &app.loaded;
-    out!("# config: {}", loaded.source);
-    for var in &loaded.overrides {
-        out!("# overridden by {var}");
-    }
-    for deprecated in &loaded.deprecations {
-        out!("# deprecated: {deprecated}");
-    }
-    out!("{}", loaded.config.to_redacted_toml());
-    let mut ok = true;
-    match persona_runner::auth::SeedSecret::resolve(&loaded.config, &app.env) {
-        Ok(seed) => out!("# seed secret: set, from {}", seed.origin),
-        Err(err) => {
-            ok = false;
-            out!("# seed secret: ERROR: {err}");
-        }
-    }
-    // Every secret the configured modes need, looked up as `run` would.
-    let mode = app.config().auth.mode;
-    if mode == config::AuthMode::Static {
-        match app.config().static_token(&app.env) {
-            Ok(Some(_)) => out!("# gateway token: set"),
-            Ok(None) => {
-                ok = false;
-                out!(
-                    "# gateway token: ERROR: auth.mode = \"static\" needs a token: set ${} or auth.static_token_file",
-                    app.config().auth.static_token_env
-                );
-            }
-            Err(err) => {
-                ok = false;
-                out!("# gateway token: ERROR: {err}");
-            }
-        }
-    }
-    match app.config().database_password(&app.env) {
-        Ok(Some(_)) => out!("# database password: set"),
-        Ok(None) => {}
-        Err(err) => {
-            ok = false;
-            out!("# database password: ERROR: {err}");
-        }
-    }
-    let sidecar_keys = [
-        (
-            "admin token",
-            app.config().admin_token(&app.env),
-            "admin API and dashboard answer 503",
-        ),
-        (
-            "JWT secret",
-            app.config().jwt_secret(&app.env),
-            "profile API answers 503 unless api.jwt.jwks_url is set",
-        ),
-    ];
-    for (name, lookup, without) in sidecar_keys {
-        match lookup {
-            Ok(Some(_)) => out!("# {name}: set"),
-            Ok(None) => out!("# {name}: not set ({without})"),
-            Err(err) => {
-                ok = false;
-                out!("# {name}: ERROR: {err}");
-            }
-        }
-    }
-    // Nothing is created or migrated here: checking a config changes nothing.
-    let password = app.config().database_password(&app.env).ok().flatten();
-    match persona_runner::store::Store::inspect(&app.config().database, password.as_ref()).await {
-        Ok(Inspection::Reachable { applied, known }) => {
-            out!("# database: reachable ({applied} of {known} migrations applied)")
-        }
-        Ok(Inspection::Missing(file)) => out!(
-            "# database: {} does not exist yet (created and migrated on the first start)",
-            file.display()
-        ),
-        Err(err) => {
-            ok = false;
-            out!("# database: ERROR: {err}");
-        }
-    }
-    Ok(if ok { Outcome::Success } else { Outcome::Problems })
 }

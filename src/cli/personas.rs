@@ -29,7 +29,7 @@ pub async fn run(command: PersonasCommand, app: &App) -> Result<Outcome> {
         PersonasCommand::List { json } => {
             let personas = store.list_personas(DEFAULT_TENANT).await?;
             if json {
-                out!("{}", serde_json::to_string_pretty(&personas)?);
+                out!("{}", super::json(&personas)?);
             } else {
                 out!("{}", table(&personas));
                 out!("{} personas", personas.len());
@@ -38,7 +38,7 @@ pub async fn run(command: PersonasCommand, app: &App) -> Result<Outcome> {
         }
         PersonasCommand::Show { id_or_email, json } => match store.find_persona(DEFAULT_TENANT, &id_or_email).await? {
             Some(persona) if json => {
-                out!("{}", serde_json::to_string_pretty(&persona)?);
+                out!("{}", super::json(&persona)?);
                 Outcome::Success
             }
             Some(persona) => {

@@ -88,7 +88,7 @@ pub async fn run(args: ReplayArgs, app: &App) -> Result<Outcome> {
     }
     let changed: usize = reports.iter().map(ReplayReport::changed).sum();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        println!("{}", super::json(&reports)?);
     } else {
         for report in &reports {
             print_report(report);

@@ -105,16 +105,18 @@ pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
             }
             Err(err) => {
                 failed = true;
-                eprintln!("error: {label}: {err}");
+                eprintln!("error: {label}: {}", super::error_line(&err));
             }
         }
     }
     if args.json {
-        out!("{}", serde_json::to_string_pretty(&summaries)?);
+        out!("{}", super::json(&summaries)?);
     } else if !summaries.is_empty() {
         out!("{}", table(&summaries));
         for summary in summaries.iter().filter(|s| s.error.is_some()) {
-            out!("{}: {}", summary.persona, summary.error.as_deref().unwrap_or_default());
+            // One line per tick: its error's own line breaks are escaped too.
+            let error = persona_runner::redact::escape_controls(summary.error.as_deref().unwrap_or_default());
+            out!("{}: {error}", summary.persona);
         }
     }
     Ok(if failed { Outcome::Problems } else { Outcome::Success })
@@ -132,7 +134,8 @@ fn print_progress(event: &TickEvent) {
             chaos,
             ..
         } => eprintln!(
-            "[{persona}]   {tool} → {result}{}{}",
+            "[{persona}]   {} → {result}{}{}",
+            super::terminal_safe(tool),
             latency_ms.map(|ms| format!(" ({ms} ms)")).unwrap_or_default(),
             if *chaos { " [chaos]" } else { "" }
         ),

@@ -116,6 +116,25 @@ fn current_key(mut key: Vec<String>, var: &str, deprecations: &mut Vec<String>) 
     key
 }
 
+/// `llm.response_format = true/false` (a boolean) became `llm.structured_output`.
+fn rename_keys(table: &mut toml::Table, deprecations: &mut Vec<String>) {
+    let Some(toml::Value::Table(llm)) = table.get_mut("llm") else {
+        return;
+    };
+    let Some(old) = llm.remove("response_format") else {
+        return;
+    };
+    let new = match old {
+        toml::Value::Boolean(true) => "json_schema",
+        _ => "off",
+    };
+    deprecations.push(format!(
+        "llm.response_format is deprecated: write llm.structured_output = \"{new}\" (or \"auto\")"
+    ));
+    llm.entry("structured_output")
+        .or_insert_with(|| toml::Value::String(new.to_string()));
+}
+
 /// [`from_table`], and the deprecated keys it met.
 fn load_table(mut table: toml::Table, env: &Env) -> Result<(Config, Vec<String>, Vec<String>), ConfigError> {
     let mut deprecations = Vec::new();
@@ -146,6 +165,7 @@ fn load_table(mut table: toml::Table, env: &Env) -> Result<(Config, Vec<String>,
             })
             .map(|(_, var)| var.as_str())
     };
+    rename_keys(&mut table, &mut deprecations);
     let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
         let key = err.path().to_string();
         // toml adds an "in `section`" line that repeats the key; the first line says it all.

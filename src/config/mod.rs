@@ -5,6 +5,7 @@
 //! the environment variable, when it came from one) and the expected form. The documented
 //! default file is `config.toml` at the repository root; keep it in step with this module.
 
+mod llm;
 mod load;
 mod product;
 pub mod secret;
@@ -18,6 +19,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::redact::redact;
+pub use llm::*;
 pub use load::{ConfigSource, LoadedConfig, from_table, load};
 pub use product::*;
 pub use secret::{Secret, SecretOrigin};

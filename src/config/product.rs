@@ -229,6 +229,11 @@ pub struct McpConfig {
     pub sampling: bool,
     /// Roots offered to the server (none: the capability is not declared).
     pub roots: Vec<RootConfig>,
+    /// The server's own requests (elicitation, sampling, roots) answered during one tool
+    /// call, and during one tick; beyond either, they are declined with an error (and one
+    /// audited row says how many were).
+    pub max_server_requests_per_call: u32,
+    pub max_server_requests_per_tick: u32,
 }
 
 /// A root the client offers (`roots/list`).
@@ -302,6 +307,8 @@ impl Default for McpConfig {
             elicitation: true,
             sampling: true,
             roots: Vec::new(),
+            max_server_requests_per_call: 10,
+            max_server_requests_per_tick: 50,
         }
     }
 }

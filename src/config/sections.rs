@@ -132,62 +132,6 @@ impl Serialize for DatabaseUrl {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LlmProvider {
-    /// `openai` when an API key is configured, else `offline`.
-    Auto,
-    /// Any OpenAI-compatible chat-completions endpoint.
-    Openai,
-    /// No LLM: tools and arguments chosen from the module mix and the tools' schemas.
-    Offline,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LlmConfig {
-    pub provider: LlmProvider,
-    /// Base URL of the chat-completions API (…/v1).
-    pub base_url: String,
-    pub model: String,
-    /// Environment variable holding the API key. systemd credential name: llm-api-key.
-    pub api_key_env: String,
-    /// File holding the API key (wins over the variable).
-    pub api_key_file: Option<PathBuf>,
-    pub temperature: f32,
-    /// Completion tokens per model turn.
-    pub max_tokens: u32,
-    /// The endpoint supports `response_format: json_schema` (structured output).
-    pub response_format: bool,
-    /// Chat requests per minute across all personas (0 = unlimited).
-    pub requests_per_minute: u32,
-    /// Timeout of one chat request.
-    pub request_timeout: HumanDuration,
-    /// Offline driver: seed of its choices (each tick mixes in the persona and time).
-    pub seed: u64,
-    /// Offline driver: send edge cases on purpose (marked `chaos` in the audit).
-    pub chaos: bool,
-}
-
-impl Default for LlmConfig {
-    fn default() -> Self {
-        Self {
-            provider: LlmProvider::Auto,
-            base_url: "https://api.openai.com/v1".into(),
-            model: "gpt-4o-mini".into(),
-            api_key_env: "OPENAI_API_KEY".into(),
-            api_key_file: None,
-            temperature: 0.7,
-            max_tokens: 1024,
-            response_format: false,
-            requests_per_minute: 60,
-            request_timeout: HumanDuration::from_secs(120),
-            seed: 0,
-            chaos: false,
-        }
-    }
-}
-
 /// How far back a repeated call counts as a duplicate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DedupWindow {
@@ -223,6 +167,8 @@ impl<'de> Deserialize<'de> for DedupWindow {
 pub struct TickConfig {
     /// Model turns per tick.
     pub max_turns: u32,
+    /// Reminders sent when the model answers with text before it used the app at all.
+    pub nudges: u32,
     /// Tool calls per tick.
     pub max_tool_calls: u32,
     /// Prompt + completion tokens per tick.
@@ -245,6 +191,7 @@ impl Default for TickConfig {
     fn default() -> Self {
         Self {
             max_turns: 12,
+            nudges: 1,
             max_tool_calls: 20,
             max_tokens_per_tick: 60_000,
             tick_timeout: HumanDuration::from_secs(300),
@@ -317,6 +264,12 @@ pub struct ApiConfig {
     /// Mark the dashboard's cookie `Secure` (set when clients reach the sidecar over TLS,
     /// e.g. behind a reverse proxy).
     pub secure_cookie: bool,
+    /// Connections open at once at most (also held below a quarter of the process's open
+    /// file limit, so ticks keep their descriptors).
+    pub max_connections: usize,
+    /// The longest wait for a request's headers, and for the next request on an idle
+    /// keep-alive connection.
+    pub header_timeout: HumanDuration,
     /// User tokens of the profile API.
     pub jwt: JwtConfig,
 }
@@ -330,6 +283,8 @@ impl Default for ApiConfig {
             max_body_bytes: 64 * 1024,
             session_ttl: HumanDuration::from_secs(12 * 3600),
             secure_cookie: false,
+            max_connections: 1024,
+            header_timeout: HumanDuration::from_secs(10),
             jwt: JwtConfig::default(),
         }
     }
@@ -473,6 +428,8 @@ pub struct CatalogConfig {
     pub min_prompt_chars: usize,
     /// Time zone of personas whose entry has no `timeZone`.
     pub default_time_zone: String,
+    /// Largest catalog file read, in bytes: a bigger one is refused before it is read.
+    pub max_file_bytes: u64,
 }
 
 impl Default for CatalogConfig {
@@ -486,6 +443,7 @@ impl Default for CatalogConfig {
             allowed_email_domains: vec!["test".into()],
             min_prompt_chars: 80,
             default_time_zone: "UTC".into(),
+            max_file_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -563,11 +521,18 @@ impl BudgetConfig {
 pub struct HttpConfig {
     /// Reuse connections (with TCP_NODELAY). Off: one connection per request.
     pub keep_alive: bool,
+    /// Follow redirects within the first URL's origin (at most 10); off: follow none.
+    /// A redirect to another origin is never followed: a login's password, a token or a
+    /// key would go with it.
+    pub follow_redirects: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { keep_alive: true }
+        Self {
+            keep_alive: true,
+            follow_redirects: true,
+        }
     }
 }
 

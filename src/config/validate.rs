@@ -195,8 +195,22 @@ fn pool(config: &Config) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
+/// Keys of a chat request the runner writes itself: `llm.extra_body` may not set them.
+const OWN_REQUEST_KEYS: [&str; 4] = ["model", "messages", "tools", "stream"];
+
 /// The roots offered, the temperature, the catalog's default zone, the log filter.
 fn rest(config: &Config) -> Result<(), (&'static str, String)> {
+    if let Some(own) = OWN_REQUEST_KEYS
+        .iter()
+        .find(|k| config.llm.extra_body.contains_key(**k))
+    {
+        return Err((
+            "llm.extra_body",
+            format!(
+                "`{own}` is set by the runner itself; extra_body adds what a server needs besides (e.g. top_k, seed)"
+            ),
+        ));
+    }
     for root in &config.mcp.roots {
         if !root.uri.contains("://") {
             return Err((

@@ -11,6 +11,7 @@
 //! protocol. `serve` runs the sidecar alone.
 
 mod ports;
+mod process;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,13 +37,15 @@ pub enum DaemonError {
          daemon; stop the other one, or use PostgreSQL (database.url = postgres://…) for replicas"
     )]
     SqliteInUse(String),
-    #[error("cannot open the SQLite daemon lock {path}: {source}")]
-    LockFile { path: String, source: std::io::Error },
-    #[error("cannot serve {what} on {addr}: {source}")]
+    // The io::Error is the message's last words, not a `#[source]`: a chain would repeat it.
+    #[error("cannot open the SQLite daemon lock {path}: {reason}")]
+    LockFile { path: String, reason: std::io::Error },
+    #[error("cannot serve {what} on {addr}: {reason}{}", process::bind_hint(reason, key))]
     Bind {
         what: &'static str,
+        key: &'static str,
         addr: std::net::SocketAddr,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
@@ -88,36 +91,6 @@ pub fn settings(config: &Config) -> SchedulerSettings {
     }
 }
 
-/// systemd notifications; no-ops outside systemd (no `NOTIFY_SOCKET`).
-fn notify(states: &[sd_notify::NotifyState]) {
-    if let Err(err) = sd_notify::notify(states) {
-        tracing::debug!(%err, "sd_notify failed");
-    }
-}
-
-/// Holds the SQLite single-daemon lock for as long as it lives.
-struct SqliteLock(#[allow(dead_code)] std::fs::File);
-
-fn lock_sqlite(store: &Store) -> Result<Option<SqliteLock>, DaemonError> {
-    let Some(file) = store.sqlite_file() else {
-        return Ok(None);
-    };
-    let path = PathBuf::from(format!("{}.daemon-lock", file.display()));
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| DaemonError::LockFile {
-            path: path.display().to_string(),
-            source,
-        })?;
-    match lock.try_lock() {
-        Ok(()) => Ok(Some(SqliteLock(lock))),
-        Err(_) => Err(DaemonError::SqliteInUse(file.display().to_string())),
-    }
-}
-
 /// Seeds the catalogs when asked (`catalog.sync`) or when the store is empty.
 async fn seed_catalogs(store: &Store, config: &Config, first_start: bool) -> Result<(), DaemonError> {
     // Counting is only needed on a first start without `catalog.sync`.
@@ -158,17 +131,21 @@ async fn start_sidecar(
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, DaemonError> {
     let addr = config.api.listen;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| DaemonError::Bind {
-            what: "the sidecar",
-            addr,
-            source,
-        })?;
+    let listener = process::listen(addr).map_err(|reason| DaemonError::Bind {
+        what: "the sidecar",
+        key: "api.listen",
+        addr,
+        reason,
+    })?;
     let local = listener.local_addr().unwrap_or(addr);
     tracing::info!(addr = %local, "sidecar listening (/, /api/v1/admin, /api, /api/openapi.json, /health, /ready, /metrics)");
+    let limits = crate::api::server::Limits {
+        max_connections: process::sidecar_connections(config.api.max_connections),
+        header_timeout: config.api.header_timeout.0,
+        drain: Duration::from_secs(10),
+    };
     Ok(tokio::spawn(async move {
-        if let Err(err) = crate::api::serve(listener, state, stop).await {
+        if let Err(err) = crate::api::serve(listener, state, stop, limits).await {
             tracing::error!(%err, "the sidecar stopped serving");
         }
     }))
@@ -187,30 +164,18 @@ async fn terminated(shutdown: &CancellationToken) {
     }
 }
 
-/// A file size limit (RLIMIT_FSIZE) would kill the process with SIGXFSZ on the write that
-/// crosses it; with a handler installed, the write fails with EFBIG instead and the store
-/// reports a full database, which the daemon waits out.
-fn survive_file_size_limits() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::from_raw(25)) {
-        Ok(mut xfsz) => {
-            tokio::spawn(async move { while xfsz.recv().await.is_some() {} });
-        }
-        Err(err) => tracing::debug!(%err, "cannot handle SIGXFSZ"),
-    }
-}
-
 /// `persona-runner serve`: the sidecar alone (APIs, dashboard, one-off ticks), without
 /// the scheduler, until SIGTERM/SIGINT (or `shutdown`); running one-off ticks get
 /// `scheduler.shutdown_grace`.
 pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    survive_file_size_limits();
+    process::survive_file_size_limits();
     let config = Arc::new(origin.load()?);
     let env = &origin.env;
     let password = config.database_password(env)?;
     let store = Store::open(&config.database, password.as_ref()).await?;
     let engine = Arc::new(TickRunner::new(store.clone(), config.clone(), env)?);
     let runner_id = engine.runner_id().to_string();
+    ports::sweep_gone_runners(&store, &runner_id).await;
     let host = Arc::new(SchedulerPort::new(store.clone(), engine, config.clone()));
     let pool = TickPool::new(config.scheduler.concurrency);
     let control = Arc::new(ApiPort {
@@ -224,13 +189,13 @@ pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<
     // The sidecar stays up while one-off ticks drain (health, metrics), then stops.
     let http_stop = CancellationToken::new();
     let sidecar = start_sidecar(&config, state, http_stop.clone()).await?;
-    notify(&[
+    process::notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("serving the sidecar"),
     ]);
     terminated(&shutdown).await;
     shutdown.cancel();
-    notify(&[sd_notify::NotifyState::Stopping]);
+    process::notify(&[sd_notify::NotifyState::Stopping]);
     pool.drain(config.scheduler.shutdown_grace.0).await;
     http_stop.cancel();
     let _ = sidecar.await;
@@ -279,10 +244,11 @@ async fn start_sample_gateway(
     let addr = config.sample_gateway.listen;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| DaemonError::Bind {
+        .map_err(|reason| DaemonError::Bind {
             what: "the sample gateway",
+            key: "sample_gateway.listen",
             addr,
-            source,
+            reason,
         })?;
     tracing::info!(%addr, "serving the bundled sample gateway (sample_gateway.enabled)");
     Ok(Some(tokio::spawn(async move {
@@ -292,13 +258,13 @@ async fn start_sample_gateway(
 
 /// Runs the daemon until SIGTERM/SIGINT (or `shutdown`), then drains and returns.
 pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    survive_file_size_limits();
+    process::survive_file_size_limits();
     let config = Arc::new(origin.load()?);
     let env = &origin.env;
     let password = config.database_password(env)?;
     let store = Store::open(&config.database, password.as_ref()).await?;
-    let _sqlite_lock = lock_sqlite(&store)?;
-    notify(&[sd_notify::NotifyState::Status("seeding catalogs")]);
+    let _sqlite_lock = process::lock_sqlite(&store)?;
+    process::notify(&[sd_notify::NotifyState::Status("seeding catalogs")]);
     seed_catalogs(&store, &config, true).await?;
 
     // The HTTP servers (sample product, sidecar) outlive the drain: running ticks still
@@ -312,6 +278,7 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
         simulator = engine.simulator(),
         "tick runner ready"
     );
+    ports::sweep_gone_runners(&store, engine.runner_id()).await;
     let host = Arc::new(SchedulerPort::new(store.clone(), engine, config.clone()));
     let pool = TickPool::new(config.scheduler.concurrency);
     let status = Arc::new(scheduler::Status::default());
@@ -354,7 +321,7 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
         gateway: gateway_task,
     };
 
-    notify(&[
+    process::notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("scheduling personas"),
     ]);
@@ -370,7 +337,7 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
     };
     signals(&reload, &commands, &shutdown).await;
 
-    notify(&[
+    process::notify(&[
         sd_notify::NotifyState::Stopping,
         sd_notify::NotifyState::Status("draining running ticks"),
     ]);
@@ -441,7 +408,7 @@ fn spawn_watchdog(
             }
             let last = Duration::from_millis(beat.load(Ordering::Relaxed));
             if started.elapsed().saturating_sub(last) < interval {
-                notify(&[sd_notify::NotifyState::Watchdog]);
+                process::notify(&[sd_notify::NotifyState::Watchdog]);
             }
         }
     }))
@@ -496,7 +463,7 @@ impl Reload<'_> {
         if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
             states.push(now);
         }
-        notify(&states);
+        process::notify(&states);
         match self.try_apply().await {
             Ok(restart) if restart.is_empty() => tracing::info!("SIGHUP: config reloaded"),
             Ok(restart) => tracing::warn!(
@@ -505,7 +472,7 @@ impl Reload<'_> {
             ),
             Err(err) => tracing::error!(%err, "SIGHUP: the new config cannot be used; keeping the running one"),
         }
-        notify(&[sd_notify::NotifyState::Ready]);
+        process::notify(&[sd_notify::NotifyState::Ready]);
     }
 
     /// Applies the new config everywhere, or nothing when any part of it is unusable.

@@ -53,7 +53,8 @@ impl SchedulerPort {
     ) -> RunOutcome {
         match engine.run_claimed(tick, &request, &record_metrics, &cut).await {
             Ok(summary) => RunOutcome::Ran {
-                ok: matches!(summary.status, TickStatus::Ok | TickStatus::Skipped),
+                // An idle tick is the simulator's failing, not the product's: no retry.
+                ok: matches!(summary.status, TickStatus::Ok | TickStatus::Skipped | TickStatus::Idle),
             },
             // Another runner declared it abandoned: it may run the persona now.
             Err(TickError::LeaseLost(reason)) => {
@@ -275,5 +276,48 @@ impl TickPort for ApiPort {
             });
             Ok(format!("{count} personas are being ticked"))
         })
+    }
+}
+
+/// Ticks left `running` by a process of this host that is gone (kill -9, a crash, a
+/// restarted container whose daemon got the same pid) are stuck for sure: abandoned at
+/// startup, before this daemon claims anything, rather than when their lease runs out.
+pub(super) async fn sweep_gone_runners(store: &Store, runner_id: &str) {
+    let Some((host, own_pid)) = runner_id.rsplit_once(':') else {
+        return;
+    };
+    let prefix = format!("{host}:");
+    let runners = match store.runners_with_running_ticks(&prefix).await {
+        Ok(runners) => runners,
+        Err(err) => {
+            tracing::warn!(%err, "looking for ticks of stopped runners failed; their leases will expire");
+            return;
+        }
+    };
+    for runner in runners {
+        let Some(pid) = runner.strip_prefix(&prefix).and_then(|pid| pid.parse::<i32>().ok()) else {
+            continue;
+        };
+        // Nothing of this process runs yet, so its own id on a running tick is a predecessor's.
+        if pid.to_string() != own_pid && process_alive(pid) {
+            continue;
+        }
+        match store.abandon_ticks_of(&runner, chrono::Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                abandoned = n,
+                runner = %runner,
+                "ticks of a runner process that is gone were marked abandoned at startup"
+            ),
+            Err(err) => tracing::warn!(%err, runner = %runner, "abandoning the ticks of a gone runner failed"),
+        }
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    use nix::errno::Errno;
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) | Err(Errno::EPERM) => true,
+        Err(_) => false,
     }
 }

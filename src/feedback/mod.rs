@@ -7,6 +7,9 @@
 //! One builder serves the CLI (`persona-runner feedback`), the admin API and the
 //! dashboard, so all three always agree.
 
+mod fitness;
+pub use fitness::SimulatorFitness;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -155,6 +158,8 @@ pub struct FeedbackReport {
     /// When the simulator changed (over both windows): ratings across a change are not
     /// compared.
     pub simulator_changes: Vec<SimulatorChange>,
+    /// Per simulator version over the window, whether it was fit to simulate.
+    pub fitness: Vec<SimulatorFitness>,
 }
 
 /// What ratings are grouped by.
@@ -502,6 +507,12 @@ pub async fn report(store: &Store, scope: &RatingScope, rules: &FeedbackConfig) 
         series: series(&current),
         simulators: simulators(&current),
         simulator_changes: simulator_changes(&both),
+        fitness: store
+            .simulator_fitness(scope)
+            .await?
+            .into_iter()
+            .map(SimulatorFitness::from)
+            .collect(),
     })
 }
 

@@ -128,6 +128,7 @@ fn csv_quotes_fields_that_need_it() {
         series: vec![],
         simulators: vec![],
         simulator_changes: vec![],
+        fitness: Vec::new(),
     };
     let csv = to_csv(&report);
     assert!(

@@ -47,7 +47,7 @@ pub fn definitions() -> Vec<Value> {
             "Add a to-do.",
             json!({
                 "title": text(1, 200),
-                "due": {"type": "string", "format": "date"},
+                "due": {"type": "string", "format": "date", "description": "YYYY-MM-DD"},
                 "priority": {"type": "string", "enum": ["low", "normal", "high"]}
             }),
             json!(["title"]),
@@ -81,7 +81,7 @@ pub fn definitions() -> Vec<Value> {
             "Add a calendar event.",
             json!({
                 "title": text(1, 200),
-                "start": {"type": "string", "format": "date-time"},
+                "start": {"type": "string", "format": "date-time", "description": "RFC 3339 with its offset, e.g. 2026-12-08T09:30:00+01:00"},
                 "duration_minutes": {"type": "integer", "minimum": 5, "maximum": 1440},
                 "location": text(0, 200)
             }),

@@ -7,7 +7,9 @@
 //!   send tool calls without `"type": "function"`, `finish_reason: "eos"`, or arguments as
 //!   an object rather than a string, and a strict parse would fail on each of these.
 
+pub mod info;
 mod names;
+pub mod recover;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::config::{LlmConfig, RetryConfig, Secret};
+use crate::config::{LlmConfig, RetryConfig, Secret, StructuredOutput};
 use crate::http::{Attempt, RetryPolicy, retry_after, retryable_error, retryable_status};
 pub use names::ToolNames;
 
@@ -74,6 +76,9 @@ pub struct ChatTurn {
     pub finish_reason: Option<String>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// The endpoint's usage figures were absurd (negative, not a number, or above
+    /// [`MAX_TURN_TOKENS`]) and were clamped.
+    pub usage_clamped: bool,
 }
 
 impl ChatTurn {
@@ -125,23 +130,63 @@ struct RawFunction {
 
 #[derive(Deserialize)]
 struct RawUsage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
+    prompt_tokens: Option<Value>,
+    completion_tokens: Option<Value>,
 }
 
-/// A chat-completions request body over the caller's messages and tools.
+/// The most tokens one turn is taken to use: an endpoint's count above it (`2⁶⁴ − 1`),
+/// below zero or not a number is clamped into `0..=MAX_TURN_TOKENS`, and the turn says so.
+pub const MAX_TURN_TOKENS: u64 = 10_000_000;
+
+/// A usage count as an endpoint sent it, clamped; whether it had to be.
+fn token_count(value: Option<&Value>) -> (u64, bool) {
+    match value {
+        None | Some(Value::Null) => (0, false),
+        Some(value) => match value.as_u64() {
+            Some(n) if n <= MAX_TURN_TOKENS => (n, false),
+            Some(_) => (MAX_TURN_TOKENS, true),
+            None => match value.as_f64() {
+                Some(f) if f.is_finite() && f >= 0.0 => ((f.min(MAX_TURN_TOKENS as f64)) as u64, true),
+                _ if value.as_i64().is_some_and(|n| n < 0) => (0, true),
+                _ => (0, true),
+            },
+        },
+    }
+}
+
+/// A chat-completions request body over the caller's messages and tools, with the
+/// config's `extra_body` merged in (a key it sets wins over ours).
 #[derive(serde::Serialize)]
 struct ChatRequest<'a> {
     model: &'a str,
     messages: &'a [Value],
-    temperature: f32,
-    max_tokens: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
     stream: bool,
     #[serde(skip_serializing_if = "<[Value]>::is_empty")]
     tools: &'a [Value],
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: Option<Value>,
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, Value>,
 }
+
+/// What an answer must be.
+#[derive(Clone, Copy, Debug)]
+pub enum Want<'a> {
+    /// Whatever the model says (and the tool calls it makes).
+    Text,
+    /// A JSON object, matching `schema` when one is given: asked for with structured
+    /// output as far as the endpoint supports it, and found in the text either way.
+    Json(Option<&'a Value>),
+}
+
+/// How far structured output goes with this endpoint, learnt from its answers.
+const STRUCTURED_SCHEMA: u8 = 2;
+const STRUCTURED_OBJECT: u8 = 1;
+const STRUCTURED_NONE: u8 = 0;
 
 fn parse_turn(raw: RawResponse) -> Result<ChatTurn, LlmError> {
     let choice = raw
@@ -186,12 +231,15 @@ fn parse_turn(raw: RawResponse) -> Result<ChatTurn, LlmError> {
         prompt_tokens: None,
         completion_tokens: None,
     });
+    let (prompt_tokens, prompt_clamped) = token_count(usage.prompt_tokens.as_ref());
+    let (completion_tokens, completion_clamped) = token_count(usage.completion_tokens.as_ref());
     Ok(ChatTurn {
         content,
         tool_calls,
         finish_reason: choice.finish_reason,
-        prompt_tokens: usage.prompt_tokens.unwrap_or(0),
-        completion_tokens: usage.completion_tokens.unwrap_or(0),
+        prompt_tokens,
+        completion_tokens,
+        usage_clamped: prompt_clamped || completion_clamped,
     })
 }
 
@@ -200,6 +248,9 @@ fn parse_turn(raw: RawResponse) -> Result<ChatTurn, LlmError> {
 pub struct LlmClient {
     client: async_openai::Client<OpenAIConfig>,
     config: LlmConfig,
+    /// The structured output this endpoint takes (`STRUCTURED_*`); `auto` starts at the
+    /// schema and steps down, once each, on a 400 that names `response_format`.
+    structured: Arc<std::sync::atomic::AtomicU8>,
     /// Kept to redact it from error messages an endpoint might echo it in.
     api_key: Secret,
 }
@@ -236,7 +287,7 @@ impl LlmClient {
                                 let wait = retry_after(response.headers());
                                 tracing::warn!(
                                     status = response.status().as_u16(),
-                                    ?wait,
+                                    retry_after = %wait.map_or_else(|| "not given".into(), |w| format!("{}s", w.as_secs())),
                                     "LLM endpoint asked to retry"
                                 );
                                 Err(Attempt::Retry {
@@ -268,6 +319,11 @@ impl LlmClient {
             .with_api_key(api_key.expose());
         Self {
             client: async_openai::Client::with_config(openai).with_http_service(service),
+            structured: Arc::new(std::sync::atomic::AtomicU8::new(match config.structured_output {
+                StructuredOutput::Auto | StructuredOutput::JsonSchema => STRUCTURED_SCHEMA,
+                StructuredOutput::JsonObject => STRUCTURED_OBJECT,
+                StructuredOutput::Off => STRUCTURED_NONE,
+            })),
             config: config.clone(),
             api_key: api_key.clone(),
         }
@@ -277,22 +333,48 @@ impl LlmClient {
         &self.config.model
     }
 
-    /// One chat turn. `tools` are function definitions (LLM-side names);
-    /// `response_format` asks for structured output where the endpoint supports it.
-    pub async fn chat(
-        &self,
-        messages: &[Value],
-        tools: &[Value],
-        response_format: Option<Value>,
-    ) -> Result<ChatTurn, LlmError> {
-        self.request(
-            messages,
-            tools,
-            response_format,
-            self.config.max_tokens,
-            self.config.temperature,
-        )
-        .await
+    /// One chat turn. `tools` are function definitions (LLM-side names); `want` says
+    /// whether the answer must be JSON.
+    pub async fn chat(&self, messages: &[Value], tools: &[Value], want: Want<'_>) -> Result<ChatTurn, LlmError> {
+        loop {
+            let level = self.structured.load(std::sync::atomic::Ordering::Relaxed);
+            let format = response_format(want, level);
+            let asked_for = format.is_some();
+            let answer = self
+                .request(messages, tools, format, self.config.max_tokens, self.config.temperature)
+                .await;
+            match answer {
+                Err(LlmError::Api(message)) if asked_for && self.steps_down(level, &message) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether `auto` structured output steps down after the endpoint refused it (a 400
+    /// naming `response_format`): once per level, for the life of the client.
+    fn steps_down(&self, level: u8, refusal: &str) -> bool {
+        let names_it = refusal.contains("response_format") || refusal.contains("json_schema");
+        if self.config.structured_output != StructuredOutput::Auto || !names_it || level == STRUCTURED_NONE {
+            return false;
+        }
+        let lower = level - 1;
+        let stepped = self
+            .structured
+            .compare_exchange(
+                level,
+                lower,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok();
+        if stepped {
+            tracing::warn!(
+                base_url = %self.config.base_url,
+                now = ["none", "json_object", "json_schema"][usize::from(lower)],
+                "the LLM endpoint refused this structured output; using less from now on"
+            );
+        }
+        true
     }
 
     /// A completion of at most `max_tokens` (a server's sampling request), at
@@ -316,16 +398,18 @@ impl LlmClient {
         max_tokens: u32,
         temperature: f32,
     ) -> Result<ChatTurn, LlmError> {
+        let extra = &self.config.extra_body;
         // Borrowed, not a `json!` copy: the conversation and the tool list grow with every
         // turn, and cloning them per request was a deep copy of every message.
         let request = ChatRequest {
             model: &self.config.model,
             messages,
-            temperature,
-            max_tokens,
+            temperature: (!extra.contains_key("temperature")).then_some(temperature),
+            max_tokens: (!extra.contains_key("max_tokens")).then_some(max_tokens),
             stream: false,
             tools,
-            response_format,
+            response_format: response_format.filter(|_| !extra.contains_key("response_format")),
+            extra,
         };
         let raw: RawResponse = self
             .client
@@ -334,6 +418,18 @@ impl LlmClient {
             .await
             .map_err(|err| LlmError::from(err).redact(self.api_key.expose()))?;
         parse_turn(raw)
+    }
+}
+
+/// The `response_format` of an answer wanted as `want`, at structured-output `level`.
+fn response_format(want: Want<'_>, level: u8) -> Option<Value> {
+    match (want, level) {
+        (Want::Text, _) | (_, STRUCTURED_NONE) => None,
+        (Want::Json(Some(schema)), STRUCTURED_SCHEMA) => Some(json!({
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "strict": true, "schema": schema},
+        })),
+        (Want::Json(_), _) => Some(json!({"type": "json_object"})),
     }
 }
 
@@ -377,5 +473,70 @@ mod tests {
         let turn = parse_turn(raw).unwrap();
         assert_eq!(turn.content.as_deref(), Some("ab"));
         assert_eq!(turn.prompt_tokens, 10);
+    }
+
+    /// A body a real llama.cpp server (Qwen2.5-Coder 0.5B/1.5B) sent, as recorded.
+    fn recorded(name: &str) -> ChatTurn {
+        let path = format!("{}/tests/fixtures/llm/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let raw: RawResponse = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        parse_turn(raw).unwrap()
+    }
+
+    fn offered(name: &str) -> Option<String> {
+        (name == "todo_create" || name == "todo.create").then(|| "todo_create".to_string())
+    }
+
+    #[test]
+    fn real_llama_cpp_bodies_parse_and_their_text_calls_are_recovered() {
+        // Calls written into the text (0.5B, 1.5B, and padded to max_tokens with "required").
+        for name in ["tools", "tools_15b", "tools_required"] {
+            let turn = recorded(name);
+            assert!(turn.tool_calls.is_empty(), "{name}");
+            let calls = recover::tool_calls(turn.content.as_deref().unwrap(), &offered);
+            assert_eq!(calls.len(), 1, "{name}");
+            let arguments: Value = serde_json::from_str(&calls[0].arguments).unwrap();
+            assert_eq!(arguments["title"], "Buy milk", "{name}");
+        }
+        assert_eq!(recorded("tools_required").finish_reason.as_deref(), Some("length"));
+        // A real tool call: an id without the call_ prefix, stray content beside it.
+        let biased = recorded("tools_bias_ok");
+        assert_eq!(biased.tool_calls[0].id, "ClYiY1VIgyJnjL4Grd3qrr7DyhJJ9Nto");
+        assert_eq!(biased.tool_calls[0].name, "todo_create");
+        assert_eq!(biased.content.as_deref(), Some("<"));
+        assert_eq!((biased.prompt_tokens, biased.completion_tokens), (273, 33));
+        // Plain chat: no call anywhere.
+        let plain = recorded("plain_15b");
+        assert!(plain.tool_calls.is_empty());
+        assert!(recover::tool_calls(plain.content.as_deref().unwrap(), &offered).is_empty());
+    }
+
+    #[test]
+    fn the_request_carries_extra_body_and_lets_it_override_our_sampling_keys() {
+        let extra: serde_json::Map<String, Value> =
+            serde_json::from_value(json!({"top_k": 20, "temperature": 0.0, "chat_template_kwargs": {"x": 1}})).unwrap();
+        let messages = [json!({"role": "user", "content": "hi"})];
+        let request = ChatRequest {
+            model: "m",
+            messages: &messages,
+            temperature: (!extra.contains_key("temperature")).then_some(0.7),
+            max_tokens: Some(64),
+            stream: false,
+            tools: &[],
+            response_format: response_format(Want::Json(None), STRUCTURED_SCHEMA),
+            extra: &extra,
+        };
+        let body = serde_json::to_value(&request).unwrap();
+        assert_eq!(body["temperature"], 0.0);
+        assert_eq!(body["top_k"], 20);
+        assert_eq!(body["max_tokens"], 64);
+        assert_eq!(body["response_format"]["type"], "json_object");
+        assert!(body.get("tools").is_none());
+        let schema = json!({"type": "object"});
+        assert_eq!(
+            response_format(Want::Json(Some(&schema)), STRUCTURED_SCHEMA).unwrap()["json_schema"]["schema"],
+            schema
+        );
+        assert!(response_format(Want::Json(Some(&schema)), STRUCTURED_NONE).is_none());
+        assert!(response_format(Want::Text, STRUCTURED_SCHEMA).is_none());
     }
 }

@@ -78,8 +78,28 @@ pub enum SamplingRefused {
     NotRecorded,
 }
 
+/// What the server asked of the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerRequest {
+    Elicitation,
+    Sampling,
+    Roots,
+}
+
+/// The error a declined server request gets: too many of them.
+fn over_budget() -> ErrorData {
+    ErrorData::new(
+        rmcp::model::ErrorCode::INVALID_REQUEST,
+        "too many requests from the server during this call or session; declined",
+        None,
+    )
+}
+
 /// Whoever answers the server's requests for the persona (the tick, per session).
 pub trait Agent: Send + Sync + 'static {
+    /// Whether one more request of `kind` may be answered (the tick's budget of the
+    /// server's requests); a refused one is counted and declined.
+    fn admit(&self, kind: ServerRequest) -> bool;
     fn elicit(&self, request: ElicitationRequest) -> BoxFuture<'_, ElicitationAnswer>;
     /// A URL-mode elicitation: the persona cannot open a browser; it is declined (and
     /// audited).
@@ -198,6 +218,13 @@ impl ClientHandler for PersonaClient {
         request: ElicitRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
+        if self
+            .agent
+            .as_ref()
+            .is_some_and(|agent| !agent.admit(ServerRequest::Elicitation))
+        {
+            return Err(over_budget());
+        }
         match request {
             ElicitRequestParams::FormElicitationParams {
                 message,
@@ -230,6 +257,13 @@ impl ClientHandler for PersonaClient {
     ) -> Result<CustomResult, ErrorData> {
         if request.method != "elicitation/create" {
             return Err(ErrorData::method_not_found::<rmcp::model::ElicitationCreateRequestMethod>());
+        }
+        if self
+            .agent
+            .as_ref()
+            .is_some_and(|agent| !agent.admit(ServerRequest::Elicitation))
+        {
+            return Err(over_budget());
         }
         let params = request.params.unwrap_or_default();
         if params.get("mode").and_then(Value::as_str) == Some("url") {
@@ -266,6 +300,9 @@ impl ClientHandler for PersonaClient {
         let Some(agent) = self.agent.as_ref().filter(|_| self.capabilities.sampling) else {
             return Err(ErrorData::method_not_found::<rmcp::model::CreateMessageRequestMethod>());
         };
+        if !agent.admit(ServerRequest::Sampling) {
+            return Err(over_budget());
+        }
         match agent.sample(sampling_request(&params)).await {
             Ok(reply) => Ok(
                 CreateMessageResult::new(SamplingMessage::assistant_text(reply.text), reply.model)
@@ -276,6 +313,13 @@ impl ClientHandler for PersonaClient {
     }
 
     async fn list_roots(&self, _context: RequestContext<RoleClient>) -> Result<ListRootsResult, ErrorData> {
+        if self
+            .agent
+            .as_ref()
+            .is_some_and(|agent| !agent.admit(ServerRequest::Roots))
+        {
+            return Err(over_budget());
+        }
         Ok(ListRootsResult::new(
             self.capabilities
                 .roots

@@ -153,7 +153,7 @@ fn known_cause(e: &(dyn StdError + 'static)) -> Option<String> {
                 "HTTP 403, insufficient scope (WWW-Authenticate: {})",
                 scope.www_authenticate_header
             )),
-            StreamableHttpError::UnexpectedServerResponse(text) => Some(format!("unexpected answer: {text}")),
+            StreamableHttpError::UnexpectedServerResponse(text) => Some(unexpected_answer(text)),
             StreamableHttpError::UnexpectedContentType(kind) => Some(format!(
                 "the answer has content type {}, neither JSON nor an event stream (is this an MCP endpoint?)",
                 kind.as_deref().unwrap_or("(none)")
@@ -178,6 +178,20 @@ fn known_cause(e: &(dyn StdError + 'static)) -> Option<String> {
         return Some("the request timed out".into());
     }
     None
+}
+
+/// rmcp's "could not parse JSON response as ServerJsonRpcMessage: <cause>: <the body>" in
+/// words: the cause without the type's name, and without the body it echoes.
+fn unexpected_answer(text: &str) -> String {
+    let Some(rest) = text.strip_prefix("could not parse JSON response as ") else {
+        return format!("unexpected answer: {text}");
+    };
+    let cause = rest.split_once(": ").map_or("", |(_, cause)| cause);
+    let cause = cause
+        .find(": {")
+        .or_else(|| cause.find(": ["))
+        .map_or(cause, |at| &cause[..at]);
+    format!("the answer is not valid JSON-RPC ({cause})")
 }
 
 /// Why opening a session failed, as an [`McpError`] naming the server and the step.
@@ -237,6 +251,17 @@ mod tests {
     struct Wrapper {
         #[source]
         inner: std::io::Error,
+    }
+
+    #[test]
+    fn an_unparsable_answer_names_its_cause_not_a_type() {
+        let said = unexpected_answer(
+            "could not parse JSON response as ServerJsonRpcMessage: invalid unicode code point at line 1 column 69: {\"jsonrpc\":\"2.0\"}",
+        );
+        assert_eq!(
+            said,
+            "the answer is not valid JSON-RPC (invalid unicode code point at line 1 column 69)"
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::auth::Credentials;
 use crate::config::{McpConfig, McpTransport};
 pub use client::{
     Agent, Capabilities, ElicitationAnswer, ElicitationRequest, SamplingRefused, SamplingReply, SamplingRequest,
-    SamplingTurn, apply_defaults,
+    SamplingTurn, ServerRequest, apply_defaults,
 };
 pub use error::{McpError, Step};
 pub use oauth::OAuth;

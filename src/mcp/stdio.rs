@@ -109,6 +109,28 @@ impl Drop for Child {
     }
 }
 
+/// The environment variable marking every process of one stdio session.
+const SESSION_MARK: &str = "PERSONA_RUNNER_STDIO_SESSION";
+
+/// Kills every process that carries the session's mark: what the server started and left
+/// running, in its process group or in one of its own.
+fn kill_marked(mark: &str) {
+    let needle = format!("{SESSION_MARK}={mark}\0");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let marked = std::fs::read(entry.path().join("environ"))
+            .is_ok_and(|environ| environ.windows(needle.len()).any(|w| w == needle.as_bytes()));
+        if marked {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
 /// Starts `mcp.command`; the child and the two ends rmcp talks over.
 pub(super) fn spawn(
     config: &McpConfig,
@@ -124,6 +146,10 @@ pub(super) fn spawn(
         .filter(|(name, _)| name.to_str().is_some_and(|n| inherited(n, config)))
         .collect();
     command.envs(inherited).envs(&config.env);
+    // Every process the server starts inherits this mark (unless it scrubs its
+    // environment), so what escaped its process group still ends with the session.
+    let mark = uuid::Uuid::new_v4().simple().to_string();
+    command.env(SESSION_MARK, &mark);
     if let Some(dir) = &config.working_dir {
         command.current_dir(dir);
     }
@@ -168,12 +194,18 @@ pub(super) fn spawn(
                 _ = &mut killed => None,
             };
             let status = match status {
-                Some(status) => Some(status),
+                Some(status) => {
+                    // The leader is gone, its group may not be: what it started in the
+                    // group (and left behind on its way out) ends with the session too.
+                    let _ = child.start_kill();
+                    Some(status)
+                }
                 None => {
                     let _ = child.start_kill();
                     child.wait().await.ok()
                 }
             };
+            let _ = tokio::task::spawn_blocking(move || kill_marked(&mark)).await;
             *observed.exit.lock().expect("exit lock") = status;
         })
     };

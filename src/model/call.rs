@@ -31,6 +31,21 @@ text_enum! {
     pub enum CallKind { Call => "call", Elicitation => "elicitation", Sampling => "sampling" }
 }
 
+text_enum! {
+    /// Why a call was refused before it was sent: the tick's budget, the tool policy, a
+    /// tool the product does not list, arguments that are not JSON, not an object or not
+    /// what the tool's schema asks, or arguments the offline driver could not build.
+    pub enum Refusal {
+        Budget => "budget",
+        Withheld => "withheld",
+        UnknownTool => "unknown_tool",
+        NotJson => "not_json",
+        NotObject => "not_object",
+        Schema => "schema",
+        Unbuildable => "unbuildable",
+    }
+}
+
 /// One audited call: what was asked, how it ended, and whether it went to the product.
 /// The same record is written (first `pending`, or final when it was never sent) and
 /// read back (the story so far, the tick page, replay, the admin listing).
@@ -55,6 +70,10 @@ pub struct Call {
     /// Whether the call went (or may have gone) to the product. A call refused before
     /// sending (budget, policy, bad arguments, dedup) was not, whatever its result.
     pub sent: bool,
+    /// The model wrote this call as text (JSON in its message) rather than as a tool call.
+    pub recovered: bool,
+    /// Why it was refused before sending, when it was.
+    pub refusal: Option<Refusal>,
     pub created_at: DateTime<Utc>,
 }
 

@@ -5,13 +5,14 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 text_enum! {
-    /// What started a tick.
-    pub enum Trigger { Schedule => "schedule", Signal => "signal", Cli => "cli", Api => "api" }
+    /// What started a tick (`check`: a trial of a goal, see `persona-runner check`).
+    pub enum Trigger { Schedule => "schedule", Signal => "signal", Cli => "cli", Api => "api", Check => "check" }
 }
 
 text_enum! {
     /// How a tick ended (`skipped`: the spend cap was reached before it started, so no
-    /// LLM request was made).
+    /// LLM request was made; `idle`: the model answered without using the app, so the
+    /// tick is no evidence about the product).
     pub enum TickStatus {
         Running => "running",
         Ok => "ok",
@@ -19,6 +20,7 @@ text_enum! {
         Timeout => "timeout",
         Abandoned => "abandoned",
         Skipped => "skipped",
+        Idle => "idle",
     }
 }
 
@@ -78,6 +80,8 @@ pub struct TickFinish {
     pub rating_status: Option<RatingStatus>,
     /// The model's raw rating answer, kept when it could not be used.
     pub rating_raw: Option<String>,
+    /// Rating answers the model gave: 0 (none asked), 1, or 2 (the first needed a repair).
+    pub rating_attempts: i32,
     /// The conversation, as the model saw it (redacted, capped).
     pub transcript: Option<Transcript>,
 }
@@ -97,6 +101,7 @@ impl TickFinish {
             protocol_version: None,
             rating_status: None,
             rating_raw: None,
+            rating_attempts: 0,
             transcript: None,
         }
     }

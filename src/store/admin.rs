@@ -81,7 +81,7 @@ pub struct DeleteReport {
 pub(super) const LIST_ACTIONS: &str =
     "SELECT a.id, a.tenant_id, a.tick_id, a.persona_id, p.name AS persona, a.seq, a.kind, a.tool_name, a.module,
                         a.input_hash, a.result, a.error_message, a.arguments, a.output, a.chaos, a.latency_ms,
-                        a.sent, a.created_at
+                        a.sent, a.recovered, a.refusal, a.created_at
                  FROM persona_actions a JOIN personas p ON p.id = a.persona_id
                  WHERE a.tenant_id = $1
                    AND ($2 IS NULL OR a.persona_id = $2)

@@ -11,14 +11,14 @@ use uuid::Uuid;
 use super::columns::{Bind, Query};
 use super::writer::{Op, Write, WriteFuture};
 use super::{Conn, Result, Store, on_conn, with_pool};
-use crate::model::call::{Call, CallKind, CallResult, Completion, EarlierCall};
+use crate::model::call::{Call, CallKind, CallResult, Completion, EarlierCall, Refusal};
 use crate::time::now;
 
 /// A call's row, as first written: `pending` (about to be sent) or final (never sent).
 const INSERT_CALL: &str = "INSERT INTO persona_actions (id, tenant_id, tick_id, persona_id, seq, kind, tool_name,
         module, input_hash, result, error_message, arguments, output, chaos, latency_ms, sent,
-        created_at, completed_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+        recovered, refusal, created_at, completed_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
      ON CONFLICT (tick_id, seq) DO NOTHING";
 
 /// A call's completion: its write-ahead row gets the result.
@@ -28,12 +28,14 @@ pub(super) const COMPLETE_CALL: &str = "UPDATE persona_actions SET result = $3, 
 
 /// A persona's latest calls (the prompt's story so far).
 pub(super) const RECENT_CALLS: &str = "SELECT id, tenant_id, tick_id, persona_id, seq, kind, tool_name, module,
-        input_hash, result, error_message, arguments, output, chaos, latency_ms, sent, created_at
+        input_hash, result, error_message, arguments, output, chaos, latency_ms, sent, recovered, refusal,
+        created_at
      FROM persona_actions WHERE persona_id = $1 AND kind = 'call' ORDER BY created_at DESC, seq DESC LIMIT $2";
 
 /// A tick's calls, in order.
 pub(super) const TICK_CALLS: &str = "SELECT id, tenant_id, tick_id, persona_id, seq, kind, tool_name, module,
-        input_hash, result, error_message, arguments, output, chaos, latency_ms, sent, created_at
+        input_hash, result, error_message, arguments, output, chaos, latency_ms, sent, recovered, refusal,
+        created_at
      FROM persona_actions WHERE tick_id = $1 ORDER BY seq";
 
 /// The latest identical call that ran or may have run (dedup across ticks).
@@ -53,6 +55,7 @@ where
     DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     CallKind: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     CallResult: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<Refusal>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     fn from_row(row: &'r R) -> sqlx::Result<Self> {
         Ok(Call {
@@ -72,6 +75,8 @@ where
             chaos: row.try_get("chaos")?,
             latency_ms: row.try_get("latency_ms")?,
             sent: row.try_get("sent")?,
+            recovered: row.try_get("recovered")?,
+            refusal: row.try_get("refusal")?,
             created_at: row.try_get("created_at")?,
         })
     }
@@ -90,6 +95,7 @@ where
     Option<DateTime<Utc>>: Bind<DB>,
     CallKind: Bind<DB>,
     CallResult: Bind<DB>,
+    Option<Refusal>: Bind<DB>,
 {
     query
         .bind(call.id)
@@ -108,6 +114,8 @@ where
         .bind(call.chaos)
         .bind(call.latency_ms)
         .bind(call.sent)
+        .bind(call.recovered)
+        .bind(call.refusal)
         .bind(call.created_at)
         .bind((call.result != CallResult::Pending).then(now))
 }

@@ -7,7 +7,7 @@ use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Encode, Type};
 
-use crate::model::call::{CallKind, CallResult};
+use crate::model::call::{CallKind, CallResult, Refusal};
 use crate::model::persona::{DetailLevel, Flow, HeadlineType, UserKind};
 use crate::model::profile::{InteractionType, ProfileStatus, Sentiment};
 use crate::model::tick::{RatingStatus, TickStatus, Trigger};
@@ -59,6 +59,7 @@ macro_rules! text_columns {
 text_columns!(
     CallKind,
     CallResult,
+    Refusal,
     TickStatus,
     Trigger,
     RatingStatus,

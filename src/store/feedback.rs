@@ -276,3 +276,85 @@ mod tests {
         );
     }
 }
+
+/// How fit one simulator version was to simulate over a window, counted from its ticks
+/// and their calls (see `feedback::SimulatorFitness`).
+#[derive(Clone, Debug, Default, PartialEq, sqlx::FromRow)]
+pub struct FitnessRow {
+    /// The simulator version (`""` when unknown).
+    pub simulator: String,
+    pub ticks: i64,
+    pub idle: i64,
+    pub ratings_valid_first: i64,
+    pub ratings_valid_repaired: i64,
+    pub ratings_invalid: i64,
+    #[sqlx(default)]
+    pub calls: i64,
+    #[sqlx(default)]
+    pub recovered: i64,
+    #[sqlx(default)]
+    pub unknown_tools: i64,
+    #[sqlx(default)]
+    pub schema_refused: i64,
+}
+
+/// Per simulator, the ticks started in `[$2, $3)` of tenant `$1`: how they ended and how
+/// their ratings went.
+const FITNESS_TICKS: &str = "SELECT COALESCE(simulator, '') AS simulator, COUNT(*) AS ticks,
+        CAST(SUM(CASE WHEN status = 'idle' THEN 1 ELSE 0 END) AS BIGINT) AS idle,
+        CAST(SUM(CASE WHEN rating_status = 'valid' AND rating_attempts <= 1 THEN 1 ELSE 0 END) AS BIGINT)
+            AS ratings_valid_first,
+        CAST(SUM(CASE WHEN rating_status = 'valid' AND rating_attempts > 1 THEN 1 ELSE 0 END) AS BIGINT)
+            AS ratings_valid_repaired,
+        CAST(SUM(CASE WHEN rating_status = 'invalid' THEN 1 ELSE 0 END) AS BIGINT) AS ratings_invalid
+     FROM persona_ticks
+     WHERE tenant_id = $1 AND started_at >= $2 AND started_at < $3 AND status <> 'running'
+     GROUP BY COALESCE(simulator, '')";
+
+/// The same ticks' calls: how many, recovered from text, to tools not listed, refused by
+/// the tool's schema (or not JSON, or not an object).
+const FITNESS_CALLS: &str = "SELECT COALESCE(t.simulator, '') AS simulator, COUNT(*) AS calls,
+        CAST(SUM(CASE WHEN a.recovered THEN 1 ELSE 0 END) AS BIGINT) AS recovered,
+        CAST(SUM(CASE WHEN a.refusal = 'unknown_tool' THEN 1 ELSE 0 END) AS BIGINT) AS unknown_tools,
+        CAST(SUM(CASE WHEN a.refusal IN ('schema', 'not_json', 'not_object') THEN 1 ELSE 0 END) AS BIGINT)
+            AS schema_refused
+     FROM persona_actions a JOIN persona_ticks t ON t.id = a.tick_id
+     WHERE t.tenant_id = $1 AND t.started_at >= $2 AND t.started_at < $3 AND t.status <> 'running'
+       AND a.kind = 'call'
+     GROUP BY COALESCE(t.simulator, '')";
+
+/// One simulator's calls: (simulator, calls, recovered, unknown tools, schema refused).
+type FitnessCalls = (String, i64, i64, i64, i64);
+
+impl Store {
+    /// Per simulator version, how fit it was to simulate in `scope`'s window (the scope's
+    /// module, persona and archetype filters do not apply: fitness is the simulator's).
+    pub async fn simulator_fitness(&self, scope: &RatingScope) -> Result<Vec<FitnessRow>> {
+        let (ticks, calls): (Vec<FitnessRow>, Vec<FitnessCalls>) = with_pool!(self, pool => {
+            let ticks = sqlx::query_as(FITNESS_TICKS)
+                .bind(scope.tenant)
+                .bind(scope.from)
+                .bind(scope.until)
+                .fetch_all(pool)
+                .await?;
+            let calls = sqlx::query_as(FITNESS_CALLS)
+                .bind(scope.tenant)
+                .bind(scope.from)
+                .bind(scope.until)
+                .fetch_all(pool)
+                .await?;
+            (ticks, calls)
+        });
+        let mut rows = ticks;
+        for (simulator, count, recovered, unknown_tools, schema_refused) in calls {
+            if let Some(row) = rows.iter_mut().find(|r| r.simulator == simulator) {
+                row.calls = count;
+                row.recovered = recovered;
+                row.unknown_tools = unknown_tools;
+                row.schema_refused = schema_refused;
+            }
+        }
+        rows.sort_by(|a, b| a.simulator.cmp(&b.simulator));
+        Ok(rows)
+    }
+}

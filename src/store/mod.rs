@@ -40,7 +40,7 @@ use uuid::Uuid;
 use crate::config::{DatabaseConfig, Secret};
 
 pub use admin::{ActionFilter, DeleteReport, PageCursor, PersonaSummary, TickFilter};
-pub use feedback::{DailyRating, NoteRecord, RatingCell, RatingScope};
+pub use feedback::{DailyRating, FitnessRow, NoteRecord, RatingCell, RatingScope};
 pub use health::{Health, Outage};
 pub use personas::{ScheduleRow, UpsertOutcome};
 pub use profiles::PersonaStats;

@@ -70,7 +70,8 @@ macro_rules! explain_all {
                     none,
                     none,
                     none,
-                    none
+                    none,
+                    0i32
                 ),
             ),
             (

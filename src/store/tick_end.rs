@@ -163,6 +163,7 @@ async fn finish_on(
             .bind(finish.rating_raw.as_deref())
             .bind(finish.simulator.as_deref())
             .bind(finish.protocol_version.as_deref())
+            .bind(finish.rating_attempts)
             .fetch_optional(&mut *c)
             .await?;
         match finished {

@@ -87,7 +87,7 @@ pub(super) const CLAIM_SLOT: &str =
 /// [`DERIVE_COUNTS`].
 pub(super) const FINISH_TICK: &str = "UPDATE persona_ticks SET status = $2, error = $3, finished_at = $4,
         turns = $5, tokens_in = $6, tokens_out = $7, llm_model = $8, prompt_version = $9,
-        rating_status = $10, rating_raw = $11, simulator = $12, protocol_version = $13
+        rating_status = $10, rating_raw = $11, simulator = $12, protocol_version = $13, rating_attempts = $14
      WHERE id = $1 AND status = 'running'
      RETURNING id, tenant_id, persona_id, trigger, scheduled_for, attempt, started_at,
         finished_at, status, error, runner_id, lease_expires_at, target";
@@ -112,6 +112,22 @@ pub(super) const DERIVE_COUNTS: &str = "UPDATE persona_ticks SET
 pub(super) const ABANDON_TICKS: &str = "UPDATE persona_ticks SET status = 'abandoned', finished_at = $1,
         error = 'lease expired: the runner stopped renewing it (crashed or cut off)'
      WHERE status = 'running' AND lease_expires_at < $1 RETURNING id, persona_id";
+
+/// Which running ticks are stuck.
+#[derive(Clone, Copy)]
+enum Stuck<'a> {
+    LeaseExpired,
+    RunnerGone(&'a str),
+}
+
+pub(super) const ABANDON_TICKS_OF: &str = "UPDATE persona_ticks SET status = 'abandoned', finished_at = $1,
+        error = 'its runner process was gone when a daemon started on the same host (crashed or killed)'
+     WHERE status = 'running' AND runner_id = $2 RETURNING id, persona_id";
+pub(super) const GONE_PENDING_TO_UNKNOWN: &str = "UPDATE persona_actions SET result = 'unknown'
+     WHERE result = 'pending' AND tick_id IN
+        (SELECT id FROM persona_ticks WHERE status = 'running' AND runner_id = $1)";
+pub(super) const RUNNERS_WITH_RUNNING_TICKS: &str = "SELECT DISTINCT runner_id FROM persona_ticks
+     WHERE status = 'running' AND substr(runner_id, 1, $1) = $2";
 
 /// How many ticks a persona has had.
 pub(super) const COUNT_TICKS: &str = "SELECT COUNT(*) FROM persona_ticks WHERE persona_id = $1";
@@ -345,17 +361,46 @@ impl Store {
     /// personas are marked changed so every replica plans them again. Returns how many
     /// were abandoned.
     pub async fn abandon_expired_ticks(&self, at: DateTime<Utc>) -> Result<u64> {
+        self.abandon(at, Stuck::LeaseExpired).await
+    }
+
+    /// The same for the running ticks of `runner` (a process known to be gone), whatever
+    /// their lease says: a daemon restarted after kill -9 sweeps its predecessor's at once.
+    pub async fn abandon_ticks_of(&self, runner: &str, at: DateTime<Utc>) -> Result<u64> {
+        self.abandon(at, Stuck::RunnerGone(runner)).await
+    }
+
+    /// The runners with a tick running whose id starts with `prefix` (`host:`).
+    pub async fn runners_with_running_ticks(&self, prefix: &str) -> Result<Vec<String>> {
+        let result: Result<Vec<String>> = async {
+            Ok(with_pool!(self, pool => {
+                sqlx::query_scalar(RUNNERS_WITH_RUNNING_TICKS)
+                    .bind(prefix.len() as i64)
+                    .bind(prefix)
+                    .fetch_all(pool)
+                    .await?
+            }))
+        }
+        .await;
+        self.observe(&result);
+        result
+    }
+
+    async fn abandon(&self, at: DateTime<Utc>, stuck: Stuck<'_>) -> Result<u64> {
         let result: Result<u64> = async {
             Ok(with_writer!(self, pool => {
                 let mut tx = begin_write!(pool);
-                sqlx::query(ABANDONED_PENDING_TO_UNKNOWN)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
-                let abandoned: Vec<(Uuid, Uuid)> = sqlx::query_as(ABANDON_TICKS)
-                .bind(at)
-                .fetch_all(&mut *tx)
-                .await?;
+                // The lease variant compares with `at`, the other with the runner's id.
+                let abandoned: Vec<(Uuid, Uuid)> = match stuck {
+                    Stuck::LeaseExpired => {
+                        sqlx::query(ABANDONED_PENDING_TO_UNKNOWN).bind(at).execute(&mut *tx).await?;
+                        sqlx::query_as(ABANDON_TICKS).bind(at).fetch_all(&mut *tx).await?
+                    }
+                    Stuck::RunnerGone(runner) => {
+                        sqlx::query(GONE_PENDING_TO_UNKNOWN).bind(runner).execute(&mut *tx).await?;
+                        sqlx::query_as(ABANDON_TICKS_OF).bind(at).bind(runner).fetch_all(&mut *tx).await?
+                    }
+                };
                 for (tick, _) in &abandoned {
                     sqlx::query(DERIVE_COUNTS).bind(tick).execute(&mut *tx).await?;
                 }

@@ -4,7 +4,7 @@
 //! LLM within the tick's token budget. Each exchange is audited as an action of its kind
 //! (never counted as a call to the product) and kept for the transcript.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -16,12 +16,58 @@ use uuid::Uuid;
 use super::spend::Spend;
 use super::{audit, offline, prompt};
 use crate::llm::LlmClient;
-use crate::mcp::{Agent, ElicitationAnswer, ElicitationRequest, SamplingRefused, SamplingReply, SamplingRequest};
+use crate::mcp::{
+    Agent, ElicitationAnswer, ElicitationRequest, SamplingRefused, SamplingReply, SamplingRequest, ServerRequest,
+};
 use crate::model::call::{Call, CallKind, CallResult};
 use crate::store::Store;
 
 /// Longest server message or answer kept in the audit.
 const KEPT_CHARS: usize = 4000;
+
+/// The budget of the server's own requests in one tick: how many were answered during
+/// the call in flight and during the whole tick, and how many of each kind were declined
+/// since the last audit of them. Shared by every session of the tick (a re-login opens a
+/// new one).
+#[derive(Debug)]
+pub(super) struct ServerRequests {
+    per_call: u32,
+    per_tick: u32,
+    this_call: AtomicU32,
+    this_tick: AtomicU32,
+    declined: Mutex<[u32; 3]>,
+}
+
+impl ServerRequests {
+    pub fn new(per_call: u32, per_tick: u32) -> Self {
+        Self {
+            per_call,
+            per_tick,
+            this_call: AtomicU32::new(0),
+            this_tick: AtomicU32::new(0),
+            declined: Mutex::new([0; 3]),
+        }
+    }
+
+    /// A new tool call starts: its own count of the server's requests starts at zero.
+    pub fn next_call(&self) {
+        self.this_call.store(0, Ordering::Relaxed);
+    }
+
+    fn admit(&self, kind: ServerRequest) -> bool {
+        let call = self.this_call.fetch_add(1, Ordering::Relaxed);
+        let tick = self.this_tick.fetch_add(1, Ordering::Relaxed);
+        let admitted = call < self.per_call && tick < self.per_tick;
+        if !admitted {
+            self.declined.lock().expect("declined lock")[kind as usize] += 1;
+        }
+        admitted
+    }
+
+    fn take_declined(&self) -> [u32; 3] {
+        std::mem::take(&mut *self.declined.lock().expect("declined lock"))
+    }
+}
 
 pub(super) struct PersonaAgent {
     pub store: Store,
@@ -36,18 +82,52 @@ pub(super) struct PersonaAgent {
     pub budget: u64,
     pub redact: Vec<String>,
     pub seed: u64,
-    pub json_mode: bool,
     /// The module of the call in flight (the server asks while it runs).
     pub module: Mutex<String>,
     /// Transcript entries not yet merged into the tick's.
     pub notes: Mutex<Vec<(&'static str, Value)>>,
     /// An audit row that could not be written: the tick must end.
     pub failure: Mutex<Option<String>>,
+    /// The budget of the server's requests in this tick.
+    pub requests: Arc<ServerRequests>,
 }
 
 impl PersonaAgent {
     pub fn set_module(&self, module: &str) {
         *self.module.lock().expect("agent module lock") = module.to_string();
+        self.requests.next_call();
+    }
+
+    /// Audits the server's requests declined since the last time, one row per kind that
+    /// had any, saying how many.
+    pub async fn audit_declined(&self) {
+        let declined = self.requests.take_declined();
+        let kinds = [
+            (ServerRequest::Elicitation, CallKind::Elicitation, "elicitation/create"),
+            (ServerRequest::Sampling, CallKind::Sampling, "sampling/createMessage"),
+            (ServerRequest::Roots, CallKind::Elicitation, "roots/list"),
+        ];
+        for (kind, audited_as, method) in kinds {
+            let count = declined[kind as usize];
+            if count == 0 {
+                continue;
+            }
+            let error = format!(
+                "declined {count} more {method} request(s) of the server: over mcp.max_server_requests_per_call \
+                 ({}) or mcp.max_server_requests_per_tick ({})",
+                self.requests.per_call, self.requests.per_tick
+            );
+            self.audit(Exchange {
+                kind: audited_as,
+                method,
+                request: json!({"declined": count}),
+                answer: Value::Null,
+                result: CallResult::Denied,
+                error: Some(error),
+                started: Instant::now(),
+            })
+            .await;
+        }
     }
 
     /// Transcript entries since the last call.
@@ -86,6 +166,8 @@ impl PersonaAgent {
             latency_ms: Some(exchange.started.elapsed().as_millis().min(i32::MAX as u128) as i32),
             // The server's request was answered: the exchange took place.
             sent: true,
+            recovered: false,
+            refusal: None,
             created_at: crate::time::now(),
         };
         self.notes.lock().expect("agent notes lock").push((
@@ -146,18 +228,17 @@ impl PersonaAgent {
             json!({"role": "system", "content": audit::redact_truncate(&self.system_prompt, &self.redact, usize::MAX)}),
             json!({"role": "user", "content": prompt::elicitation_prompt(&request.message, &request.schema)}),
         ];
-        let format = self.json_mode.then(|| json!({"type": "json_object"}));
-        let turn = llm.chat(&messages, &[], format).await.map_err(|e| e.to_string())?;
+        let turn = llm
+            .chat(&messages, &[], crate::llm::Want::Json(None))
+            .await
+            .map_err(|e| e.to_string())?;
         self.spend.add(turn.prompt_tokens, turn.completion_tokens);
         let text = turn.content.unwrap_or_default();
-        let start = text
-            .find('{')
-            .ok_or_else(|| format!("the answer is not JSON: {text}"))?;
-        let end = text
-            .rfind('}')
-            .ok_or_else(|| format!("the answer is not JSON: {text}"))?;
-        let value: Value =
-            serde_json::from_str(&text[start..=end]).map_err(|e| format!("the answer is not JSON ({e}): {text}"))?;
+        // The answer's object, wherever the model put it (a fence, a sentence around it).
+        let value = crate::llm::recover::json_values(&text)
+            .into_iter()
+            .find(|v| v.get("action").is_some())
+            .ok_or_else(|| format!("the answer holds no JSON object with an action: {text}"))?;
         match value.get("action").and_then(Value::as_str) {
             Some("accept") => {
                 let mut content = value
@@ -287,6 +368,10 @@ struct Exchange<'a> {
 }
 
 impl Agent for PersonaAgent {
+    fn admit(&self, kind: ServerRequest) -> bool {
+        self.requests.admit(kind)
+    }
+
     fn elicit(&self, request: ElicitationRequest) -> BoxFuture<'_, ElicitationAnswer> {
         self.answer_form(request).boxed()
     }

@@ -12,18 +12,32 @@ use super::state::{Arguments, TickState};
 use super::{CallContext, TickError, TickEvent, TickRunner, audit};
 use crate::config::DedupWindow;
 use crate::mcp::{CallOutcome, McpError};
-use crate::model::call::{Call, CallKind, CallResult, Completion, EarlierCall, canonical_json, hash_text, input_hash};
+use crate::model::call::{
+    Call, CallKind, CallResult, Completion, EarlierCall, Refusal, canonical_json, hash_text, input_hash,
+};
 
-/// A call refused before it was sent: how it is audited and what the model is told.
-struct Refusal {
+/// A call someone asked for: the tool, its arguments as they came, and how they came.
+pub(super) struct CallRequest {
+    pub tool: String,
+    pub arguments: Arguments,
+    /// Sent as a deliberate edge case (the offline driver's chaos).
+    pub chaos: bool,
+    /// Written by the model as text rather than as a tool call.
+    pub recovered: bool,
+}
+
+/// A call refused before it was sent: why, how it is audited and what the model is told.
+struct Refused {
+    reason: Refusal,
     result: CallResult,
     audit: String,
     answer: String,
 }
 
-impl Refusal {
-    fn new(result: CallResult, audit: impl Into<String>, answer: impl Into<String>) -> Self {
+impl Refused {
+    fn new(reason: Refusal, result: CallResult, audit: impl Into<String>, answer: impl Into<String>) -> Self {
         Self {
+            reason,
             result,
             audit: audit.into(),
             answer: answer.into(),
@@ -35,19 +49,21 @@ impl Refusal {
 const ARGUMENTS_CHARS: usize = 16_000;
 
 /// The arguments as JSON, or why they are not.
-fn parse(arguments: &Arguments) -> Result<Value, Refusal> {
+fn parse(arguments: &Arguments) -> Result<Value, Refused> {
     match arguments {
         Arguments::Value(value) => Ok(value.clone()),
         Arguments::Raw(text) if text.trim().is_empty() => Ok(json!({})),
         Arguments::Raw(text) => serde_json::from_str::<Value>(text).map_err(|err| {
             let problem = format!("the arguments are not valid JSON ({err})");
-            Refusal::new(
+            Refused::new(
+                Refusal::NotJson,
                 CallResult::Error,
                 format!("not sent: {problem}"),
                 format!("Error: {problem}. Call the tool again with a JSON object."),
             )
         }),
-        Arguments::Unbuildable(why) => Err(Refusal::new(
+        Arguments::Unbuildable(why) => Err(Refused::new(
+            Refusal::Unbuildable,
             CallResult::NotSent,
             format!("not sent: the offline driver cannot build arguments for this schema ({why})"),
             "Not sent: no valid arguments could be built.",
@@ -73,10 +89,16 @@ impl TickRunner {
         &self,
         ctx: &CallContext<'_>,
         state: &mut TickState,
-        tool: &str,
-        arguments: Arguments,
-        chaos: bool,
+        request: CallRequest,
     ) -> Result<String, TickError> {
+        let CallRequest {
+            tool,
+            arguments,
+            chaos,
+            recovered,
+        } = request;
+        let tool = tool.as_str();
+        state.calls_asked += 1;
         let seq = state.next_seq();
         // Offered tools know their module; only an unknown name needs the policy's rule.
         let module = state.offered.iter().find(|t| t.name == tool).map_or_else(
@@ -112,6 +134,8 @@ impl TickRunner {
             chaos,
             latency_ms: None,
             sent: false,
+            recovered,
+            refusal: None,
             created_at: crate::time::now(),
         };
         let vetted = parsed.and_then(|value| self.vet(state, tool, value, chaos));
@@ -119,6 +143,7 @@ impl TickRunner {
             Err(refusal) => {
                 let record = Call {
                     result: refusal.result,
+                    refusal: Some(refusal.reason),
                     error_message: Some(audit::redact_truncate(&refusal.audit, &state.redact, 500)),
                     ..record
                 };
@@ -149,17 +174,25 @@ impl TickRunner {
     }
 
     /// Budget, policy, arguments and schema: the map to send, or why not.
-    fn vet(&self, state: &mut TickState, tool: &str, value: Value, chaos: bool) -> Result<Map<String, Value>, Refusal> {
+    fn vet(&self, state: &mut TickState, tool: &str, value: Value, chaos: bool) -> Result<Map<String, Value>, Refused> {
         if state.calls_made >= self.config.tick.max_tool_calls {
-            return Err(Refusal::new(
+            return Err(Refused::new(
+                Refusal::Budget,
                 CallResult::Denied,
                 "not sent: the tick's tool-call budget (tick.max_tool_calls) is used up",
                 "Error: you have used up your actions for now; this call was not executed.",
             ));
         }
         if !state.offered.iter().any(|t| t.name == tool) {
-            let reason = state.withheld.get(tool).map_or("no such tool", String::as_str);
-            return Err(Refusal::new(
+            let withheld = state.withheld.get(tool);
+            let refusal = if withheld.is_some() {
+                Refusal::Withheld
+            } else {
+                Refusal::UnknownTool
+            };
+            let reason = withheld.map_or("no such tool", String::as_str);
+            return Err(Refused::new(
+                refusal,
                 CallResult::Denied,
                 format!("not sent: {reason}"),
                 format!("Error: the tool `{tool}` is not available to you ({reason})."),
@@ -169,7 +202,8 @@ impl TickRunner {
         let map = match value {
             Value::Object(map) => map,
             other => {
-                return Err(Refusal::new(
+                return Err(Refused::new(
+                    Refusal::NotObject,
                     CallResult::Error,
                     format!("not sent: the arguments must be a JSON object, got {}", kind(&other)),
                     "Error: the arguments must be a JSON object.",
@@ -192,10 +226,11 @@ impl TickRunner {
                 .collect();
             if !problems.is_empty() {
                 let problem = format!("the arguments do not match the tool's schema: {}", problems.join("; "));
-                return Err(Refusal::new(
+                return Err(Refused::new(
+                    Refusal::Schema,
                     CallResult::Error,
                     format!("not sent: {problem}"),
-                    format!("Error: {problem}."),
+                    format!("Error: {problem}. Fix the arguments and call the tool again."),
                 ));
             }
             let Value::Object(map) = value else {
@@ -259,6 +294,9 @@ impl TickRunner {
         // The row goes to the writer; the tick keeps a copy to account for the call.
         self.record_after_unsaved(state, pending.clone()).await?;
         let outcome = self.call_with_relogin(ctx, state, tool, arguments).await;
+        if let Some(agent) = state.agent.clone() {
+            agent.audit_declined().await;
+        }
         let (completion, answer, fatal, reached) =
             settle(outcome, state, &pending.input_hash, self.config.tick.max_output_chars);
         let (result, error_message, output, latency_ms) = completion;
@@ -386,6 +424,8 @@ impl TickRunner {
                 "arguments": record.arguments,
                 "result": record.result,
                 "chaos": record.chaos,
+                "recovered": record.recovered,
+                "refusal": record.refusal,
                 "latency_ms": record.latency_ms,
                 "answer": answer,
             }),

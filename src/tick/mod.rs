@@ -18,11 +18,13 @@ mod lease;
 mod offline;
 mod offline_play;
 mod pool;
+pub mod probe;
 mod product;
 mod prompt;
 pub mod rating;
 mod replay;
 mod roleplay;
+mod secrets;
 mod session;
 mod spend;
 mod state;
@@ -42,6 +44,7 @@ use uuid::Uuid;
 
 pub use pool::TickPool;
 pub use replay::{ReplayReport, ReplayedCall, Verdict as ReplayVerdict};
+pub use secrets::process_secrets;
 
 use crate::auth::AuthError;
 use crate::config::{Config, ConfigError, Env, LlmProvider};
@@ -181,6 +184,9 @@ pub(crate) struct CallContext<'a> {
     label: &'a str,
     events: &'a (dyn Fn(TickEvent) + Send + Sync),
 }
+
+/// Why an `idle` tick is not `ok`.
+const IDLE: &str = "the model answered without using the app";
 
 fn runner_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "localhost".into());
@@ -391,7 +397,7 @@ impl TickRunner {
             events,
         };
         let (status, error) = self.play_to_end(&ctx, &mut state, cut).await;
-        let (error, counts) = self.finish(&ctx, &mut state, status, error).await?;
+        let (status, error, counts) = self.finish(&ctx, &mut state, status, error).await?;
         let summary = TickSummary {
             tick_id: tick.id,
             persona_id: persona.id,
@@ -441,28 +447,34 @@ impl TickRunner {
             return (TickStatus::Skipped, Some(reason));
         }
         let play = std::panic::AssertUnwindSafe(self.play(ctx, state)).catch_unwind();
-        tokio::select! {
+        let ended = tokio::select! {
             outcome = tokio::time::timeout(timeout.0, play) => match outcome {
-                Ok(Ok(Ok(()))) => (TickStatus::Ok, None),
-                Ok(Ok(Err(err))) => (TickStatus::Failed, Some(err.to_string())),
-                Ok(Err(panic)) => (TickStatus::Failed, Some(format!("the tick panicked: {}", panic_message(&*panic)))),
-                Err(_) => (TickStatus::Timeout, Some(format!("the tick ran past tick.tick_timeout ({timeout})"))),
+                Ok(Ok(Ok(()))) => None,
+                Ok(Ok(Err(err))) => Some((TickStatus::Failed, err.to_string())),
+                Ok(Err(panic)) => Some((TickStatus::Failed, format!("the tick panicked: {}", panic_message(&*panic)))),
+                Err(_) => Some((TickStatus::Timeout, format!("the tick ran past tick.tick_timeout ({timeout})"))),
             },
-            () = cut.cancelled() => (TickStatus::Failed, Some("cut short: the daemon is shutting down and scheduler.shutdown_grace ran out".to_string())),
-            reason = lease.lost() => (TickStatus::Failed, Some(format!("the tick lost its lease and stopped at once: {reason}"))),
+            () = cut.cancelled() => Some((TickStatus::Failed, "cut short: the daemon is shutting down and scheduler.shutdown_grace ran out".to_string())),
+            reason = lease.lost() => Some((TickStatus::Failed, format!("the tick lost its lease and stopped at once: {reason}"))),
+        };
+        match ended {
+            Some((status, error)) => (status, Some(error)),
+            // A persona that never used the app is no evidence about it, whatever it said.
+            None if state.calls_asked == 0 => (TickStatus::Idle, Some(IDLE.to_string())),
+            None => (TickStatus::Ok, None),
         }
     }
 
     /// Ends the tick in the store: the last call's result saved, the session closed, the
     /// transcript kept, the tick's calls made its user's interactions. The error as stored
-    /// (redacted) and the tick's calls as the store counted them.
+    /// (redacted), how the store recorded its end, and its calls as the store counted them.
     async fn finish(
         &self,
         ctx: &CallContext<'_>,
         state: &mut TickState,
         status: TickStatus,
         error: Option<String>,
-    ) -> Result<(Option<String>, CallCounts), TickError> {
+    ) -> Result<(TickStatus, Option<String>, CallCounts), TickError> {
         let (label, tick_id) = (ctx.label, ctx.tick_id);
         // An answered call whose result was not committed yet (the tick ended right after
         // it, or was cut): committed before the finish turns pending calls `unknown`.
@@ -471,6 +483,9 @@ impl TickRunner {
         }
         if let Some(session) = state.session.take() {
             session.close().await;
+        }
+        if let Some(agent) = state.agent.clone() {
+            agent.audit_declined().await;
         }
         state.merge_agent_notes();
         // Stored on the tick: redacted like every text we keep.
@@ -494,10 +509,23 @@ impl TickRunner {
             protocol_version: state.protocol_version.clone(),
             rating_status: state.rating_status,
             rating_raw: state.rating_raw.clone(),
+            rating_attempts: state.rating_attempts,
             transcript: Some(state.transcript.finish(&state.redact)),
         };
         let profile = record.as_ref().map(|r| r as &dyn crate::store::TickProfile);
-        let ended = match self.store.end_tick(tick_id, &finish, profile).await {
+        let mut ended = self.store.end_tick(tick_id, &finish, profile).await;
+        if let Err(StoreError::Constraint(refusal)) = &ended {
+            // Whatever a tick met, it ends: what the store would not take is left out.
+            let why = format!(
+                "the tick's record was refused by the store ({refusal}); it ends without its figures and transcript"
+            );
+            tracing::warn!(persona = %label, tick = %tick_id, %why);
+            ended = self
+                .store
+                .end_tick(tick_id, &TickFinish::status(TickStatus::Failed, Some(why)), None)
+                .await;
+        }
+        let ended = match ended {
             Ok(ended) => ended,
             Err(StoreError::Conflict(_)) => {
                 return Err(TickError::LeaseLost(format!(
@@ -507,7 +535,7 @@ impl TickRunner {
             Err(err) => return Err(err.into()),
         };
         self.after_profile(ended.profile, ctx.persona, label).await;
-        Ok((error, ended.counts))
+        Ok((ended.tick.status, ended.tick.error, ended.counts))
     }
 }
 
@@ -546,40 +574,4 @@ impl std::fmt::Debug for TickRunner {
             .field("driver", &self.driver_name())
             .finish_non_exhaustive()
     }
-}
-
-/// The secret values of the process, for the redactor of every tick.
-fn process_secrets(config: &Config, env: &Env) -> Vec<String> {
-    let mut secrets = product_secrets(config, env);
-    for name in config.targets.keys() {
-        if let Some(target) = config.for_target(name) {
-            secrets.extend(product_secrets(&target, env));
-        }
-    }
-    secrets.retain(|s| !s.trim().is_empty());
-    secrets.sort_unstable();
-    secrets.dedup();
-    secrets
-}
-
-/// The secrets of the process as one product's config names them.
-fn product_secrets(config: &Config, env: &Env) -> Vec<String> {
-    let mut secrets: Vec<String> = [
-        config.llm_api_key(env),
-        config.admin_token(env),
-        config.jwt_secret(env),
-        config.database_password(env),
-        config.static_token(env),
-        config.oauth_client_secret(env),
-        config.oauth_private_key(env),
-        config.oauth_id_token(env),
-    ]
-    .into_iter()
-    .filter_map(|found| found.ok().flatten())
-    .map(|secret| secret.expose().to_string())
-    .collect();
-    if let Ok(seed) = crate::auth::SeedSecret::resolve(config, env) {
-        secrets.push(seed.secret.expose().to_string());
-    }
-    secrets
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use sha2::Digest as _;
 
+use super::call::CallRequest;
 use super::state::{Arguments, TickState};
 use super::{CallContext, TickError, TickEvent, TickRunner, offline, rating};
 use crate::mcp::ToolInfo;
@@ -152,7 +153,13 @@ impl TickRunner {
                 "offline_choice",
                 json!({"turn": state.turns, "module": module, "tool": tool.name, "chaos": is_chaos}),
             );
-            let answer = self.call_tool(ctx, state, &tool.name, arguments, is_chaos).await?;
+            let request = CallRequest {
+                tool: tool.name.clone(),
+                arguments,
+                chaos: is_chaos,
+                recovered: false,
+            };
+            let answer = self.call_tool(ctx, state, request).await?;
             offline::collect_ids(&answer, &mut state.known_ids);
         }
         let ratings = evidence_ratings(state);

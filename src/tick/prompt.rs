@@ -12,11 +12,14 @@ use crate::model::rating::Rating;
 const ROLEPLAY: &str = include_str!("../../prompts/roleplay.md");
 const RATING: &str = include_str!("../../prompts/rating.md");
 const ELICITATION: &str = include_str!("../../prompts/elicitation.md");
+const OPENING: &str = include_str!("../../prompts/opening.md");
+const NUDGE: &str = include_str!("../../prompts/nudge.md");
 
 /// A short hash of the templates, stored on every tick as its prompt version.
 pub fn version() -> &'static str {
     static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let digest = Sha256::digest(format!("{ROLEPLAY}\u{0}{RATING}\u{0}{ELICITATION}").as_bytes());
+        let digest =
+            Sha256::digest(format!("{ROLEPLAY}\u{0}{RATING}\u{0}{ELICITATION}\u{0}{OPENING}\u{0}{NUDGE}").as_bytes());
         digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
     });
     &VERSION
@@ -100,6 +103,25 @@ pub fn persona_part(persona: &Persona, now: DateTime<Utc>, story: &str) -> serde
         "preferred_modules": preferred_modules(persona),
         "story_so_far": story,
     })
+}
+
+/// The role-play template itself (for estimating a request's size).
+pub fn system_prompt_template() -> &'static str {
+    ROLEPLAY
+}
+
+/// The role-play's first user turn: act now, with one tool as an example.
+pub fn opening(example_tool: &str) -> String {
+    render(OPENING, &[("example_tool", example_tool.to_string())])
+        .trim_end()
+        .to_string()
+}
+
+/// The reminder when the persona answers with text before using the app at all.
+pub fn nudge(example_tool: &str) -> String {
+    render(NUDGE, &[("example_tool", example_tool.to_string())])
+        .trim_end()
+        .to_string()
 }
 
 /// The form a server asks the persona to fill in.

@@ -37,23 +37,33 @@ pub fn schema(modules: &[String]) -> Value {
     })
 }
 
-/// The `response_format` asking for that schema.
-pub fn response_format(modules: &[String]) -> Value {
-    json!({"type": "json_schema", "json_schema": {"name": "module_ratings", "strict": true, "schema": schema(modules)}})
-}
-
-/// The JSON object inside an answer: models wrap it in code fences or a sentence.
-fn extract(text: &str) -> Option<&str> {
-    let start = text.find('{')?;
-    let end = text.rfind('}')?;
-    (end > start).then(|| &text[start..=end])
+/// The answer's ratings object, wherever the model put it (a code fence, a sentence
+/// around it): the first JSON object with a `ratings` array. With one module to rate, an
+/// object that rates it alone (`{"rating": 4, "note": "…"}`) stands for that module.
+fn ratings_object(answer: &str, modules: &[String]) -> Option<Value> {
+    let values = crate::llm::recover::json_values(answer);
+    if let Some(found) = values.iter().find(|v| v.get("ratings").is_some_and(Value::is_array)) {
+        return Some(found.clone());
+    }
+    let [module] = modules else {
+        return values.into_iter().find(Value::is_object);
+    };
+    values
+        .into_iter()
+        .find(Value::is_object)
+        .map(|single| match single.get("rating") {
+            Some(rating) => {
+                let note = single.get("note").or_else(|| single.get("comment")).cloned();
+                json!({"ratings": [{"module": module, "rating": rating, "note": note.unwrap_or(json!(""))}]})
+            }
+            None => single,
+        })
 }
 
 /// Checks an answer against the modules that must be rated. `Err` says what is wrong,
 /// in words the repair turn can quote back to the model.
 pub fn parse(answer: &str, modules: &[String]) -> Result<Vec<ModuleRating>, String> {
-    let json = extract(answer).ok_or("the answer contains no JSON object")?;
-    let value: Value = serde_json::from_str(json).map_err(|err| format!("the JSON does not parse: {err}"))?;
+    let value = ratings_object(answer, modules).ok_or("the answer contains no JSON object")?;
     let items = value
         .get("ratings")
         .and_then(Value::as_array)
@@ -65,7 +75,7 @@ pub fn parse(answer: &str, modules: &[String]) -> Result<Vec<ModuleRating>, Stri
     for (index, item) in items.iter().enumerate() {
         let module = item.get("module").and_then(Value::as_str);
         let rating = item.get("rating");
-        let note = item.get("note").and_then(Value::as_str);
+        let note = item.get("note").or_else(|| item.get("comment")).and_then(Value::as_str);
         let Some(module) = module else {
             problems.push(format!("ratings[{index}] has no \"module\""));
             continue;
@@ -145,5 +155,21 @@ mod tests {
         assert!(parse("four stars", &modules()).unwrap_err().contains("no JSON object"));
         let fractional = r#"{"ratings": [{"module": "todo", "rating": 3.5, "note": ""}, {"module": "mood", "rating": 3, "note": ""}]}"#;
         assert!(parse(fractional, &modules()).unwrap_err().contains("whole number"));
+    }
+
+    #[test]
+    fn a_single_module_may_be_rated_by_a_bare_object_as_small_models_answer() {
+        // What Qwen2.5-Coder-1.5B answered to a one-module rating request.
+        let answer = "{\n  \"rating\": 5,\n  \"comment\": \"The todo was created.\"\n}";
+        let ratings = parse(answer, &["todo".to_string()]).unwrap();
+        assert_eq!(
+            (ratings[0].rating, ratings[0].note.as_str()),
+            (5, "The todo was created.")
+        );
+        // With two modules to rate, a bare rating says nothing about which one.
+        assert!(parse(answer, &modules()).is_err());
+        // Other JSON in the prose does not hide the ratings object.
+        let prose = "Context: {\"a\": 1}. My answer: {\"ratings\": [{\"module\": \"todo\", \"rating\": 4, \"note\": \"\"}, {\"module\": \"mood\", \"rating\": 3, \"note\": \"\"}]}";
+        assert_eq!(parse(prose, &modules()).unwrap().len(), 2);
     }
 }

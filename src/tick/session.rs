@@ -18,6 +18,12 @@ impl TickRunner {
         let credentials = product.auth.credentials(email).await?;
         // Before the session opens: an error opening it may already echo the token.
         state.remember(&credentials);
+        if state.server_requests.is_none() {
+            state.server_requests = Some(Arc::new(super::agent::ServerRequests::new(
+                product.mcp.max_server_requests_per_call,
+                product.mcp.max_server_requests_per_tick,
+            )));
+        }
         let agent = self.agent(ctx, state);
         state.agent = Some(agent.clone());
         let session = match self.open_session(product, email, &credentials, &agent).await {
@@ -34,6 +40,7 @@ impl TickRunner {
             other => other?,
         };
         for secret in session.secrets() {
+            crate::redact::register(&secret);
             if !state.redact.contains(&secret) {
                 state.redact.push(secret);
             }
@@ -117,10 +124,13 @@ impl TickRunner {
             budget: self.config.tick.max_tokens_per_tick,
             redact: state.redact.clone(),
             seed,
-            json_mode: self.config.llm.response_format,
             module: Default::default(),
             notes: Default::default(),
             failure: Default::default(),
+            requests: state
+                .server_requests
+                .clone()
+                .unwrap_or_else(|| Arc::new(super::agent::ServerRequests::new(0, 0))),
         })
     }
 
@@ -129,6 +139,8 @@ impl TickRunner {
         if let Some(found) = self.validators.lock().expect("validator cache").get(schema) {
             return Ok(found.clone());
         }
+        // Formats stay annotations (JSON Schema's default): the product judges them, as
+        // products differ in how strictly they read a `date`.
         let compiled = Arc::new(jsonschema::validator_for(schema).map_err(|e| e.to_string())?);
         self.validators
             .lock()

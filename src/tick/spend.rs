@@ -12,8 +12,13 @@ pub(super) struct Spend {
 
 impl Spend {
     pub fn add(&self, tokens_in: u64, tokens_out: u64) {
-        self.tokens_in.fetch_add(tokens_in as i64, Ordering::Relaxed);
-        self.tokens_out.fetch_add(tokens_out as i64, Ordering::Relaxed);
+        // Saturating: no sum of counts an endpoint sends can wrap below zero.
+        let add = |total: &AtomicI64, n: u64| {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            let _ = total.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| Some(t.saturating_add(n)));
+        };
+        add(&self.tokens_in, tokens_in);
+        add(&self.tokens_out, tokens_out);
     }
 
     pub fn tokens_in(&self) -> i64 {

@@ -70,6 +70,8 @@ pub(super) struct TickState {
     pub session: Option<McpSession>,
     /// Answers the server's own requests during this tick's session.
     pub agent: Option<Arc<super::agent::PersonaAgent>>,
+    /// The budget of the server's requests, for every session of the tick.
+    pub server_requests: Option<Arc<super::agent::ServerRequests>>,
     /// Secrets to redact from any text we store or show: every credential of the tick.
     pub redact: Vec<String>,
     pub offered: Vec<ToolInfo>,
@@ -78,6 +80,11 @@ pub(super) struct TickState {
     /// Shared with the session's handler, which audits the server's own requests.
     pub seq: Arc<AtomicI32>,
     pub calls_made: u32,
+    /// Calls the persona asked for, whatever became of them: none at all makes the tick
+    /// `idle`.
+    pub calls_asked: u32,
+    /// Rating answers the model gave.
+    pub rating_attempts: i32,
     /// Outputs of this tick's successful calls by input hash (dedup within the tick).
     pub seen: HashMap<String, String>,
     pub modules: BTreeMap<String, ModuleStats>,
@@ -103,6 +110,7 @@ impl TickState {
         Self {
             session: None,
             agent: None,
+            server_requests: None,
             redact: Vec::new(),
             offered: Vec::new(),
             withheld: HashMap::new(),
@@ -110,6 +118,8 @@ impl TickState {
             seq: Arc::new(AtomicI32::new(0)),
             unsaved: None,
             calls_made: 0,
+            calls_asked: 0,
+            rating_attempts: 0,
             seen: HashMap::new(),
             modules: BTreeMap::new(),
             turns: 0,
@@ -121,6 +131,23 @@ impl TickState {
             known_ids: Vec::new(),
             transcript: TranscriptLog::new(transcript_chars),
             protocol_version: None,
+        }
+    }
+
+    /// Adds a model turn's tokens to the tick's spend; absurd counts the client clamped
+    /// are said in the transcript and the log.
+    pub fn spend_turn(&mut self, turn: &crate::llm::ChatTurn) {
+        self.spend.add(turn.prompt_tokens, turn.completion_tokens);
+        if turn.usage_clamped {
+            tracing::warn!(
+                tokens_in = turn.prompt_tokens,
+                tokens_out = turn.completion_tokens,
+                "the LLM endpoint's usage figures were absurd; clamped"
+            );
+            self.transcript.push(
+                "usage_clamped",
+                serde_json::json!({"tokens_in": turn.prompt_tokens, "tokens_out": turn.completion_tokens}),
+            );
         }
     }
 
@@ -147,6 +174,7 @@ impl TickState {
     /// token replaced by a fresh login is still kept out).
     pub fn remember(&mut self, credentials: &Credentials) {
         for secret in credentials.secrets() {
+            crate::redact::register(secret);
             if !self.redact.iter().any(|known| known == secret) {
                 self.redact.push(secret.to_string());
             }

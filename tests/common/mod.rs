@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod hostile;
 pub mod runner;
 pub mod store_ext;
 
@@ -415,6 +416,8 @@ pub enum Step {
     Status(u16, Option<&'static str>),
     /// Never answers (the client must give up or be dropped).
     Hang,
+    /// An error status with this message in the OpenAI error body.
+    Refuse(u16, &'static str),
 }
 
 /// A chat-completion body calling tools: `(function name, arguments text)`.
@@ -456,7 +459,11 @@ impl ScriptedLlm {
         let steps = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(steps)));
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (steps_in, requests_in) = (steps.clone(), requests.clone());
-        let app = axum::Router::new().route(
+        // What llama.cpp says of its model: a small context window, so checks can warn.
+        let models = axum::routing::get(|| async {
+            axum::Json(serde_json::json!({"object": "list", "data": [{"id": "test-model", "meta": {"n_ctx": 1024}}]}))
+        });
+        let app = axum::Router::new().route("/v1/models", models).route(
             "/v1/chat/completions",
             axum::routing::post(move |body: axum::Json<serde_json::Value>| {
                 let (steps, requests) = (steps_in.clone(), requests_in.clone());
@@ -476,6 +483,11 @@ impl ScriptedLlm {
                             }
                             response
                         }
+                        Some(Step::Refuse(status, message)) => (
+                            StatusCode::from_u16(status).unwrap(),
+                            axum::Json(serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}})),
+                        )
+                            .into_response(),
                         Some(Step::Hang) => {
                             std::future::pending::<()>().await;
                             unreachable!()
@@ -581,6 +593,43 @@ pub async fn seed_anna(store: &persona_runner::store::Store) -> persona_runner::
         .0
 }
 
+/// Anna as the LLM tick tests play her: todo and mood, in Berlin, chaotic.
+pub async fn seed_chaotic_anna(store: &Store) -> persona_runner::model::persona::Persona {
+    let spec: persona_runner::model::persona::PersonaSpec = serde_json::from_value(serde_json::json!({
+        "name": "Anna Keller",
+        "email": "persona.anna@mana.test",
+        "archetype": "adhd-student",
+        "systemPrompt": "Du bist Anna, 21, studierst Biologie in Leipzig und vergisst ständig Abgaben. Du schreibst kurz und chaotisch.",
+        "moduleMix": {"todo": 0.6, "mood": 0.4},
+        "tickCadence": "daily",
+        "timeZone": "Europe/Berlin"
+    }))
+    .unwrap();
+    store
+        .upsert_persona(persona_runner::model::persona::DEFAULT_TENANT, &spec, "UTC")
+        .await
+        .unwrap()
+        .0
+}
+
+/// A config and environment that reach `gateway` and play with the scripted `llm` as
+/// `model`, its key `key` in `TEST_LLM_KEY`.
+pub fn llm_config(
+    gateway: &TestGateway,
+    llm: &ScriptedLlm,
+    model: &str,
+    key: &str,
+) -> (persona_runner::config::Config, persona_runner::config::Env) {
+    let mut config = gateway.config();
+    config.llm.provider = persona_runner::config::LlmProvider::Openai;
+    config.llm.base_url = llm.base_url();
+    config.llm.model = model.into();
+    config.llm.api_key_env = "TEST_LLM_KEY".into();
+    let mut env = gateway.env();
+    env.insert("TEST_LLM_KEY".into(), key.into());
+    (config, env)
+}
+
 /// A tick engine on `store` that reaches `gateway` and plays personas with the scripted
 /// `llm` as `model`.
 pub fn scripted_engine(
@@ -589,12 +638,20 @@ pub fn scripted_engine(
     llm: &ScriptedLlm,
     model: &str,
 ) -> persona_runner::tick::TickRunner {
-    let mut config = gateway.config();
-    config.llm.provider = persona_runner::config::LlmProvider::Openai;
-    config.llm.base_url = llm.base_url();
-    config.llm.model = model.into();
-    config.llm.api_key_env = "TEST_LLM_KEY".into();
-    let mut env = gateway.env();
-    env.insert("TEST_LLM_KEY".into(), "sk-test".into());
+    let (config, env) = llm_config(gateway, llm, model, "sk-test");
     persona_runner::tick::TickRunner::new(store.clone(), std::sync::Arc::new(config), &env).unwrap()
+}
+
+/// One CLI-triggered tick of `persona`, first attempt, no progress shown.
+pub async fn tick_once(
+    engine: &persona_runner::tick::TickRunner,
+    persona: &persona_runner::model::persona::Persona,
+) -> persona_runner::tick::TickSummary {
+    let request = persona_runner::tick::TickRequest {
+        persona: persona.clone(),
+        trigger: persona_runner::model::tick::Trigger::Cli,
+        scheduled_for: None,
+        attempt: 1,
+    };
+    engine.run(&request, &|_| {}).await.unwrap()
 }
