@@ -11,6 +11,7 @@ mod macros;
 pub mod api;
 pub mod auth;
 pub mod catalog;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod feedback;

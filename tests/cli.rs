@@ -155,7 +155,7 @@ fn migrate_reports_the_schema_version() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("5 of 5 migrations applied (5 new)"),
+        text(&out.stdout).contains("6 of 6 migrations applied (6 new)"),
         "{}",
         text(&out.stdout)
     );
@@ -196,7 +196,7 @@ fn config_check_prints_the_effective_config_without_secrets() {
     let out = run_in(dir.path(), &["config", "check"], &env);
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("# database: reachable (5 of 5 migrations applied)"),
+        stdout.contains("# database: reachable (6 of 6 migrations applied)"),
         "{stdout}"
     );
     assert_eq!(

@@ -91,6 +91,7 @@ async fn seeding_with_provision_creates_accounts_that_then_log_in() {
         trigger: Trigger::Cli,
         scheduled_for: None,
         attempt: 1,
+        goal: None,
     };
     let before = engine.run(&request, &|_| {}).await.unwrap();
     assert_eq!(before.status, TickStatus::Failed);

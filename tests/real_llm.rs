@@ -64,6 +64,7 @@ async fn a_small_real_model_uses_the_app_and_rates_it() {
             trigger: Trigger::Cli,
             scheduled_for: None,
             attempt: 1,
+            goal: None,
         };
         let summary = engine.run(&request, &|_| {}).await.unwrap();
         let calls = store.tick_calls(summary.tick_id).await.unwrap();

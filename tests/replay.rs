@@ -35,6 +35,7 @@ async fn tick(store: &Store, gateway: &TestGateway, persona: &Persona, calls: &[
         trigger: Trigger::Cli,
         scheduled_for: None,
         attempt: 1,
+        goal: None,
     };
     let summary = engine.run(&request, &|_| {}).await.unwrap();
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);

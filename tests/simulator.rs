@@ -36,6 +36,7 @@ async fn ticks_by(app: &TestApp, persona: &Persona, model: &str, rating: u8) {
             trigger: Trigger::Cli,
             scheduled_for: None,
             attempt: 1,
+            goal: None,
         };
         let summary = engine.run(&request, &|_| {}).await.unwrap();
         assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);

@@ -39,6 +39,7 @@ fn request(persona: &Persona) -> TickRequest {
         trigger: Trigger::Cli,
         scheduled_for: None,
         attempt: 1,
+        goal: None,
     }
 }
 

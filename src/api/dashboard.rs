@@ -238,6 +238,13 @@ async fn render(state: &ApiState, days: i64) -> Result<String, crate::store::Sto
     body.push_str(&modules_table(&report.modules, &report));
     body.push_str(&low_ratings(&report));
     body.push_str(&simulators_table(&report));
+    let verdicts = state.store().verdicts(DEFAULT_TENANT, None, None, 2_000).await?;
+    let names = personas
+        .iter()
+        .map(|p| (p.id, p.email.clone().unwrap_or_else(|| p.name.clone())))
+        .collect();
+    let k = state.config().checks.trials as usize;
+    body.push_str(&super::goals_view::goals_grid(&verdicts, &names, k, &report.goals));
     body.push_str(&personas_table(&personas));
     body.push_str("</main>");
     Ok(html_page("persona-runner QA", &body))

@@ -40,6 +40,8 @@ th, td { text-align:left; padding:.35rem .5rem; border-bottom:1px solid var(--li
 th { color:var(--muted); font-weight:600; white-space:nowrap; }
 td.num { text-align:right; font-variant-numeric: tabular-nums; white-space:nowrap; }
 tr.regression td { background:var(--badbg); } .bad { color:var(--bad); font-weight:600; } .good { color:var(--good); }
+.warn { color:#b45309; font-weight:600; }
+.marks a { text-decoration:none; font-weight:700; padding:0 .1rem; }
 .dist { display:inline-flex; gap:1px; align-items:flex-end; height:18px; }
 .dist span { display:inline-block; width:7px; background:var(--muted); }
 svg { width:100%; height:auto; display:block; }

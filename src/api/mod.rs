@@ -8,9 +8,11 @@
 
 mod admin;
 pub mod auth;
+mod checks;
 mod dashboard;
 mod dashboard_views;
 mod error;
+mod goals_view;
 mod history;
 mod html;
 mod params;
@@ -51,6 +53,13 @@ pub trait TickPort: Send + Sync + 'static {
     fn start(&self, persona: Persona) -> BoxFuture<'_, Result<Uuid, TickError>>;
     /// Ticks every runnable persona now (as SIGUSR1 does); what was started.
     fn start_all(&self) -> BoxFuture<'_, Result<String, TickError>>;
+    /// Records a check run of `selection` and runs its trials in the pool; the run's id.
+    fn start_check(
+        &self,
+        tenant: Uuid,
+        trigger: crate::model::tick::Trigger,
+        selection: crate::check::Selection,
+    ) -> BoxFuture<'_, Result<Uuid, crate::check::CheckError>>;
 }
 
 /// What a SIGHUP may change: the config and the secrets it names.
@@ -375,6 +384,9 @@ fn build() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(history::get_tick))
         .routes(routes!(history::list_actions))
         .routes(routes!(history::feedback))
+        .routes(routes!(checks::start))
+        .routes(routes!(checks::get))
+        .routes(routes!(checks::verdicts))
         .routes(routes!(profile::list_personas))
         .routes(routes!(profile::get_persona, profile::update_persona))
         .routes(routes!(profile::persona_stats))

@@ -46,7 +46,7 @@ fn schema_of(path: &str, name: &str) -> Option<Value> {
         "flow" => names(&Flow::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
         "type" => names(&InteractionType::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>()),
         "provision" => json!({"type": "string", "enum": ["true", "false"]}),
-        "persona" | "module" | "archetype" => json!({"type": "string", "description": "empty = not set"}),
+        "persona" | "module" | "archetype" | "goal" => json!({"type": "string", "description": "empty = not set"}),
         _ => return None,
     })
 }

@@ -5,12 +5,14 @@
 //! problem is reported at once, each with its JSON path.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::LazyLock;
 
 use serde_json::Value;
 
 use super::SCHEMA_JSON;
+pub use super::problem::Problem;
+use super::problem::{join, json_path, problem, shape_problem};
 use crate::config::CatalogConfig;
 use crate::model::persona::{Cadence, PersonaSpec, parse_time_zone};
 
@@ -80,44 +82,6 @@ pub fn openapi_schemas() -> Vec<(String, Value)> {
         }
     }
     schemas
-}
-
-/// One thing wrong with a catalog file.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Problem {
-    pub file: PathBuf,
-    /// Where in the file: `personas[3].email`, or `(file)` for the file as a whole.
-    pub path: String,
-    pub message: String,
-    /// The entry does not have the catalog schema's shape (a missing or unknown field, a
-    /// wrong type or enum value), as opposed to breaking a rule the schema cannot state
-    /// (a test-domain email, a cron that never fires, a duplicate). The API answers the
-    /// first with 400 and the second with 422.
-    #[serde(skip)]
-    pub shape: bool,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}: {}", self.file.display(), self.path, self.message)
-    }
-}
-
-pub(super) fn problem(file: &Path, path: impl Into<String>, message: impl Into<String>) -> Problem {
-    Problem {
-        file: file.to_path_buf(),
-        path: path.into(),
-        message: message.into(),
-        shape: false,
-    }
-}
-
-/// A problem with the entry's shape (see [`Problem::shape`]).
-pub(super) fn shape_problem(file: &Path, path: impl Into<String>, message: impl Into<String>) -> Problem {
-    Problem {
-        shape: true,
-        ..problem(file, path, message)
-    }
 }
 
 /// What the code-level checks need from the config.
@@ -199,6 +163,7 @@ fn check_rules(file: &Path, at: &str, persona: &Value, rules: &Rules, seen: &mut
     check_prompt(file, at, persona, rules, problems);
     check_schedule(file, at, persona, problems);
     check_mix(file, at, persona, problems);
+    super::goals::check_goal_rules(file, at, persona.get("goals"), problems);
 }
 
 /// Email (allowed domain, unique) and name (length, unique).
@@ -369,32 +334,6 @@ fn check_email(email: &str, allowed_domains: &[String]) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Renders a JSON pointer below `at` as `personas[3].email`.
-fn json_path<'a>(at: &str, segments: impl Iterator<Item = jsonschema::paths::LocationSegment<'a>>) -> String {
-    let mut path = at.to_string();
-    for segment in segments {
-        match segment {
-            jsonschema::paths::LocationSegment::Index(index) => path.push_str(&format!("[{index}]")),
-            jsonschema::paths::LocationSegment::Property(name) => path = join(&path, &name),
-        }
-    }
-    if path.is_empty() { "(body)".into() } else { path }
-}
-
-pub(super) fn join(path: &str, field: &str) -> String {
-    let simple = !field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
-    let field = if simple {
-        field.to_string()
-    } else {
-        format!("[{field:?}]")
-    };
-    match (path, simple) {
-        ("" | "(root)" | "(body)", _) => field,
-        (_, true) => format!("{path}.{field}"),
-        (_, false) => format!("{path}{field}"),
-    }
 }
 
 #[cfg(test)]

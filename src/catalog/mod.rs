@@ -7,6 +7,8 @@
 //! whose target is not configured is kept in the profile store but never ticked.
 
 mod check;
+pub mod goals;
+mod problem;
 mod stream;
 
 use std::path::{Path, PathBuf};
@@ -15,7 +17,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use check::{MAX_NAME_CHARS, MAX_PROMPT_BYTES, MAX_WEIGHT, Problem, Rules, openapi_schemas};
-use check::{Seen, check_entry, problem};
+use check::{Seen, check_entry};
+use problem::problem;
 
 use crate::model::persona::{Persona, PersonaSpec};
 use crate::store::{CleanupReport, Store, StoreError, UpsertOutcome};
@@ -39,11 +42,25 @@ pub struct Catalog {
 }
 
 /// What validating a file found.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct Checked {
     pub file: PathBuf,
     pub personas: usize,
     pub target: Option<String>,
+    /// The goals each archetype gives its personas (the file's `archetypes` table).
+    #[serde(skip)]
+    pub archetype_goals: std::collections::BTreeMap<String, Vec<crate::model::goal::Goal>>,
+}
+
+impl Checked {
+    /// A spec of this file as it is seeded: the file's target and archetype goals applied.
+    pub fn complete(&self, spec: PersonaSpec) -> PersonaSpec {
+        let spec = PersonaSpec {
+            target: spec.target.or_else(|| self.target.clone()),
+            ..spec
+        };
+        goals::with_archetype_goals(spec, &self.archetype_goals)
+    }
 }
 
 /// Reads one file, checks every entry, and hands each valid spec (with the file's target
@@ -78,7 +95,7 @@ fn scan_file(
     for key in &head.unknown {
         problems.push(problem(
             file,
-            check::join("", key),
+            problem::join("", key),
             "unknown field (see catalog/catalog.schema.json)",
         ));
     }
@@ -91,7 +108,13 @@ fn scan_file(
             format!("`{target}` is not a target name: letters, digits, `-` and `_`, at most 64"),
         ));
     }
+    let archetype_goals = head
+        .archetypes
+        .as_ref()
+        .map(|table| goals::archetype_goals(file, table, problems))
+        .unwrap_or_default();
     Some(Checked {
+        archetype_goals,
         file: file.to_path_buf(),
         personas: count,
         target: head.target,
@@ -158,7 +181,7 @@ pub fn load(files: &[PathBuf], rules: &Rules) -> Result<Vec<Catalog>, CatalogErr
         if let Some(found) = scan_file(file, reader, rules, &mut seen, &mut problems, &mut |spec| {
             personas.push(spec)
         }) {
-            catalogs.push(with_target(file, personas, found.target));
+            catalogs.push(completed(file, personas, &found));
         }
     }
     if problems.is_empty() {
@@ -168,16 +191,10 @@ pub fn load(files: &[PathBuf], rules: &Rules) -> Result<Vec<Catalog>, CatalogErr
     }
 }
 
-fn with_target(file: &Path, personas: Vec<PersonaSpec>, target: Option<String>) -> Catalog {
+fn completed(file: &Path, personas: Vec<PersonaSpec>, found: &Checked) -> Catalog {
     Catalog {
         file: file.to_path_buf(),
-        personas: personas
-            .into_iter()
-            .map(|spec| PersonaSpec {
-                target: spec.target.or_else(|| target.clone()),
-                ..spec
-            })
-            .collect(),
+        personas: personas.into_iter().map(|spec| found.complete(spec)).collect(),
     }
 }
 
@@ -194,7 +211,7 @@ pub fn validate_text(file: &Path, text: &str, rules: &Rules) -> Result<Catalog, 
         &mut |spec| personas.push(spec),
     );
     match found {
-        Some(found) if problems.is_empty() => Ok(with_target(file, personas, found.target)),
+        Some(found) if problems.is_empty() => Ok(completed(file, personas, &found)),
         _ => Err(problems),
     }
 }
@@ -215,7 +232,7 @@ pub fn validate_edit(
 ) -> Result<PersonaSpec, Vec<Problem>> {
     let file = Path::new("(request body)");
     if patch.contains_key("email") {
-        return Err(vec![check::shape_problem(
+        return Err(vec![problem::shape_problem(
             file,
             "email",
             "the login identity cannot change here; create a persona with the new email instead",
@@ -332,14 +349,9 @@ pub async fn seed_files(
             let Ok(file) = std::fs::File::open(&found.file) else {
                 return;
             };
-            let target = found.target.clone();
             let path = found.file.clone();
             let mut send = |spec: PersonaSpec| {
-                let spec = PersonaSpec {
-                    target: spec.target.or_else(|| target.clone()),
-                    ..spec
-                };
-                let _ = sender.blocking_send((path.clone(), spec));
+                let _ = sender.blocking_send((path.clone(), found.complete(spec)));
             };
             scan_file(&found.file, file, &rules, &mut seen, &mut problems, &mut send);
         }

@@ -12,6 +12,8 @@ use serde_json::Value;
 pub struct Head {
     /// The target (product) of every persona that names none.
     pub target: Option<String>,
+    /// The `archetypes` table (goals shared by an archetype's personas), unchecked.
+    pub archetypes: Option<Value>,
     /// Top-level keys the format does not know.
     pub unknown: Vec<String>,
     /// Whether the file has a `personas` array at all.
@@ -60,6 +62,7 @@ impl<'de> Visitor<'de> for FileVisitor<'_> {
                     head.has_personas = true;
                 }
                 "target" => head.target = Some(map.next_value::<String>()?),
+                "archetypes" => head.archetypes = Some(map.next_value::<Value>()?),
                 "$schema" | "description" => {
                     map.next_value::<String>()?;
                 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use persona_runner::catalog::{self, CatalogError, Rules};
 use persona_runner::model::persona::DEFAULT_TENANT;
@@ -15,6 +15,10 @@ pub enum CatalogCommand {
     Validate {
         /// Catalog files (default: catalog.files of the config).
         files: Vec<PathBuf>,
+        /// Also ask the product (as the first persona with goals) which tools it lists:
+        /// warn about goals naming a tool it does not list, refuse destructive state checks.
+        #[arg(long)]
+        product: bool,
     },
     /// Create or update the personas of the catalogs (idempotent, by email).
     Seed {
@@ -51,7 +55,13 @@ pub async fn run(command: CatalogCommand, app: &App) -> Result<Outcome> {
         }
     };
     match command {
-        CatalogCommand::Validate { files: given } => validate(&files(given), &rules),
+        CatalogCommand::Validate { files: given, product } => {
+            let files = files(given);
+            match validate(&files, &rules)? {
+                Outcome::Success if product => goal_tools(app, &files, &rules).await,
+                outcome => Ok(outcome),
+            }
+        }
         CatalogCommand::Seed {
             files: given,
             json,
@@ -88,6 +98,50 @@ fn validate(files: &[PathBuf], rules: &Rules) -> Result<Outcome> {
         }
         Err(other) => Err(other.into()),
     }
+}
+
+/// `catalog validate --product`: the goals' tools against what the product lists.
+async fn goal_tools(app: &App, files: &[PathBuf], rules: &Rules) -> Result<Outcome> {
+    let specs: Vec<_> = catalog::load(files, rules)?
+        .into_iter()
+        .flat_map(|c| c.personas)
+        .filter(|p| !p.goals.is_empty())
+        .collect();
+    let Some(first) = specs.first() else {
+        out!("no persona has goals: nothing to check against the product");
+        return Ok(Outcome::Success);
+    };
+    let tools = persona_runner::tick::probe::offered_tools(app.config(), &app.env, &first.email)
+        .await
+        .with_context(|| format!("listing the product's tools as {}", first.email))?;
+    let listed: Vec<(String, bool)> = tools.iter().map(|t| (t.name.clone(), t.destructive)).collect();
+    let mut refused = 0;
+    for spec in &specs {
+        let found = catalog::goals::tool_problems(&spec.goals, &listed);
+        for (goal, tool) in found.unknown {
+            out!(
+                "warning: {} · goal `{goal}` names `{tool}`, which the product does not list",
+                spec.email
+            );
+        }
+        for (goal, tool) in found.destructive {
+            refused += 1;
+            out!(
+                "error: {} · goal `{goal}`: the state check's tool `{tool}` is destructive; state checks read with read-only tools",
+                spec.email
+            );
+        }
+    }
+    out!(
+        "{} tool(s) listed by the product; {} persona(s) with goals checked",
+        listed.len(),
+        specs.len()
+    );
+    Ok(if refused > 0 {
+        Outcome::Problems
+    } else {
+        Outcome::Success
+    })
 }
 
 /// `catalog seed`: the idempotent upsert, then (with `--provision`) the sign-ups.

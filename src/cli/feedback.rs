@@ -182,6 +182,7 @@ fn print_tables(report: &FeedbackReport) {
                 .map_or("- (no evidence)".into(), |l| format!("{l:+.2} against the evidence"))
         );
     }
+    print_goals(report);
     for fit in &report.fitness {
         out!(
             "fitness of {}: {} ticks, {} idle ({:.0}%), {} calls ({} recovered from text, {} to unknown tools, \
@@ -214,5 +215,25 @@ fn print_tables(report: &FeedbackReport) {
                 n.notes.as_deref().unwrap_or_default()
             );
         }
+    }
+}
+
+/// Goals' pass rates, one line per goal, simulator and judge version.
+fn print_goals(report: &FeedbackReport) {
+    for goal in &report.goals {
+        let share = if goal.trials == 0 {
+            0.0
+        } else {
+            goal.passed as f64 / goal.trials as f64
+        };
+        out!(
+            "goal {}: {}/{} trials passed ({:.0}%) with {} · judge: {}",
+            goal.goal,
+            goal.passed,
+            goal.trials,
+            share * 100.0,
+            goal.simulator,
+            goal.judge.as_deref().unwrap_or("none")
+        );
     }
 }

@@ -21,6 +21,7 @@ mod catalog;
 mod check;
 mod feedback;
 mod gateway;
+mod goals;
 mod personas;
 mod replay;
 mod tick;
@@ -61,6 +62,8 @@ enum Command {
     /// Validate, seed or clean up persona catalogs.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
+    /// Run goals as check ticks, K trials each: pass@1, pass^k, JUnit; exit 1 when a goal fell short.
+    Check(goals::CheckArgs),
     /// QA report: per module, the average rating, how many, and the lowest notes.
     Feedback(feedback::FeedbackArgs),
     /// List or show the personas in the store.
@@ -135,6 +138,8 @@ pub fn error_line(err: &dyn std::fmt::Display) -> String {
 pub enum Outcome {
     Success,
     Problems,
+    /// The request itself was wrong (an unknown goal or persona): exit 2, as for bad flags.
+    Usage,
 }
 
 pub fn main() -> ExitCode {
@@ -164,6 +169,7 @@ pub fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.command, loaded, env, cli.config)) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Problems) => ExitCode::FAILURE,
+        Ok(Outcome::Usage) => ExitCode::from(2),
         Err(err) => {
             eprintln!(
                 "error: {}",
@@ -190,6 +196,7 @@ async fn dispatch(
         Command::Serve => serve_sidecar(&app).await,
         Command::Feedback(args) => feedback::run(args, &app).await,
         Command::Tick(args) => tick::run(args, &app).await,
+        Command::Check(args) => goals::run(args, &app).await,
         Command::Replay(args) => replay::run(args, &app).await,
         Command::Catalog(command) => catalog::run(command, &app).await,
         Command::Personas(command) => personas::run(command, &app).await,

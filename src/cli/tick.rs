@@ -85,6 +85,7 @@ pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
                 trigger: Trigger::Cli,
                 scheduled_for: None,
                 attempt: 1,
+                goal: None,
             };
             (index, label, engine.run(&request, &*events).await)
         });

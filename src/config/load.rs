@@ -166,6 +166,7 @@ fn load_table(mut table: toml::Table, env: &Env) -> Result<(Config, Vec<String>,
             .map(|(_, var)| var.as_str())
     };
     rename_keys(&mut table, &mut deprecations);
+    judge_defaults(&mut table);
     let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
         let key = err.path().to_string();
         // toml adds an "in `section`" line that repeats the key; the first line says it all.
@@ -179,6 +180,21 @@ fn load_table(mut table: toml::Table, env: &Env) -> Result<(Config, Vec<String>,
         overrides.into_iter().map(|(_, var)| var).collect(),
         deprecations,
     ))
+}
+
+/// A `[judge]` table starts from the `[llm]` defaults, except that a judge reads at
+/// temperature 0 and has a key of its own: what the table leaves out is filled in here.
+fn judge_defaults(table: &mut toml::Table) {
+    let Some(toml::Value::Table(judge)) = table.get_mut("judge") else {
+        return;
+    };
+    let defaults = super::checks::no_judge();
+    judge
+        .entry("temperature")
+        .or_insert_with(|| toml::Value::Float(f64::from(defaults.temperature)));
+    judge
+        .entry("api_key_env")
+        .or_insert_with(|| toml::Value::String(defaults.api_key_env.clone()));
 }
 
 fn invalid(key: &str, var: Option<&str>, message: &str) -> ConfigError {

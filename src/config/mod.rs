@@ -5,6 +5,7 @@
 //! the environment variable, when it came from one) and the expected form. The documented
 //! default file is `config.toml` at the repository root; keep it in step with this module.
 
+mod checks;
 mod llm;
 mod load;
 mod product;
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::redact::redact;
+pub use checks::ChecksConfig;
 pub use llm::*;
 pub use load::{ConfigSource, LoadedConfig, from_table, load};
 pub use product::*;
@@ -67,6 +69,11 @@ pub struct Config {
     pub auth: AuthConfig,
     pub mcp: McpConfig,
     pub llm: LlmConfig,
+    /// The model that judges goals' criteria, apart from the persona's (`provider =
+    /// "offline"`: no judge, the default).
+    pub judge: LlmConfig,
+    /// Goals run by the daemon on a cadence, and `check`'s defaults.
+    pub checks: ChecksConfig,
     pub tick: TickConfig,
     pub retry: RetryConfig,
     pub scheduler: SchedulerConfig,
@@ -91,6 +98,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             mcp: McpConfig::default(),
             llm: LlmConfig::default(),
+            judge: checks::no_judge(),
+            checks: ChecksConfig::default(),
             tick: TickConfig::default(),
             retry: RetryConfig::default(),
             scheduler: SchedulerConfig::default(),
@@ -204,6 +213,17 @@ impl Config {
             file: self.llm.api_key_file.as_deref(),
             env_var: Some(&self.llm.api_key_env),
             credential: "llm-api-key",
+        };
+        Ok(secret::resolve(&lookup, env)?.map(|(secret, _)| secret))
+    }
+
+    /// The judge's API key, if one is configured.
+    pub fn judge_api_key(&self, env: &Env) -> Result<Option<Secret>, ConfigError> {
+        let lookup = secret::SecretLookup {
+            key: "judge.api_key",
+            file: self.judge.api_key_file.as_deref(),
+            env_var: Some(&self.judge.api_key_env),
+            credential: "judge-api-key",
         };
         Ok(secret::resolve(&lookup, env)?.map(|(secret, _)| secret))
     }

@@ -15,7 +15,43 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
     pool(config)?;
     pointers(config)?;
     oauth(config)?;
+    checks(config)?;
     rest(config)
+}
+
+/// `[checks]` and `[judge]`.
+fn checks(config: &Config) -> Result<(), (&'static str, String)> {
+    let checks = &config.checks;
+    if !checks.cadence.trim().is_empty() {
+        <croner::Cron as std::str::FromStr>::from_str(checks.cadence.trim()).map_err(|err| {
+            (
+                "checks.cadence",
+                format!(
+                    "`{}` is not a cron expression ({err}); e.g. \"0 6 * * *\"",
+                    checks.cadence
+                ),
+            )
+        })?;
+    }
+    if checks.trials == 0 {
+        return Err(("checks.trials", "must be at least 1".into()));
+    }
+    if checks.min_pass > checks.trials {
+        return Err((
+            "checks.min_pass",
+            format!("{} is more than checks.trials = {}", checks.min_pass, checks.trials),
+        ));
+    }
+    if let Some(own) = OWN_REQUEST_KEYS
+        .iter()
+        .find(|k| config.judge.extra_body.contains_key(**k))
+    {
+        return Err(("judge.extra_body", format!("`{own}` is set by the runner itself")));
+    }
+    if !(0.0..=2.0).contains(&config.judge.temperature) {
+        return Err(("judge.temperature", "must be between 0 and 2".into()));
+    }
+    Ok(())
 }
 
 /// `[database]`.

@@ -151,6 +151,44 @@ async fn start_sidecar(
     }))
 }
 
+/// The daemon's `[checks] cadence`: at each cron slot (UTC) it starts a check run of
+/// `[checks]`'s goals and personas, so the dashboard's grid stays fresh. A slot missed
+/// while a run is still going is skipped, not queued.
+fn checks_on_cadence(
+    control: Arc<ApiPort>,
+    config: &Config,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let cadence = config.checks.cadence.trim();
+    if cadence.is_empty() {
+        return None;
+    }
+    let cron: croner::Cron = cadence.parse().ok()?;
+    let selection = crate::check::Selection::from_config(config);
+    tracing::info!(%cadence, "goals are checked on a cadence ([checks] cadence)");
+    Some(tokio::spawn(async move {
+        use crate::api::TickPort as _;
+        loop {
+            let now = crate::time::now();
+            let Ok(next) = cron.find_next_occurrence(&now, false) else {
+                return;
+            };
+            let wait = (next - now).to_std().unwrap_or_default();
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            match control
+                .start_check(DEFAULT_TENANT, Trigger::Schedule, selection.clone())
+                .await
+            {
+                Ok(run) => tracing::info!(%run, "scheduled check run started"),
+                Err(err) => tracing::warn!(%err, "the scheduled check run could not start"),
+            }
+        }
+    }))
+}
+
 /// Waits for TERM or INT (or `shutdown`).
 async fn terminated(shutdown: &CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -182,6 +220,7 @@ pub async fn serve(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<
         host,
         pool: pool.clone(),
         commands: None,
+        env: env.clone(),
     });
     let state = crate::api::ApiState::new(store.clone(), sidecar_settings(&config, env)?, Some(control), None);
     // Without a scheduler to do it, this task notices the end of a store outage.
@@ -289,7 +328,9 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
         host: host.clone(),
         pool: pool.clone(),
         commands: Some(commands.clone()),
+        env: env.clone(),
     });
+    let checks_task = checks_on_cadence(control.clone(), &config, shutdown.child_token());
     let api = crate::api::ApiState::new(
         store.clone(),
         sidecar_settings(&config, env)?,
@@ -317,6 +358,7 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
             let (store, config, stop) = (store.clone(), config.clone(), shutdown.child_token());
             tokio::spawn(async move { crate::retention::run(store, config.retention.clone(), stop).await })
         },
+        checks: checks_task,
         sidecar: sidecar_task,
         gateway: gateway_task,
     };
@@ -354,6 +396,8 @@ struct Tasks {
     scheduler: tokio::task::JoinHandle<()>,
     watchdog: Option<tokio::task::JoinHandle<()>>,
     maintenance: tokio::task::JoinHandle<()>,
+    /// `[checks] cadence`, when set.
+    checks: Option<tokio::task::JoinHandle<()>>,
     sidecar: tokio::task::JoinHandle<()>,
     gateway: Option<tokio::task::JoinHandle<()>>,
 }
@@ -365,6 +409,9 @@ impl Tasks {
     async fn drain(self, pool: &TickPool, grace: Duration, http_stop: CancellationToken) {
         let stopping = Instant::now();
         let _ = self.scheduler.await;
+        if let Some(checks) = self.checks {
+            let _ = checks.await;
+        }
         pool.drain(grace.saturating_sub(stopping.elapsed())).await;
         if let Some(watchdog) = self.watchdog {
             let _ = watchdog.await;

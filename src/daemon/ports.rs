@@ -1,6 +1,7 @@
 //! The daemon's side of the scheduler and of the API's one-off ticks: [`SchedulerPort`] is
 //! the scheduler's [`Port`] (the store's schedule rows and atomic slot claims, the tick
-//! engine), and [`ApiPort`] starts one-off ticks for the API in the same tick pool.
+//! engine), and [`ApiPort`] starts one-off ticks and check runs for the API (and the `[checks]`
+//! cadence) in the same tick pool.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::api::{BoxFuture, TickPort};
+use crate::check::{CheckError, Checker, Selection};
 use crate::config::Config;
 use crate::model::persona::Persona;
 use crate::model::tick::{Tick, TickStatus, Trigger};
@@ -41,6 +43,14 @@ impl SchedulerPort {
 
     pub async fn engine(&self) -> Arc<TickRunner> {
         self.engine.read().await.clone()
+    }
+
+    /// The config in force (replaced on SIGHUP).
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Runs a claimed tick to its end (the engine records every way it can end).
@@ -131,6 +141,7 @@ impl Port for SchedulerPort {
             trigger: Trigger::Schedule,
             scheduled_for: Some(slot),
             attempt: 1,
+            goal: None,
         };
         let max_attempts = self.max_attempts.load(Ordering::Relaxed) as i32;
         match self.store.claim_slot(&engine.new_tick(&request), max_attempts).await {
@@ -156,6 +167,7 @@ impl Port for SchedulerPort {
             trigger,
             scheduled_for: None,
             attempt: 1,
+            goal: None,
         };
         match engine.claim(&request).await {
             Ok(tick) => self.run_claimed(engine, tick, request, cut).await,
@@ -205,6 +217,8 @@ pub struct ApiPort {
     pub(super) host: Arc<SchedulerPort>,
     pub(super) pool: Arc<TickPool>,
     pub(super) commands: Option<mpsc::Sender<Command>>,
+    /// For the judge's API key, read when a check starts.
+    pub(super) env: crate::config::Env,
 }
 
 impl ApiPort {
@@ -217,6 +231,7 @@ impl ApiPort {
             trigger,
             scheduled_for: None,
             attempt: 1,
+            goal: None,
         };
         let tick = engine.claim(&request).await?;
         let tick_id = tick.id;
@@ -231,7 +246,37 @@ impl ApiPort {
     }
 }
 
+impl ApiPort {
+    /// Plans a check run (a usage error comes back at once), records it, and runs its
+    /// trials in the pool, so a shutdown drains them like any tick.
+    async fn check(&self, tenant: Uuid, trigger: Trigger, selection: Selection) -> Result<Uuid, CheckError> {
+        let engine = self.host.engine().await;
+        let config = self.host.config();
+        let checker = Arc::new(Checker::new(engine, self.host.store.clone(), config, &self.env)?);
+        let planned = checker.plan(tenant, &selection).await?;
+        let run = checker.open_run(tenant, trigger, &selection).await?;
+        let id = run.id;
+        let cut = self.pool.cut();
+        self.pool.spawn(async move {
+            match checker.run(&run, planned, Arc::new(|_| {}), cut).await {
+                Ok(verdicts) => tracing::info!(run = %run.id, trials = verdicts.len(), "check run finished"),
+                Err(err) => tracing::warn!(run = %run.id, %err, "check run could not be finished"),
+            }
+        });
+        Ok(id)
+    }
+}
+
 impl TickPort for ApiPort {
+    fn start_check(
+        &self,
+        tenant: Uuid,
+        trigger: Trigger,
+        selection: Selection,
+    ) -> BoxFuture<'_, Result<Uuid, CheckError>> {
+        Box::pin(self.check(tenant, trigger, selection))
+    }
+
     fn start(&self, persona: Persona) -> BoxFuture<'_, Result<Uuid, TickError>> {
         Box::pin(self.start_one(persona, Trigger::Api))
     }
@@ -263,6 +308,7 @@ impl TickPort for ApiPort {
                         trigger: Trigger::Api,
                         scheduled_for: None,
                         attempt: 1,
+                        goal: None,
                     };
                     let Ok(tick) = engine.claim(&request).await else {
                         continue;

@@ -160,6 +160,9 @@ pub struct FeedbackReport {
     pub simulator_changes: Vec<SimulatorChange>,
     /// Per simulator version over the window, whether it was fit to simulate.
     pub fitness: Vec<SimulatorFitness>,
+    /// Goals' pass rates over the window, one row per goal, simulator and judge version:
+    /// rates are compared only within a row (a model switch is never a regression).
+    pub goals: Vec<crate::store::GoalPassRate>,
 }
 
 /// What ratings are grouped by.
@@ -513,6 +516,7 @@ pub async fn report(store: &Store, scope: &RatingScope, rules: &FeedbackConfig) 
             .into_iter()
             .map(SimulatorFitness::from)
             .collect(),
+        goals: store.goal_pass_rates(scope.tenant, scope.from, scope.until).await?,
     })
 }
 

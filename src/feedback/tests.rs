@@ -129,6 +129,7 @@ fn csv_quotes_fields_that_need_it() {
         simulators: vec![],
         simulator_changes: vec![],
         fitness: Vec::new(),
+        goals: Vec::new(),
     };
     let csv = to_csv(&report);
     assert!(

@@ -57,6 +57,11 @@ pub fn definitions() -> Vec<Value> {
         // A schema the offline driver cannot satisfy (it does not synthesize patterns).
         json!({"name": "lab.verify", "description": "Verifies a phone number.",
                "inputSchema": object(json!({"phone": {"type": "string", "pattern": "^\\+49[0-9]{9,11}$"}}), json!(["phone"]))}),
+        // For goals that fail and goals that are flaky (the trial runner's tests).
+        json!({"name": "lab.fail", "description": "Submits your tax form (the service is down: it always fails).",
+               "inputSchema": object(json!({}), json!([]))}),
+        json!({"name": "lab.flaky", "description": "Syncs your data (it fails every other time).",
+               "inputSchema": object(json!({}), json!([]))}),
         json!({"name": "lab.crash", "description": "Crashes the product.",
                "inputSchema": object(json!({}), json!([]))}),
         json!({"name": "lab.hang", "description": "Never answers.",
@@ -136,6 +141,22 @@ pub async fn call(tool: &str, arguments: &Value, peer: &Peer<RoleServer>) -> Res
         "lab.export" => Ok(text(json!({"exported": true}))),
         "lab.plan_trip" => Ok(text(json!({"planned": arguments}))),
         "lab.verify" => Ok(text(json!({"verified": arguments}))),
+        "lab.fail" => Ok(CallToolResult::error(vec![rmcp::model::ContentBlock::text(
+            "the tax service is down, try again later",
+        )])),
+        "lab.flaky" => {
+            static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            if CALLS
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .is_multiple_of(2)
+            {
+                Ok(text(json!({"synced": true})))
+            } else {
+                Ok(CallToolResult::error(vec![rmcp::model::ContentBlock::text(
+                    "sync conflict, try again",
+                )]))
+            }
+        }
         "lab.crash" => {
             // Dies with the call in flight, as a crashing product does.
             tokio::spawn(async {

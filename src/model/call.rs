@@ -26,9 +26,10 @@ text_enum! {
 }
 
 text_enum! {
-    /// What an audited row is: a tool call of the persona, or a request of the server
-    /// that the persona answered.
-    pub enum CallKind { Call => "call", Elicitation => "elicitation", Sampling => "sampling" }
+    /// What an audited row is: a tool call of the persona, a request of the server that
+    /// the persona answered, or the runner's own read of the product's state after a
+    /// check tick (`check`, never the persona's).
+    pub enum CallKind { Call => "call", Elicitation => "elicitation", Sampling => "sampling", Check => "check" }
 }
 
 text_enum! {

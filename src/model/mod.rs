@@ -7,10 +7,12 @@
 //! - [`call`]: one audited call (the one record of the audit), its kind and result, and
 //!   the input hash that dedup compares;
 //! - [`rating`]: a module's 1–5 rating with its evidence;
+//! - [`goal`]: goals with their checks and criteria, and the verdict of a trial;
 //! - [`profile`]: learned preferences, interactions and the alignment formula;
 //! - [`schedule`]: cadence rules, slots, jitter and catch-up.
 
 pub mod call;
+pub mod goal;
 pub mod persona;
 pub mod profile;
 pub mod rating;

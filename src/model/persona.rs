@@ -195,6 +195,10 @@ pub struct PersonaSpec {
     /// default target. A persona whose target is not configured is never ticked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// What the persona sets out to do in check ticks (its own and its archetype's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub goals: Vec<super::goal::Goal>,
 }
 
 /// An optional whole number written as an integer or as a number without a fraction
@@ -262,6 +266,9 @@ pub struct Persona {
     pub page_templates: Vec<serde_json::Value>,
     /// The target (product) the persona uses; `null`: the default target.
     pub target: Option<String>,
+    /// What the persona sets out to do in check ticks.
+    #[schema(value_type = Vec<Object>)]
+    pub goals: Vec<super::goal::Goal>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -294,6 +301,7 @@ impl Persona {
             && self.default_profile == spec.default_profile
             && self.page_templates == spec.page_templates
             && self.target == spec.target
+            && self.goals == spec.goals
     }
 
     /// The definition part of a stored persona (its email empty for a profile-only one).
@@ -324,6 +332,7 @@ impl Persona {
             default_profile: self.default_profile.clone(),
             page_templates: self.page_templates.clone(),
             target: self.target.clone(),
+            goals: self.goals.clone(),
         }
     }
 

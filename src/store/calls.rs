@@ -41,6 +41,7 @@ pub(super) const TICK_CALLS: &str = "SELECT id, tenant_id, tick_id, persona_id, 
 /// The latest identical call that ran or may have run (dedup across ticks).
 pub(super) const EARLIER_CALL: &str = "SELECT result, output FROM persona_actions
      WHERE persona_id = $1 AND input_hash = $2 AND created_at >= $3 AND result IN ('ok', 'unknown')
+       AND kind = 'call'
      ORDER BY created_at DESC LIMIT 1";
 
 impl<'r, R: Row> sqlx::FromRow<'r, R> for Call

@@ -8,6 +8,7 @@ use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Encode, Type};
 
 use crate::model::call::{CallKind, CallResult, Refusal};
+use crate::model::goal::{Outcome, RunStatus};
 use crate::model::persona::{DetailLevel, Flow, HeadlineType, UserKind};
 use crate::model::profile::{InteractionType, ProfileStatus, Sentiment};
 use crate::model::tick::{RatingStatus, TickStatus, Trigger};
@@ -57,6 +58,8 @@ macro_rules! text_columns {
 }
 
 text_columns!(
+    Outcome,
+    RunStatus,
     CallKind,
     CallResult,
     Refusal,

@@ -27,6 +27,7 @@ mod spend;
 mod tick_end;
 mod ticks;
 mod users;
+mod verdicts;
 mod writer;
 
 use std::path::Path;
@@ -48,6 +49,7 @@ pub use retention::Prunable;
 pub use tick_end::{ProfileEnd, TickEnd, TickProfile};
 pub use ticks::SlotClaim;
 pub use users::CleanupReport;
+pub use verdicts::GoalPassRate;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");

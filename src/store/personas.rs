@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::columns::{Bind, Query};
 use super::{BackendKind, Conn, Result, Store, StoreError, begin_write, on_conn, with_pool, with_writer};
+use crate::model::goal::Goal;
 use crate::model::persona::{
     DetailLevel, Flow, HeadlineType, KeyMetric, ModuleMix, Persona, PersonaSpec, UserKind, normalize_email,
 };
@@ -50,14 +51,14 @@ macro_rules! select_persona {
                     p.primary_authority, p.decision_focus, p.primary_dashboard, p.key_metrics,
                     p.detail_level, p.headline_type, p.hero_chart_type, p.context_factors,
                     p.required_data_sources, p.actions, p.default_profile, p.page_templates,
-                    p.target, p.created_at, p.updated_at
+                    p.target, p.goals, p.created_at, p.updated_at
              FROM personas p LEFT JOIN users u ON u.id = p.user_id ",
             $($tail)?
         )
     };
 }
 
-/// Binds `$3..$26` of the persona insert/update statements (after id and user id).
+/// Binds `$3..$27` of the persona insert/update statements (after id and user id).
 pub(super) fn bind_spec<'a, 'q, DB: Database>(
     query: Query<'q, DB>,
     spec: &'a PersonaSpec,
@@ -76,6 +77,7 @@ where
     Json<&'a Vec<KeyMetric>>: Encode<'a, DB> + Type<DB>,
     Json<&'a Vec<String>>: Encode<'a, DB> + Type<DB>,
     Json<&'a Vec<Value>>: Encode<'a, DB> + Type<DB>,
+    Json<&'a Vec<Goal>>: Encode<'a, DB> + Type<DB>,
     Option<Json<&'a Value>>: Encode<'a, DB> + Type<DB>,
 {
     query
@@ -103,10 +105,11 @@ where
         .bind(spec.default_profile.as_ref().map(Json))
         .bind(Json(&spec.page_templates))
         .bind(spec.target.as_deref())
+        .bind(Json(&spec.goals))
 }
 
-/// The persona insert: `$1` id, `$2` user id, `$3..$26` as [`bind_spec`] binds them,
-/// `$27` the time, `$28` the tenant; `$tail` may add a conflict clause.
+/// The persona insert: `$1` id, `$2` user id, `$3..$27` as [`bind_spec`] binds them,
+/// `$28` the time, `$29` the tenant; `$tail` may add a conflict clause.
 macro_rules! insert_persona {
     ($tail:literal) => {
         concat!(
@@ -115,18 +118,18 @@ macro_rules! insert_persona {
                 time_zone, locale, paused, name, description, flow, role_index,
                 primary_authority, decision_focus, primary_dashboard, key_metrics,
                 detail_level, headline_type, hero_chart_type, context_factors,
-                required_data_sources, actions, default_profile, page_templates, target,
+                required_data_sources, actions, default_profile, page_templates, target, goals,
                 created_at, updated_at, changed_at, tenant_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
-                     $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $27, $27, $28)",
+                     $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $28, $28, $29)",
             $tail
         )
     };
 }
 pub(super) use insert_persona;
 
-/// `SET` list of the definition columns as [`bind_spec`] binds them (`$3..$26`), and
-/// `updated_at = changed_at = $27`.
+/// `SET` list of the definition columns as [`bind_spec`] binds them (`$3..$27`), and
+/// `updated_at = changed_at = $28`.
 macro_rules! spec_set {
     () => {
         "archetype = $3, system_prompt = $4, module_mix = $5, tick_cadence = $6, time_zone = $7,
@@ -134,7 +137,8 @@ macro_rules! spec_set {
          primary_authority = $14, decision_focus = $15, primary_dashboard = $16,
          key_metrics = $17, detail_level = $18, headline_type = $19, hero_chart_type = $20,
          context_factors = $21, required_data_sources = $22, actions = $23,
-         default_profile = $24, page_templates = $25, target = $26, updated_at = $27, changed_at = $27"
+         default_profile = $24, page_templates = $25, target = $26, goals = $27, updated_at = $28,
+         changed_at = $28"
     };
 }
 pub(super) use spec_set;
@@ -171,6 +175,7 @@ struct PersonaRow {
     default_profile: Option<Json<Value>>,
     page_templates: Json<Vec<Value>>,
     target: Option<String>,
+    goals: Json<Vec<Goal>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -213,6 +218,7 @@ impl TryFrom<PersonaRow> for Persona {
             default_profile: row.default_profile.map(|json| json.0),
             page_templates: row.page_templates.0,
             target: row.target,
+            goals: row.goals.0,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })

@@ -246,9 +246,13 @@ impl TickRunner {
         if let Some(output) = state.seen.get(hash) {
             return Some(EarlierCall::Answered(output.clone()));
         }
+        // A check trial is a fresh attempt: it never counts as a repeat of an earlier tick.
         let DedupWindow::Last(window) = self.config.tick.dedup_window else {
             return None;
         };
+        if ctx.goal.is_some() {
+            return None;
+        }
         let since = crate::time::before(crate::time::now(), window.0);
         self.store
             .earlier_call(ctx.persona.id, hash, since)
@@ -356,7 +360,7 @@ impl TickRunner {
 
     /// Writes `record` and, in the same commit, the last call's completion if it is still
     /// unsaved (a call's result usually rides with the next call's write-ahead row).
-    async fn record_after_unsaved(&self, state: &mut TickState, record: Call) -> Result<(), TickError> {
+    pub(super) async fn record_after_unsaved(&self, state: &mut TickState, record: Call) -> Result<(), TickError> {
         match state.unsaved.take() {
             None => self.store.record_call(record).await?,
             Some(done) => {
@@ -447,14 +451,14 @@ impl TickRunner {
 /// What a sent call came to: its completion (result, error, output, latency), what the
 /// model is told, the error that ends the tick (a session gone), and whether the call
 /// reached the product (answered, timed out, or lost in flight).
-type Settled = (
+pub(super) type Settled = (
     (CallResult, Option<String>, Option<String>, Option<i32>),
     String,
     Option<McpError>,
     bool,
 );
 
-fn settle(
+pub(super) fn settle(
     outcome: Result<(CallOutcome, std::time::Duration), McpError>,
     state: &mut TickState,
     input_hash: &str,

@@ -14,6 +14,7 @@
 mod agent;
 use crate::redact as audit;
 mod call;
+mod goal;
 mod lease;
 mod offline;
 mod offline_play;
@@ -141,6 +142,9 @@ pub struct TickSummary {
     /// Driver, model, prompt template hash and temperature.
     pub simulator: String,
     pub duration_ms: u128,
+    /// A check tick's reads of the product's state after play.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<crate::model::goal::StateAnswer>,
 }
 
 /// A tick to run.
@@ -150,6 +154,9 @@ pub struct TickRequest {
     pub trigger: Trigger,
     pub scheduled_for: Option<DateTime<Utc>>,
     pub attempt: i32,
+    /// A check tick's goal: its task is the persona's intention, its state checks are
+    /// read after play.
+    pub goal: Option<crate::model::goal::Goal>,
 }
 
 enum Driver {
@@ -180,6 +187,8 @@ pub struct TickRunner {
 /// What a call of the tick needs to know about its tick.
 pub(crate) struct CallContext<'a> {
     persona: &'a Persona,
+    /// A check tick's goal.
+    goal: Option<&'a crate::model::goal::Goal>,
     tick_id: Uuid,
     label: &'a str,
     events: &'a (dyn Fn(TickEvent) + Send + Sync),
@@ -392,6 +401,7 @@ impl TickRunner {
         let mut state = self.tick_state();
         let ctx = CallContext {
             persona,
+            goal: request.goal.as_ref(),
             tick_id: tick.id,
             label: &label,
             events,
@@ -419,6 +429,7 @@ impl TickRunner {
             turns: state.turns,
             simulator: self.simulator.clone(),
             duration_ms: started.elapsed().as_millis(),
+            state: std::mem::take(&mut state.state_answers),
         };
         events(TickEvent::Finished {
             summary: Box::new(summary.clone()),

@@ -96,6 +96,25 @@ fn arguments_for(state: &TickState, tool: &ToolInfo, chaos: bool, rng: &mut fast
     }
 }
 
+/// The offered tools a goal's call checks name, each as often as its `min`, in order.
+fn wanted_tools(goal: &crate::model::goal::Goal, offered: &[ToolInfo]) -> Vec<ToolInfo> {
+    let mut wanted = Vec::new();
+    for check in &goal.checks {
+        let crate::model::goal::Check::Called(called) = check else {
+            continue;
+        };
+        let Ok(glob) = globset::Glob::new(&called.called).map(|g| g.compile_matcher()) else {
+            continue;
+        };
+        if let Some(tool) = offered.iter().find(|t| glob.is_match(&t.name)) {
+            for _ in 0..called.min.unwrap_or(1).min(20) {
+                wanted.push(tool.clone());
+            }
+        }
+    }
+    wanted
+}
+
 /// The ratings the evidence alone gives: only calls that reached the product count, and
 /// a module with none is not rated.
 fn evidence_ratings(state: &TickState) -> Vec<rating::ModuleRating> {
@@ -134,15 +153,27 @@ impl TickRunner {
         let ordinal = self.store.count_ticks(ctx.persona.id).await?;
         let mut rng = tick_rng(seed, ctx.persona, ordinal);
         let menu = Menu::of(&state.offered, ctx.persona);
+        // A check tick calls the tools its goal's checks name first (so goals run without
+        // an LLM), then plays on as usual.
+        let wanted = ctx
+            .goal
+            .map(|goal| wanted_tools(goal, &state.offered))
+            .unwrap_or_default();
         let count = if menu.by_module.is_empty() {
             0
         } else {
-            rng.usize(3..=8).min(self.config.tick.max_tool_calls as usize)
+            rng.usize(3..=8)
+                .max(wanted.len())
+                .min(self.config.tick.max_tool_calls as usize)
         };
         for turn in 0..count {
-            let module = menu.pick_module(&mut rng);
-            let tool = menu.pick_tool(&module, &mut rng);
-            let is_chaos = chaos && rng.bool();
+            let (tool, module, is_chaos) = match wanted.get(turn) {
+                Some(tool) => (tool.clone(), tool.module.clone(), false),
+                None => {
+                    let module = menu.pick_module(&mut rng);
+                    (menu.pick_tool(&module, &mut rng), module, chaos && rng.bool())
+                }
+            };
             let arguments = arguments_for(state, &tool, is_chaos, &mut rng);
             state.turns = turn as i32 + 1;
             (ctx.events)(TickEvent::Turn {

@@ -14,12 +14,14 @@ const RATING: &str = include_str!("../../prompts/rating.md");
 const ELICITATION: &str = include_str!("../../prompts/elicitation.md");
 const OPENING: &str = include_str!("../../prompts/opening.md");
 const NUDGE: &str = include_str!("../../prompts/nudge.md");
+const GOAL: &str = include_str!("../../prompts/goal.md");
 
 /// A short hash of the templates, stored on every tick as its prompt version.
 pub fn version() -> &'static str {
     static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let digest =
-            Sha256::digest(format!("{ROLEPLAY}\u{0}{RATING}\u{0}{ELICITATION}\u{0}{OPENING}\u{0}{NUDGE}").as_bytes());
+        let digest = Sha256::digest(
+            format!("{ROLEPLAY}\u{0}{RATING}\u{0}{ELICITATION}\u{0}{OPENING}\u{0}{NUDGE}\u{0}{GOAL}").as_bytes(),
+        );
         digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
     });
     &VERSION
@@ -115,6 +117,19 @@ pub fn opening(example_tool: &str) -> String {
     render(OPENING, &[("example_tool", example_tool.to_string())])
         .trim_end()
         .to_string()
+}
+
+/// A check tick's first user turn: the goal's task as the persona's intention.
+pub fn goal_opening(task: &str, example_tool: &str) -> String {
+    render(
+        GOAL,
+        &[
+            ("task", task.trim().to_string()),
+            ("example_tool", example_tool.to_string()),
+        ],
+    )
+    .trim_end()
+    .to_string()
 }
 
 /// The reminder when the persona answers with text before using the app at all.

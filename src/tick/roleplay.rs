@@ -109,7 +109,11 @@ impl TickRunner {
         state
             .transcript
             .push("system", prompt::persona_part(persona, now, &story));
-        let opening = prompt::opening(&example_tool(state, persona, names));
+        let example = example_tool(state, persona, names);
+        let opening = match ctx.goal {
+            Some(goal) => prompt::goal_opening(&goal.task, &example),
+            None => prompt::opening(&example),
+        };
         state.transcript.push("user", json!({"content": opening}));
         Ok(vec![
             json!({"role": "system", "content": audit::redact_truncate(&system, &state.redact, usize::MAX)}),

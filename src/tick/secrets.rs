@@ -23,6 +23,7 @@ pub fn process_secrets(config: &Config, env: &Env) -> Vec<String> {
 fn product_secrets(config: &Config, env: &Env) -> Vec<String> {
     let mut secrets: Vec<String> = [
         config.llm_api_key(env),
+        config.judge_api_key(env),
         config.admin_token(env),
         config.jwt_secret(env),
         config.database_password(env),

@@ -159,8 +159,10 @@ impl TickRunner {
         }
         self.connect(ctx, state).await?;
         match &self.driver {
-            Driver::Llm(llm) => self.play_llm(llm, ctx, state).await,
-            Driver::Offline { seed, chaos } => self.play_offline(*seed, *chaos, ctx, state).await,
+            Driver::Llm(llm) => self.play_llm(llm, ctx, state).await?,
+            Driver::Offline { seed, chaos } => self.play_offline(*seed, *chaos, ctx, state).await?,
         }
+        // A check tick: the runner reads the product's state for the goal's state checks.
+        self.read_state(ctx, state).await
     }
 }

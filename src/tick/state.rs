@@ -103,6 +103,8 @@ pub(super) struct TickState {
     /// The last call's completion, not committed yet: it rides with the tick's next row,
     /// or is committed alone before the tick waits for anything (see `TickRunner::send`).
     pub unsaved: Option<Completion>,
+    /// A check tick's reads of the product's state after play, in the goal's order.
+    pub state_answers: Vec<crate::model::goal::StateAnswer>,
 }
 
 impl TickState {
@@ -117,6 +119,7 @@ impl TickState {
             validators: HashMap::new(),
             seq: Arc::new(AtomicI32::new(0)),
             unsaved: None,
+            state_answers: Vec::new(),
             calls_made: 0,
             calls_asked: 0,
             rating_attempts: 0,

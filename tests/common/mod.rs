@@ -652,6 +652,7 @@ pub async fn tick_once(
         trigger: persona_runner::model::tick::Trigger::Cli,
         scheduled_for: None,
         attempt: 1,
+        goal: None,
     };
     engine.run(&request, &|_| {}).await.unwrap()
 }
