@@ -9,10 +9,13 @@
 //!   (`JOURNAL_STREAM`) leaves out the timestamp journald keeps and prefixes each line
 //!   with its syslog priority (`<3>`…`<7>`), which journald reads as the entry's level.
 //!
-//! - re-emits the ERROR lines of the MCP and OpenAI client libraries at DEBUG under our
-//!   own target: each failure they log is one our client reports itself, in words and
-//!   with the tick's context, so theirs (`worker quit with fatal: … when Client(reqwest::
-//!   Error { … })`) is detail for whoever asks for it, not a second alarm.
+//! - re-emits the WARN and ERROR lines of the MCP and OpenAI client libraries at DEBUG
+//!   under our own target: each failure they log is one our client reports itself, in
+//!   words and with the tick's context, so theirs (`worker quit with fatal: … when
+//!   Client(reqwest::Error { … })`, or `sse client event stream terminated with error:
+//!   Err(Client(reqwest::Error { kind: Status(404) … }))` when a product drops the
+//!   session's event stream at the tick's end) is detail for whoever asks for it, not a
+//!   second alarm.
 //!
 //! The JSON format keeps its shape: its strings are redacted and capped, and JSON
 //! escaping already keeps control characters out of the line.
@@ -42,12 +45,13 @@ const BODY_PRINTING_TARGETS: [(&str, tracing::Level); 3] = [
     ("sqlx::query", tracing::Level::INFO),
 ];
 
-/// Dependencies whose ERROR lines repeat what our own error reports say (see the module doc).
-const DEMOTED_ERRORS: [&str; 2] = ["rmcp", "async_openai"];
+/// Dependencies whose WARN and ERROR lines repeat what our own reports say (see the
+/// module doc).
+const DEMOTED: [&str; 2] = ["rmcp", "async_openai"];
 
 fn demoted(meta: &tracing::Metadata<'_>) -> bool {
-    *meta.level() == tracing::Level::ERROR
-        && DEMOTED_ERRORS.iter().any(|target| {
+    *meta.level() <= tracing::Level::WARN
+        && DEMOTED.iter().any(|target| {
             meta.target()
                 .strip_prefix(target)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
@@ -236,5 +240,43 @@ mod tests {
         assert_eq!(priority(Some(tracing::Level::WARN)), 4);
         assert_eq!(priority(Some(tracing::Level::INFO)), 6);
         assert_eq!(priority(Some(tracing::Level::TRACE)), 7);
+    }
+
+    #[test]
+    fn the_client_libraries_warnings_and_errors_are_demoted_and_ours_are_not() {
+        use std::sync::{Arc, Mutex};
+        struct Seen(Arc<Mutex<Vec<(String, bool)>>>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
+            fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+                let meta = event.metadata();
+                let line = format!("{} {}", meta.level(), meta.target());
+                self.0.lock().unwrap().push((line, demoted(meta)));
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Seen(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "rmcp::transport::streamable_http_client", "sse client event stream terminated");
+            tracing::error!(target: "rmcp", "worker quit with fatal");
+            tracing::info!(target: "rmcp::service", "initialized");
+            tracing::warn!(target: "async_openai::error", "failed deserialization");
+            tracing::warn!(target: "rmcpx", "another crate");
+            tracing::warn!(target: "persona_runner::tick", "our own");
+        });
+        let demoted: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, d)| *d)
+            .map(|(l, _)| l.clone())
+            .collect();
+        assert_eq!(
+            demoted,
+            [
+                "WARN rmcp::transport::streamable_http_client",
+                "ERROR rmcp",
+                "WARN async_openai::error"
+            ]
+        );
     }
 }

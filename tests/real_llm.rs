@@ -77,6 +77,18 @@ async fn a_small_real_model_uses_the_app_and_rates_it() {
             summary.rating_status,
             started.elapsed().as_secs_f64()
         );
+        // The rating answers as the model wrote them, for whoever reads a failed run.
+        let transcript = store.tick_transcript(summary.tick_id).await.unwrap().unwrap();
+        for entry in transcript.entries.as_array().unwrap() {
+            if entry["step"] == "rating_answer" {
+                let content = entry["content"].as_str().unwrap_or_default();
+                let head: String = content.chars().take(300).collect();
+                println!(
+                    "  rating answer {} (cut {}): {head} · problem: {}",
+                    entry["attempt"], entry["cut"], entry["problem"]
+                );
+            }
+        }
         report.push((email, summary, calls));
     }
     for (email, summary, calls) in &report {
@@ -97,9 +109,10 @@ async fn a_small_real_model_uses_the_app_and_rates_it() {
             assert!(summary.ratings.is_empty(), "{email}: {summary:?}");
         }
     }
-    // The real-models issue's bar is 8 of 10 valid ratings on the 1.5B model; the 0.5B model
-    // CI runs, on a machine other than the one the seed was tried on, botches one in four
-    // at most (seen: 4/4 and 3/4 on two machines).
+    // The real-models issue's bar is 8 of 10 valid ratings on the 1.5B model. The 0.5B
+    // model CI runs botched ratings by running on in a note until max_tokens (2 of 4 on
+    // the CI machine); with the rating before the note and a cut answer completed, it rated
+    // 4 of 4 here. One in four may still fail on another machine, not more.
     let valid = report
         .iter()
         .filter(|(_, summary, _)| summary.rating_status == Some(RatingStatus::Valid) && !summary.ratings.is_empty())

@@ -261,6 +261,53 @@ async fn a_call_to_a_tool_not_offered_is_counted_against_the_simulator() {
     assert_eq!((fitness[0].unknown_tools, fitness[0].schema_refused), (1, 1));
 }
 
+/// What Qwen2.5-Coder-0.5B did under grammar decoding: its note ran on, repeating itself,
+/// until `max_tokens` cut the answer. The rating comes first (the schema puts `reason`
+/// last), so it counts; the note is kept, marked where it was cut.
+#[tokio::test]
+async fn a_rating_whose_note_ran_into_the_token_limit_keeps_its_rating() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.store().await;
+    let persona = common::seed_chaotic_anna(&store).await;
+    let gateway = TestGateway::start().await;
+    let looping = "The list was slow. ".repeat(30);
+    let mut cut = text(&format!(
+        r#"{{"ratings": [{{"module": "todo", "rating": 2, "reason": "{looping}"#
+    ));
+    cut["choices"][0]["finish_reason"] = json!("length");
+    let llm = ScriptedLlm::start(vec![
+        Step::Reply(tool_calls(&[("todo_create", r#"{"title": "Einkaufen"}"#)])),
+        Step::Reply(text("Fertig.")),
+        Step::Reply(cut),
+    ])
+    .await;
+    let (config, env) = config(&gateway, &llm);
+    let engine = TickRunner::new(store.clone(), Arc::new(config), &env).unwrap();
+    let summary = common::tick_once(&engine, &persona).await;
+    assert_eq!(summary.rating_status, Some(RatingStatus::Valid), "{summary:?}");
+    assert_eq!(llm.requests().len(), 3, "no repair turn was needed");
+    let ratings = store.tick_ratings(summary.tick_id).await.unwrap();
+    assert_eq!(ratings.len(), 1);
+    assert_eq!(ratings[0].rating, 2);
+    let note = ratings[0].notes.as_deref().unwrap();
+    assert!(note.starts_with("The list was slow.") && note.ends_with('…'), "{note}");
+    let transcript = store.tick_transcript(summary.tick_id).await.unwrap().unwrap();
+    let answer = transcript
+        .entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["step"] == "rating_answer")
+        .unwrap();
+    assert_eq!(answer["cut"], true);
+    // The schema asked for exactly one rating, `reason` after `rating`.
+    let schema = &llm.requests()[2]["response_format"]["json_schema"]["schema"]["properties"]["ratings"];
+    assert_eq!(
+        (schema["minItems"].as_u64(), schema["maxItems"].as_u64()),
+        (Some(1), Some(1))
+    );
+}
+
 both_backends! {
     a_call_written_as_text_is_recovered_audited_and_rated,
     a_persona_that_only_talks_is_nudged_once_and_its_tick_ends_idle,

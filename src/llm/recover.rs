@@ -77,25 +77,39 @@ fn balanced(text: &str) -> Vec<Value> {
     values
 }
 
+/// Walks JSON text byte by byte, telling its structure from the inside of its strings.
+#[derive(Default)]
+struct Scan {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Scan {
+    /// `byte` when it is structure (a quote opening a string included), `None` inside a
+    /// string.
+    fn structural(&mut self, byte: u8) -> Option<u8> {
+        if self.in_string {
+            match byte {
+                _ if self.escaped => self.escaped = false,
+                b'\\' => self.escaped = true,
+                b'"' => self.in_string = false,
+                _ => {}
+            }
+            return None;
+        }
+        self.in_string = byte == b'"';
+        Some(byte)
+    }
+}
+
 /// The index of the bracket closing the one at `open`, skipping strings.
 fn matching(bytes: &[u8], open: usize) -> Option<usize> {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
+    let mut scan = Scan::default();
     for (at, &byte) in bytes.iter().enumerate().skip(open) {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' => {
+        match scan.structural(byte) {
+            Some(b'{' | b'[') => depth += 1,
+            Some(b'}' | b']') => {
                 depth = depth.checked_sub(1)?;
                 if depth == 0 {
                     return Some(at);
@@ -114,6 +128,50 @@ fn parse_lenient(text: &str) -> Option<Value> {
         (collapsed != text)
             .then(|| serde_json::from_str(&collapsed).ok())
             .flatten()
+    })
+}
+
+/// The JSON value an answer cut off by the token limit began, completed: a string cut
+/// open is closed and marked `…`, open arrays and objects are closed. When that does not
+/// parse (the cut fell inside a key or a number), the text is cut back to its last
+/// complete member instead. `None` when the text holds no JSON start or a bracket
+/// mismatch shows it was never JSON.
+pub fn complete_cut(text: &str) -> Option<Value> {
+    let body = &text[text.find(['{', '['])?..];
+    let mut open: Vec<u8> = Vec::new();
+    // Where each member ended (the comma after it), with the brackets open there.
+    let mut members: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut scan = Scan::default();
+    for (at, byte) in body.bytes().enumerate() {
+        match scan.structural(byte) {
+            Some(b'{') => open.push(b'}'),
+            Some(b'[') => open.push(b']'),
+            Some(closer @ (b'}' | b']')) => {
+                if open.pop() != Some(closer) {
+                    return None;
+                }
+                if open.is_empty() {
+                    return serde_json::from_str(&body[..=at]).ok();
+                }
+            }
+            Some(b',') => members.push((at, open.clone())),
+            _ => {}
+        }
+    }
+    let closing = |open: &[u8]| open.iter().rev().map(|&b| char::from(b)).collect::<String>();
+    let mut whole = body.trim_end().to_string();
+    if scan.in_string {
+        if scan.escaped {
+            whole.pop();
+        }
+        whole.push_str("…\"");
+    }
+    whole.push_str(&closing(&open));
+    serde_json::from_str(&whole).ok().or_else(|| {
+        members
+            .iter()
+            .rev()
+            .find_map(|(at, open)| serde_json::from_str(&format!("{}{}", &body[..*at], closing(open))).ok())
     })
 }
 

@@ -161,11 +161,13 @@ impl TickRunner {
             state.spend_turn(&turn);
             let answer = turn.content.clone().unwrap_or_default();
             answers.push(answer.clone());
-            match rating::parse(&answer, &modules) {
+            let cut = turn.finish_reason.as_deref() == Some("length");
+            match rating::parse(&answer, &modules, cut) {
                 Ok(ratings) => {
-                    state
-                        .transcript
-                        .push("rating_answer", json!({"attempt": attempt + 1, "content": answer}));
+                    state.transcript.push(
+                        "rating_answer",
+                        json!({"attempt": attempt + 1, "content": answer, "cut": cut}),
+                    );
                     self.store_ratings(ctx, state, &ratings).await?;
                     state.rating_status = Some(RatingStatus::Valid);
                     return Ok(());
@@ -173,7 +175,7 @@ impl TickRunner {
                 Err(problem) => {
                     state.transcript.push(
                         "rating_answer",
-                        json!({"attempt": attempt + 1, "content": answer, "problem": problem}),
+                        json!({"attempt": attempt + 1, "content": answer, "cut": cut, "problem": problem}),
                     );
                     if attempt == 0 {
                         tracing::info!(persona = %ctx.label, %problem, "rating answer unusable; asking once more");
