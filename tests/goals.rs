@@ -497,6 +497,18 @@ async fn checks_run_through_the_admin_api(backend: Backend) {
         .await;
     assert_eq!(status, 422, "{body}");
     assert!(body["error"].as_str().unwrap().contains("`nope`"), "{body}");
+    // An array is no request, although serde would read one into the struct's fields.
+    let (status, body) = app
+        .call("POST", "/api/v1/admin/checks", Auth::Admin, Some(json!([])))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("must be a JSON object, got an array"),
+        "{body}"
+    );
     let (status, _) = app
         .call(
             "GET",

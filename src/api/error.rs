@@ -173,6 +173,18 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if let Some(path) = nul_at(&value, String::new()) {
         return Err(ApiError::field(path, "text must not contain NUL (U+0000)"));
     }
+    // Every body of this API is an object; serde's derived structs would also take an
+    // array of their fields in order, so `[]` would be an empty request.
+    if !value.is_object() {
+        let kind = match value {
+            serde_json::Value::Array(_) => "an array",
+            serde_json::Value::String(_) => "a string",
+            serde_json::Value::Number(_) => "a number",
+            serde_json::Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        return Err(ApiError::field("(body)", format!("must be a JSON object, got {kind}")));
+    }
     serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let field = if path == "." || path.is_empty() {
