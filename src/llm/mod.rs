@@ -82,6 +82,11 @@ pub struct ChatTurn {
 }
 
 impl ChatTurn {
+    /// The token limit (`max_tokens`) ended this turn: its content may be cut short.
+    pub fn hit_token_limit(&self) -> bool {
+        self.finish_reason.as_deref() == Some("length")
+    }
+
     /// The assistant message to append to the conversation.
     pub fn as_message(&self) -> Value {
         let mut message = json!({"role": "assistant", "content": self.content});
@@ -498,6 +503,8 @@ mod tests {
             assert_eq!(arguments["title"], "Buy milk", "{name}");
         }
         assert_eq!(recorded("tools_required").finish_reason.as_deref(), Some("length"));
+        assert!(recorded("tools_required").hit_token_limit());
+        assert!(!recorded("tools_bias_ok").hit_token_limit());
         // A real tool call: an id without the call_ prefix, stray content beside it.
         let biased = recorded("tools_bias_ok");
         assert_eq!(biased.tool_calls[0].id, "ClYiY1VIgyJnjL4Grd3qrr7DyhJJ9Nto");

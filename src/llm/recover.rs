@@ -134,30 +134,35 @@ fn parse_lenient(text: &str) -> Option<Value> {
 /// The JSON value an answer cut off by the token limit began, completed: a string cut
 /// open is closed and marked `…`, open arrays and objects are closed. When that does not
 /// parse (the cut fell inside a key or a number), the text is cut back to its last
-/// complete member instead. `None` when the text holds no JSON start or a bracket
-/// mismatch shows it was never JSON.
+/// complete member instead. Values the answer closed itself are `json_values`' business:
+/// this completes only the one still open at the end. `None` when none is open, or a
+/// bracket mismatch shows it was never JSON.
 pub fn complete_cut(text: &str) -> Option<Value> {
-    let body = &text[text.find(['{', '['])?..];
+    let mut start = None;
     let mut open: Vec<u8> = Vec::new();
     // Where each member ended (the comma after it), with the brackets open there.
     let mut members: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut scan = Scan::default();
-    for (at, byte) in body.bytes().enumerate() {
+    for (at, byte) in text.bytes().enumerate() {
+        if open.is_empty() {
+            // Prose between values: only an opening bracket starts the next one.
+            if !matches!(byte, b'{' | b'[') {
+                continue;
+            }
+            (start, scan) = (Some(at), Scan::default());
+            members.clear();
+        }
         match scan.structural(byte) {
             Some(b'{') => open.push(b'}'),
             Some(b'[') => open.push(b']'),
-            Some(closer @ (b'}' | b']')) => {
-                if open.pop() != Some(closer) {
-                    return None;
-                }
-                if open.is_empty() {
-                    return serde_json::from_str(&body[..=at]).ok();
-                }
-            }
+            // The guard pops the bracket this one closes.
+            Some(closer @ (b'}' | b']')) if open.pop() != Some(closer) => return None,
             Some(b',') => members.push((at, open.clone())),
             _ => {}
         }
     }
+    let start = start.filter(|_| !open.is_empty())?;
+    let body = &text[start..];
     let closing = |open: &[u8]| open.iter().rev().map(|&b| char::from(b)).collect::<String>();
     let mut whole = body.trim_end().to_string();
     if scan.in_string {
@@ -171,7 +176,7 @@ pub fn complete_cut(text: &str) -> Option<Value> {
         members
             .iter()
             .rev()
-            .find_map(|(at, open)| serde_json::from_str(&format!("{}{}", &body[..*at], closing(open))).ok())
+            .find_map(|(at, open)| serde_json::from_str(&format!("{}{}", &text[start..*at], closing(open))).ok())
     })
 }
 
@@ -263,6 +268,28 @@ mod tests {
             "mood_log" | "mood.log" => Some("mood_log".into()),
             _ => None,
         }
+    }
+
+    #[test]
+    fn only_the_value_left_open_by_the_cut_is_completed() {
+        // A value the answer closed itself is not completed again; the one after it is.
+        let answer = r#"Context: {"a": 1}. Rating: ```json
+{"ratings": [{"module": "todo", "rating": 4, "reason": "Lange \"Liste"#;
+        assert_eq!(
+            complete_cut(answer),
+            Some(json!({"ratings": [{"module": "todo", "rating": 4, "reason": "Lange \"Liste…"}]}))
+        );
+        // Cut right after a backslash: the half escape goes, the string still closes.
+        assert_eq!(complete_cut(r#"{"a": "x\"#), Some(json!({"a": "x…"})));
+        // Cut after a colon: back to the last complete member.
+        assert_eq!(
+            complete_cut(r#"[{"a": 1}, {"b": 2, "c": "#),
+            Some(json!([{"a": 1}, {"b": 2}]))
+        );
+        // Nothing open at the end, no JSON at all, or brackets that never matched.
+        assert_eq!(complete_cut(r#"{"a": 1} and done"#), None);
+        assert_eq!(complete_cut("four stars"), None);
+        assert_eq!(complete_cut(r#"{"a": [1}"#), None);
     }
 
     #[test]

@@ -316,11 +316,7 @@ impl PersonaAgent {
                 match llm.complete(&messages, limit, request.temperature).await {
                     Ok(turn) => {
                         self.spend.add(turn.prompt_tokens, turn.completion_tokens);
-                        let stop_reason = if turn.finish_reason.as_deref() == Some("length") {
-                            "maxTokens"
-                        } else {
-                            "endTurn"
-                        };
+                        let stop_reason = if turn.hit_token_limit() { "maxTokens" } else { "endTurn" };
                         Ok(SamplingReply {
                             text: turn.content.unwrap_or_default(),
                             model: llm.model().to_string(),

@@ -161,7 +161,7 @@ impl TickRunner {
             state.spend_turn(&turn);
             let answer = turn.content.clone().unwrap_or_default();
             answers.push(answer.clone());
-            let cut = turn.finish_reason.as_deref() == Some("length");
+            let cut = turn.hit_token_limit();
             match rating::parse(&answer, &modules, cut) {
                 Ok(ratings) => {
                     state.transcript.push(
