@@ -276,7 +276,9 @@ impl RetryPolicy {
     ) -> Result<reqwest::Response, reqwest::Error> {
         let outcome = self
             .run(what, || async {
-                match build().send().await {
+                let mut headers = reqwest::header::HeaderMap::new();
+                crate::telemetry::inject(&mut headers);
+                match build().headers(headers).send().await {
                     Ok(response) if retryable_status(response.status()) => {
                         let retry_after = retry_after(response.headers());
                         Err(Attempt::Retry {

@@ -27,6 +27,7 @@ pub mod redact;
 pub mod retention;
 pub mod scheduler;
 pub mod store;
+pub mod telemetry;
 pub mod tick;
 pub mod time;
 

@@ -31,6 +31,15 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::{Env, LogConfig, LogFormat};
 
+/// Whether lines show the spans they were written in: the JSON format does (a tick's
+/// lines carry its `trace_id` and `span_id` under `span`); text lines stay as they were.
+static SPANS_IN_LINES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a tick should open a log span with its trace ids (see [`SPANS_IN_LINES`]).
+pub fn spans_in_lines() -> bool {
+    SPANS_IN_LINES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Longest field value a line carries, in characters.
 pub const FIELD_CHARS: usize = 4096;
 
@@ -125,6 +134,7 @@ pub fn init(config: &LogConfig, env: &Env) {
 
     match (style.format, style.journal) {
         (LogFormat::Json, _) => {
+            SPANS_IN_LINES.store(true, std::sync::atomic::Ordering::Relaxed);
             let layer = tracing_subscriber::fmt::layer().json().with_writer(writer);
             registry
                 .with(layer.with_filter(filter))

@@ -32,6 +32,7 @@ pub struct Metrics {
     llm_tokens_today: Family<Labels, Gauge>,
     llm_budget: Gauge,
     llm_cost_today: Gauge<f64, std::sync::atomic::AtomicU64>,
+    trace_spans: Family<Labels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -135,8 +136,15 @@ impl Metrics {
             "Today's LLM spend in budget.currency at the configured prices (0 without prices)",
             llm_cost_today.clone(),
         );
+        let trace_spans = Family::<Labels, Counter>::default();
+        registry.register(
+            "trace_spans",
+            "Trace spans by fate: exported, or dropped because the queue was full or the export failed",
+            trace_spans.clone(),
+        );
         Self {
             registry,
+            trace_spans,
             llm_tokens_today,
             llm_budget,
             llm_cost_today,
@@ -229,6 +237,14 @@ impl Metrics {
 
     pub fn scheduler_reload(&self, took: Duration) {
         self.scheduler_reload.observe(took.as_secs_f64());
+    }
+
+    /// Spans that reached the collector (`exported`), or were dropped (`queue_full`,
+    /// `export_failed`).
+    pub fn trace_spans(&self, fate: &'static str, spans: usize) {
+        self.trace_spans
+            .get_or_create(&vec![("fate", fate.to_string())])
+            .inc_by(spans as u64);
     }
 
     /// The Prometheus text exposition of everything.

@@ -13,15 +13,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_persona-runner");
 
 /// Runs the binary in `dir` with a clean environment (no inherited overrides or secrets).
 fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    for (key, value) in env {
-        cmd.env(key, value);
-    }
-    cmd.output().expect("run persona-runner")
+    common::run_binary(dir, args, env)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -155,7 +147,7 @@ fn migrate_reports_the_schema_version() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("6 of 6 migrations applied (6 new)"),
+        text(&out.stdout).contains("7 of 7 migrations applied (7 new)"),
         "{}",
         text(&out.stdout)
     );
@@ -185,6 +177,10 @@ fn config_check_prints_the_effective_config_without_secrets() {
     assert!(stdout.contains("max_connections = 3") && stdout.contains("url = \"sqlite://check.db\""));
     assert!(stdout.contains("# seed secret: set, from file seed"), "{stdout}");
     assert!(!stdout.contains("seed-secret-value"), "{stdout}");
+    assert!(
+        stdout.contains("# traces: off (set OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{stdout}"
+    );
     // Checking changes nothing: no database file is created, no migration applied.
     assert!(stdout.contains("check.db does not exist yet"), "{stdout}");
     assert!(
@@ -196,7 +192,7 @@ fn config_check_prints_the_effective_config_without_secrets() {
     let out = run_in(dir.path(), &["config", "check"], &env);
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("# database: reachable (6 of 6 migrations applied)"),
+        stdout.contains("# database: reachable (7 of 7 migrations applied)"),
         "{stdout}"
     );
     assert_eq!(

@@ -78,7 +78,7 @@ async fn render(state: &ApiState, id: Uuid) -> Result<Option<String>, crate::sto
     let _ = write!(
         body,
         "<header><h1><a href=\"/\">persona-runner QA</a> · tick</h1></header><main>\
-         <section class=\"wide\" id=\"tick\"><h2>{} · {} · {}</h2><p class=\"muted\">{} · trigger {} · simulator {} · {} calls ({} ok, {} error) · {} tokens</p>{}</section>",
+         <section class=\"wide\" id=\"tick\"><h2>{} · {} · {}</h2><p class=\"muted\">{} · trigger {} · simulator {} · {} calls ({} ok, {} error) · {} tokens</p>{}{}</section>",
         esc(&tick.persona),
         tick.started_at.format("%Y-%m-%d %H:%M UTC"),
         esc(tick.status.as_str()),
@@ -89,6 +89,10 @@ async fn render(state: &ApiState, id: Uuid) -> Result<Option<String>, crate::sto
         tick.calls_ok,
         tick.calls_error,
         tick.tokens_in + tick.tokens_out,
+        trace_line(
+            tick.trace_id.as_deref(),
+            state.settings().config.telemetry.trace_url.as_deref()
+        ),
         tick.error
             .as_deref()
             .map(|e| format!("<p class=\"bad\">{}</p>", esc(e)))
@@ -143,6 +147,23 @@ async fn render(state: &ApiState, id: Uuid) -> Result<Option<String>, crate::sto
         "<section class=\"wide\" id=\"calls\"><h2>Evidence: every call</h2><div class=\"scroll\"><table><thead><tr><th>#</th><th>tool</th><th>result</th><th>arguments</th><th>answer</th></tr></thead><tbody>{rows}</tbody></table></div></section></main>"
     );
     Ok(Some(html_page("persona-runner: tick", &body)))
+}
+
+/// The tick's trace id, linked into the operator's trace viewer when
+/// `telemetry.trace_url` says where that is.
+fn trace_line(trace_id: Option<&str>, trace_url: Option<&str>) -> String {
+    match (trace_id, trace_url) {
+        (Some(id), Some(url)) => format!(
+            "<p id=\"trace\">trace <a href=\"{}\"><code>{}</code></a></p>",
+            esc(&url.replace("{trace_id}", id)),
+            esc(id)
+        ),
+        (Some(id), None) => format!(
+            "<p id=\"trace\">trace <code>{}</code> <span class=\"muted\">(set telemetry.trace_url to link it)</span></p>",
+            esc(id)
+        ),
+        (None, _) => String::new(),
+    }
 }
 
 /// One transcript entry: its step name, then its fields (text as text, the rest as JSON).

@@ -58,6 +58,23 @@ pub enum AuthError {
     Config(#[from] ConfigError),
 }
 
+impl AuthError {
+    /// The class of the failure, as a span's `error.type` (never the email or URL).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Rejected { .. } => "rejected",
+            Self::Unreachable { .. } => "unreachable",
+            Self::Redirect { .. } => "redirect",
+            Self::NotJson { .. } => "not_json",
+            Self::MissingField { .. } => "missing_field",
+            Self::Lookup { .. } => "lookup_failed",
+            Self::NoStaticToken { .. } => "no_static_token",
+            Self::Seed(_) => "seed_secret",
+            Self::Config(_) => "config",
+        }
+    }
+}
+
 /// What a logged-in persona presents to the gateway.
 #[derive(Clone, Debug)]
 pub struct Credentials {

@@ -368,7 +368,16 @@ impl Checker {
         };
         let checks = evaluate::evaluate(goal, &facts);
         let criteria = match &self.judge {
-            Some(judge) => judge.judge(goal, transcript.as_ref(), &calls).await,
+            Some(judge) => {
+                use crate::telemetry::{Kind, Span, semconv};
+                let span = Span::child_of(
+                    &summary.trace,
+                    semconv::JUDGE,
+                    Kind::Internal,
+                    vec![opentelemetry::KeyValue::new("persona_runner.goal", goal.name.clone())],
+                );
+                span.run(judge.judge(goal, transcript.as_ref(), &calls)).await
+            }
             None => judge::not_judged(goal),
         };
         let verdict = Verdict {

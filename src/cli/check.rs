@@ -75,6 +75,7 @@ pub async fn config_check(app: &App) -> Result<Outcome> {
             }
         }
     }
+    ok &= traces_check(app);
     ok &= llm_check(app).await;
     // Nothing is created or migrated here: checking a config changes nothing.
     let password = app.config().database_password(&app.env).ok().flatten();
@@ -92,6 +93,34 @@ pub async fn config_check(app: &App) -> Result<Outcome> {
         }
     }
     Ok(if ok { Outcome::Success } else { Outcome::Problems })
+}
+
+/// Where traces go, if anywhere. `false` for settings that stop the process starting.
+fn traces_check(app: &App) -> bool {
+    let mut ok = true;
+    match app.config().telemetry.resolve(&app.env) {
+        Ok(Some(traces)) => out!(
+            "# traces: exported to {} ({}, service {}{}{})",
+            persona_runner::http::display_url(&traces.endpoint),
+            match traces.protocol {
+                persona_runner::config::OtlpProtocol::HttpProtobuf => "http/protobuf",
+                persona_runner::config::OtlpProtocol::HttpJson => "http/json",
+            },
+            traces.service_name,
+            if traces.headers.is_empty() {
+                ""
+            } else {
+                ", with headers"
+            },
+            if traces.content { ", with message content" } else { "" },
+        ),
+        Ok(None) => out!("# traces: off (set OTEL_EXPORTER_OTLP_ENDPOINT or telemetry.endpoint to export them)"),
+        Err(err) => {
+            ok = false;
+            out!("# traces: ERROR: {err}");
+        }
+    }
+    ok
 }
 
 /// The LLM endpoint: what it serves, its context window, and whether the longest catalog

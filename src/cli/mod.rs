@@ -33,6 +33,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use persona_runner::config::{self, Config, Env, LoadedConfig};
 use persona_runner::store::Store;
+use persona_runner::telemetry::Telemetry;
 
 #[derive(Parser)]
 #[command(
@@ -191,19 +192,46 @@ async fn dispatch(
         env,
         explicit_config,
     };
+    let traced = matches!(
+        command,
+        Command::Run | Command::Serve | Command::Tick(_) | Command::Check(_) | Command::Replay(_)
+    );
+    let telemetry = if traced {
+        start_telemetry(&app)?
+    } else {
+        Telemetry::default()
+    };
+    let outcome = run_command(command, &app).await;
+    telemetry.shutdown(app.config().scheduler.shutdown_grace.0).await;
+    outcome
+}
+
+/// Trace export, when `[telemetry]` or the `OTEL_*` variables ask for it.
+fn start_telemetry(app: &App) -> Result<Telemetry> {
+    let settings = app
+        .config()
+        .telemetry
+        .resolve(&app.env)
+        .context("reading the trace export's settings")?;
+    // The exporter's HTTP client takes the process's TLS provider.
+    persona_runner::http::install_crypto_provider();
+    Ok(Telemetry::init(settings.as_ref())?)
+}
+
+async fn run_command(command: Command, app: &App) -> Result<Outcome> {
     match command {
-        Command::Run => run_daemon(&app).await,
-        Command::Serve => serve_sidecar(&app).await,
-        Command::Feedback(args) => feedback::run(args, &app).await,
-        Command::Tick(args) => tick::run(args, &app).await,
-        Command::Check(args) => goals::run(args, &app).await,
-        Command::Replay(args) => replay::run(args, &app).await,
-        Command::Catalog(command) => catalog::run(command, &app).await,
-        Command::Personas(command) => personas::run(command, &app).await,
-        Command::Migrate => migrate(&app).await,
-        Command::Password { email } => password(&email, &app),
-        Command::Config(ConfigCommand::Check) => check::config_check(&app).await,
-        Command::SampleGateway(args) => gateway::run(args, &app).await,
+        Command::Run => run_daemon(app).await,
+        Command::Serve => serve_sidecar(app).await,
+        Command::Feedback(args) => feedback::run(args, app).await,
+        Command::Tick(args) => tick::run(args, app).await,
+        Command::Check(args) => goals::run(args, app).await,
+        Command::Replay(args) => replay::run(args, app).await,
+        Command::Catalog(command) => catalog::run(command, app).await,
+        Command::Personas(command) => personas::run(command, app).await,
+        Command::Migrate => migrate(app).await,
+        Command::Password { email } => password(&email, app),
+        Command::Config(ConfigCommand::Check) => check::config_check(app).await,
+        Command::SampleGateway(args) => gateway::run(args, app).await,
     }
 }
 

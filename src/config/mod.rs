@@ -11,6 +11,7 @@ mod load;
 mod product;
 pub mod secret;
 mod sections;
+mod telemetry;
 mod template;
 mod validate;
 
@@ -26,6 +27,7 @@ pub use load::{ConfigSource, LoadedConfig, from_table, load};
 pub use product::*;
 pub use secret::{Secret, SecretOrigin};
 pub use sections::*;
+pub use telemetry::{OtlpProtocol, SamplerSetting, TelemetryConfig, TelemetrySettings};
 pub use template::{fill_json, signup_body};
 
 /// A snapshot of the process environment. Config loading reads only this, so tests can
@@ -85,6 +87,8 @@ pub struct Config {
     pub budget: BudgetConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    /// Traces over OTLP (the `OTEL_*` variables; this section overrides them).
+    pub telemetry: TelemetryConfig,
     /// Named products besides the default one (the top-level `[auth]` and `[mcp]`): each
     /// with its own `auth` and `mcp` sections, which inherit every key they do not set.
     pub targets: std::collections::BTreeMap<String, TargetConfig>,
@@ -111,6 +115,7 @@ impl Default for Config {
             budget: BudgetConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
+            telemetry: TelemetryConfig::default(),
             targets: Default::default(),
         }
     }

@@ -70,6 +70,10 @@ pub struct CallRecord {
     pub user: String,
     pub tool: String,
     pub arguments: Value,
+    /// The W3C `traceparent` the request carried: the HTTP header, and `params._meta`'s
+    /// (SEP-414). A product that traces its own work makes its spans children of it.
+    pub traceparent: Option<String>,
+    pub meta_traceparent: Option<String>,
 }
 
 /// The sample product: its data, its tokens, its tools.
@@ -250,7 +254,7 @@ impl Gateway {
         Ok(())
     }
 
-    fn remember(&self, user: &str, tool: &str, arguments: &Value) {
+    fn remember(&self, user: &str, tool: &str, arguments: &Value, trace: Trace) {
         let mut calls = self.inner.calls.lock().expect("calls lock");
         if calls.len() == CALL_LOG {
             calls.pop_front();
@@ -259,11 +263,13 @@ impl Gateway {
             user: user.into(),
             tool: tool.into(),
             arguments: arguments.clone(),
+            traceparent: trace.header,
+            meta_traceparent: trace.meta,
         });
     }
 
-    fn execute(&self, user: &str, tool: &str, arguments: Value) -> Result<Value, String> {
-        self.remember(user, tool, &arguments);
+    fn execute(&self, user: &str, tool: &str, arguments: Value, trace: Trace) -> Result<Value, String> {
+        self.remember(user, tool, &arguments, trace);
         let mut data = self.inner.data.lock().expect("data lock");
         tools::run(data.entry(user.to_string()).or_default(), tool, &arguments)
     }
@@ -407,6 +413,12 @@ async fn organizations(request: Request) -> Response {
 }
 
 /// The MCP server handler, one per session.
+/// The trace context a call arrived with.
+struct Trace {
+    header: Option<String>,
+    meta: Option<String>,
+}
+
 #[derive(Clone)]
 struct Handler {
     gateway: Gateway,
@@ -481,11 +493,26 @@ impl ServerHandler for Handler {
                 None,
             ));
         }
+        let trace = Trace {
+            header: context
+                .extensions
+                .get::<axum::http::request::Parts>()
+                .and_then(|parts| parts.headers.get("traceparent"))
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_string),
+            // rmcp hands a request's `_meta` over in its context, not in the params.
+            meta: context
+                .meta
+                .0
+                .get_traceparent()
+                .or_else(|| request.meta.as_ref().and_then(|meta| meta.0.get_traceparent()))
+                .map(str::to_string),
+        };
         if name.starts_with("lab.") {
-            self.gateway.remember(&user, &name, &arguments);
+            self.gateway.remember(&user, &name, &arguments, trace);
             return lab::call(&name, &arguments, &context.peer).await.map(Into::into);
         }
-        let (text, is_error) = match self.gateway.execute(&user, &name, arguments) {
+        let (text, is_error) = match self.gateway.execute(&user, &name, arguments, trace) {
             Ok(value) => (value.to_string(), false),
             Err(message) => (message, true),
         };

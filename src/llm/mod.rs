@@ -10,6 +10,7 @@
 pub mod info;
 mod names;
 pub mod recover;
+mod span;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use serde_json::{Value, json};
 
 use crate::config::{LlmConfig, RetryConfig, Secret, StructuredOutput};
 use crate::http::{Attempt, RetryPolicy, retry_after, retryable_error, retryable_status};
+use crate::telemetry::semconv;
 pub use names::ToolNames;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,15 @@ pub enum LlmError {
 }
 
 impl LlmError {
+    /// The class of the error, as a span's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Api(_) => "api_error",
+            Self::Transport(_) => "transport_error",
+            Self::Malformed(_) => "malformed_response",
+        }
+    }
+
     /// The same error with `secret` removed from its message.
     fn redact(self, secret: &str) -> Self {
         let clean = |text: String| crate::config::redact(&text, &[secret]).into_owned();
@@ -106,6 +117,9 @@ struct RawResponse {
     #[serde(default)]
     choices: Vec<RawChoice>,
     usage: Option<RawUsage>,
+    /// The model that answered (for the span; a server may name another than asked).
+    #[serde(default)]
+    model: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -283,7 +297,8 @@ impl LlmClient {
                         if let Some(limiter) = &limiter {
                             limiter.until_ready().await;
                         }
-                        let request = factory.build().await.map_err(|err| Attempt::Fail(Err(err)))?;
+                        let mut request = factory.build().await.map_err(|err| Attempt::Fail(Err(err)))?;
+                        crate::telemetry::inject(request.headers_mut());
                         let sent = http.execute(request).await;
                         crate::metrics::global().llm_attempt(sent.as_ref().ok().map(|r| r.status().as_u16()));
                         match sent {
@@ -416,13 +431,38 @@ impl LlmClient {
             response_format: response_format.filter(|_| !extra.contains_key("response_format")),
             extra,
         };
-        let raw: RawResponse = self
-            .client
-            .chat()
-            .create_byot(request)
-            .await
-            .map_err(|err| LlmError::from(err).redact(self.api_key.expose()))?;
-        parse_turn(raw)
+        let span = span::chat(&self.config.model, max_tokens, temperature);
+        span.set_content(semconv::INPUT_MESSAGES, || {
+            crate::redact::redact_known(&Value::from(messages.to_vec()).to_string()).into_owned()
+        });
+        let raw: Result<RawResponse, _> = span.run(self.client.chat().create_byot(request)).await;
+        let raw = raw.map_err(|err| LlmError::from(err).redact(self.api_key.expose()));
+        let model = raw
+            .as_ref()
+            .ok()
+            .and_then(|raw| raw.model.as_ref())
+            .and_then(Value::as_str);
+        if let Some(model) = model {
+            span.set(semconv::RESPONSE_MODEL, model.to_string());
+        }
+        let turn = raw.and_then(parse_turn);
+        match &turn {
+            Ok(turn) => {
+                span.set(semconv::USAGE_INPUT_TOKENS, turn.prompt_tokens as i64);
+                span.set(semconv::USAGE_OUTPUT_TOKENS, turn.completion_tokens as i64);
+                if let Some(reason) = &turn.finish_reason {
+                    span.set(
+                        semconv::RESPONSE_FINISH_REASONS,
+                        opentelemetry::Value::Array(vec![opentelemetry::StringValue::from(reason.clone())].into()),
+                    );
+                }
+                span.set_content(semconv::OUTPUT_MESSAGES, || {
+                    crate::redact::redact_known(&turn.as_message().to_string()).into_owned()
+                });
+            }
+            Err(err) => span.fail(err.kind(), "the chat request failed"),
+        }
+        turn
     }
 }
 

@@ -122,6 +122,22 @@ pub(super) const PROTOCOL_VERSION: ProtocolVersion = ProtocolVersion::LATEST_WIT
 pub(super) struct PersonaClient {
     pub agent: Option<Arc<dyn Agent>>,
     pub capabilities: Capabilities,
+    /// The span of the call in progress: a server request is its child.
+    pub trace: crate::telemetry::Slot,
+}
+
+/// The span of one server request, a child of the call it came during.
+fn request_span(trace: &crate::telemetry::Slot, method: &'static str) -> crate::telemetry::Span {
+    use crate::telemetry::semconv;
+    crate::telemetry::Span::child_of(
+        &trace.get(),
+        method,
+        crate::telemetry::Kind::Server,
+        vec![
+            opentelemetry::KeyValue::new(semconv::MCP_METHOD_NAME, method),
+            opentelemetry::KeyValue::new(semconv::SERVER_REQUEST, method),
+        ],
+    )
 }
 
 impl PersonaClient {
@@ -143,7 +159,16 @@ impl PersonaClient {
         let Some(agent) = self.agent.as_ref().filter(|_| self.capabilities.elicitation) else {
             return Ok(ElicitResult::new(ElicitationAction::Decline));
         };
-        let answer = agent.elicit(ElicitationRequest { message, schema }).await;
+        let span = request_span(&self.trace, "elicitation/create");
+        let answer = span.run(agent.elicit(ElicitationRequest { message, schema })).await;
+        span.set(
+            crate::telemetry::semconv::SERVER_REQUEST_ANSWER,
+            match &answer {
+                ElicitationAnswer::Accept(_) => "accept",
+                ElicitationAnswer::Decline => "decline",
+                ElicitationAnswer::Cancel => "cancel",
+            },
+        );
         Ok(match answer {
             ElicitationAnswer::Accept(content) => {
                 ElicitResult::new(ElicitationAction::Accept).with_content(Value::Object(content))
@@ -303,7 +328,13 @@ impl ClientHandler for PersonaClient {
         if !agent.admit(ServerRequest::Sampling) {
             return Err(over_budget());
         }
-        match agent.sample(sampling_request(&params)).await {
+        let span = request_span(&self.trace, "sampling/createMessage");
+        let reply = span.run(agent.sample(sampling_request(&params))).await;
+        match &reply {
+            Ok(_) => span.set(crate::telemetry::semconv::SERVER_REQUEST_ANSWER, "answered"),
+            Err(_) => span.fail("sampling_refused", "the persona refused the sampling request"),
+        }
+        match reply {
             Ok(reply) => Ok(
                 CreateMessageResult::new(SamplingMessage::assistant_text(reply.text), reply.model)
                     .with_stop_reason(reply.stop_reason),
@@ -354,6 +385,7 @@ mod tests {
     fn capabilities_follow_the_config_and_the_agent() {
         let client = PersonaClient {
             agent: None,
+            trace: Default::default(),
             capabilities: Capabilities {
                 elicitation: true,
                 sampling: true,

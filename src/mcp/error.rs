@@ -64,6 +64,20 @@ pub enum McpError {
 }
 
 impl McpError {
+    /// The class of the error, as a span's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Failed { .. } => "failed",
+            Self::Hung { .. } => "timeout",
+            Self::Timeout { .. } => "timeout",
+            Self::Closed { .. } => "session_closed",
+            Self::Header { .. } => "bad_header",
+            Self::OAuth { .. } => "oauth",
+            Self::NoSession => "no_session",
+        }
+    }
+
     /// Whether the session is gone: the tick cannot go on (no further call is sent).
     pub fn ends_session(&self) -> bool {
         matches!(

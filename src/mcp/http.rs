@@ -67,6 +67,41 @@ pub(super) struct GatewayHttp {
     pub inner: reqwest::Client,
     pub auth: Arc<HttpAuth>,
     pub tasks: Arc<TaskTools>,
+    pub trace: Arc<Traced>,
+}
+
+/// What a session's requests carry of the trace (rmcp sends them from its own tasks, so
+/// the span of the call in progress is handed over here), and the session id the server
+/// gave, for the spans.
+#[derive(Debug, Default)]
+pub(super) struct Traced {
+    pub slot: crate::telemetry::Slot,
+    pub session_id: std::sync::Mutex<Option<Arc<str>>>,
+}
+
+impl Traced {
+    /// `headers` with the current call's `traceparent` and `tracestate`.
+    fn headers(
+        &self,
+        mut headers: HashMap<HeaderName, HeaderValue>,
+        session_id: Option<&Arc<str>>,
+    ) -> HashMap<HeaderName, HeaderValue> {
+        if let Some(id) = session_id {
+            let mut seen = self.session_id.lock().expect("session id");
+            if seen.as_deref() != Some(id.as_ref()) {
+                *seen = Some(id.clone());
+            }
+        }
+        if let Some((parent, state)) = crate::telemetry::trace_headers(&self.slot.get()) {
+            if let Ok(value) = HeaderValue::from_str(&parent) {
+                headers.insert(HeaderName::from_static("traceparent"), value);
+            }
+            if let Some(value) = state.and_then(|s| HeaderValue::from_str(&s).ok()) {
+                headers.insert(HeaderName::from_static("tracestate"), value);
+            }
+        }
+        headers
+    }
 }
 
 fn oauth_failure(err: super::oauth::OAuthError) -> HttpError {
@@ -241,6 +276,7 @@ impl StreamableHttpClient for GatewayHttp {
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, HttpError> {
         let listing = is_list_tools(&message);
+        let headers = self.trace.headers(headers, session_id.as_ref());
         self.authorized(|token| {
             let (uri, message, session_id, headers) =
                 (uri.clone(), message.clone(), session_id.clone(), headers.clone());
@@ -271,6 +307,7 @@ impl StreamableHttpClient for GatewayHttp {
         _auth: Option<String>,
         headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<(), HttpError> {
+        let headers = self.trace.headers(headers, None);
         self.authorized(|token| {
             let (uri, session_id, headers) = (uri.clone(), session_id.clone(), headers.clone());
             async move { self.inner.delete_session(uri, session_id, token, headers).await }
@@ -299,6 +336,7 @@ impl StreamableHttpClient for GatewayHttp {
         headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<BoxStream<'static, Result<Sse, SseError>>, HttpError> {
+        let headers = self.trace.headers(headers, session_id.as_ref());
         self.authorized(|token| {
             let (uri, session_id, last_event_id, headers) =
                 (uri.clone(), session_id.clone(), last_event_id.clone(), headers.clone());

@@ -33,12 +33,14 @@ use serde_json::Value;
 
 use crate::auth::Credentials;
 use crate::config::{McpConfig, McpTransport};
+use crate::telemetry::{self, semconv};
 pub use client::{
     Agent, Capabilities, ElicitationAnswer, ElicitationRequest, SamplingRefused, SamplingReply, SamplingRequest,
     SamplingTurn, ServerRequest, apply_defaults,
 };
 pub use error::{McpError, Step};
 pub use oauth::OAuth;
+use opentelemetry::KeyValue;
 pub use policy::ToolPolicy;
 
 /// A tool as the rest of the crate sees it.
@@ -103,6 +105,27 @@ pub struct McpSession {
     child: Option<stdio::Child>,
     auth: Option<Arc<http::HttpAuth>>,
     credentials_sent: bool,
+    transport: McpTransport,
+    trace: Arc<http::Traced>,
+}
+
+fn transport_name(transport: McpTransport) -> &'static str {
+    match transport {
+        McpTransport::Http => "tcp",
+        McpTransport::Stdio => "pipe",
+    }
+}
+
+/// A client span of one MCP method outside a tool call (`initialize`, `tools/list`).
+fn method_span(method: &'static str, transport: McpTransport) -> telemetry::Span {
+    telemetry::Span::child(
+        method,
+        telemetry::Kind::Client,
+        vec![
+            KeyValue::new(semconv::MCP_METHOD_NAME, method),
+            KeyValue::new(semconv::NETWORK_TRANSPORT, transport_name(transport)),
+        ],
+    )
 }
 
 /// Renders `{name}` placeholders from the session values. Unknown names are an error
@@ -189,9 +212,18 @@ impl McpSession {
         let config = setup.config;
         let timeout = config.connect_timeout.0;
         let tasks = Arc::new(http::TaskTools::default());
+        let trace = Arc::new(http::Traced::default());
         let handler = client::PersonaClient {
             agent: setup.agent.clone(),
             capabilities: setup.capabilities.clone(),
+            trace: trace.slot.clone(),
+        };
+        let connecting = telemetry::current();
+        let initialize = method_span("initialize", config.transport);
+        trace.slot.set(initialize.context());
+        let opened = match config.transport {
+            McpTransport::Http => open_http(&setup, handler, tasks.clone(), trace.clone()).await,
+            McpTransport::Stdio => open_stdio(config, handler, tasks.clone()).await,
         };
         let Opened {
             service,
@@ -199,10 +231,13 @@ impl McpSession {
             child,
             auth,
             credentials_sent,
-        } = match config.transport {
-            McpTransport::Http => open_http(&setup, handler, tasks.clone()).await?,
-            McpTransport::Stdio => open_stdio(config, handler, tasks.clone()).await?,
-        };
+        } = opened.inspect_err(|err| initialize.fail(err.kind(), "initialize failed"))?;
+        if let Some(info) = service.peer_info() {
+            initialize.set(semconv::MCP_PROTOCOL_VERSION, info.protocol_version.to_string());
+        }
+        drop(initialize);
+        let listing = method_span("tools/list", config.transport);
+        trace.slot.set(listing.context());
         let listed = timed(&server, Step::ListTools, timeout, child.as_ref(), async {
             service.list_all_tools().await.map_err(|err| {
                 if let Some((status, challenge)) = error::challenge_of(&err) {
@@ -215,7 +250,11 @@ impl McpSession {
                 }
             })
         })
-        .await?;
+        .await
+        .inspect_err(|err| listing.fail(err.kind(), "tools/list failed"))?;
+        listing.set(semconv::TOOLS_OFFERED, listed.len() as i64);
+        drop(listing);
+        trace.slot.set(connecting);
         let tools = listed
             .into_iter()
             .map(|tool| ToolInfo {
@@ -242,7 +281,24 @@ impl McpSession {
             child,
             auth,
             credentials_sent,
+            transport: config.transport,
+            trace,
         })
+    }
+
+    /// The MCP attributes of a call's span: session, protocol version, transport.
+    pub fn span_attributes(&self) -> Vec<KeyValue> {
+        let mut attributes = vec![
+            KeyValue::new(semconv::MCP_METHOD_NAME, "tools/call"),
+            KeyValue::new(semconv::NETWORK_TRANSPORT, transport_name(self.transport)),
+        ];
+        if let Some(version) = self.protocol_version() {
+            attributes.push(KeyValue::new(semconv::MCP_PROTOCOL_VERSION, version));
+        }
+        if let Some(id) = self.trace.session_id.lock().expect("session id").as_deref() {
+            attributes.push(KeyValue::new(semconv::MCP_SESSION_ID, id.to_string()));
+        }
+        attributes
     }
 
     /// The protocol version the gateway agreed to.
@@ -271,7 +327,19 @@ impl McpSession {
         arguments: serde_json::Map<String, Value>,
     ) -> Result<(CallOutcome, Duration), McpError> {
         let started = Instant::now();
-        let request = CallToolRequestParams::new(name.to_string()).with_arguments(arguments);
+        let mut request = CallToolRequestParams::new(name.to_string()).with_arguments(arguments);
+        // The call's span is its trace context: in the HTTP headers (rmcp sends from its own
+        // task) and in `params._meta` (SEP-414), which reaches a stdio server too.
+        let cx = telemetry::current();
+        if let Some((parent, state)) = telemetry::trace_headers(&cx) {
+            let mut meta = rmcp::model::RequestMetaObject::new();
+            meta.0.set_traceparent(parent);
+            if let Some(state) = state {
+                meta.0.set_tracestate(state);
+            }
+            request.meta = Some(meta);
+        }
+        self.trace.slot.set(cx);
         let result = tokio::time::timeout(self.call_timeout, self.service.call_tool(request))
             .await
             .map_err(|_| McpError::Timeout {
@@ -369,6 +437,7 @@ async fn open_http(
     setup: &Connect<'_>,
     handler: client::PersonaClient,
     tasks: Arc<http::TaskTools>,
+    trace: Arc<http::Traced>,
 ) -> Result<Opened, McpError> {
     let config = setup.config;
     let timeout = config.connect_timeout.0;
@@ -391,6 +460,7 @@ async fn open_http(
         inner: session_http().clone(),
         auth: auth.clone(),
         tasks: tasks.clone(),
+        trace,
     };
     let mut transport_config = StreamableHttpClientTransportConfig::with_uri(config.url.as_str())
         .custom_headers(headers(config, setup.credentials)?)

@@ -84,6 +84,8 @@ pub struct TickFinish {
     pub rating_attempts: i32,
     /// The conversation, as the model saw it (redacted, capped).
     pub transcript: Option<Transcript>,
+    /// The tick's OpenTelemetry trace, when traces are exported.
+    pub trace_id: Option<String>,
 }
 
 impl TickFinish {
@@ -103,6 +105,7 @@ impl TickFinish {
             rating_raw: None,
             rating_attempts: 0,
             transcript: None,
+            trace_id: None,
         }
     }
 }
@@ -153,6 +156,8 @@ pub struct TickRecord {
     pub calls_not_sent: i32,
     #[schema(value_type = Option<String>)]
     pub rating_status: Option<RatingStatus>,
+    /// The tick's OpenTelemetry trace id (32 hex digits), when traces were exported.
+    pub trace_id: Option<String>,
 }
 
 /// How a tick's calls ended, counted from its audited rows when it finished (never

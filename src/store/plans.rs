@@ -71,7 +71,8 @@ macro_rules! explain_all {
                     none,
                     none,
                     none,
-                    0i32
+                    0i32,
+                    none
                 ),
             ),
             (

@@ -164,6 +164,7 @@ async fn finish_on(
             .bind(finish.simulator.as_deref())
             .bind(finish.protocol_version.as_deref())
             .bind(finish.rating_attempts)
+            .bind(finish.trace_id.as_deref())
             .fetch_optional(&mut *c)
             .await?;
         match finished {

@@ -87,7 +87,8 @@ pub(super) const CLAIM_SLOT: &str =
 /// [`DERIVE_COUNTS`].
 pub(super) const FINISH_TICK: &str = "UPDATE persona_ticks SET status = $2, error = $3, finished_at = $4,
         turns = $5, tokens_in = $6, tokens_out = $7, llm_model = $8, prompt_version = $9,
-        rating_status = $10, rating_raw = $11, simulator = $12, protocol_version = $13, rating_attempts = $14
+        rating_status = $10, rating_raw = $11, simulator = $12, protocol_version = $13, rating_attempts = $14,
+        trace_id = $15
      WHERE id = $1 AND status = 'running'
      RETURNING id, tenant_id, persona_id, trigger, scheduled_for, attempt, started_at,
         finished_at, status, error, runner_id, lease_expires_at, target";

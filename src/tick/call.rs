@@ -24,6 +24,8 @@ pub(super) struct CallRequest {
     pub chaos: bool,
     /// Written by the model as text rather than as a tool call.
     pub recovered: bool,
+    /// The model's id of the call, when it gave one.
+    pub call_id: Option<String>,
 }
 
 /// A call refused before it was sent: why, how it is audited and what the model is told.
@@ -96,6 +98,7 @@ impl TickRunner {
             arguments,
             chaos,
             recovered,
+            call_id,
         } = request;
         let tool = tool.as_str();
         state.calls_asked += 1;
@@ -138,6 +141,7 @@ impl TickRunner {
             refusal: None,
             created_at: crate::time::now(),
         };
+        state.call_span = Some(super::trace::call(tool, call_id.as_deref(), &record));
         let vetted = parsed.and_then(|value| self.vet(state, tool, value, chaos));
         let (record, answer) = match vetted {
             Err(refusal) => {
@@ -297,7 +301,11 @@ impl TickRunner {
         }
         // The row goes to the writer; the tick keeps a copy to account for the call.
         self.record_after_unsaved(state, pending.clone()).await?;
-        let outcome = self.call_with_relogin(ctx, state, tool, arguments).await;
+        let span = state.call_span.as_ref().map(|span| span.context()).unwrap_or_default();
+        let outcome = crate::telemetry::scope(span, self.call_with_relogin(ctx, state, tool, arguments)).await;
+        if let (Some(span), Some(session)) = (&state.call_span, &state.session) {
+            span.set_all(session.span_attributes());
+        }
         if let Some(agent) = state.agent.clone() {
             agent.audit_declined().await;
         }
@@ -402,6 +410,9 @@ impl TickRunner {
     fn account(&self, ctx: &CallContext<'_>, state: &mut TickState, record: &Call, answer: &str, reached: bool) {
         // What the server asked the persona while the call ran comes first.
         state.merge_agent_notes();
+        if let Some(span) = state.call_span.take() {
+            super::trace::end_call(span, record, answer, state);
+        }
         if !matches!(record.result, CallResult::Denied | CallResult::NotSent) {
             let stats = state.modules.entry(record.module.clone()).or_default();
             stats.attempts += 1;

@@ -29,6 +29,8 @@ mod secrets;
 mod session;
 mod spend;
 mod state;
+mod summary;
+mod trace;
 mod transcript;
 mod validators;
 
@@ -41,11 +43,13 @@ use futures_util::FutureExt as _;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 pub use pool::TickPool;
 pub use replay::{ReplayReport, ReplayedCall, Verdict as ReplayVerdict};
 pub use secrets::process_secrets;
+pub use summary::TickSummary;
 
 use crate::auth::AuthError;
 use crate::config::{Config, ConfigError, Env, LlmProvider};
@@ -114,37 +118,6 @@ pub enum TickEvent {
     Finished {
         summary: Box<TickSummary>,
     },
-}
-
-/// The end of a tick, as the CLI and API report it (read back from the store).
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct TickSummary {
-    pub tick_id: Uuid,
-    pub persona_id: Uuid,
-    pub persona: String,
-    pub trigger: Trigger,
-    pub status: TickStatus,
-    pub error: Option<String>,
-    pub calls_ok: u32,
-    pub calls_error: u32,
-    pub calls_deduped: u32,
-    pub calls_denied: u32,
-    /// Calls sent whose answer was never recorded (the tick ended in between).
-    pub calls_unknown: u32,
-    /// Calls the runner could not build (never sent).
-    pub calls_not_sent: u32,
-    pub modules: Vec<String>,
-    pub ratings: Vec<rating::ModuleRating>,
-    pub rating_status: Option<RatingStatus>,
-    pub tokens_in: i64,
-    pub tokens_out: i64,
-    pub turns: i32,
-    /// Driver, model, prompt template hash and temperature.
-    pub simulator: String,
-    pub duration_ms: u128,
-    /// A check tick's reads of the product's state after play.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub state: Vec<crate::model::goal::StateAnswer>,
 }
 
 /// A tick to run.
@@ -406,8 +379,29 @@ impl TickRunner {
             label: &label,
             events,
         };
-        let (status, error) = self.play_to_end(&ctx, &mut state, cut).await;
-        let (status, error, counts) = self.finish(&ctx, &mut state, status, error).await?;
+        let model = match &self.driver {
+            Driver::Llm(llm) => Some(llm.model()),
+            Driver::Offline { .. } => None,
+        };
+        let root = trace::root(&tick, request, &self.simulator, model);
+        let log_span = trace::log_span(&root);
+        state.trace_id = root.ids().map(|(trace_id, _)| trace_id);
+        let (status, error) = root
+            .run(self.play_to_end(&ctx, &mut state, cut))
+            .instrument(log_span.clone())
+            .await;
+        let ended = root
+            .run(self.finish(&ctx, &mut state, status, error))
+            .instrument(log_span)
+            .await;
+        trace::finish(
+            &root,
+            ended.as_ref().map_or(TickStatus::Abandoned, |(status, ..)| *status),
+            &state,
+        );
+        let trace = root.context();
+        drop(root);
+        let (status, error, counts) = ended?;
         let summary = TickSummary {
             tick_id: tick.id,
             persona_id: persona.id,
@@ -430,6 +424,8 @@ impl TickRunner {
             simulator: self.simulator.clone(),
             duration_ms: started.elapsed().as_millis(),
             state: std::mem::take(&mut state.state_answers),
+            trace_id: state.trace_id.clone(),
+            trace,
         };
         events(TickEvent::Finished {
             summary: Box::new(summary.clone()),
@@ -522,6 +518,7 @@ impl TickRunner {
             rating_raw: state.rating_raw.clone(),
             rating_attempts: state.rating_attempts,
             transcript: Some(state.transcript.finish(&state.redact)),
+            trace_id: state.trace_id.clone(),
         };
         let profile = record.as_ref().map(|r| r as &dyn crate::store::TickProfile);
         let mut ended = self.store.end_tick(tick_id, &finish, profile).await;

@@ -189,6 +189,7 @@ impl TickRunner {
                 arguments,
                 chaos: is_chaos,
                 recovered: false,
+                call_id: None,
             };
             let answer = self.call_tool(ctx, state, request).await?;
             offline::collect_ids(&answer, &mut state.known_ids);

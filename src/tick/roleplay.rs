@@ -13,6 +13,7 @@ use crate::llm::{ChatTurn, LlmClient, ToolCall, ToolNames, Want};
 use crate::model::persona::Persona;
 use crate::model::rating::NewRating;
 use crate::model::tick::RatingStatus;
+use crate::telemetry::{Kind, Span, semconv};
 
 /// How much of an unusable rating answer is kept on the tick.
 const RATING_RAW_CHARS: usize = 20_000;
@@ -77,6 +78,7 @@ impl TickRunner {
                     arguments: Arguments::Raw(call.arguments.clone()),
                     chaos: false,
                     recovered,
+                    call_id: Some(call.id.clone()),
                 };
                 let answer = self.call_tool(ctx, state, request).await?;
                 messages.push(json!({"role": "tool", "tool_call_id": call.id, "content": answer}));
@@ -85,7 +87,12 @@ impl TickRunner {
                 break;
             }
         }
-        self.rate_with_llm(llm, ctx, state, messages).await
+        let span = Span::child(semconv::RATING, Kind::Internal, Vec::new());
+        let rated = span.run(self.rate_with_llm(llm, ctx, state, messages)).await;
+        if let Some(status) = state.rating_status {
+            span.set(semconv::RATING_STATUS, status.as_str());
+        }
+        rated
     }
 
     /// The conversation's start: the system prompt (the persona, its day, its story so

@@ -10,12 +10,18 @@ use super::agent::PersonaAgent;
 use super::state::TickState;
 use super::{CallContext, Driver, TickError, TickRunner, prompt};
 use crate::mcp::{Capabilities, Connect, McpError, McpSession};
+use crate::telemetry::{Kind, Span, semconv};
 
 impl TickRunner {
     pub(super) async fn connect(&self, ctx: &CallContext<'_>, state: &mut TickState) -> Result<(), TickError> {
         let email = ctx.persona.email.as_deref().unwrap_or_default();
         let product = self.products.of(ctx.persona);
-        let credentials = product.auth.credentials(email).await?;
+        let login = Span::child(semconv::LOGIN, Kind::Client, Vec::new());
+        let credentials = login
+            .run(product.auth.credentials(email))
+            .await
+            .inspect_err(|err| login.fail(err.kind(), "the login failed"))?;
+        drop(login);
         // Before the session opens: an error opening it may already echo the token.
         state.remember(&credentials);
         if state.server_requests.is_none() {
@@ -26,7 +32,11 @@ impl TickRunner {
         }
         let agent = self.agent(ctx, state);
         state.agent = Some(agent.clone());
-        let session = match self.open_session(product, email, &credentials, &agent).await {
+        let connect = Span::child(semconv::CONNECT, Kind::Internal, Vec::new());
+        let opened = connect
+            .run(self.open_session(product, email, &credentials, &agent))
+            .await;
+        let session = match opened {
             Err(McpError::Unauthorized {
                 credentials_sent: true, ..
             }) if !state.reauthenticated && credentials.token.is_some() => {
@@ -35,10 +45,12 @@ impl TickRunner {
                 product.auth.invalidate(email);
                 let fresh = product.auth.credentials(email).await?;
                 state.remember(&fresh);
-                self.open_session(product, email, &fresh, &agent).await?
+                connect.run(self.open_session(product, email, &fresh, &agent)).await
             }
-            other => other?,
+            other => other,
         };
+        let session = session.inspect_err(|err| connect.fail(err.kind(), "the MCP session did not open"))?;
+        drop(connect);
         for secret in session.secrets() {
             crate::redact::register(&secret);
             if !state.redact.contains(&secret) {

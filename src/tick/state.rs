@@ -105,6 +105,10 @@ pub(super) struct TickState {
     pub unsaved: Option<Completion>,
     /// A check tick's reads of the product's state after play, in the goal's order.
     pub state_answers: Vec<crate::model::goal::StateAnswer>,
+    /// The tick's trace, when traces are exported.
+    pub trace_id: Option<String>,
+    /// The span of the call in progress, ended when the call is accounted for.
+    pub call_span: Option<crate::telemetry::Span>,
 }
 
 impl TickState {
@@ -134,6 +138,8 @@ impl TickState {
             known_ids: Vec::new(),
             transcript: TranscriptLog::new(transcript_chars),
             protocol_version: None,
+            trace_id: None,
+            call_span: None,
         }
     }
 

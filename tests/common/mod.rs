@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod hostile;
+pub mod otlp;
 pub mod runner;
 pub mod store_ext;
 
@@ -449,6 +450,8 @@ pub fn text(content: &str) -> serde_json::Value {
 pub struct ScriptedLlm {
     pub addr: std::net::SocketAddr,
     requests: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, serde_json::Value)>>>,
+    /// The `traceparent` header of each request, in order.
+    traceparents: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -458,16 +461,19 @@ impl ScriptedLlm {
         use axum::response::IntoResponse;
         let steps = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(steps)));
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (steps_in, requests_in) = (steps.clone(), requests.clone());
+        let traceparents = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (steps_in, requests_in, traceparents_in) = (steps.clone(), requests.clone(), traceparents.clone());
         // What llama.cpp says of its model: a small context window, so checks can warn.
         let models = axum::routing::get(|| async {
             axum::Json(serde_json::json!({"object": "list", "data": [{"id": "test-model", "meta": {"n_ctx": 1024}}]}))
         });
         let app = axum::Router::new().route("/v1/models", models).route(
             "/v1/chat/completions",
-            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
-                let (steps, requests) = (steps_in.clone(), requests_in.clone());
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::Json<serde_json::Value>| {
+                let (steps, requests, traceparents) = (steps_in.clone(), requests_in.clone(), traceparents_in.clone());
                 async move {
+                    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
+                    traceparents.lock().unwrap().push(traceparent);
                     requests.lock().unwrap().push((std::time::Instant::now(), body.0));
                     let step = steps.lock().unwrap().pop_front();
                     match step {
@@ -506,11 +512,21 @@ impl ScriptedLlm {
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Self { addr, requests, task }
+        Self {
+            addr,
+            requests,
+            traceparents,
+            task,
+        }
     }
 
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// The `traceparent` header of each request received, in order.
+    pub fn traceparents(&self) -> Vec<Option<String>> {
+        self.traceparents.lock().unwrap().clone()
     }
 
     /// The request bodies received, in order.
@@ -533,6 +549,23 @@ impl Drop for ScriptedLlm {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Runs the binary in `dir` with only `PATH` and `env` in its environment.
+pub fn run_binary<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+    dir: &Path,
+    args: &[&str],
+    env: &[(K, V)],
+) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_persona-runner"));
+    cmd.current_dir(dir)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    cmd.output().expect("run persona-runner")
 }
 
 /// `mcp.command` that starts the sample gateway on stdio as `user`.
