@@ -521,20 +521,17 @@ async fn checks_run_through_the_admin_api(backend: Backend) {
 
     // The dashboard's grid links each trial to its tick.
     let tick = verdicts[0]["tick_id"].as_str().unwrap();
-    let page = app
-        .client
-        .get(format!("{}/", app.base))
-        .bearer_auth(common::app::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/").await;
     assert!(
         page.contains("id=\"goals\"") && page.contains(&format!("href=\"/ticks/{tick}\"")),
         "{page}"
     );
+    // And the tick page shows the trial's verdict with its checks.
+    let tick_page = app.page(&format!("/ticks/{tick}")).await;
+    let verdict = &tick_page[tick_page.find("id=\"verdicts\"").expect("a verdicts section")..];
+    let goal = verdicts[0]["goal"].as_str().unwrap();
+    let outcome = verdicts[0]["outcome"].as_str().unwrap();
+    assert!(verdict.contains(goal) && verdict.contains(outcome), "{verdict}");
     app.stop().await;
 }
 

@@ -193,3 +193,44 @@ async fn an_unreachable_sign_up_endpoint_fails_the_seed_naming_it() {
     assert!(all.contains("cannot reach"), "each failure says why: {all}");
     assert!(!all.contains(TEST_SEED), "no secret in the output");
 }
+
+/// The README's first-run commands with the default config and no edits: the bundled
+/// product on its default address (accounts required, as a real product), then
+/// `catalog seed --provision`, a tick and the feedback report.
+#[test]
+fn the_first_run_commands_work_with_the_default_config() {
+    let dir = common::workdir_with_catalogs();
+    let run = |args: &[&str]| common::run_binary(dir.path(), args, &[] as &[(&str, &str)]);
+    let mut gateway = std::process::Command::new(env!("CARGO_BIN_EXE_persona-runner"))
+        .current_dir(dir.path())
+        .args(["sample-gateway", "--accounts"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect("127.0.0.1:3071").is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sample gateway did not listen on 3071"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let seeded = run(&["catalog", "seed", "--provision"]);
+    let all = text(&seeded);
+    let ticked = run(&["tick", "--persona", "persona.anna@mana.test"]);
+    let feedback = run(&["feedback"]);
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    assert!(seeded.status.success(), "{all}");
+    assert!(all.contains("signed up") && all.contains(", 0 failed"), "{all}");
+    assert!(ticked.status.success(), "{}", text(&ticked));
+    assert!(
+        text(&ticked).contains(" ok "),
+        "the provisioned account logs in: {}",
+        text(&ticked)
+    );
+    assert!(feedback.status.success(), "{}", text(&feedback));
+}

@@ -178,7 +178,7 @@ pub(super) fn simulators_table(report: &FeedbackReport) -> String {
     format!(
         "<section class=\"wide\" id=\"simulators\"><h2>Simulators</h2><p class=\"muted\">A simulator is driver · model · prompt template (· temperature). \
          Ratings of different simulators are never compared; leniency is a simulator's own average minus what the evidence gives.</p>\
-         <div class=\"scroll\"><table><thead><tr><th>simulator</th><th>n</th><th>avg</th><th>evidence</th><th>leniency</th><th>days</th></tr></thead>\
+         <div class=\"scroll\" tabindex=\"0\"><table><caption>Ratings per simulator version over the window</caption><thead><tr><th>simulator</th><th>n</th><th>avg</th><th>evidence</th><th>leniency</th><th>days</th></tr></thead>\
          <tbody>{rows}</tbody></table></div>{}</section>",
         fitness_table(report)
     )
@@ -220,7 +220,7 @@ fn fitness_table(report: &FeedbackReport) -> String {
     format!(
         "<h3>Fitness to simulate</h3><p class=\"muted\">Idle: ticks in which the persona never used the app (no evidence). \
          Recovered: calls the model wrote as text. Ratings: valid at once / after one repair / invalid.</p>\
-         <div class=\"scroll\"><table><caption>Simulator fitness over the window</caption><thead><tr><th>simulator</th><th>ticks</th><th>idle</th><th>calls</th>\
+         <div class=\"scroll\" tabindex=\"0\"><table><caption>Simulator fitness over the window</caption><thead><tr><th>simulator</th><th>ticks</th><th>idle</th><th>calls</th>\
          <th>recovered</th><th>unknown tools</th><th>schema refused</th><th>ratings</th></tr></thead><tbody>{rows}</tbody></table></div>"
     )
 }
@@ -278,15 +278,19 @@ pub(super) fn modules_table(modules: &[GroupReport], report: &FeedbackReport) ->
     }
     format!(
         "<section id=\"modules\"><h2>Modules, weakest first</h2><p class=\"muted\">Regression: average down ≥ {} on ≥ {} ratings in both windows.</p>\
-         <div class=\"scroll\"><table><thead><tr><th>module</th><th>avg</th><th>n</th><th>1–5</th><th>errors</th><th>latency</th><th>change</th></tr></thead>\
+         <div class=\"scroll\" tabindex=\"0\"><table><caption>Average rating per module, weakest first, with its evidence and change</caption><thead><tr><th>module</th><th>avg</th><th>n</th><th>1–5</th><th>errors</th><th>latency</th><th>change</th></tr></thead>\
          <tbody>{rows}</tbody></table></div></section>",
         report.regression_drop, report.regression_min_ratings
     )
 }
 
+/// The highest rating the dashboard calls low.
+const LOW_RATING: i32 = 3;
+
 pub(super) fn low_ratings(report: &FeedbackReport) -> String {
     let mut rows = String::new();
-    for n in &report.lowest_notes {
+    // The report's lowest notes are the lowest there are; only 1–3 are low.
+    for n in report.lowest_notes.iter().filter(|n| n.rating <= LOW_RATING) {
         let _ = write!(
             rows,
             "<tr><td class=\"num\"><a href=\"/ticks/{}\" title=\"the tick behind this rating\">{}/5</a></td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td></tr>",
@@ -298,8 +302,14 @@ pub(super) fn low_ratings(report: &FeedbackReport) -> String {
             n.created_at.format("%m-%d %H:%M")
         );
     }
+    if rows.is_empty() {
+        return format!(
+            "<section id=\"low-ratings\"><h2>Latest low ratings</h2><p class=\"muted\">No rating of {LOW_RATING} or below in this window.</p></section>"
+        );
+    }
     format!(
-        "<section id=\"low-ratings\"><h2>Latest low ratings</h2><div class=\"scroll\"><table><thead><tr><th>rating</th><th>module</th><th>persona</th><th>note</th><th>when</th></tr></thead>\
+        "<section id=\"low-ratings\"><h2>Latest low ratings</h2><div class=\"scroll\" tabindex=\"0\"><table><caption>Ratings of {LOW_RATING} or below, worst and newest first, each linked to its tick</caption>\
+         <thead><tr><th>rating</th><th>module</th><th>persona</th><th>note</th><th>when</th></tr></thead>\
          <tbody>{rows}</tbody></table></div></section>"
     )
 }
@@ -339,7 +349,7 @@ pub(super) fn personas_table(personas: &[PersonaSummary]) -> String {
         );
     }
     format!(
-        "<section class=\"wide\" id=\"personas\"><h2>Personas</h2><div class=\"scroll\"><table><thead><tr><th>persona</th><th>archetype</th><th>last tick</th><th>when</th><th>calls 7d</th><th>avg rating</th><th>alignment</th></tr></thead>\
+        "<section class=\"wide\" id=\"personas\"><h2>Personas</h2><div class=\"scroll\" tabindex=\"0\"><table><caption>Every persona with a login: its latest tick, recent calls, rating and alignment</caption><thead><tr><th>persona</th><th>archetype</th><th>last tick</th><th>when</th><th>calls 7d</th><th>avg rating</th><th>alignment</th></tr></thead>\
          <tbody>{rows}</tbody></table></div></section>"
     )
 }

@@ -69,9 +69,10 @@ pub(super) fn goals_grid(
         rows.push_str("</tr>");
     }
     format!(
-        "<section class=\"wide\" id=\"goals\"><h2>Goals</h2><p class=\"muted\">The last {k} trial(s) of each goal, oldest \
+        "<section class=\"wide\" id=\"goals\"><h2>Goals</h2><p class=\"muted\">The last {} of each goal, oldest \
          first: ✓ pass, ✗ fail, ? unjudged (a criterion inconclusive or not judged never passes). Each mark opens its tick.</p>\
-         <div class=\"scroll\"><table><thead><tr><th>goal</th>{header}</tr></thead><tbody>{rows}</tbody></table></div>{}</section>",
+         <div class=\"scroll\" tabindex=\"0\"><table><caption>Each goal's latest trials per persona, oldest first</caption><thead><tr><th>goal</th>{header}</tr></thead><tbody>{rows}</tbody></table></div>{}</section>",
+        super::html::count(k as i64, "trial"),
         pass_rates(rates)
     )
 }
@@ -121,7 +122,7 @@ fn pass_rates(rates: &[GoalPassRate]) -> String {
     }
     format!(
         "<h3>Pass rates in this window</h3><p class=\"muted\">Compared only within one simulator and judge version: a model \
-         switch starts a new row, it is never a regression.</p><div class=\"scroll\"><table><thead><tr><th>goal</th>\
+         switch starts a new row, it is never a regression.</p><div class=\"scroll\" tabindex=\"0\"><table><caption>Trials passed per goal, simulator and judge</caption><thead><tr><th>goal</th>\
          <th>passed</th><th>rate</th><th>simulator</th><th>judge</th></tr></thead><tbody>{rows}</tbody></table></div>"
     )
 }

@@ -19,6 +19,7 @@ mod params;
 mod profile;
 pub mod server;
 mod tick_page;
+mod timeline;
 mod views;
 
 use std::future::Future;
@@ -93,7 +94,7 @@ impl ApiSettings {
                 .map(|name| (Some(name.clone()), config.for_target(name))),
         );
         for (target, product) in products {
-            let Some(product) = product.filter(|p| !p.auth.signup_url.is_empty()) else {
+            let Some(product) = product.filter(|p| p.auth.signup_endpoint().is_some()) else {
                 continue;
             };
             let Ok(seed) = crate::auth::SeedSecret::resolve(&product, env) else {

@@ -8,13 +8,14 @@ use std::fmt::Write as _;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::is_admin;
 use super::dashboard::login_form;
-use super::html::{esc, html, html_page};
+use super::html::{count, esc, html, html_page};
+use super::timeline;
+use crate::model::goal::{Outcome, Verdict};
 use crate::model::persona::DEFAULT_TENANT;
 
 /// One tick's story (HTML).
@@ -73,26 +74,25 @@ async fn render(state: &ApiState, id: Uuid) -> Result<Option<String>, crate::sto
     let transcript = store.tick_transcript(id).await?;
     let calls = store.tick_calls(id).await?;
     let ratings = store.tick_ratings(id).await?;
+    let verdicts = store.tick_verdicts(DEFAULT_TENANT, id).await?;
 
+    let trace_url = state.settings().config.telemetry.trace_url.clone();
     let mut body = String::new();
     let _ = write!(
         body,
         "<header><h1><a href=\"/\">persona-runner QA</a> · tick</h1></header><main>\
-         <section class=\"wide\" id=\"tick\"><h2>{} · {} · {}</h2><p class=\"muted\">{} · trigger {} · simulator {} · {} calls ({} ok, {} error) · {} tokens</p>{}{}</section>",
+         <section class=\"wide\" id=\"tick\"><h2>{} · {} · {}</h2><p class=\"muted\">{} · trigger {} · simulator {} · {} ({} ok, {}) · {}</p>{}{}</section>",
         esc(&tick.persona),
         tick.started_at.format("%Y-%m-%d %H:%M UTC"),
         esc(tick.status.as_str()),
         tick.id,
         esc(tick.trigger.as_str()),
         esc(tick.simulator.as_deref().unwrap_or("–")),
-        tick.tool_calls,
+        count(i64::from(tick.tool_calls), "call"),
         tick.calls_ok,
-        tick.calls_error,
-        tick.tokens_in + tick.tokens_out,
-        trace_line(
-            tick.trace_id.as_deref(),
-            state.settings().config.telemetry.trace_url.as_deref()
-        ),
+        count(i64::from(tick.calls_error), "error"),
+        count(tick.tokens_in + tick.tokens_out, "token"),
+        trace_line(tick.trace_id.as_deref(), trace_url.as_deref()),
         tick.error
             .as_deref()
             .map(|e| format!("<p class=\"bad\">{}</p>", esc(e)))
@@ -102,33 +102,41 @@ async fn render(state: &ApiState, id: Uuid) -> Result<Option<String>, crate::sto
     for r in &ratings {
         let _ = write!(
             rows,
-            "<tr><td class=\"num\">{}/5</td><td>{}</td><td>{}</td><td class=\"num\">{} calls, {} errors</td></tr>",
+            "<tr><td class=\"num\">{}/5</td><td>{}</td><td>{}</td><td class=\"num\">{}, {}</td></tr>",
             r.rating,
             esc(&r.module),
             esc(r.notes.as_deref().unwrap_or_default()),
-            r.evidence_calls,
-            r.evidence_errors
+            count(i64::from(r.evidence_calls), "call"),
+            count(i64::from(r.evidence_errors), "error")
         );
     }
+    let ratings_table = if ratings.is_empty() {
+        "<p class=\"muted\">This tick recorded no rating.</p>".to_string()
+    } else {
+        format!(
+            "<div class=\"scroll\" tabindex=\"0\"><table><caption>Each module's 1–5 rating with its note and evidence</caption>\
+             <thead><tr><th>rating</th><th>module</th><th>note</th><th>evidence</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        )
+    };
     let _ = write!(
         body,
-        "<section id=\"ratings\"><h2>Ratings</h2><div class=\"scroll\"><table><thead><tr><th>rating</th><th>module</th><th>note</th><th>evidence</th></tr></thead><tbody>{rows}</tbody></table></div></section>"
+        "<section id=\"ratings\"><h2>Ratings</h2>{ratings_table}</section>"
     );
-    let mut steps = String::new();
-    match &transcript {
+    body.push_str(&verdicts_section(&verdicts));
+    let steps = match &transcript {
         Some(t) => {
-            for entry in t.entries.as_array().into_iter().flatten() {
-                steps.push_str(&step(entry));
-            }
+            let entries = t.entries.as_array().map(Vec::as_slice).unwrap_or_default();
+            let mut steps = timeline::render(entries, &ratings);
             if t.truncated {
                 steps.push_str("<li class=\"muted\">… the rest was cut at tick.transcript_chars</li>");
             }
+            steps
         }
-        None => steps.push_str("<li class=\"muted\">No transcript was kept for this tick.</li>"),
-    }
+        None => "<li class=\"muted\">No transcript was kept for this tick.</li>".to_string(),
+    };
     let _ = write!(
         body,
-        "<section class=\"wide\" id=\"story\"><h2>The story</h2><ol class=\"story\">{steps}</ol></section>"
+        "<section class=\"wide\" id=\"story\"><h2>The conversation</h2><ol class=\"story\">{steps}</ol></section>"
     );
     let mut rows = String::new();
     for c in &calls {
@@ -144,9 +152,49 @@ async fn render(state: &ApiState, id: Uuid) -> Result<Option<String>, crate::sto
     }
     let _ = write!(
         body,
-        "<section class=\"wide\" id=\"calls\"><h2>Evidence: every call</h2><div class=\"scroll\"><table><thead><tr><th>#</th><th>tool</th><th>result</th><th>arguments</th><th>answer</th></tr></thead><tbody>{rows}</tbody></table></div></section></main>"
+        "<section class=\"wide\" id=\"calls\"><h2>Evidence: every call</h2><div class=\"scroll\" tabindex=\"0\"><table><caption>Every audited call of the tick, as stored</caption>\
+         <thead><tr><th>#</th><th>tool</th><th>result</th><th>arguments</th><th>answer</th></tr></thead><tbody>{rows}</tbody></table></div></section></main>"
     );
     Ok(Some(html_page("persona-runner: tick", &body)))
+}
+
+/// A check tick's verdicts: each goal's outcome, its checks and criteria.
+fn verdicts_section(verdicts: &[Verdict]) -> String {
+    if verdicts.is_empty() {
+        return String::new();
+    }
+    let mut items = String::new();
+    for v in verdicts {
+        let mut lines = String::new();
+        for c in &v.checks {
+            let _ = write!(
+                lines,
+                "<li><span class=\"{}\">{}</span> {} <span class=\"muted\">{}</span></li>",
+                if c.passed { "good" } else { "bad" },
+                if c.passed { "passed" } else { "failed" },
+                esc(&c.check),
+                esc(&c.detail)
+            );
+        }
+        for c in &v.criteria {
+            let _ = write!(
+                lines,
+                "<li><span class=\"muted\">{}</span> {} <span class=\"muted\">{}</span></li>",
+                esc(c.judgement.as_str()),
+                esc(&c.criterion),
+                esc(&c.reason)
+            );
+        }
+        let _ = write!(
+            items,
+            "<li><b>{}</b> trial {}: <span class=\"{}\">{}</span><ul>{lines}</ul></li>",
+            esc(&v.goal),
+            v.trial,
+            if v.outcome == Outcome::Pass { "good" } else { "bad" },
+            esc(v.outcome.as_str())
+        );
+    }
+    format!("<section id=\"verdicts\"><h2>Verdicts</h2><ul>{items}</ul></section>")
 }
 
 /// The tick's trace id, linked into the operator's trace viewer when
@@ -164,23 +212,4 @@ fn trace_line(trace_id: Option<&str>, trace_url: Option<&str>) -> String {
         ),
         (None, _) => String::new(),
     }
-}
-
-/// One transcript entry: its step name, then its fields (text as text, the rest as JSON).
-fn step(entry: &Value) -> String {
-    let name = entry.get("step").and_then(Value::as_str).unwrap_or("step");
-    let mut fields = String::new();
-    for (key, value) in entry.as_object().into_iter().flatten().filter(|(k, _)| *k != "step") {
-        let text = match value {
-            Value::String(text) => text.clone(),
-            other => other.to_string(),
-        };
-        let _ = write!(
-            fields,
-            "<div><span class=\"muted\">{}</span><pre>{}</pre></div>",
-            esc(key),
-            esc(&text)
-        );
-    }
-    format!("<li class=\"step {}\"><b>{}</b>{fields}</li>", esc(name), esc(name))
 }

@@ -46,11 +46,13 @@ pub struct Provisioner {
 
 impl Provisioner {
     pub fn new(config: &crate::config::Config, seed: Secret) -> Result<Self, SignUpError> {
-        if config.auth.signup_url.trim().is_empty() {
+        let Some(endpoint) = config.auth.signup_endpoint() else {
             return Err(SignUpError::NotConfigured);
-        }
+        };
+        let mut auth = config.auth.clone();
+        auth.signup_url = endpoint.to_string();
         Ok(Self {
-            config: config.auth.clone(),
+            config: auth,
             seed,
             http: crate::http::client(Duration::from_secs(30)),
             retry: RetryPolicy::new(&config.retry),

@@ -301,6 +301,12 @@ impl Config {
             auth.lookups.values_mut().for_each(|lookup| mask(&mut lookup.url));
         }
         mask(&mut shown.llm.base_url);
+        for url in [&mut shown.telemetry.endpoint, &mut shown.telemetry.traces_endpoint]
+            .into_iter()
+            .flatten()
+        {
+            mask(url);
+        }
         if let Some(url) = &mut shown.api.jwt.jwks_url {
             mask(url);
         }

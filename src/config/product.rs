@@ -48,17 +48,36 @@ pub struct AuthConfig {
     pub lookups: std::collections::BTreeMap<String, LookupConfig>,
     /// OAuth 2.1 settings (mode = "oauth").
     pub oauth: OAuthConfig,
-    /// The product's sign-up endpoint, for `catalog seed --provision` ("" = none).
+    /// The product's sign-up endpoint, for `catalog seed --provision`. Empty: the bundled
+    /// sample product's sign-up when `login_url` is its login (the default), else none
+    /// (see [`AuthConfig::signup_endpoint`]).
     pub signup_url: String,
     /// The sign-up body: JSON with `{email}`, `{password}` and `{name}` in its strings.
     pub signup_body: String,
+}
+
+/// The bundled sample product's login and sign-up at its default address.
+pub const SAMPLE_LOGIN_URL: &str = "http://127.0.0.1:3071/api/v1/auth/login";
+pub const SAMPLE_SIGNUP_URL: &str = "http://127.0.0.1:3071/api/v1/auth/signup";
+
+impl AuthConfig {
+    /// Where sign-ups go: `signup_url`, or the bundled product's sign-up while `login_url`
+    /// is the bundled login. A product of one's own never inherits the bundled sign-up,
+    /// which would send its personas' passwords to another origin.
+    pub fn signup_endpoint(&self) -> Option<&str> {
+        match self.signup_url.trim() {
+            "" if self.login_url.trim() == SAMPLE_LOGIN_URL => Some(SAMPLE_SIGNUP_URL),
+            "" => None,
+            url => Some(url),
+        }
+    }
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             mode: AuthMode::Login,
-            login_url: "http://127.0.0.1:3071/api/v1/auth/login".into(),
+            login_url: SAMPLE_LOGIN_URL.into(),
             token_pointer: "/token".into(),
             user_id_pointer: "/user/id".into(),
             token_ttl: HumanDuration::from_secs(900),

@@ -221,10 +221,8 @@ impl TelemetryConfig {
             return Ok(None);
         };
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(invalid(
-                endpoint_key,
-                format!("`{endpoint}` is not an http:// or https:// URL"),
-            ));
+            // Never the value itself: an endpoint may carry a key in its query.
+            return Err(invalid(endpoint_key, "is not an http:// or https:// URL".into()));
         }
         let protocol = match (
             self.protocol,
@@ -316,6 +314,9 @@ fn traces_url(base: &str) -> String {
     format!("{}/v1/traces", base.trim_end_matches('/'))
 }
 
+/// The most spans a queue may hold (the SDK allocates its channel up front).
+const MAX_QUEUE: usize = 65_536;
+
 /// `[telemetry]`'s own rules.
 pub(super) fn validate(config: &TelemetryConfig) -> Result<(), (&'static str, String)> {
     if let Some(url) = &config.trace_url
@@ -328,8 +329,11 @@ pub(super) fn validate(config: &TelemetryConfig) -> Result<(), (&'static str, St
             ),
         ));
     }
-    if config.queue_size == 0 {
-        return Err(("telemetry.queue_size", "must be at least 1".into()));
+    if !(1..=MAX_QUEUE).contains(&config.queue_size) {
+        return Err((
+            "telemetry.queue_size",
+            format!("must be between 1 and {MAX_QUEUE} (the queue is allocated up front)"),
+        ));
     }
     if let Some(name) = &config.sampler {
         SamplerSetting::parse(name, config.sampler_arg.as_deref()).map_err(|m| ("telemetry.sampler", m))?;

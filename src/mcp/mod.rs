@@ -339,12 +339,15 @@ impl McpSession {
             }
             request.meta = Some(meta);
         }
-        self.trace.slot.set(cx);
+        let _call_context = self.trace.slot.enter(cx);
         let result = tokio::time::timeout(self.call_timeout, self.service.call_tool(request))
             .await
-            .map_err(|_| McpError::Timeout {
-                tool: name.into(),
-                timeout: crate::time::HumanDuration(self.call_timeout),
+            .map_err(|_| {
+                telemetry::fail_current("timeout", "the tool call timed out (mcp.call_timeout)");
+                McpError::Timeout {
+                    tool: name.into(),
+                    timeout: crate::time::HumanDuration(self.call_timeout),
+                }
             })?;
         let elapsed = started.elapsed();
         match result {
@@ -352,6 +355,7 @@ impl McpSession {
                 let text = content::render(&result);
                 Ok((
                     if result.is_error.unwrap_or(false) {
+                        telemetry::fail_current(semconv::TOOL_ERROR, "the tool answered with an error (isError)");
                         CallOutcome::Error { text }
                     } else {
                         CallOutcome::Ok { text }
@@ -360,12 +364,15 @@ impl McpSession {
                 ))
             }
             // The gateway answered with a JSON-RPC error: unknown tool, invalid params.
-            Err(rmcp::ServiceError::McpError(error)) => Ok((
-                CallOutcome::Error {
-                    text: format!("error {}: {}", error.code.0, error.message),
-                },
-                elapsed,
-            )),
+            Err(rmcp::ServiceError::McpError(error)) => {
+                telemetry::fail_current(&error.code.0.to_string(), "the gateway answered with a JSON-RPC error");
+                Ok((
+                    CallOutcome::Error {
+                        text: format!("error {}: {}", error.code.0, error.message),
+                    },
+                    elapsed,
+                ))
+            }
             Err(err) => {
                 if let Some(child) = &self.child {
                     child.observed.settle().await;
@@ -382,6 +389,7 @@ impl McpSession {
                 // An HTTP error status is the product answering badly, not the session
                 // going away.
                 if let Some(status) = http_status(&err) {
+                    telemetry::fail_current(&status.to_string(), "the gateway answered with an HTTP error status");
                     return Ok((
                         CallOutcome::Error {
                             text: format!("the gateway answered HTTP {status}"),

@@ -14,6 +14,9 @@ use crate::time::now;
 const RUN_VERDICTS: &str = "SELECT id, tenant_id, run_id, goal, persona_id, tick_id, trial, outcome, checks, criteria, simulator, judge, seconds, created_at
      FROM persona_verdicts WHERE run_id = $1 ORDER BY persona_id, goal, trial";
 
+const TICK_VERDICTS: &str = "SELECT id, tenant_id, run_id, goal, persona_id, tick_id, trial, outcome, checks, criteria, simulator, judge, seconds, created_at
+     FROM persona_verdicts WHERE tenant_id = $1 AND tick_id = $2 ORDER BY goal";
+
 const RECENT_VERDICTS: &str = "SELECT id, tenant_id, run_id, goal, persona_id, tick_id, trial, outcome, checks, criteria, simulator, judge, seconds, created_at
      FROM persona_verdicts
      WHERE tenant_id = $1 AND ($2 IS NULL OR persona_id = $2) AND ($3 IS NULL OR goal = $3)
@@ -183,6 +186,14 @@ impl Store {
             .await?;
         });
         Ok(())
+    }
+
+    /// The verdicts of one (check) tick of a tenant.
+    pub async fn tick_verdicts(&self, tenant: Uuid, tick_id: Uuid) -> Result<Vec<Verdict>> {
+        let rows: Vec<VerdictRow> = with_pool!(self, pool => {
+            sqlx::query_as(TICK_VERDICTS).bind(tenant).bind(tick_id).fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// A run's verdicts, by persona, goal and trial.

@@ -41,8 +41,12 @@ pub(super) fn provider(settings: &TelemetrySettings) -> Result<SdkTracerProvider
         .with_timeout(settings.export_timeout)
         .with_headers(headers)
         .build()
-        // The builder's errors name the setting, never a header's value.
-        .map_err(|err| err.to_string())?;
+        // The builder's errors name the setting; an invalid endpoint's text is left out
+        // (it may carry a key), never a header's value.
+        .map_err(|err| match err.to_string() {
+            text if text.contains("invalid endpoint") => "the endpoint is not a valid URL".to_string(),
+            text => text,
+        })?;
     let queued = Arc::new(AtomicUsize::new(0));
     let counted = Counted {
         inner: exporter,

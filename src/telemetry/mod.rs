@@ -150,6 +150,15 @@ pub fn scope<F: Future>(cx: Context, future: F) -> impl Future<Output = F::Outpu
     CURRENT.scope(cx, Box::pin(future))
 }
 
+/// Marks the current span failed (`error.type` and an error status in our words): for a
+/// step that knows the class of a failure its span's owner only sees as a result.
+pub fn fail_current(error_type: &str, description: &str) {
+    let cx = current();
+    let span = cx.span();
+    span.set_attribute(KeyValue::new(semconv::ERROR_TYPE, error_type.to_string()));
+    span.set_status(Status::error(description.to_string()));
+}
+
 /// `traceparent` and `tracestate` of a context, when it is in a recorded trace.
 pub fn trace_headers(cx: &Context) -> Option<(String, Option<String>)> {
     let span = cx.span();
@@ -196,6 +205,26 @@ impl Slot {
 
     pub fn get(&self) -> Context {
         self.0.lock().expect("trace slot").clone()
+    }
+
+    /// Holds `cx` until the guard drops (the call ends, times out or is cancelled), then
+    /// puts back what was there: a finished call's context never outlives it.
+    pub fn enter(&self, cx: Context) -> SlotGuard<'_> {
+        let previous = std::mem::replace(&mut *self.0.lock().expect("trace slot"), cx);
+        SlotGuard { slot: self, previous }
+    }
+}
+
+/// See [`Slot::enter`].
+#[derive(Debug)]
+pub struct SlotGuard<'a> {
+    slot: &'a Slot,
+    previous: Context,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.slot.set(std::mem::take(&mut self.previous));
     }
 }
 
@@ -277,8 +306,8 @@ impl Span {
     pub fn ids(&self) -> Option<(String, String)> {
         let span = self.cx.span();
         let context = span.span_context();
-        context
-            .is_valid()
+        // An unsampled span has valid ids too, but no trace was exported under them.
+        (context.is_valid() && context.is_sampled())
             .then(|| (context.trace_id().to_string(), context.span_id().to_string()))
     }
 
@@ -301,6 +330,49 @@ mod tests {
         assert!(!span.recording());
         assert_eq!(span.ids(), None);
         assert_eq!(trace_headers(&span.context()), None);
+    }
+
+    fn tracer(sampler: opentelemetry_sdk::trace::Sampler) -> opentelemetry::global::BoxedTracer {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_sampler(sampler)
+            .build();
+        opentelemetry::global::BoxedTracer::new(Box::new(opentelemetry::trace::TracerProvider::tracer(
+            &provider, "test",
+        )))
+    }
+
+    #[test]
+    fn an_unsampled_tick_keeps_no_trace_id_and_sends_no_header() {
+        let span = tracer(opentelemetry_sdk::trace::Sampler::AlwaysOff).start("root");
+        let handle = Span {
+            cx: Context::new().with_span(span),
+        };
+        assert!(
+            handle.cx.span().span_context().is_valid(),
+            "the SDK gives it ids all the same"
+        );
+        assert_eq!(handle.ids(), None);
+        let sampled = Span {
+            cx: Context::new().with_span(tracer(opentelemetry_sdk::trace::Sampler::AlwaysOn).start("root")),
+        };
+        assert!(sampled.ids().is_some());
+    }
+
+    #[test]
+    fn a_slot_gives_back_its_context_when_the_call_ends() {
+        let slot = Slot::default();
+        let base = Context::new().with_span(tracer(opentelemetry_sdk::trace::Sampler::AlwaysOn).start("connect"));
+        slot.set(base.clone());
+        let call = Context::new().with_span(tracer(opentelemetry_sdk::trace::Sampler::AlwaysOn).start("call"));
+        {
+            let _guard = slot.enter(call.clone());
+            assert_eq!(trace_headers(&slot.get()), trace_headers(&call));
+        }
+        assert_eq!(
+            trace_headers(&slot.get()),
+            trace_headers(&base),
+            "the finished call's context is gone"
+        );
     }
 
     #[tokio::test]

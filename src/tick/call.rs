@@ -303,6 +303,9 @@ impl TickRunner {
         self.record_after_unsaved(state, pending.clone()).await?;
         let span = state.call_span.as_ref().map(|span| span.context()).unwrap_or_default();
         let outcome = crate::telemetry::scope(span, self.call_with_relogin(ctx, state, tool, arguments)).await;
+        if let (Err(err), Some(span)) = (&outcome, &state.call_span) {
+            span.fail(err.kind(), "the call failed");
+        }
         if let (Some(span), Some(session)) = (&state.call_span, &state.session) {
             span.set_all(session.span_attributes());
         }

@@ -69,7 +69,6 @@ pub(super) fn call(tool: &str, call_id: Option<&str>, record: &Call) -> Span {
                 semconv::TOOL_CALL_ID,
                 call_id.map_or_else(|| record.id.to_string(), str::to_string),
             ),
-            KeyValue::new(semconv::MCP_METHOD_NAME, "tools/call"),
             KeyValue::new(semconv::CALL_MODULE, record.module.clone()),
             KeyValue::new(semconv::CALL_SEQ, i64::from(record.seq)),
             KeyValue::new(semconv::CALL_RECOVERED, record.recovered),
@@ -93,7 +92,10 @@ pub(super) fn end_call(span: Span, record: &Call, answer: &str, state: &TickStat
     match (record.result, record.refusal) {
         (CallResult::Ok | CallResult::Deduped | CallResult::Pending, _) => {}
         (_, Some(refusal)) => span.fail(refusal.as_str(), "the runner refused the call before sending it"),
-        (CallResult::Error, None) => span.fail(semconv::TOOL_ERROR, "the tool answered with an error"),
+        // The MCP session set `error.type` as it read the answer: `tool_error` for
+        // `isError`, the JSON-RPC code, the HTTP status, or `timeout`.
+        (CallResult::Error, None) if record.sent => {}
+        (CallResult::Error, None) => span.fail(semconv::TOOL_ERROR, "the call failed"),
         (other, None) => span.fail(other.as_str(), format!("the call ended {}", other.as_str())),
     }
     span.set_content(semconv::TOOL_CALL_RESULT, || {

@@ -174,6 +174,19 @@ impl TestApp {
 
     /// Sends a request and checks the answer against the OpenAPI document: the status
     /// must be documented for the operation and a JSON body must match its schema.
+    /// A dashboard page's HTML, read with the admin token.
+    pub async fn page(&self, path: &str) -> String {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn call(&self, method: &str, path: &str, auth: Auth, body: Option<Value>) -> (u16, Value) {
         let mut request = self
             .client
