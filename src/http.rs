@@ -172,6 +172,13 @@ pub fn describe(err: &reqwest::Error) -> String {
         root = Some(next.to_string());
         cause = next.source();
     }
+    // "error sending request for url (<url>)" says nothing the caller's words do not.
+    if err.is_connect() {
+        return match root {
+            Some(root) => format!("the connection failed: {}", crate::redact::plain_debug(&root)),
+            None => "the connection failed".into(),
+        };
+    }
     match root {
         Some(root) if !text.contains(&root) => format!("{text}: {}", crate::redact::plain_debug(&root)),
         _ => text,

@@ -7,6 +7,7 @@
 //!   send tool calls without `"type": "function"`, `finish_reason: "eos"`, or arguments as
 //!   an object rather than a string, and a strict parse would fail on each of these.
 
+mod error;
 pub mod info;
 mod names;
 pub mod recover;
@@ -25,49 +26,8 @@ use serde_json::{Value, json};
 use crate::config::{LlmConfig, RetryConfig, Secret, StructuredOutput};
 use crate::http::{Attempt, RetryPolicy, retry_after, retryable_error, retryable_status};
 use crate::telemetry::semconv;
+pub use error::LlmError;
 pub use names::ToolNames;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LlmError {
-    #[error("the LLM endpoint refused the request: {0}")]
-    Api(String),
-    #[error("cannot reach the LLM endpoint: {0}")]
-    Transport(String),
-    #[error("the LLM answer is not a chat completion: {0}")]
-    Malformed(String),
-}
-
-impl LlmError {
-    /// The class of the error, as a span's `error.type`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Api(_) => "api_error",
-            Self::Transport(_) => "transport_error",
-            Self::Malformed(_) => "malformed_response",
-        }
-    }
-
-    /// The same error with `secret` removed from its message.
-    fn redact(self, secret: &str) -> Self {
-        let clean = |text: String| crate::config::redact(&text, &[secret]).into_owned();
-        match self {
-            Self::Api(text) => Self::Api(clean(text)),
-            Self::Transport(text) => Self::Transport(clean(text)),
-            Self::Malformed(text) => Self::Malformed(clean(text)),
-        }
-    }
-}
-
-impl From<OpenAIError> for LlmError {
-    fn from(err: OpenAIError) -> Self {
-        match err {
-            OpenAIError::ApiError(api) => Self::Api(api.to_string()),
-            OpenAIError::Reqwest(err) => Self::Transport(crate::http::describe(&err)),
-            OpenAIError::JSONDeserialize(err, _) => Self::Malformed(err.to_string()),
-            other => Self::Api(other.to_string()),
-        }
-    }
-}
 
 /// One tool call the model asked for.
 #[derive(Clone, Debug, PartialEq)]
@@ -436,7 +396,14 @@ impl LlmClient {
             crate::redact::redact_known(&Value::from(messages.to_vec()).to_string()).into_owned()
         });
         let raw: Result<RawResponse, _> = span.run(self.client.chat().create_byot(request)).await;
-        let raw = raw.map_err(|err| LlmError::from(err).redact(self.api_key.expose()));
+        let raw = raw.map_err(|err| match LlmError::from(err) {
+            // Which endpoint could not be reached, as the login's errors say theirs.
+            LlmError::Transport(text) => {
+                LlmError::Transport(format!("{}: {text}", crate::http::display_url(&self.config.base_url)))
+            }
+            other => other,
+        });
+        let raw = raw.map_err(|err| err.redact(self.api_key.expose()));
         let model = raw
             .as_ref()
             .ok()
@@ -518,6 +485,34 @@ mod tests {
         let turn = parse_turn(raw).unwrap();
         assert_eq!(turn.content.as_deref(), Some("ab"));
         assert_eq!(turn.prompt_tokens, 10);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_named_in_one_plain_line() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = LlmConfig {
+            base_url: format!("http://127.0.0.1:{port}/v1"),
+            ..LlmConfig::default()
+        };
+        let retry = RetryConfig {
+            max_attempts: 1,
+            ..RetryConfig::default()
+        };
+        let client = LlmClient::new(&config, &retry, &Secret::new("sk-unused"));
+        let err = client
+            .chat(&[json!({"role": "user", "content": "hi"})], &[], Want::Text)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot reach the LLM endpoint: http://127.0.0.1:{port}/v1: the connection failed: Connection refused (os error 111)"
+            )
+        );
     }
 
     /// A body a real llama.cpp server (Qwen2.5-Coder 0.5B/1.5B) sent, as recorded.
