@@ -74,6 +74,25 @@ fn export_to(endpoint: &str) -> persona_runner::telemetry::Telemetry {
     persona_runner::telemetry::Telemetry::init(Some(&settings)).unwrap()
 }
 
+/// No secret of the tick (nor `extra`) is on any span: seed secret, Anna's derived
+/// password, the LLM key, the prefix of every token the gateway issues.
+fn assert_no_secret_in(spans: &[SeenSpan], extra: &[(&str, &str)]) {
+    let password = persona_runner::auth::derive_password(
+        &persona_runner::config::Secret::new(TEST_SEED),
+        "persona.anna@mana.test",
+    );
+    let dump = format!("{spans:?}");
+    let known = [
+        ("seed secret", TEST_SEED),
+        ("derived password", password.expose()),
+        ("LLM API key", LLM_KEY),
+        ("bearer token", TOKEN_PREFIX),
+    ];
+    for (what, secret) in known.iter().chain(extra) {
+        assert!(!dump.contains(secret), "the {what} is on a span");
+    }
+}
+
 fn by_id(spans: &[SeenSpan]) -> HashMap<&str, &SeenSpan> {
     spans.iter().map(|s| (s.span_id.as_str(), s)).collect()
 }
@@ -215,19 +234,7 @@ async fn a_scripted_tick_is_one_trace_that_the_product_joins() {
     assert_eq!(llm_parents, chat_ids);
 
     // No secret on any span.
-    let password = persona_runner::auth::derive_password(
-        &persona_runner::config::Secret::new(TEST_SEED),
-        "persona.anna@mana.test",
-    );
-    let dump = format!("{spans:?}");
-    for (what, secret) in [
-        ("seed secret", TEST_SEED),
-        ("derived password", password.expose()),
-        ("LLM API key", LLM_KEY),
-        ("bearer token", TOKEN_PREFIX),
-    ] {
-        assert!(!dump.contains(secret), "the {what} is on a span");
-    }
+    assert_no_secret_in(&spans, &[]);
 
     // The tick's record keeps its trace.
     let store = common::default_store_in(dir.path()).await;
@@ -288,20 +295,7 @@ async fn json_logs_and_opted_in_content_carry_the_trace_and_a_header_key_stays_s
     let chat = spans.iter().find(|s| s.name == "chat test-model").unwrap();
     assert!(chat.attr("gen_ai.input.messages").unwrap().contains("Anna Keller"));
     assert!(chat.attr("gen_ai.output.messages").is_some());
-    let password = persona_runner::auth::derive_password(
-        &persona_runner::config::Secret::new(TEST_SEED),
-        "persona.anna@mana.test",
-    );
-    let dump = format!("{spans:?}");
-    for (what, secret) in [
-        ("seed secret", TEST_SEED),
-        ("derived password", password.expose()),
-        ("LLM API key", LLM_KEY),
-        ("bearer token", TOKEN_PREFIX),
-        ("collector key", api_key),
-    ] {
-        assert!(!dump.contains(secret), "the {what} is on a span with content on");
-    }
+    assert_no_secret_in(&spans, &[("collector key", api_key)]);
 
     // The tick's JSON lines carry its trace; the header's key is in none of them.
     assert!(!stderr.contains(api_key), "the collector's key is in the log");
@@ -319,10 +313,19 @@ async fn json_logs_and_opted_in_content_carry_the_trace_and_a_header_key_stays_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_or_refusing_collector_costs_a_tick_nothing_and_its_drops_are_counted() {
-    // Nothing listens on the first; the second answers every batch with 503.
+    // Nothing listens on the first; the second answers every batch with 503; the third
+    // takes the connection and never answers.
     let refusing = Collector::start_answering(axum::http::StatusCode::SERVICE_UNAVAILABLE).await;
     let dead = format!("http://127.0.0.1:{}", common::free_port());
-    for endpoint in [dead, refusing.endpoint()] {
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_url = format!("http://{}", hanging.local_addr().unwrap());
+    let _holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = hanging.accept().await {
+            held.push(connection);
+        }
+    });
+    for endpoint in [dead, refusing.endpoint(), hanging_url] {
         let db = TestDb::new(Backend::Sqlite).await;
         let store = db.store().await;
         let persona = common::seed_anna(&store).await;

@@ -6,6 +6,9 @@ use crate::telemetry::semconv;
 /// The `chat {model}` span of one request (a child of whatever asked: a turn, the
 /// rating, a sampling request, the judge).
 pub(super) fn chat(model: &str, max_tokens: u32, temperature: f32) -> crate::telemetry::Span {
+    if !crate::telemetry::enabled() {
+        return crate::telemetry::Span::off();
+    }
     use opentelemetry::KeyValue;
     crate::telemetry::Span::child(
         format!("{} {model}", semconv::CHAT),

@@ -29,6 +29,15 @@ pub use opentelemetry::trace::SpanKind as Kind;
 /// Message content on spans (opt-in).
 static CONTENT: AtomicBool = AtomicBool::new(false);
 
+/// Whether a tracer provider is exporting: without one, spans are not even started (no
+/// lookup of the global provider, no attributes built, per call).
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are recorded at all in this process.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
 /// The longest content attribute, in characters (as a transcript entry's text).
 pub const CONTENT_CHARS: usize = 8_000;
 
@@ -60,6 +69,7 @@ impl Telemetry {
         })?;
         opentelemetry::global::set_tracer_provider(provider.clone());
         CONTENT.store(settings.content, Ordering::Relaxed);
+        ENABLED.store(true, Ordering::Relaxed);
         tracing::info!(
             endpoint = %shown_url(&settings.endpoint),
             protocol = match settings.protocol {
@@ -250,7 +260,15 @@ impl Span {
         Self::start(name.into(), kind, parent, attributes)
     }
 
+    /// A span that records nothing (export is off).
+    pub fn off() -> Self {
+        Self { cx: Context::new() }
+    }
+
     fn start(name: String, kind: SpanKind, parent: &Context, attributes: Vec<KeyValue>) -> Self {
+        if !enabled() {
+            return Self::off();
+        }
         let tracer = opentelemetry::global::tracer("persona-runner");
         let span = tracer
             .span_builder(name)

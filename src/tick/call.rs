@@ -306,7 +306,9 @@ impl TickRunner {
         if let (Err(err), Some(span)) = (&outcome, &state.call_span) {
             span.fail(err.kind(), "the call failed");
         }
-        if let (Some(span), Some(session)) = (&state.call_span, &state.session) {
+        if let (Some(span), Some(session)) = (&state.call_span, &state.session)
+            && span.recording()
+        {
             span.set_all(session.span_attributes());
         }
         if let Some(agent) = state.agent.clone() {

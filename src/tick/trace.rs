@@ -58,6 +58,10 @@ pub(super) fn finish(span: &Span, status: TickStatus, state: &TickState) {
 
 /// The span of one call the persona asked for, opened before anything is decided.
 pub(super) fn call(tool: &str, call_id: Option<&str>, record: &Call) -> Span {
+    // Per call: nothing is built when nothing is exported.
+    if !crate::telemetry::enabled() {
+        return Span::off();
+    }
     let span = Span::child(
         format!("{} {tool}", semconv::EXECUTE_TOOL),
         Kind::Internal,
