@@ -290,6 +290,7 @@ async fn a_one_off_tick_runs_and_its_calls_are_listed_page_by_page(backend: Back
             runner_id: "test".into(),
             lease: Duration::from_secs(60),
             target: None,
+            space: None,
         })
         .await
         .unwrap();
@@ -402,6 +403,7 @@ async fn rate(app: &TestApp, persona: Uuid, ratings: &[Rating<'_>]) {
             runner_id: "test".into(),
             lease: Duration::from_secs(60),
             target: None,
+            space: None,
         })
         .await
         .unwrap();
@@ -1183,6 +1185,7 @@ async fn the_openapi_document_lists_every_route_with_its_errors() {
         ("get", "/api/v1/admin/ticks/{id}"),
         ("get", "/api/v1/admin/actions"),
         ("get", "/api/v1/admin/feedback"),
+        ("get", "/api/v1/admin/spaces"),
         ("post", "/api/v1/admin/checks"),
         ("get", "/api/v1/admin/checks/{id}"),
         ("get", "/api/v1/admin/verdicts"),

@@ -55,6 +55,7 @@ async fn seed(app: &TestApp, days: i64) -> Vec<Uuid> {
                     runner_id: "test".into(),
                     lease: Duration::from_secs(60),
                     target: None,
+                    space: None,
                 })
                 .await
                 .unwrap();

@@ -23,31 +23,7 @@ const CATALOGS: [&str; 2] = [
 ];
 
 async fn seed(dir: &std::path::Path, db: &TestDb, gateway: &TestGateway, extra: &[&str]) -> Output {
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[database]\nurl = \"{}\"\n[auth]\nlogin_url = \"{}\"\nsignup_url = \"{}\"\n\
-             seed_secret_env = \"TEST_SEED_SECRET\"\n[mcp]\nurl = \"{}\"\n",
-            db.url(),
-            gateway.login_url(),
-            gateway.signup_url(),
-            gateway.mcp_url()
-        ),
-    )
-    .unwrap();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_persona-runner"))
-        .arg("--config")
-        .arg(&config)
-        .args(["catalog", "seed"])
-        .args(extra)
-        .args(CATALOGS)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TEST_SEED_SECRET", TEST_SEED)
-        .output()
-        .await
-        .unwrap()
+    common::catalog_seed(dir, db, gateway, "", extra, &CATALOGS).await
 }
 
 fn text(out: &Output) -> String {
@@ -92,6 +68,7 @@ async fn seeding_with_provision_creates_accounts_that_then_log_in() {
         scheduled_for: None,
         attempt: 1,
         goal: None,
+        space: Default::default(),
     };
     let before = engine.run(&request, &|_| {}).await.unwrap();
     assert_eq!(before.status, TickStatus::Failed);

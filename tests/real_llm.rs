@@ -65,6 +65,7 @@ async fn a_small_real_model_uses_the_app_and_rates_it() {
             scheduled_for: None,
             attempt: 1,
             goal: None,
+            space: Default::default(),
         };
         let summary = engine.run(&request, &|_| {}).await.unwrap();
         let calls = store.tick_calls(summary.tick_id).await.unwrap();

@@ -45,11 +45,13 @@ fn tick(persona: Uuid, lease: Duration) -> NewTick {
         runner_id: "test".into(),
         lease,
         target: None,
+        space: None,
     }
 }
 
 fn call(tick: Uuid, persona: Uuid, seq: i32, result: CallResult) -> Call {
     Call {
+        space: None,
         id: Call::new_id(),
         sent: true,
         recovered: false,
@@ -153,10 +155,21 @@ async fn a_call_in_flight_when_its_tick_dies_becomes_unknown_and_is_counted(back
     );
     // A dedup lookup sees the unknown call as one that may have run.
     let earlier = store
-        .earlier_call(persona, &format!("{:064}", 1), later - chrono::Duration::hours(1))
+        .earlier_call(persona, &format!("{:064}", 1), later - chrono::Duration::hours(1), None)
         .await
         .unwrap();
     assert_eq!(earlier, Some(persona_runner::model::call::EarlierCall::MayHaveRun));
+    // Dedup is per space: the same call in a shared space is not a repeat of it.
+    let elsewhere = store
+        .earlier_call(
+            persona,
+            &format!("{:064}", 1),
+            later - chrono::Duration::hours(1),
+            Some("Familie Schubert"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(elsewhere, None);
 }
 
 async fn finishing_turns_pending_calls_unknown_and_keeps_the_transcript(backend: Backend) {
@@ -416,6 +429,7 @@ async fn tick_with_calls(store: &Store, persona: Uuid, modules: &[Option<&str>])
         let module = module.unwrap_or("todo");
         store
             .record_action(&Call {
+                space: None,
                 id: Call::new_id(),
                 sent: true,
                 created_at: chrono::Utc::now(),

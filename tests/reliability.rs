@@ -412,6 +412,7 @@ async fn a_slot_claim_on_a_full_disk_is_an_outage_not_a_phantom_tick() {
         runner_id: "test".into(),
         lease: Duration::from_secs(60),
         target: None,
+        space: None,
     };
     space.fill(std::process::id());
     let slot = persona_runner::time::now();

@@ -36,6 +36,7 @@ async fn tick(store: &Store, gateway: &TestGateway, persona: &Persona, calls: &[
         scheduled_for: None,
         attempt: 1,
         goal: None,
+        space: Default::default(),
     };
     let summary = engine.run(&request, &|_| {}).await.unwrap();
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);
@@ -167,6 +168,7 @@ async fn a_product_that_dies_on_a_replayed_call_is_a_change_and_the_rest_are_not
             runner_id: "recorded".into(),
             lease: Duration::from_secs(60),
             target: None,
+            space: None,
         })
         .await
         .unwrap();
@@ -177,6 +179,7 @@ async fn a_product_that_dies_on_a_replayed_call_is_a_change_and_the_rest_are_not
     ] {
         store
             .record_action(&Call {
+                space: None,
                 id: Call::new_id(),
                 sent: true,
                 recovered: false,

@@ -78,6 +78,7 @@ async fn no_secret_in_any_log_line_at_trace_level() {
         scheduled_for: None,
         attempt: 1,
         goal: None,
+        space: Default::default(),
     };
     let summary = engine.run(&request, &|_| {}).await.unwrap();
     assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);

@@ -37,6 +37,7 @@ async fn ticks_by(app: &TestApp, persona: &Persona, model: &str, rating: u8) {
             scheduled_for: None,
             attempt: 1,
             goal: None,
+            space: Default::default(),
         };
         let summary = engine.run(&request, &|_| {}).await.unwrap();
         assert_eq!(summary.status, TickStatus::Ok, "{:?}", summary.error);

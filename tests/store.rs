@@ -41,11 +41,13 @@ fn new_tick(persona_id: Uuid) -> NewTick {
         runner_id: "test-runner".into(),
         lease: Duration::from_secs(60),
         target: None,
+        space: None,
     }
 }
 
 fn action(tick_id: Uuid, persona_id: Uuid, seq: i32, result: CallResult) -> Call {
     Call {
+        space: None,
         id: Call::new_id(),
         sent: true,
         recovered: false,

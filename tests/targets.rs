@@ -40,6 +40,7 @@ fn request(persona: &Persona) -> TickRequest {
         scheduled_for: None,
         attempt: 1,
         goal: None,
+        space: Default::default(),
     }
 }
 

@@ -41,13 +41,56 @@ pub struct UpsertResponse {
     /// With `provision=true`: whether the product account was created or already existed.
     #[serde(skip_serializing_if = "Option::is_none")]
     provisioned: Option<crate::auth::SignUp>,
+    /// With `provision=true`: each of the persona's shared spaces, created or joined in the
+    /// product (a space whose other members have no account yet fails here until they do).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    spaces: Vec<SpaceProvisioning>,
+}
+
+/// What provisioning one of the persona's spaces did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SpaceProvisioning {
+    space: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    done: Option<crate::auth::SpaceTally>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Creates or joins every space of `persona` in its product, each on its own.
+async fn provision_spaces(state: &ApiState, persona: &Persona) -> Result<Vec<SpaceProvisioning>, ApiError> {
+    let (Some(email), Some(provisioner)) = (
+        persona.email.as_deref(),
+        state.space_provisioner(persona.target.as_deref()),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let mut spaces = state.store().spaces_of(persona.tenant_id, email).await?;
+    spaces.retain(|space| space.target == persona.target);
+    let mut done = Vec::with_capacity(spaces.len());
+    for space in spaces {
+        let outcome = provisioner.calls.provision(&provisioner.auth, &space).await;
+        if outcome.is_ok() {
+            state
+                .store()
+                .mark_space_provisioned(persona.tenant_id, &space.name)
+                .await?;
+        }
+        done.push(SpaceProvisioning {
+            space: space.name,
+            error: outcome.as_ref().err().map(ToString::to_string),
+            done: outcome.ok(),
+        });
+    }
+    Ok(done)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct UpsertQuery {
-    /// `true`: also sign the persona up in its product (`auth.signup_url`).
+    /// `true`: also sign the persona up in its product (`auth.signup_url`), and create or
+    /// join its shared spaces there (`[spaces]`).
     provision: Option<String>,
 }
 
@@ -102,6 +145,10 @@ pub async fn upsert_persona(
                 .map_err(|err| ApiError::new(StatusCode::BAD_GATEWAY, format!("{err} (the persona is stored)")))?,
         ),
     };
+    let spaces = match provisioned {
+        Some(_) => provision_spaces(&state, &persona).await?,
+        None => Vec::new(),
+    };
     let status = if outcome == UpsertOutcome::Created {
         StatusCode::CREATED
     } else {
@@ -113,6 +160,7 @@ pub async fn upsert_persona(
             outcome,
             persona,
             provisioned,
+            spaces,
         }),
     )
         .into_response())

@@ -245,6 +245,8 @@ async fn render(state: &ApiState, days: i64) -> Result<String, crate::store::Sto
         .collect();
     let k = state.config().checks.trials as usize;
     body.push_str(&super::goals_view::goals_grid(&verdicts, &names, k, &report.goals));
+    let spaces = crate::feedback::spaces::space_views(state.store(), DEFAULT_TENANT, &window).await?;
+    body.push_str(&super::spaces_view::spaces_section(&spaces));
     body.push_str(&personas_table(&personas));
     body.push_str("</main>");
     Ok(html_page("persona-runner QA", &body))

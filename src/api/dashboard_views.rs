@@ -285,7 +285,7 @@ pub(super) fn modules_table(modules: &[GroupReport], report: &FeedbackReport) ->
 }
 
 /// The highest rating the dashboard calls low.
-const LOW_RATING: i32 = 3;
+const LOW_RATING: i32 = crate::feedback::spaces::LOW;
 
 pub(super) fn low_ratings(report: &FeedbackReport) -> String {
     let mut rows = String::new();

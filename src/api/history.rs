@@ -265,6 +265,21 @@ pub struct FeedbackQuery {
     archetype: Option<String>,
 }
 
+/// A report's window from its parameters; a bad one is named (422 when inverted).
+pub(super) fn window_of(
+    state: &ApiState,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<crate::feedback::Window, ApiError> {
+    crate::feedback::window(since, until, state.config().feedback.window.0, crate::time::now()).map_err(|bad| {
+        let mut error = ApiError::field(bad.name, bad.message);
+        if bad.inverted {
+            error.status = StatusCode::UNPROCESSABLE_ENTITY;
+        }
+        error
+    })
+}
+
 /// The QA feedback report: per module, persona and archetype, with regressions.
 #[utoipa::path(get, path = "/api/v1/admin/feedback", tag = "admin", security(("admin_token" = []), ("dashboard_session" = [])),
     params(FeedbackQuery),
@@ -281,19 +296,7 @@ pub async fn feedback(
     ValidQuery(query): ValidQuery<FeedbackQuery>,
 ) -> Result<Json<FeedbackReport>, ApiError> {
     let rules = &state.config().feedback;
-    let window = crate::feedback::window(
-        query.since.as_deref(),
-        query.until.as_deref(),
-        rules.window.0,
-        crate::time::now(),
-    )
-    .map_err(|bad| {
-        let mut error = ApiError::field(bad.name, bad.message);
-        if bad.inverted {
-            error.status = StatusCode::UNPROCESSABLE_ENTITY;
-        }
-        error
-    })?;
+    let window = window_of(&state, query.since.as_deref(), query.until.as_deref())?;
     let scope = RatingScope {
         tenant: admin.tenant,
         from: window.since,

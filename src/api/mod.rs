@@ -18,6 +18,8 @@ mod html;
 mod params;
 mod profile;
 pub mod server;
+mod spaces;
+mod spaces_view;
 mod tick_page;
 mod timeline;
 mod views;
@@ -70,6 +72,14 @@ pub struct ApiSettings {
     jwt: Option<Arc<JwtVerifier>>,
     /// Sign-up per target (`None`: the default), for the upsert's `provision=true`.
     provisioners: std::collections::BTreeMap<Option<String>, Arc<crate::auth::Provisioner>>,
+    /// Space provisioning per target (its calls and its members' logins), likewise.
+    space_provisioners: std::collections::BTreeMap<Option<String>, Arc<SpaceProvisioner>>,
+}
+
+/// What the upsert's `provision=true` provisions a persona's spaces with.
+pub(crate) struct SpaceProvisioner {
+    pub calls: crate::auth::SpaceCalls,
+    pub auth: crate::auth::Authenticator,
 }
 
 impl ApiSettings {
@@ -80,6 +90,7 @@ impl ApiSettings {
             admin_token,
             jwt,
             provisioners: Default::default(),
+            space_provisioners: Default::default(),
         }
     }
 
@@ -101,7 +112,14 @@ impl ApiSettings {
                 continue;
             };
             if let Ok(provisioner) = crate::auth::Provisioner::new(&product, seed.secret) {
-                self.provisioners.insert(target, Arc::new(provisioner));
+                self.provisioners.insert(target.clone(), Arc::new(provisioner));
+            }
+            if let (Ok(calls), Ok(auth)) = (
+                crate::auth::SpaceCalls::new(&product, &product.auth),
+                crate::auth::Authenticator::new(&product, env),
+            ) {
+                self.space_provisioners
+                    .insert(target, Arc::new(SpaceProvisioner { calls, auth }));
             }
         }
         self
@@ -173,6 +191,13 @@ impl ApiState {
 
     fn provisioner(&self, target: Option<&str>) -> Option<Arc<crate::auth::Provisioner>> {
         self.settings().provisioners.get(&target.map(str::to_string)).cloned()
+    }
+
+    fn space_provisioner(&self, target: Option<&str>) -> Option<Arc<SpaceProvisioner>> {
+        self.settings()
+            .space_provisioners
+            .get(&target.map(str::to_string))
+            .cloned()
     }
 
     fn ticks(&self) -> Option<&Arc<dyn TickPort>> {
@@ -385,6 +410,7 @@ fn build() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
         .routes(routes!(history::get_tick))
         .routes(routes!(history::list_actions))
         .routes(routes!(history::feedback))
+        .routes(routes!(spaces::list))
         .routes(routes!(checks::start))
         .routes(routes!(checks::get))
         .routes(routes!(checks::verdicts))

@@ -81,12 +81,13 @@ async fn render(state: &ApiState, id: Uuid) -> Result<Option<String>, crate::sto
     let _ = write!(
         body,
         "<header><h1><a href=\"/\">persona-runner QA</a> · tick</h1></header><main>\
-         <section class=\"wide\" id=\"tick\"><h2>{} · {} · {}</h2><p class=\"muted\">{} · trigger {} · simulator {} · {} ({} ok, {}) · {}</p>{}{}</section>",
+         <section class=\"wide\" id=\"tick\"><h2>{} · {} · {}</h2><p class=\"muted\">{} · trigger {} · space {} · simulator {} · {} ({} ok, {}) · {}</p>{}{}</section>",
         esc(&tick.persona),
         tick.started_at.format("%Y-%m-%d %H:%M UTC"),
         esc(tick.status.as_str()),
         tick.id,
         esc(tick.trigger.as_str()),
+        esc(crate::model::space::stored(tick.space.as_deref())),
         esc(tick.simulator.as_deref().unwrap_or("–")),
         count(i64::from(tick.tool_calls), "call"),
         tick.calls_ok,

@@ -25,6 +25,8 @@ pub struct ActionRecord {
     pub error_message: Option<String>,
     pub chaos: bool,
     pub latency_ms: Option<i32>,
+    /// The shared space it acted in; `null`: the persona's own.
+    pub space: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -40,6 +42,7 @@ impl From<Call> for ActionRecord {
             error_message: call.error_message,
             chaos: call.chaos,
             latency_ms: call.latency_ms,
+            space: call.space,
             created_at: call.created_at,
         }
     }
@@ -59,6 +62,8 @@ pub struct RecordedCall {
     pub output: Option<String>,
     pub error_message: Option<String>,
     pub chaos: bool,
+    /// The shared space it acted in; `null`: the persona's own.
+    pub space: Option<String>,
 }
 
 impl From<Call> for RecordedCall {
@@ -73,6 +78,7 @@ impl From<Call> for RecordedCall {
             output: call.output,
             error_message: call.error_message,
             chaos: call.chaos,
+            space: call.space,
         }
     }
 }
@@ -96,6 +102,8 @@ pub struct ActionListing {
     pub error_message: Option<String>,
     pub chaos: bool,
     pub latency_ms: Option<i32>,
+    /// The shared space it acted in; `null`: the persona's own.
+    pub space: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -116,6 +124,7 @@ impl ActionListing {
             error_message: call.error_message,
             chaos: call.chaos,
             latency_ms: call.latency_ms,
+            space: call.space,
             created_at: call.created_at,
         }
     }

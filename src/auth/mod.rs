@@ -7,10 +7,12 @@
 pub mod login;
 pub mod password;
 pub mod signup;
+pub mod spaces;
 
 pub use login::{AuthError, Authenticator, Credentials};
 pub use password::{SeedSecret, SeedSecretError, derive_password};
 pub use signup::{Provisioner, SignUp, SignUpError};
+pub use spaces::{Provisioned, SpaceCalls, SpaceError, SpaceTally};
 
 /// Bytes from the operating system's CSPRNG, for keys and session ids.
 pub fn random_bytes<const N: usize>() -> [u8; N] {

@@ -2,13 +2,14 @@
 //! each with its JSON path), seeding into the store (all of a run or nothing), and
 //! cleaning persona users up.
 //!
-//! A catalog is `{"target"?, "personas": [...]}`. `target` names the product (a
+//! A catalog is `{"target"?, "personas": [...], "spaces"?: [...]}`. `target` names the product (a
 //! `[targets.NAME]` of the config) of every persona that does not name its own; a persona
 //! whose target is not configured is kept in the profile store but never ticked.
 
 mod check;
 pub mod goals;
 mod problem;
+mod spaces;
 mod stream;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ pub enum CatalogError {
 pub struct Catalog {
     pub file: PathBuf,
     pub personas: Vec<PersonaSpec>,
+    pub spaces: Vec<crate::model::space::Space>,
 }
 
 /// What validating a file found.
@@ -50,6 +52,9 @@ pub struct Checked {
     /// The goals each archetype gives its personas (the file's `archetypes` table).
     #[serde(skip)]
     pub archetype_goals: std::collections::BTreeMap<String, Vec<crate::model::goal::Goal>>,
+    /// The file's shared spaces, checked against its personas.
+    #[serde(skip)]
+    pub spaces: Vec<crate::model::space::Space>,
 }
 
 impl Checked {
@@ -74,11 +79,23 @@ fn scan_file(
     each: &mut dyn FnMut(PersonaSpec),
 ) -> Option<Checked> {
     let mut count = 0;
+    let mut members = std::collections::BTreeMap::new();
     let mut on_entry = |index: usize, value: Value| {
         count += 1;
         match check_entry(file, &format!("personas[{index}]"), &value, rules, seen) {
-            Ok(spec) => each(spec),
-            Err(found) => problems.extend(found),
+            Ok(spec) => {
+                members.insert(crate::model::persona::normalize_email(&spec.email), spec.target.clone());
+                each(spec)
+            }
+            Err(found) => {
+                // A persona with a problem of its own is still this file's: its spaces
+                // get no second problem for it.
+                if let Some(email) = value.get("email").and_then(Value::as_str) {
+                    let target = value.get("target").and_then(Value::as_str).map(str::to_string);
+                    members.insert(crate::model::persona::normalize_email(email), target);
+                }
+                problems.extend(found)
+            }
         }
     };
     // The file's target may follow its personas: callers apply it once the head is read.
@@ -113,8 +130,14 @@ fn scan_file(
         .as_ref()
         .map(|table| goals::archetype_goals(file, table, problems))
         .unwrap_or_default();
+    let spaces = head
+        .spaces
+        .as_ref()
+        .map(|list| spaces::check(file, list, &members, head.target.as_deref(), problems))
+        .unwrap_or_default();
     Some(Checked {
         archetype_goals,
+        spaces,
         file: file.to_path_buf(),
         personas: count,
         target: head.target,
@@ -157,6 +180,7 @@ pub fn validate(files: &[PathBuf], rules: &Rules) -> Result<Vec<Checked>, Catalo
             Err(err) => problems.push(problem(file, "(file)", err)),
         }
     }
+    duplicate_spaces(checked.iter().map(|c| (c.file.as_path(), &c.spaces)), &mut problems);
     if problems.is_empty() {
         Ok(checked)
     } else {
@@ -184,6 +208,7 @@ pub fn load(files: &[PathBuf], rules: &Rules) -> Result<Vec<Catalog>, CatalogErr
             catalogs.push(completed(file, personas, &found));
         }
     }
+    duplicate_spaces(catalogs.iter().map(|c| (c.file.as_path(), &c.spaces)), &mut problems);
     if problems.is_empty() {
         Ok(catalogs)
     } else {
@@ -191,10 +216,30 @@ pub fn load(files: &[PathBuf], rules: &Rules) -> Result<Vec<Catalog>, CatalogErr
     }
 }
 
+/// A space name declared by two files.
+fn duplicate_spaces<'a>(
+    files: impl Iterator<Item = (&'a Path, &'a Vec<crate::model::space::Space>)>,
+    problems: &mut Vec<Problem>,
+) {
+    let mut seen = std::collections::HashMap::new();
+    for (file, spaces) in files {
+        for (index, space) in spaces.iter().enumerate() {
+            if let Some(first) = seen.insert(space.name.to_lowercase(), file) {
+                problems.push(problem(
+                    file,
+                    format!("spaces[{index}].name"),
+                    format!("duplicate space name `{}` (also in {})", space.name, first.display()),
+                ));
+            }
+        }
+    }
+}
+
 fn completed(file: &Path, personas: Vec<PersonaSpec>, found: &Checked) -> Catalog {
     Catalog {
         file: file.to_path_buf(),
         personas: personas.into_iter().map(|spec| found.complete(spec)).collect(),
+        spaces: found.spaces.clone(),
     }
 }
 
@@ -278,6 +323,8 @@ pub struct SeedReport {
     pub created: usize,
     pub updated: usize,
     pub unchanged: usize,
+    /// Shared spaces written (created or updated by name).
+    pub spaces: usize,
 }
 
 impl SeedReport {
@@ -327,6 +374,8 @@ pub async fn seed(
             let (file, spec) = index.and_then(|i| specs.get(i).copied()).unzip();
             seed_error(file.unwrap_or(Path::new("(catalog)")), spec, err)
         })?;
+    let spaces: Vec<_> = catalogs.iter().flat_map(|c| c.spaces.iter().cloned()).collect();
+    report.spaces = store.upsert_spaces(tenant, &spaces).await?;
     Ok(report)
 }
 
@@ -340,6 +389,7 @@ pub async fn seed_files(
     default_time_zone: &str,
 ) -> Result<SeedReport, CatalogError> {
     let checked = validate(files, rules)?;
+    let spaces: Vec<_> = checked.iter().flat_map(|c| c.spaces.iter().cloned()).collect();
     let (sender, mut specs) = tokio::sync::mpsc::channel::<(PathBuf, PersonaSpec)>(512);
     let rules = rules.clone();
     let reader = tokio::task::spawn_blocking(move || {
@@ -375,6 +425,8 @@ pub async fn seed_files(
         let (file, spec) = current.unzip();
         seed_error(file.as_deref().unwrap_or(Path::new("(catalog)")), spec.as_ref(), err)
     })?;
+    // After the personas, whose emails the members name.
+    report.spaces = store.upsert_spaces(tenant, &spaces).await?;
     Ok(report)
 }
 

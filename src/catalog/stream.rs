@@ -14,6 +14,8 @@ pub struct Head {
     pub target: Option<String>,
     /// The `archetypes` table (goals shared by an archetype's personas), unchecked.
     pub archetypes: Option<Value>,
+    /// The `spaces` list (households and teams of the file's personas), unchecked.
+    pub spaces: Option<Value>,
     /// Top-level keys the format does not know.
     pub unknown: Vec<String>,
     /// Whether the file has a `personas` array at all.
@@ -63,6 +65,7 @@ impl<'de> Visitor<'de> for FileVisitor<'_> {
                 }
                 "target" => head.target = Some(map.next_value::<String>()?),
                 "archetypes" => head.archetypes = Some(map.next_value::<Value>()?),
+                "spaces" => head.spaces = Some(map.next_value::<Value>()?),
                 "$schema" | "description" => {
                     map.next_value::<String>()?;
                 }

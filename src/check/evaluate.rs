@@ -202,6 +202,7 @@ mod tests {
 
     fn call(tool: &str, result: CallResult, args: Value) -> Call {
         Call {
+            space: None,
             id: Uuid::new_v4(),
             tenant_id: Uuid::nil(),
             tick_id: Uuid::nil(),

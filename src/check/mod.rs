@@ -353,6 +353,7 @@ impl Checker {
             scheduled_for: None,
             attempt: 1,
             goal: Some(goal.clone()),
+            space: Default::default(),
         };
         let tick = self.claim_when_free(&request, cut).await?;
         let summary = self.engine.run_claimed(tick, &request, events, cut).await?;

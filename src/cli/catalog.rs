@@ -278,6 +278,7 @@ async fn provision_personas(app: &App, files: &[PathBuf], rules: &Rules, dry_run
         }
     }
     if dry_run {
+        super::spaces::provision_spaces(app, &catalogs, true).await?;
         out!("dry run: nothing was seeded or signed up; {skipped} persona(s) of undeclared targets left out");
         return Ok(Outcome::Success);
     }
@@ -285,6 +286,22 @@ async fn provision_personas(app: &App, files: &[PathBuf], rules: &Rules, dry_run
         "provisioned: {created} signed up, {existed} already had an account, {failed} failed, \
          {skipped} of undeclared targets left out"
     );
+    // Spaces need their members' accounts: only once every sign-up went through.
+    if failed == 0 {
+        let spaces = super::spaces::provision_spaces(app, &catalogs, false).await?;
+        out!(
+            "spaces: {} created, {} joined, {} already present, {} failed{}",
+            spaces.tally.created,
+            spaces.tally.joined,
+            spaces.tally.present,
+            spaces.failed,
+            match spaces.unconfigured {
+                0 => String::new(),
+                n => format!(", {n} left out (no [spaces] calls for their product)"),
+            }
+        );
+        failed += spaces.failed;
+    }
     Ok(if failed == 0 {
         Outcome::Success
     } else {

@@ -34,6 +34,10 @@ pub struct FeedbackArgs {
     /// Only this archetype.
     #[arg(long)]
     archetype: Option<String>,
+    /// The per-space view instead: each shared space's cross-member interactions,
+    /// conflicts, denials and ratings per member.
+    #[arg(long)]
+    spaces: bool,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
     /// Same as --format json.
@@ -52,6 +56,17 @@ pub async fn run(args: FeedbackArgs, app: &App) -> Result<Outcome> {
     .map_err(|bad| anyhow::anyhow!("--{}: {}", bad.name, bad.message))?;
 
     let store = app.store().await?;
+    if args.spaces {
+        let views = persona_runner::feedback::spaces::space_views(&store, DEFAULT_TENANT, &window).await;
+        store.close().await;
+        let views = views.context("building the per-space view")?;
+        match (args.json, args.format) {
+            (true, _) | (_, Format::Json) => out!("{}", super::json(&views)?),
+            (_, Format::Csv) => anyhow::bail!("--spaces: CSV is not offered; use --format table or json"),
+            (_, Format::Table) => super::space_report::print(&views),
+        }
+        return Ok(Outcome::Success);
+    }
     let persona_id = match &args.persona {
         None => None,
         Some(who) => Some(

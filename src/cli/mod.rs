@@ -24,6 +24,8 @@ mod gateway;
 mod goals;
 mod personas;
 mod replay;
+mod space_report;
+mod spaces;
 mod tick;
 
 use std::path::PathBuf;

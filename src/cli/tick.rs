@@ -15,11 +15,18 @@ use super::{App, Outcome};
 #[derive(Args)]
 pub struct TickArgs {
     /// A persona by email or id (repeatable).
-    #[arg(long = "persona", value_name = "EMAIL|ID", required_unless_present = "all")]
+    #[arg(long = "persona", value_name = "EMAIL|ID", required_unless_present_any = ["all", "space"])]
     personas: Vec<String>,
     /// Every runnable persona (not paused, with a login identity), within scheduler.concurrency.
-    #[arg(long, conflicts_with = "personas")]
+    #[arg(long, conflicts_with_all = ["personas", "space"])]
     all: bool,
+    /// A round of a shared space: its members one after another, each in the space, so a
+    /// hand-off (one creates, the next completes) happens within one run.
+    #[arg(long, value_name = "NAME", conflicts_with = "personas")]
+    space: Option<String>,
+    /// The order of the round's members (default: spaces.order).
+    #[arg(long, value_name = "fixed|shuffled", requires = "space")]
+    order: Option<persona_runner::model::space::RoundOrder>,
     /// Print the summaries as JSON.
     #[arg(long)]
     json: bool,
@@ -34,6 +41,11 @@ pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
         return via_daemon(via, &args, app).await;
     }
     let store = app.store().await?;
+    if let Some(space) = &args.space {
+        let outcome = super::spaces::round(app, &store, space, args.order, args.json).await;
+        store.close().await;
+        return outcome;
+    }
     let personas = if args.all {
         let personas = store.list_personas(DEFAULT_TENANT).await?;
         let config = app.config();
@@ -86,6 +98,7 @@ pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
                 scheduled_for: None,
                 attempt: 1,
                 goal: None,
+                space: Default::default(),
             };
             (index, label, engine.run(&request, &*events).await)
         });
@@ -123,7 +136,21 @@ pub async fn run(args: TickArgs, app: &App) -> Result<Outcome> {
     Ok(if failed { Outcome::Problems } else { Outcome::Success })
 }
 
-fn print_progress(event: &TickEvent) {
+/// Prints the summaries (JSON or a table with each error's line); `true` if any failed.
+pub(super) fn report(summaries: &[TickSummary], json: bool) -> Result<bool> {
+    if json {
+        out!("{}", super::json(&summaries)?);
+    } else if !summaries.is_empty() {
+        out!("{}", table(summaries));
+        for summary in summaries.iter().filter(|s| s.error.is_some()) {
+            let error = persona_runner::redact::escape_controls(summary.error.as_deref().unwrap_or_default());
+            out!("{}: {error}", summary.persona);
+        }
+    }
+    Ok(summaries.iter().any(|s| s.status != TickStatus::Ok))
+}
+
+pub(super) fn print_progress(event: &TickEvent) {
     match event {
         TickEvent::Started { persona, tick } => eprintln!("[{persona}] tick {tick} started"),
         TickEvent::Turn { persona, turn } => eprintln!("[{persona}] turn {turn}"),

@@ -11,6 +11,7 @@ mod load;
 mod product;
 pub mod secret;
 mod sections;
+mod spaces;
 mod telemetry;
 mod template;
 mod validate;
@@ -27,6 +28,7 @@ pub use load::{ConfigSource, LoadedConfig, from_table, load};
 pub use product::*;
 pub use secret::{Secret, SecretOrigin};
 pub use sections::*;
+pub use spaces::{SpaceEndpoints, SpacesConfig, slug};
 pub use telemetry::{OtlpProtocol, SamplerSetting, TelemetryConfig, TelemetrySettings};
 pub use template::{fill_json, signup_body};
 
@@ -89,6 +91,9 @@ pub struct Config {
     pub log: LogConfig,
     /// Traces over OTLP (the `OTEL_*` variables; this section overrides them).
     pub telemetry: TelemetryConfig,
+    /// Shared spaces: the product's calls that create and join them, the header that
+    /// names a tick's space, and the daemon's rounds.
+    pub spaces: SpacesConfig,
     /// Named products besides the default one (the top-level `[auth]` and `[mcp]`): each
     /// with its own `auth` and `mcp` sections, which inherit every key they do not set.
     pub targets: std::collections::BTreeMap<String, TargetConfig>,
@@ -116,6 +121,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             log: LogConfig::default(),
             telemetry: TelemetryConfig::default(),
+            spaces: SpacesConfig::default(),
             targets: Default::default(),
         }
     }

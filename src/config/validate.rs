@@ -16,6 +16,7 @@ pub(super) fn validate(config: &Config) -> Result<(), (&'static str, String)> {
     pointers(config)?;
     oauth(config)?;
     checks(config)?;
+    config.spaces.validate()?;
     telemetry::validate(&config.telemetry)?;
     rest(config)
 }

@@ -12,6 +12,7 @@
 
 mod ports;
 mod process;
+mod rounds;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -318,6 +319,7 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
         "tick runner ready"
     );
     ports::sweep_gone_runners(&store, engine.runner_id()).await;
+    let rounds = rounds::spawn(store.clone(), engine.clone(), config.clone(), shutdown.child_token());
     let host = Arc::new(SchedulerPort::new(store.clone(), engine, config.clone()));
     let pool = TickPool::new(config.scheduler.concurrency);
     let status = Arc::new(scheduler::Status::default());
@@ -359,6 +361,7 @@ pub async fn run(origin: ConfigOrigin, shutdown: CancellationToken) -> Result<()
             tokio::spawn(async move { crate::retention::run(store, config.retention.clone(), stop).await })
         },
         checks: checks_task,
+        rounds,
         sidecar: sidecar_task,
         gateway: gateway_task,
     };
@@ -398,6 +401,8 @@ struct Tasks {
     maintenance: tokio::task::JoinHandle<()>,
     /// `[checks] cadence`, when set.
     checks: Option<tokio::task::JoinHandle<()>>,
+    /// Space rounds, and the token that cuts a running member.
+    rounds: (tokio::task::JoinHandle<()>, CancellationToken),
     sidecar: tokio::task::JoinHandle<()>,
     gateway: Option<tokio::task::JoinHandle<()>>,
 }
@@ -413,6 +418,14 @@ impl Tasks {
             let _ = checks.await;
         }
         pool.drain(grace.saturating_sub(stopping.elapsed())).await;
+        let (mut rounds, cut) = self.rounds;
+        if tokio::time::timeout(grace.saturating_sub(stopping.elapsed()), &mut rounds)
+            .await
+            .is_err()
+        {
+            cut.cancel();
+            let _ = rounds.await;
+        }
         if let Some(watchdog) = self.watchdog {
             let _ = watchdog.await;
         }

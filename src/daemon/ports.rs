@@ -142,9 +142,17 @@ impl Port for SchedulerPort {
             scheduled_for: Some(slot),
             attempt: 1,
             goal: None,
+            space: Default::default(),
         };
         let max_attempts = self.max_attempts.load(Ordering::Relaxed) as i32;
-        match self.store.claim_slot(&engine.new_tick(&request), max_attempts).await {
+        let new = match engine.new_tick(&request).await {
+            Ok(new) => new,
+            Err(err) => {
+                tracing::warn!(%err, "choosing the space of a due persona failed");
+                return RunOutcome::Busy;
+            }
+        };
+        match self.store.claim_slot(&new, max_attempts).await {
             Ok(SlotClaim::Claimed(tick)) => self.run_claimed(engine, tick, request, cut).await,
             Ok(SlotClaim::Settled) => RunOutcome::Settled,
             Ok(SlotClaim::Busy) => RunOutcome::Busy,
@@ -168,6 +176,7 @@ impl Port for SchedulerPort {
             scheduled_for: None,
             attempt: 1,
             goal: None,
+            space: Default::default(),
         };
         match engine.claim(&request).await {
             Ok(tick) => self.run_claimed(engine, tick, request, cut).await,
@@ -232,6 +241,7 @@ impl ApiPort {
             scheduled_for: None,
             attempt: 1,
             goal: None,
+            space: Default::default(),
         };
         let tick = engine.claim(&request).await?;
         let tick_id = tick.id;
@@ -309,6 +319,7 @@ impl TickPort for ApiPort {
                         scheduled_for: None,
                         attempt: 1,
                         goal: None,
+                        space: Default::default(),
                     };
                     let Ok(tick) = engine.claim(&request).await else {
                         continue;

@@ -8,6 +8,7 @@
 //! dashboard, so all three always agree.
 
 mod fitness;
+pub mod spaces;
 pub use fitness::SimulatorFitness;
 
 use chrono::{DateTime, Utc};

@@ -8,11 +8,15 @@
 //! product where the runner cares:
 //! - `POST /api/v1/auth/login` checks the derived password and answers
 //!   `{"token", "user": {"id"}}`;
-//! - `GET /api/auth/organization/list` lists a team and a personal space;
+//! - `GET /api/auth/organization/list` lists the personal space and the user's shared
+//!   ones, which `organization/create`, `invite-member` and `accept-invitation` make as
+//!   Better Auth's organization plugin does (`spaces`); the `X-Mana-Space` header picks
+//!   the space a tool acts in;
 //! - tools are `module.verb`, listed in pages, validated against their schemas, and the
 //!   destructive ones say so.
 
 mod lab;
+mod spaces;
 mod tools;
 
 use std::collections::HashMap;
@@ -94,6 +98,8 @@ struct Inner {
     signing_key: Mutex<[u8; 32]>,
     /// Signed-up accounts: lower-case email → the password given at sign-up.
     accounts: Mutex<HashMap<String, Secret>>,
+    /// Shared spaces and their invitations.
+    spaces: Mutex<spaces::Spaces>,
 }
 
 /// How many executed calls the gateway remembers.
@@ -146,6 +152,7 @@ impl Gateway {
                 logins: std::sync::atomic::AtomicU64::new(0),
                 signing_key: Mutex::new(random_key()),
                 accounts: Mutex::new(HashMap::new()),
+                spaces: Mutex::new(Default::default()),
             }),
         }
     }
@@ -214,7 +221,11 @@ impl Gateway {
                     }
                 },
             ))
-            .route("/api/auth/organization/list", get(organizations))
+            .route("/api/auth/organization/list", get(spaces::list))
+            .route("/api/auth/organization/create", post(spaces::create))
+            .route("/api/auth/organization/invite-member", post(spaces::invite))
+            .route("/api/auth/organization/accept-invitation", post(spaces::accept))
+            .route("/api/auth/organization/remove-member", post(spaces::remove_member))
             .route_layer(axum::middleware::from_fn_with_state(self.clone(), require_bearer));
         Router::new()
             .route("/api/v1/auth/login", post(login))
@@ -268,10 +279,11 @@ impl Gateway {
         });
     }
 
-    fn execute(&self, user: &str, tool: &str, arguments: Value, trace: Trace) -> Result<Value, String> {
+    /// Runs a tool on the data of `space` (a user's own, or a shared space's).
+    fn execute(&self, user: &str, space: &str, tool: &str, arguments: Value, trace: Trace) -> Result<Value, String> {
         self.remember(user, tool, &arguments, trace);
         let mut data = self.inner.data.lock().expect("data lock");
-        tools::run(data.entry(user.to_string()).or_default(), tool, &arguments)
+        tools::run(data.entry(space.to_string()).or_default(), tool, &arguments)
     }
 }
 
@@ -307,7 +319,7 @@ fn unauthorized(message: &str) -> Response {
         .into_response()
 }
 
-async fn require_bearer(State(gateway): State<Gateway>, mut request: Request, next: Next) -> Response {
+async fn require_bearer(State(gateway): State<Gateway>, request: Request, next: Next) -> Response {
     let token = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -316,18 +328,35 @@ async fn require_bearer(State(gateway): State<Gateway>, mut request: Request, ne
     let Some(user) = token.and_then(|t| gateway.verify_token(t)) else {
         return unauthorized("missing, invalid or expired bearer token");
     };
-    if gateway.inner.options.require_space_header && request.uri().path().starts_with("/mcp") {
-        let space = request.headers().get(SPACE_HEADER).and_then(|v| v.to_str().ok());
-        if space != Some(personal_space_of(&user).as_str()) {
-            return (
-                StatusCode::FORBIDDEN,
-                Json(json!({"error": "X-Mana-Space must name your space"})),
-            )
-                .into_response();
-        }
+    let mcp = request.uri().path().starts_with("/mcp");
+    let space = request
+        .headers()
+        .get(SPACE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let space = space.as_deref();
+    if gateway.inner.options.require_space_header && mcp && space.is_none() {
+        return forbidden("X-Mana-Space must name your space");
     }
-    request.extensions_mut().insert(Claims { user });
-    next.run(request).await
+    let (mut parts, body) = request.into_parts();
+    let mut body = axum::body::Body::new(body);
+    // A space the user is not a member of: the session opens, its tool calls get 403.
+    if mcp && spaces::data_key(&gateway, &user, space).is_none() {
+        let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+            return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        };
+        let method = serde_json::from_slice::<Value>(&bytes).ok();
+        if method.as_ref().and_then(|m| m["method"].as_str()) == Some("tools/call") {
+            return forbidden("you are not a member of the space X-Mana-Space names");
+        }
+        body = axum::body::Body::from(bytes);
+    }
+    parts.extensions.insert(Claims { user });
+    next.run(Request::from_parts(parts, body)).await
+}
+
+fn forbidden(message: &str) -> Response {
+    (StatusCode::FORBIDDEN, Json(json!({"error": message}))).into_response()
 }
 
 async fn login(State(gateway): State<Gateway>, body: Option<Json<Value>>) -> Response {
@@ -399,17 +428,6 @@ impl Gateway {
     pub fn accounts(&self) -> usize {
         self.inner.accounts.lock().expect("accounts lock").len()
     }
-}
-
-async fn organizations(request: Request) -> Response {
-    let Some(claims) = request.extensions().get::<Claims>() else {
-        return unauthorized("no identity");
-    };
-    Json(json!([
-        {"id": format!("team-{}", &claims.user[..8]), "name": "Team", "metadata": {"type": "team"}},
-        {"id": personal_space_of(&claims.user), "name": "Personal", "metadata": {"type": "personal"}}
-    ]))
-    .into_response()
 }
 
 /// The MCP server handler, one per session.
@@ -512,7 +530,14 @@ impl ServerHandler for Handler {
             self.gateway.remember(&user, &name, &arguments, trace);
             return lab::call(&name, &arguments, &context.peer).await.map(Into::into);
         }
-        let (text, is_error) = match self.gateway.execute(&user, &name, arguments, trace) {
+        let header = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.headers.get(SPACE_HEADER))
+            .and_then(|value| value.to_str().ok());
+        let space = spaces::data_key(&self.gateway, &user, header)
+            .ok_or_else(|| ErrorData::invalid_request("not a member of this space", None))?;
+        let (text, is_error) = match self.gateway.execute(&user, &space, &name, arguments, trace) {
             Ok(value) => (value.to_string(), false),
             Err(message) => (message, true),
         };

@@ -68,6 +68,11 @@ pub enum CallOutcome {
     Error {
         text: String,
     },
+    /// The product refused the call for this persona (HTTP 403: not a member of the
+    /// space it named, say): the product's permission working, not a tool failing.
+    Denied {
+        text: String,
+    },
 }
 
 /// The HTTP client of every MCP session, built once (TLS setup is not per tick): a session's
@@ -388,6 +393,14 @@ impl McpSession {
                 }
                 // An HTTP error status is the product answering badly, not the session
                 // going away.
+                if let Some(why) = forbidden(&err) {
+                    telemetry::fail_current("403", "the product denied the call (HTTP 403)");
+                    let text = match why.trim() {
+                        "" => "denied by the product (HTTP 403)".to_string(),
+                        why => format!("denied by the product (HTTP 403): {why}"),
+                    };
+                    return Ok((CallOutcome::Denied { text }, elapsed));
+                }
                 if let Some(status) = http_status(&err) {
                     telemetry::fail_current(&status.to_string(), "the gateway answered with an HTTP error status");
                     return Ok((
@@ -420,6 +433,31 @@ fn http_status(err: &(dyn std::error::Error + 'static)) -> Option<u16> {
     while let Some(e) = current {
         if let Some(StreamableHttpError::HttpStatus(status)) = e.downcast_ref::<StreamableHttpError<reqwest::Error>>() {
             return Some(status.status);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// A 403 without a challenge (a member removed from the space, say), with the body the
+/// product gave: rmcp keeps only the status of 429 and 5xx, and reports other statuses as
+/// `HTTP {status}: {body}`, which the session survives.
+fn forbidden(err: &rmcp::ServiceError) -> Option<String> {
+    if http_status(err) == Some(403) {
+        return Some(String::new());
+    }
+    // A failed send keeps its transport's error as a field, not as its `source()`.
+    let mut current: Option<&(dyn std::error::Error + 'static)> = match err {
+        rmcp::ServiceError::TransportSend(inner) => Some(inner),
+        other => Some(other),
+    };
+    while let Some(e) = current {
+        if let Some(StreamableHttpError::UnexpectedServerResponse(text)) =
+            e.downcast_ref::<StreamableHttpError<reqwest::Error>>()
+            && let Some(rest) = text.strip_prefix("HTTP 403")
+        {
+            let body = rest.trim_start_matches(" Forbidden").trim_start_matches(':');
+            return Some(crate::redact::cap(body.trim(), 300).into_owned());
         }
         current = e.source();
     }

@@ -75,6 +75,8 @@ pub struct Call {
     pub recovered: bool,
     /// Why it was refused before sending, when it was.
     pub refusal: Option<Refusal>,
+    /// The shared space it acted in; `None`: the persona's own.
+    pub space: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 

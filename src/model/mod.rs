@@ -9,7 +9,8 @@
 //! - [`rating`]: a module's 1–5 rating with its evidence;
 //! - [`goal`]: goals with their checks and criteria, and the verdict of a trial;
 //! - [`profile`]: learned preferences, interactions and the alignment formula;
-//! - [`schedule`]: cadence rules, slots, jitter and catch-up.
+//! - [`schedule`]: cadence rules, slots, jitter and catch-up;
+//! - [`space`]: shared spaces (households, teams), their members and shares.
 
 pub mod call;
 pub mod goal;
@@ -17,4 +18,5 @@ pub mod persona;
 pub mod profile;
 pub mod rating;
 pub mod schedule;
+pub mod space;
 pub mod tick;

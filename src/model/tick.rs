@@ -42,6 +42,8 @@ pub struct NewTick {
     pub lease: std::time::Duration,
     /// The target (product) it runs against; `None` is the default target.
     pub target: Option<String>,
+    /// The shared space it works in; `None`: the persona's own.
+    pub space: Option<String>,
 }
 
 /// A claimed (or finished) tick: who, why, when, and how it stands.
@@ -60,6 +62,8 @@ pub struct Tick {
     pub runner_id: String,
     pub lease_expires_at: DateTime<Utc>,
     pub target: Option<String>,
+    /// The shared space it worked in; `None`: the persona's own.
+    pub space: Option<String>,
 }
 
 /// How a tick ended.
@@ -144,6 +148,8 @@ pub struct TickRecord {
     pub protocol_version: Option<String>,
     /// The target (product) it ran against; `null`: the default target.
     pub target: Option<String>,
+    /// The shared space it worked in; `null`: the persona's own.
+    pub space: Option<String>,
     pub tokens_in: i64,
     pub tokens_out: i64,
     pub turns: i32,

@@ -81,7 +81,7 @@ pub struct DeleteReport {
 pub(super) const LIST_ACTIONS: &str =
     "SELECT a.id, a.tenant_id, a.tick_id, a.persona_id, p.name AS persona, a.seq, a.kind, a.tool_name, a.module,
                         a.input_hash, a.result, a.error_message, a.arguments, a.output, a.chaos, a.latency_ms,
-                        a.sent, a.recovered, a.refusal, a.created_at
+                        a.sent, a.recovered, a.refusal, a.created_at, a.space
                  FROM persona_actions a JOIN personas p ON p.id = a.persona_id
                  WHERE a.tenant_id = $1
                    AND ($2 IS NULL OR a.persona_id = $2)
@@ -98,7 +98,7 @@ const TICK_RECORD: &str = "SELECT t.id, t.persona_id, p.name AS persona, t.trigg
         t.started_at, t.finished_at, t.status, t.error, t.runner_id, t.llm_model,
         t.prompt_version, t.simulator, t.protocol_version, t.target, t.tokens_in, t.tokens_out,
         t.turns, t.tool_calls, t.calls_ok, t.calls_error, t.calls_deduped, t.calls_denied,
-        t.calls_unknown, t.calls_not_sent, t.rating_status, t.trace_id
+        t.calls_unknown, t.calls_not_sent, t.rating_status, t.trace_id, t.space
      FROM persona_ticks t JOIN personas p ON p.id = t.persona_id
      WHERE t.tenant_id = $1 AND t.id = $2";
 
@@ -108,7 +108,7 @@ pub(super) const LIST_TICKS: &str =
         t.started_at, t.finished_at, t.status, t.error, t.runner_id, t.llm_model,
         t.prompt_version, t.simulator, t.protocol_version, t.target, t.tokens_in, t.tokens_out,
         t.turns, t.tool_calls, t.calls_ok, t.calls_error, t.calls_deduped, t.calls_denied,
-        t.calls_unknown, t.calls_not_sent, t.rating_status, t.trace_id
+        t.calls_unknown, t.calls_not_sent, t.rating_status, t.trace_id, t.space
      FROM persona_ticks t JOIN personas p ON p.id = t.persona_id
      WHERE t.tenant_id = $1
        AND ($2 IS NULL OR t.persona_id = $2)
@@ -152,6 +152,7 @@ where
             protocol_version: row.try_get("protocol_version")?,
             trace_id: row.try_get("trace_id")?,
             target: row.try_get("target")?,
+            space: crate::model::space::from_stored(row.try_get("space")?),
             tokens_in: row.try_get("tokens_in")?,
             tokens_out: row.try_get("tokens_out")?,
             turns: row.try_get("turns")?,

@@ -17,8 +17,8 @@ use crate::time::now;
 /// A call's row, as first written: `pending` (about to be sent) or final (never sent).
 const INSERT_CALL: &str = "INSERT INTO persona_actions (id, tenant_id, tick_id, persona_id, seq, kind, tool_name,
         module, input_hash, result, error_message, arguments, output, chaos, latency_ms, sent,
-        recovered, refusal, created_at, completed_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
+        recovered, refusal, created_at, completed_at, space)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
      ON CONFLICT (tick_id, seq) DO NOTHING";
 
 /// A call's completion: its write-ahead row gets the result.
@@ -29,19 +29,19 @@ pub(super) const COMPLETE_CALL: &str = "UPDATE persona_actions SET result = $3, 
 /// A persona's latest calls (the prompt's story so far).
 pub(super) const RECENT_CALLS: &str = "SELECT id, tenant_id, tick_id, persona_id, seq, kind, tool_name, module,
         input_hash, result, error_message, arguments, output, chaos, latency_ms, sent, recovered, refusal,
-        created_at
+        created_at, space
      FROM persona_actions WHERE persona_id = $1 AND kind = 'call' ORDER BY created_at DESC, seq DESC LIMIT $2";
 
 /// A tick's calls, in order.
 pub(super) const TICK_CALLS: &str = "SELECT id, tenant_id, tick_id, persona_id, seq, kind, tool_name, module,
         input_hash, result, error_message, arguments, output, chaos, latency_ms, sent, recovered, refusal,
-        created_at
+        created_at, space
      FROM persona_actions WHERE tick_id = $1 ORDER BY seq";
 
 /// The latest identical call that ran or may have run (dedup across ticks).
 pub(super) const EARLIER_CALL: &str = "SELECT result, output FROM persona_actions
      WHERE persona_id = $1 AND input_hash = $2 AND created_at >= $3 AND result IN ('ok', 'unknown')
-       AND kind = 'call'
+       AND kind = 'call' AND space = $4
      ORDER BY created_at DESC LIMIT 1";
 
 impl<'r, R: Row> sqlx::FromRow<'r, R> for Call
@@ -78,6 +78,7 @@ where
             sent: row.try_get("sent")?,
             recovered: row.try_get("recovered")?,
             refusal: row.try_get("refusal")?,
+            space: crate::model::space::from_stored(row.try_get("space")?),
             created_at: row.try_get("created_at")?,
         })
     }
@@ -119,6 +120,7 @@ where
         .bind(call.refusal)
         .bind(call.created_at)
         .bind((call.result != CallResult::Pending).then(now))
+        .bind(crate::model::space::stored(call.space.as_deref()))
 }
 
 /// Binds a completion to [`COMPLETE_CALL`].
@@ -215,18 +217,21 @@ impl Store {
     }
 
     /// The persona's latest call with `input_hash` since `since` that ran or may have
-    /// run (`ok` or `unknown`), for deduplication across ticks.
+    /// run (`ok` or `unknown`) in the same space, for deduplication across ticks: the same
+    /// call in two spaces is not a repeat.
     pub async fn earlier_call(
         &self,
         persona_id: Uuid,
         input_hash: &str,
         since: DateTime<Utc>,
+        space: Option<&str>,
     ) -> Result<Option<EarlierCall>> {
         let row: Option<(CallResult, Option<String>)> = with_pool!(self, pool => {
             sqlx::query_as(EARLIER_CALL)
                 .bind(persona_id)
                 .bind(input_hash)
                 .bind(since)
+                .bind(crate::model::space::stored(space))
                 .fetch_optional(pool)
                 .await?
         });

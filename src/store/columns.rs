@@ -11,6 +11,7 @@ use crate::model::call::{CallKind, CallResult, Refusal};
 use crate::model::goal::{Outcome, RunStatus};
 use crate::model::persona::{DetailLevel, Flow, HeadlineType, UserKind};
 use crate::model::profile::{InteractionType, ProfileStatus, Sentiment};
+use crate::model::space::SpaceKind;
 use crate::model::tick::{RatingStatus, TickStatus, Trigger};
 
 /// A value that `DB` can bind, whatever the statement's lifetime: what the generic binders
@@ -59,6 +60,7 @@ macro_rules! text_columns {
 
 text_columns!(
     Outcome,
+    SpaceKind,
     RunStatus,
     CallKind,
     CallResult,

@@ -48,7 +48,8 @@ macro_rules! explain_all {
                     "r",
                     now,
                     3,
-                    none
+                    none,
+                    "personal"
                 ),
             ),
             (
@@ -129,7 +130,16 @@ macro_rules! explain_all {
             ),
             (
                 "dedup across ticks",
-                plan!($conn, $prefix, $column, super::calls::EARLIER_CALL, id, "h", now),
+                plan!(
+                    $conn,
+                    $prefix,
+                    $column,
+                    super::calls::EARLIER_CALL,
+                    id,
+                    "h",
+                    now,
+                    "personal"
+                ),
             ),
             (
                 "story so far: actions",

@@ -37,6 +37,7 @@ where
             runner_id: row.try_get("runner_id")?,
             lease_expires_at: row.try_get("lease_expires_at")?,
             target: row.try_get("target")?,
+            space: crate::model::space::from_stored(row.try_get("space")?),
         })
     }
 }
@@ -75,8 +76,8 @@ pub enum SlotClaim {
 /// Claims the next attempt of a slot in one statement (see `claim_slot`).
 pub(super) const CLAIM_SLOT: &str =
     "INSERT INTO persona_ticks (id, tenant_id, persona_id, trigger, scheduled_for, attempt,
-                        started_at, status, runner_id, lease_expires_at, target)
-                     SELECT $1, $2, $3, $4, $5, COALESCE(MAX(t.attempt), 0) + 1, $6, 'running', $7, $8, $10
+                        started_at, status, runner_id, lease_expires_at, target, space)
+                     SELECT $1, $2, $3, $4, $5, COALESCE(MAX(t.attempt), 0) + 1, $6, 'running', $7, $8, $10, $11
                      FROM persona_ticks t WHERE t.persona_id = $3 AND t.scheduled_for = $5
                      HAVING COALESCE(SUM(CASE WHEN t.status IN ('running', 'ok', 'skipped') THEN 1 ELSE 0 END), 0) = 0
                         AND COUNT(*) < $9
@@ -91,7 +92,7 @@ pub(super) const FINISH_TICK: &str = "UPDATE persona_ticks SET status = $2, erro
         trace_id = $15
      WHERE id = $1 AND status = 'running'
      RETURNING id, tenant_id, persona_id, trigger, scheduled_for, attempt, started_at,
-        finished_at, status, error, runner_id, lease_expires_at, target";
+        finished_at, status, error, runner_id, lease_expires_at, target, space";
 
 /// A finished tick's counters, derived from its audited calls (one pass over its few rows;
 /// a call still `pending` was made `unknown` first): the counters are never counted apart.
@@ -159,13 +160,14 @@ impl Store {
             runner_id: new.runner_id.clone(),
             lease_expires_at: crate::time::after(started_at, new.lease),
             target: new.target.clone(),
+            space: new.space.clone(),
         };
         let inserted: Result<u64> = async {
             Ok(with_writer!(self, pool => {
                 sqlx::query(
                     "INSERT INTO persona_ticks (id, tenant_id, persona_id, trigger, scheduled_for,
-                        attempt, started_at, status, runner_id, lease_expires_at, target)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10)",
+                        attempt, started_at, status, runner_id, lease_expires_at, target, space)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10, $11)",
                 )
                 .bind(tick.id)
                 .bind(tick.tenant_id)
@@ -177,6 +179,7 @@ impl Store {
                 .bind(&tick.runner_id)
                 .bind(tick.lease_expires_at)
                 .bind(tick.target.as_deref())
+                .bind(crate::model::space::stored(tick.space.as_deref()))
                 .execute(pool)
                 .await?
                 .rows_affected()
@@ -186,10 +189,17 @@ impl Store {
         self.observe(&inserted);
         match inserted {
             Ok(_) => Ok(tick),
-            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(format!(
-                "persona {} already has a running tick or this slot was claimed",
-                new.persona_id
-            ))),
+            Err(StoreError::Conflict(_)) => Err(StoreError::Conflict(match &new.space {
+                None => format!(
+                    "persona {} already has a running tick or this slot was claimed",
+                    new.persona_id
+                ),
+                Some(space) => format!(
+                    "persona {} already has a running tick, or another member is ticking in the space `{space}` \
+                     (members never overlap in a space); try again when it ends",
+                    new.persona_id
+                ),
+            })),
             Err(other) => Err(other),
         }
     }
@@ -198,7 +208,7 @@ impl Store {
         Ok(with_pool!(self, pool => {
             sqlx::query_as(
                 "SELECT id, tenant_id, persona_id, trigger, scheduled_for, attempt, started_at,
-                        finished_at, status, error, runner_id, lease_expires_at, target
+                        finished_at, status, error, runner_id, lease_expires_at, target, space
                  FROM persona_ticks WHERE id = $1",
             )
             .bind(id)
@@ -248,6 +258,7 @@ impl Store {
                 .bind(lease_expires_at)
                 .bind(max_attempts)
                 .bind(new.target.as_deref())
+                .bind(crate::model::space::stored(new.space.as_deref()))
                 // Run to the end, not to the first row: on SQLite the statement commits
                 // when it finishes, and a commit that fails (a full disk) must be an error
                 // here, never a claimed tick that was not written.
@@ -274,6 +285,7 @@ impl Store {
                 runner_id: new.runner_id.clone(),
                 lease_expires_at,
                 target: new.target.clone(),
+                space: new.space.clone(),
             })),
             // Not claimed: another runner's tick is running (it may die: look again), or
             // the slot is done, out of attempts, or the persona paused (go on).

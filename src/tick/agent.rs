@@ -75,6 +75,8 @@ pub(super) struct PersonaAgent {
     pub tenant_id: Uuid,
     pub tick_id: Uuid,
     pub persona_id: Uuid,
+    /// The shared space of the tick; `None`: the persona's own.
+    pub space: Option<String>,
     /// The persona's system prompt (the role it answers in).
     pub system_prompt: String,
     pub seq: Arc<AtomicI32>,
@@ -150,6 +152,7 @@ impl PersonaAgent {
         let arguments = self.keep(&exchange.request.to_string());
         let record = Call {
             id: Call::new_id(),
+            space: self.space.clone(),
             tenant_id: self.tenant_id,
             tick_id: self.tick_id,
             persona_id: self.persona_id,

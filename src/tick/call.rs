@@ -122,6 +122,7 @@ impl TickRunner {
         };
         let record = Call {
             id: Call::new_id(),
+            space: ctx.space.map(str::to_string),
             tenant_id: ctx.persona.tenant_id,
             tick_id: ctx.tick_id,
             persona_id: ctx.persona.id,
@@ -259,7 +260,7 @@ impl TickRunner {
         }
         let since = crate::time::before(crate::time::now(), window.0);
         self.store
-            .earlier_call(ctx.persona.id, hash, since)
+            .earlier_call(ctx.persona.id, hash, since, ctx.space)
             .await
             .unwrap_or_else(|err| {
                 tracing::warn!(%err, "dedup lookup failed; sending the call");
@@ -403,6 +404,7 @@ impl TickRunner {
         tool: &str,
         arguments: Map<String, Value>,
     ) -> Result<(CallOutcome, std::time::Duration), McpError> {
+        let arguments = self.with_space_argument(state.space_id.as_deref(), arguments);
         match &state.session {
             Some(session) => session.call(tool, arguments).await,
             None => Err(McpError::NoSession),
@@ -493,6 +495,19 @@ pub(super) fn settle(
                 None,
             )
         }
+        Ok((CallOutcome::Denied { text }, elapsed)) => (
+            (
+                CallResult::Denied,
+                Some(audit::redact_truncate(&text, &state.redact, 500)),
+                None,
+                latency_of(elapsed),
+            ),
+            format!(
+                "The app refused this: {}",
+                audit::redact_truncate(&text, &state.redact, max_output)
+            ),
+            None,
+        ),
         Ok((CallOutcome::Error { text }, elapsed)) => (
             (
                 CallResult::Error,

@@ -61,6 +61,7 @@ impl TickRunner {
         let value = Value::Object(arguments.clone());
         let pending = Call {
             id: Call::new_id(),
+            space: ctx.space.map(str::to_string),
             tenant_id: ctx.persona.tenant_id,
             tick_id: ctx.tick_id,
             persona_id: ctx.persona.id,

@@ -25,8 +25,10 @@ mod prompt;
 pub mod rating;
 mod replay;
 mod roleplay;
+mod round;
 mod secrets;
 mod session;
+mod space;
 mod spend;
 mod state;
 mod summary;
@@ -48,6 +50,7 @@ use uuid::Uuid;
 
 pub use pool::TickPool;
 pub use replay::{ReplayReport, ReplayedCall, Verdict as ReplayVerdict};
+pub use round::{MemberTick, RoundPlan};
 pub use secrets::process_secrets;
 pub use summary::TickSummary;
 
@@ -57,7 +60,7 @@ use crate::llm::{LlmClient, LlmError};
 use crate::mcp::McpError;
 use crate::model::call::CallResult;
 use crate::model::persona::Persona;
-use crate::model::tick::{CallCounts, NewTick, RatingStatus, Tick, TickFinish, TickStatus, Trigger};
+use crate::model::tick::{CallCounts, RatingStatus, Tick, TickFinish, TickStatus, Trigger};
 use crate::store::{ProfileEnd, Store, StoreError};
 use state::TickState;
 use validators::ValidatorCache;
@@ -91,6 +94,10 @@ pub enum TickError {
     /// Expected: the daemon is stopping and starts no more ticks.
     #[error("the scheduler is stopping: no new ticks are started")]
     ShuttingDown,
+    /// Expected: the space asked for cannot be worked in (not declared, not a member, not
+    /// in the product's organization list, or the product keeps no spaces).
+    #[error("shared space: {0}")]
+    Space(String),
     /// Expected: a tick to replay that cannot be (not found, persona gone).
     #[error("cannot replay: {0}")]
     Replay(String),
@@ -130,6 +137,8 @@ pub struct TickRequest {
     /// A check tick's goal: its task is the persona's intention, its state checks are
     /// read after play.
     pub goal: Option<crate::model::goal::Goal>,
+    /// The space it works in (by default chosen by the shares of the persona's spaces).
+    pub space: crate::model::space::SpaceChoice,
 }
 
 enum Driver {
@@ -165,6 +174,8 @@ pub(crate) struct CallContext<'a> {
     tick_id: Uuid,
     label: &'a str,
     events: &'a (dyn Fn(TickEvent) + Send + Sync),
+    /// The shared space the tick works in; `None`: the persona's own.
+    space: Option<&'a str>,
 }
 
 /// Why an `idle` tick is not `ok`.
@@ -333,24 +344,14 @@ impl TickRunner {
                 target: target.to_string(),
             });
         }
-        match self.store.claim_tick(&self.new_tick(request)).await {
+        let new = self.new_tick(request).await?;
+        match self.store.claim_tick(&new).await {
             Ok(tick) => Ok(tick),
-            Err(StoreError::Conflict(_)) => Err(TickError::AlreadyRunning(label)),
+            Err(StoreError::Conflict(_)) => Err(TickError::AlreadyRunning(match &new.space {
+                Some(space) => format!("{label} (or another member of the space `{space}`)"),
+                None => label,
+            })),
             Err(other) => Err(other.into()),
-        }
-    }
-
-    /// The claim of a request (the scheduler claims slots through the store itself).
-    pub fn new_tick(&self, request: &TickRequest) -> NewTick {
-        NewTick {
-            tenant_id: request.persona.tenant_id,
-            persona_id: request.persona.id,
-            trigger: request.trigger,
-            scheduled_for: request.scheduled_for,
-            attempt: request.attempt,
-            runner_id: self.runner_id.clone(),
-            lease: self.config.tick.lease.0,
-            target: request.persona.target.clone(),
         }
     }
 
@@ -378,6 +379,7 @@ impl TickRunner {
             tick_id: tick.id,
             label: &label,
             events,
+            space: tick.space.as_deref(),
         };
         let model = match &self.driver {
             Driver::Llm(llm) => Some(llm.model()),
@@ -407,6 +409,7 @@ impl TickRunner {
             persona_id: persona.id,
             persona: label,
             trigger: request.trigger,
+            space: crate::model::space::stored(tick.space.as_deref()).to_string(),
             status,
             error,
             calls_ok: counts.calls_ok.max(0) as u32,

@@ -17,6 +17,8 @@ pub(crate) struct Product {
     pub mcp: McpConfig,
     pub policy: ToolPolicy,
     pub oauth: Option<Arc<OAuth>>,
+    /// Its shared spaces' calls (`[spaces]`); `Err`: the key to set first.
+    pub spaces: Result<crate::auth::SpaceCalls, String>,
 }
 
 impl Product {
@@ -30,6 +32,7 @@ impl Product {
                 crate::config::AuthMode::Oauth => Some(Arc::new(OAuth::new(config, env)?)),
                 _ => None,
             },
+            spaces: crate::auth::SpaceCalls::new(config, &config.auth).map_err(|err| err.to_string()),
         })
     }
 }

@@ -43,6 +43,8 @@ pub struct ReplayedCall {
 pub struct ReplayReport {
     pub tick_id: Uuid,
     pub persona: String,
+    /// The shared space the tick worked in, and its replay too; `None`: the persona's own.
+    pub space: Option<String>,
     pub calls: Vec<ReplayedCall>,
 }
 
@@ -97,8 +99,13 @@ impl TickRunner {
         let recorded = self.store.tick_calls(tick_id).await?;
         let product = self.products.of(&persona);
         let credentials = product.auth.credentials(&email).await?;
+        // A tick of a shared space is replayed in that space.
+        let shared = self
+            .space_settings(tick.space.as_deref(), &persona.label(), product, &credentials)
+            .await?;
+        let space_id = shared.as_ref().map(|(id, _)| id.as_str());
         let session = McpSession::connect(Connect {
-            config: &product.mcp,
+            config: shared.as_ref().map_or(&product.mcp, |(_, mcp)| mcp),
             policy: &product.policy,
             credentials: &credentials,
             persona: &email,
@@ -117,7 +124,7 @@ impl TickRunner {
         for call in recorded.iter().filter(|c| c.kind == CallKind::Call) {
             let verdict = match ended_at {
                 Some(seq) => Verdict::Skipped(format!("not sent: the session ended at call #{seq}")),
-                None => match self.replay_call(product, &session, call, &secrets).await {
+                None => match self.replay_call(product, &session, call, &secrets, space_id).await {
                     Ok(verdict) => verdict,
                     Err(verdict) => {
                         ended_at = Some(call.seq);
@@ -135,6 +142,7 @@ impl TickRunner {
         Ok(ReplayReport {
             tick_id,
             persona: email,
+            space: tick.space.clone(),
             calls,
         })
     }
@@ -147,6 +155,7 @@ impl TickRunner {
         session: &McpSession,
         call: &Call,
         secrets: &[String],
+        space_id: Option<&str>,
     ) -> Result<Verdict, Verdict> {
         match call.result {
             CallResult::Ok | CallResult::Error => {}
@@ -173,9 +182,12 @@ impl TickRunner {
             _ => return Ok(Verdict::Skipped("its recorded arguments are not a JSON object".into())),
         };
         let max_output = self.config.tick.max_output_chars;
+        let arguments = self.with_space_argument(space_id, arguments);
         let (now_ok, now_text) = match session.call(&call.tool_name, arguments).await {
             Ok((CallOutcome::Ok { text }, _)) => (true, audit::redact_truncate(&text, secrets, max_output)),
-            Ok((CallOutcome::Error { text }, _)) => (false, audit::redact_truncate(&text, secrets, 500)),
+            Ok((CallOutcome::Error { text } | CallOutcome::Denied { text }, _)) => {
+                (false, audit::redact_truncate(&text, secrets, 500))
+            }
             Err(err) if err.ends_session() => {
                 let cause = audit::redact_truncate(&err.to_string(), secrets, 500);
                 return Err(Verdict::Changed(format!(

@@ -104,13 +104,14 @@ impl TickRunner {
         names: &ToolNames,
     ) -> Result<Vec<Value>, TickError> {
         let persona = ctx.persona;
-        let story = prompt::story_so_far(
+        let mut story = prompt::story_so_far(
             &self
                 .store
                 .recent_calls(persona.id, self.config.tick.story_actions as i64)
                 .await?,
             &self.store.recent_ratings(persona.id, 5).await?,
         );
+        story.push_str(&self.space_story(ctx).await?);
         let now = crate::time::now();
         let system = prompt::system_prompt(persona, now, &story);
         state

@@ -24,6 +24,19 @@ impl TickRunner {
         drop(login);
         // Before the session opens: an error opening it may already echo the token.
         state.remember(&credentials);
+        let shared = self.space_settings(ctx.space, ctx.label, product, &credentials).await?;
+        let mcp = match &shared {
+            Some((id, mcp)) => {
+                state.space_id = Some(id.clone());
+                mcp
+            }
+            None => &product.mcp,
+        };
+        if let Some(name) = ctx.space {
+            state
+                .transcript
+                .push("space", json!({"name": name, "id": state.space_id}));
+        }
         if state.server_requests.is_none() {
             state.server_requests = Some(Arc::new(super::agent::ServerRequests::new(
                 product.mcp.max_server_requests_per_call,
@@ -34,7 +47,7 @@ impl TickRunner {
         state.agent = Some(agent.clone());
         let connect = Span::child(semconv::CONNECT, Kind::Internal, Vec::new());
         let opened = connect
-            .run(self.open_session(product, email, &credentials, &agent))
+            .run(self.open_session(product, mcp, email, &credentials, &agent))
             .await;
         let session = match opened {
             Err(McpError::Unauthorized {
@@ -45,7 +58,9 @@ impl TickRunner {
                 product.auth.invalidate(email);
                 let fresh = product.auth.credentials(email).await?;
                 state.remember(&fresh);
-                connect.run(self.open_session(product, email, &fresh, &agent)).await
+                connect
+                    .run(self.open_session(product, mcp, email, &fresh, &agent))
+                    .await
             }
             other => other,
         };
@@ -97,11 +112,11 @@ impl TickRunner {
     async fn open_session(
         &self,
         product: &super::product::Product,
+        mcp: &crate::config::McpConfig,
         email: &str,
         credentials: &crate::auth::Credentials,
         agent: &Arc<PersonaAgent>,
     ) -> Result<McpSession, McpError> {
-        let mcp = &product.mcp;
         McpSession::connect(Connect {
             config: mcp,
             policy: &product.policy,
@@ -130,6 +145,7 @@ impl TickRunner {
             tenant_id: ctx.persona.tenant_id,
             tick_id: ctx.tick_id,
             persona_id: ctx.persona.id,
+            space: ctx.space.map(str::to_string),
             system_prompt: prompt::system_prompt(ctx.persona, crate::time::now(), ""),
             seq: state.seq.clone(),
             spend: state.spend.clone(),

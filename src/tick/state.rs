@@ -109,12 +109,16 @@ pub(super) struct TickState {
     pub trace_id: Option<String>,
     /// The span of the call in progress, ended when the call is accounted for.
     pub call_span: Option<crate::telemetry::Span>,
+    /// The id of the tick's shared space in the product (from the persona's organization
+    /// list), sent as `spaces.header` or `spaces.argument`.
+    pub space_id: Option<String>,
 }
 
 impl TickState {
     pub fn new(transcript_chars: usize) -> Self {
         Self {
             session: None,
+            space_id: None,
             agent: None,
             server_requests: None,
             redact: Vec::new(),

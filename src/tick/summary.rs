@@ -13,6 +13,8 @@ pub struct TickSummary {
     pub persona_id: Uuid,
     pub persona: String,
     pub trigger: Trigger,
+    /// The shared space the tick worked in, or `personal`.
+    pub space: String,
     pub status: TickStatus,
     pub error: Option<String>,
     pub calls_ok: u32,

@@ -26,8 +26,10 @@ pub(super) fn root(tick: &Tick, request: &TickRequest, simulator: &str, model: O
             persona.target.clone().unwrap_or_else(|| "default".into()),
         ),
         KeyValue::new(semconv::SIMULATOR, simulator.to_string()),
-        // Every tick acts in its persona's own space until shared spaces exist.
-        KeyValue::new(semconv::SPACE, "personal"),
+        KeyValue::new(
+            semconv::SPACE,
+            crate::model::space::stored(tick.space.as_deref()).to_string(),
+        ),
     ];
     if let Some(model) = model {
         attributes.push(KeyValue::new(semconv::PROVIDER_NAME, "openai"));

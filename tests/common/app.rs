@@ -40,7 +40,8 @@ pub enum Auth {
 pub struct AppOptions {
     pub admin_token: bool,
     pub jwt_secret: bool,
-    /// Extra TOML appended to the config (inside `[api.jwt]`).
+    /// Extra TOML appended to the config (inside `[api.jwt]`); `{gateway}` stands for the
+    /// sample gateway's address.
     pub extra_toml: String,
     /// Extra environment (e.g. `PERSONA_RUNNER__API__…` overrides).
     pub extra_env: Vec<(String, String)>,
@@ -78,7 +79,7 @@ pub async fn spawn_app_with(backend: Backend, options: AppOptions) -> TestApp {
         login = gateway.login_url(),
         signup = gateway.signup_url(),
         mcp = gateway.mcp_url(),
-        extra = options.extra_toml,
+        extra = options.extra_toml.replace("{gateway}", &gateway.addr.to_string()),
     );
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();

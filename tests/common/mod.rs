@@ -380,6 +380,18 @@ impl TestGateway {
         format!("http://{}/mcp", self.addr)
     }
 
+    /// The `[spaces]` section that points the runner at this gateway's organizations.
+    pub fn spaces_toml(&self) -> String {
+        let organization = |path: &str| format!("http://{}/api/auth/organization/{path}", self.addr);
+        format!(
+            "[spaces]\nlist_url = \"{}\"\ncreate_url = \"{}\"\ninvite_url = \"{}\"\naccept_url = \"{}\"\n",
+            organization("list"),
+            organization("create"),
+            organization("invite-member"),
+            organization("accept-invitation")
+        )
+    }
+
     pub fn organizations_url(&self) -> String {
         format!("http://{}/api/auth/organization/list", self.addr)
     }
@@ -391,6 +403,11 @@ impl TestGateway {
         config.auth.seed_secret_env = "TEST_SEED_SECRET".into();
         config.mcp.url = self.mcp_url();
         config.retry.initial_delay = persona_runner::time::HumanDuration(std::time::Duration::from_millis(10));
+        let organization = |path: &str| format!("http://{}/api/auth/organization/{path}", self.addr);
+        config.spaces.list_url = organization("list");
+        config.spaces.create_url = organization("create");
+        config.spaces.invite_url = organization("invite-member");
+        config.spaces.accept_url = organization("accept-invitation");
         config
     }
 
@@ -419,6 +436,9 @@ pub enum Step {
     Hang,
     /// An error status with this message in the OpenAI error body.
     Refuse(u16, &'static str),
+    /// This chat-completion body, once the test adds a permit to the semaphore (so it
+    /// can change the world while the tick waits for its model).
+    Held(std::sync::Arc<tokio::sync::Semaphore>, serde_json::Value),
 }
 
 /// A chat-completion body calling tools: `(function name, arguments text)`.
@@ -494,6 +514,10 @@ impl ScriptedLlm {
                             axum::Json(serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}})),
                         )
                             .into_response(),
+                        Some(Step::Held(gate, body)) => {
+                            gate.acquire().await.unwrap().forget();
+                            axum::Json(body).into_response()
+                        }
                         Some(Step::Hang) => {
                             std::future::pending::<()>().await;
                             unreachable!()
@@ -686,6 +710,44 @@ pub async fn tick_once(
         scheduled_for: None,
         attempt: 1,
         goal: None,
+        space: Default::default(),
     };
     engine.run(&request, &|_| {}).await.unwrap()
+}
+
+/// `persona-runner catalog seed ARGS… CATALOGS…` (the real binary) with a config that
+/// reaches `gateway`'s login, sign-up and MCP endpoints, plus `extra_toml`.
+pub async fn catalog_seed(
+    dir: &Path,
+    db: &TestDb,
+    gateway: &TestGateway,
+    extra_toml: &str,
+    args: &[&str],
+    catalogs: &[&str],
+) -> std::process::Output {
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[database]\nurl = \"{}\"\n[auth]\nlogin_url = \"{}\"\nsignup_url = \"{}\"\n\
+             seed_secret_env = \"TEST_SEED_SECRET\"\n[mcp]\nurl = \"{}\"\n{extra_toml}",
+            db.url(),
+            gateway.login_url(),
+            gateway.signup_url(),
+            gateway.mcp_url()
+        ),
+    )
+    .unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_persona-runner"))
+        .arg("--config")
+        .arg(&config)
+        .args(["catalog", "seed"])
+        .args(args)
+        .args(catalogs)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TEST_SEED_SECRET", TEST_SEED)
+        .output()
+        .await
+        .unwrap()
 }
