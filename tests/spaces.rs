@@ -691,3 +691,39 @@ async fn the_admin_upsert_with_provision_creates_and_joins_the_personas_spaces()
     );
     app.stop().await;
 }
+
+/// The product's organization endpoints are down: each space fails on its own, named with
+/// the step and the URL, the seed exits 1, and no space is marked provisioned (so no tick
+/// goes there by share).
+#[tokio::test]
+async fn provisioning_against_dead_organization_endpoints_fails_each_space_by_name() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let gateway = TestGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let closed = common::free_port();
+    let dead = |path: &str| format!("\"http://127.0.0.1:{closed}/api/auth/organization/{path}\"");
+    let spaces = format!(
+        "[retry]\nmax_attempts = 1\n[spaces]\nlist_url = {}\ncreate_url = {}\ninvite_url = {}\naccept_url = {}\n",
+        dead("list"),
+        dead("create"),
+        dead("invite-member"),
+        dead("accept-invitation")
+    );
+    let out = common::catalog_seed(dir.path(), &db, &gateway, &spaces, &["--provision"], &[CATALOG]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", output(&out));
+    assert!(
+        output(&out).contains("spaces: 0 created, 0 joined, 0 already present, 5 failed"),
+        "{}",
+        output(&out)
+    );
+    assert!(
+        output(&out).contains(&format!("space {FAMILY}: ")) && output(&out).contains(&format!("127.0.0.1:{closed}")),
+        "{}",
+        output(&out)
+    );
+    assert!(!output(&out).contains(common::TEST_SEED));
+    let store = db.store().await;
+    let spaces = store.list_spaces(DEFAULT_TENANT).await.unwrap();
+    assert_eq!(spaces.len(), 5);
+    assert!(spaces.iter().all(|s| s.provisioned_at.is_none()), "{spaces:?}");
+}

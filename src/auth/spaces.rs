@@ -261,10 +261,7 @@ impl SpaceCalls {
         let status = response.status().as_u16();
         if !(200..300).contains(&status) && status != 409 {
             let text = crate::http::read_text(response, 4096).await.unwrap_or_default();
-            let text: String = crate::redact::redact(&text, &[token.expose()])
-                .chars()
-                .take(300)
-                .collect();
+            let text = crate::redact::redact_truncate(&text, &[token.expose()], 300);
             return Err(self.failed(step, url, format!("HTTP {status}: {text}")));
         }
         let text = crate::http::read_text(response, crate::http::MAX_BODY_BYTES)

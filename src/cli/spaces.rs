@@ -36,7 +36,11 @@ pub(super) async fn provision_spaces(app: &App, catalogs: &[Catalog], dry_run: b
         let calls = match SpaceCalls::new(&product, &product.auth) {
             Ok(calls) => calls,
             Err(err) => {
-                eprintln!("space {} left out: {err}", space.name);
+                eprintln!(
+                    "space {} left out: {}",
+                    super::terminal_safe(&space.name),
+                    super::error_line(&err)
+                );
                 report.unconfigured += 1;
                 continue;
             }
@@ -68,7 +72,11 @@ pub(super) async fn provision_spaces(app: &App, catalogs: &[Catalog], dry_run: b
             }
             Err(err) => {
                 report.failed += 1;
-                eprintln!("space {}: {err}", space.name);
+                eprintln!(
+                    "space {}: {}",
+                    super::terminal_safe(&space.name),
+                    super::error_line(&err)
+                );
             }
         }
     }
